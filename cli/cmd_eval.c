@@ -1,0 +1,300 @@
+/* mvmoe eval: accuracy, loss, per-class accuracy and confusion matrix of a checkpoint on one
+ * split of a dataset; optionally the raw logits. Scripts depend on this command's form. */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+#include "mvmoe.h"
+
+/* Beyond this many classes the text confusion matrix is unreadable; --json has it all. */
+#define MAX_TEXT_CONFUSION 40
+
+static const char SYNOPSIS[] =
+    "usage: mvmoe eval --model M.safetensors --data DIR [--split test] [--logits OUT.f32]\n"
+    "                  [--json] [--batch 256] [--threads 0] [--max-images 0]\n"
+    "                  [--heads N --mean a,b,c --std a,b,c --img-size N]\n";
+
+static void print_help(void) {
+    printf("%s\n", SYNOPSIS);
+    printf("Evaluates a checkpoint on a split of a dataset: top-1, top-5, mean cross-entropy,\n"
+           "per-class accuracy and the confusion matrix (rows: true class, columns: predicted).\n\n"
+           "  --model M            checkpoint (.safetensors: ours, or a plain timm ViT)\n"
+           "  --data DIR           dataset folder (IDX, CIFAR binary, or DIR/SPLIT/CLASS/*)\n"
+           "  --split NAME         train or test (default test)\n"
+           "  --logits OUT.f32     also write the logits: little-endian float32 [N x classes],\n"
+           "                       images in file order\n"
+           "  --json               print one JSON object instead of text\n"
+           "  --batch N            images per forward pass (default 256)\n"
+           "  --threads N          threads (0: all cores; default: OMP_NUM_THREADS or all)\n"
+           "  --max-images N       evaluate only the first N images (0: all)\n"
+           MVMOE_CLI_LOAD_FLAGS
+           "\nExit status: 0 done, 1 failure (message names the file), 2 usage error.\n");
+}
+
+typedef struct eval_args {
+    const char *model, *data, *split, *logits;
+    int json, batch, threads, threads_given, max_images;
+    mvmoe_cli_load load;
+} eval_args;
+
+static int parse(eval_args *e, int argc, char **argv) {
+    memset(e, 0, sizeof *e);
+    e->split = "test";
+    e->batch = 256;
+    mvmoe_cli_load_init(&e->load);
+    mvmoe_args a;
+    mvmoe_args_init(&a, "eval", SYNOPSIS, argc, argv);
+    const char *pos;
+    int kind, rc = 0;
+    while (rc == 0 && (kind = mvmoe_args_next(&a, &pos)) >= 0) {
+        if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (give the checkpoint with --model and the dataset with --data)", pos);
+        if (mvmoe_cli_load_flag(&a, &e->load, &rc)) continue;
+        if (mvmoe_args_is(&a, "--model")) rc = mvmoe_args_str(&a, &e->model);
+        else if (mvmoe_args_is(&a, "--data")) rc = mvmoe_args_str(&a, &e->data);
+        else if (mvmoe_args_is(&a, "--split")) rc = mvmoe_args_str(&a, &e->split);
+        else if (mvmoe_args_is(&a, "--logits")) rc = mvmoe_args_str(&a, &e->logits);
+        else if (mvmoe_args_is(&a, "--json")) { rc = mvmoe_args_switch(&a); e->json = 1; }
+        else if (mvmoe_args_is(&a, "--batch")) rc = mvmoe_args_int(&a, 1, 65536, &e->batch);
+        else if (mvmoe_args_is(&a, "--threads")) { rc = mvmoe_args_int(&a, 0, 4096, &e->threads); e->threads_given = 1; }
+        else if (mvmoe_args_is(&a, "--max-images")) rc = mvmoe_args_int(&a, 0, 2147483647L, &e->max_images);
+        else return mvmoe_args_unknown(&a);
+    }
+    if (rc) return rc;
+    if (!e->model) return mvmoe_args_error(&a, "--model M.safetensors is required");
+    if (!e->data) return mvmoe_args_error(&a, "--data DIR is required");
+    if (strcmp(e->split, "train") != 0 && strcmp(e->split, "test") != 0)
+        return mvmoe_args_error(&a, "invalid value '%s' for --split: use train or test", e->split);
+    return mvmoe_cli_load_finish(&a, &e->load);
+}
+
+/* ---------------------------------------------------------------- logits file */
+
+static int host_is_little_endian(void) {
+    const uint16_t one = 1;
+    uint8_t first;
+    memcpy(&first, &one, 1);
+    return first == 1;
+}
+
+/* Raw little-endian float32, no header: the simplest thing numpy.fromfile reads. Written to
+ * PATH.tmp and renamed, so a reader never sees a half-written file. */
+static int write_logits(const char *path, float *logits, size_t count) {
+    if (!host_is_little_endian()) {
+        for (size_t i = 0; i < count; i++) {
+            uint32_t u;
+            memcpy(&u, &logits[i], 4);
+            u = __builtin_bswap32(u);
+            memcpy(&logits[i], &u, 4);
+        }
+    }
+    size_t len = strlen(path) + sizeof ".tmp";
+    char *tmp = malloc(len);
+    if (!tmp) {
+        fprintf(stderr, "mvmoe eval: error: out of memory\n");
+        return MVMOE_EXIT_FAIL;
+    }
+    snprintf(tmp, len, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        fprintf(stderr, "mvmoe eval: error: cannot create '%s': %s; check that the folder exists and is writable\n",
+                tmp, strerror(errno));
+        free(tmp);
+        return MVMOE_EXIT_FAIL;
+    }
+    int ok = fwrite(logits, sizeof(float), count, f) == count;
+    int err = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        err = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        fprintf(stderr, "mvmoe eval: error: cannot rename '%s' to '%s': %s\n", tmp, path, strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return MVMOE_EXIT_FAIL;
+    }
+    if (!ok) {
+        fprintf(stderr, "mvmoe eval: error: cannot write the %zu logits to '%s': %s; check free disk space\n",
+                count, tmp, strerror(err));
+        remove(tmp);
+        free(tmp);
+        return MVMOE_EXIT_FAIL;
+    }
+    free(tmp);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- reports */
+
+static int64_t row_total(const mvmoe_eval_result *r, int k) {
+    int64_t s = 0;
+    for (int j = 0; j < r->num_classes; j++) s += r->confusion[(size_t)k * (size_t)r->num_classes + (size_t)j];
+    return s;
+}
+
+static const char *class_name(const mvmoe_config *c, const mvmoe_dataset *ds, int k) {
+    if (c->class_names && c->class_names[k]) return c->class_names[k];
+    if (ds->class_names && k < ds->num_classes && ds->class_names[k]) return ds->class_names[k];
+    return NULL;
+}
+
+static void print_text(const eval_args *e, const mvmoe_config *c, const mvmoe_dataset *ds,
+                       const mvmoe_eval_result *r) {
+    int K = r->num_classes;
+    printf("model:  '%s'\n", e->model);
+    printf("data:   '%s' %s split, %d images\n", e->data, e->split, r->n);
+    printf("top-1:  %.2f%%\n", 100.0 * r->top1);
+    printf("top-5:  %.2f%%\n", 100.0 * r->top5);
+    printf("loss:   %.4f\n", r->loss);
+    int name_w = 5;
+    for (int k = 0; k < K; k++) {
+        const char *nm = class_name(c, ds, k);
+        int l = nm ? (int)strlen(nm) : 0;
+        if (l > name_w) name_w = l < 40 ? l : 40;
+    }
+    printf("\nper-class accuracy:\n  %5s  %-*s  %8s  %7s\n", "index", name_w, "class", "accuracy", "images");
+    for (int k = 0; k < K; k++) {
+        const char *nm = class_name(c, ds, k);
+        int64_t n = row_total(r, k);
+        char acc[32];
+        if (n > 0) snprintf(acc, sizeof acc, "%.2f%%", 100.0 * r->per_class[k]);
+        else snprintf(acc, sizeof acc, "-");
+        printf("  %5d  %-*.*s  %8s  %7lld\n", k, name_w, name_w, nm ? nm : "", acc, (long long)n);
+    }
+    if (K > MAX_TEXT_CONFUSION) {
+        printf("\nconfusion matrix: %d x %d, not printed as text; use --json\n", K, K);
+        return;
+    }
+    int64_t mx = K - 1;
+    for (size_t i = 0; i < (size_t)K * (size_t)K; i++)
+        if (r->confusion[i] > mx) mx = r->confusion[i];
+    int w = snprintf(NULL, 0, "%lld", (long long)mx) + 1;
+    if (w < 4) w = 4;
+    printf("\nconfusion matrix (rows: true class, columns: predicted class):\n%*s", 6, "");
+    for (int j = 0; j < K; j++) printf("%*d", w, j);
+    printf("\n");
+    for (int k = 0; k < K; k++) {
+        printf("  %4d", k);
+        for (int j = 0; j < K; j++) printf("%*lld", w, (long long)r->confusion[(size_t)k * (size_t)K + (size_t)j]);
+        printf("\n");
+    }
+}
+
+/* cJSON returns NULL when out of memory; every add is checked through `ok`. */
+static int print_json(const eval_args *e, const mvmoe_config *c, const mvmoe_dataset *ds,
+                      const mvmoe_eval_result *r) {
+    int K = r->num_classes, ok = 1;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) goto oom;
+    ok &= cJSON_AddStringToObject(o, "model", e->model) != NULL;
+    ok &= cJSON_AddStringToObject(o, "data", e->data) != NULL;
+    ok &= cJSON_AddStringToObject(o, "split", e->split) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "n", r->n) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "num_classes", K) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "top1", r->top1) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "top5", r->top5) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "loss", r->loss) != NULL;
+    cJSON *names = cJSON_AddArrayToObject(o, "class_names");
+    cJSON *per = cJSON_AddArrayToObject(o, "per_class");
+    cJSON *count = cJSON_AddArrayToObject(o, "class_count");
+    cJSON *conf = cJSON_AddArrayToObject(o, "confusion");
+    ok &= names && per && count && conf;
+    for (int k = 0; ok && k < K; k++) {
+        const char *nm = class_name(c, ds, k);
+        char idx[16];
+        snprintf(idx, sizeof idx, "%d", k);
+        int64_t n = row_total(r, k);
+        ok &= cJSON_AddItemToArray(names, cJSON_CreateString(nm ? nm : idx));
+        ok &= cJSON_AddItemToArray(per, n > 0 ? cJSON_CreateNumber(r->per_class[k]) : cJSON_CreateNull());
+        ok &= cJSON_AddItemToArray(count, cJSON_CreateNumber((double)n));
+        cJSON *row = cJSON_CreateArray();
+        ok &= cJSON_AddItemToArray(conf, row);
+        for (int j = 0; ok && j < K; j++)
+            ok &= cJSON_AddItemToArray(row, cJSON_CreateNumber((double)r->confusion[(size_t)k * (size_t)K + (size_t)j]));
+    }
+    ok &= (e->logits ? cJSON_AddStringToObject(o, "logits", e->logits) : cJSON_AddNullToObject(o, "logits")) != NULL;
+    char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!text) goto oom;
+    printf("%s\n", text);
+    free(text);
+    return 0;
+oom:
+    fprintf(stderr, "mvmoe eval: error: out of memory building the JSON report\n");
+    return MVMOE_EXIT_FAIL;
+}
+
+/* ---------------------------------------------------------------- the command */
+
+static int run(const eval_args *e) {
+    mvmoe_model *m = NULL;
+    mvmoe_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    mvmoe_eval_result r;
+    memset(&r, 0, sizeof r);
+    float *logits = NULL;
+    int rc = 0;
+
+    if (e->threads_given) mvmoe_set_threads(e->threads);
+    if (mvmoe_model_load(&m, e->model, &e->load.o) != MVMOE_OK) {
+        rc = mvmoe_cli_fail("eval");
+        goto done;
+    }
+    const mvmoe_config *c = mvmoe_model_config(m);
+    int load_size = mvmoe_cli_is_image_folder(e->data, e->split) ? c->img_size : 0;
+    if (mvmoe_dataset_load(&ds, e->data, e->split, load_size, e->max_images) != MVMOE_OK) {
+        rc = mvmoe_cli_fail("eval");
+        goto done;
+    }
+    if (ds.c != c->in_chans || ds.num_classes > c->num_classes) {
+        fprintf(stderr, "mvmoe eval: error: model '%s' takes %d channel(s) and %d classes, but the %s split of '%s' has %d channel(s) and %d classes\n",
+                e->model, c->in_chans, c->num_classes, e->split, e->data, ds.c, ds.num_classes);
+        rc = MVMOE_EXIT_FAIL;
+        goto done;
+    }
+    if (ds.n < 1) {
+        fprintf(stderr, "mvmoe eval: error: the %s split of '%s' has no images\n", e->split, e->data);
+        rc = MVMOE_EXIT_FAIL;
+        goto done;
+    }
+    size_t count = (size_t)ds.n * (size_t)c->num_classes;
+    if (e->logits && !(logits = malloc(count * sizeof *logits))) {
+        fprintf(stderr, "mvmoe eval: error: cannot allocate %zu logits (%d images x %d classes); evaluate fewer images with --max-images\n",
+                count, ds.n, c->num_classes);
+        rc = MVMOE_EXIT_FAIL;
+        goto done;
+    }
+    if (mvmoe_evaluate(m, &ds, NULL, ds.n, e->batch, &r, logits) != MVMOE_OK) {
+        rc = mvmoe_cli_fail("eval");
+        goto done;
+    }
+    if (logits && (rc = write_logits(e->logits, logits, count)) != 0) goto done;
+    if (e->json) rc = print_json(e, c, &ds, &r);
+    else print_text(e, c, &ds, &r);
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "mvmoe eval: error: cannot write the report to standard output: %s\n", strerror(errno));
+        rc = MVMOE_EXIT_FAIL;
+    }
+
+done:
+    free(logits);
+    mvmoe_eval_result_free(&r);
+    mvmoe_dataset_free(&ds);
+    if (m) mvmoe_model_free(m);
+    return rc;
+}
+
+int mvmoe_cmd_eval(int argc, char **argv) {
+    if (mvmoe_args_wants_help(argc, argv)) {
+        print_help();
+        return MVMOE_EXIT_OK;
+    }
+    eval_args e;
+    int rc = parse(&e, argc, argv);
+    return rc ? rc : run(&e);
+}

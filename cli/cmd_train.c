@@ -1,0 +1,358 @@
+/* mvmoe train: builds (or loads) a model, trains it on a dataset's train split with a held-out
+ * validation part, saves it, and reports its accuracy on the test split. */
+#include <errno.h>
+#include <libgen.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+#include "mvmoe.h"
+#include "progress.h"
+#include "train_args.h"
+
+#define TEST_BATCH 256
+
+/* ---------------------------------------------------------------- model set-up */
+
+/* Per-channel mean and std of pixel/255 over the training images. Integer sums are exact
+ * (255^2 * 2^31 images * 2^24 pixels still fits in 64 bits), so the variance E[x^2]-E[x]^2
+ * suffers no accumulated rounding. */
+static void dataset_mean_std(const mvmoe_dataset *ds, const int32_t *idx, int n, float *mean,
+                             float *std) {
+    size_t hw = (size_t)ds->h * (size_t)ds->w;
+    for (int c = 0; c < ds->c; c++) {
+        uint64_t s = 0, ss = 0;
+        for (int i = 0; i < n; i++) {
+            const uint8_t *p = ds->images + ((size_t)idx[i] * (size_t)ds->c + (size_t)c) * hw;
+            uint64_t s1 = 0, s2 = 0;
+            for (size_t j = 0; j < hw; j++) {
+                s1 += p[j];
+                s2 += (uint64_t)p[j] * p[j];
+            }
+            s += s1;
+            ss += s2;
+        }
+        double count = (double)n * (double)hw;
+        double m = (double)s / (count * 255.0);
+        double var = (double)ss / (count * 255.0 * 255.0) - m * m;
+        mean[c] = (float)m;
+        /* A constant channel (var 0) would divide by zero when normalizing; 1 leaves it as is. */
+        std[c] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
+    }
+}
+
+/* super-class of each fine class, read off the coarse labels (CIFAR-100) */
+static int superclass_map(const mvmoe_dataset *ds, mvmoe_config *c) {
+    int *map = malloc(sizeof(int) * (size_t)ds->num_classes);
+    if (!map) {
+        fprintf(stderr, "mvmoe train: error: out of memory for the %d-class super-class map\n", ds->num_classes);
+        return MVMOE_EXIT_FAIL;
+    }
+    for (int k = 0; k < ds->num_classes; k++) map[k] = -1;
+    for (int i = 0; i < ds->n; i++) {
+        int y = ds->labels[i], s = ds->coarse[i];
+        if (map[y] >= 0 && map[y] != s) {
+            fprintf(stderr, "mvmoe train: error: class %d of '%s' has images under two super-classes (%d and %d)\n",
+                    y, ds->source ? ds->source : "?", map[y], s);
+            free(map);
+            return MVMOE_EXIT_FAIL;
+        }
+        map[y] = s;
+    }
+    for (int k = 0; k < ds->num_classes; k++)
+        if (map[k] < 0) {
+            fprintf(stderr, "mvmoe train: error: class %d has no training image to tell its super-class; use more images (--max-images)\n", k);
+            free(map);
+            return MVMOE_EXIT_FAIL;
+        }
+    free(c->superclass_of);
+    c->superclass_of = map;
+    return 0;
+}
+
+/* A fresh config, first part: the preset, then the model flags. Done before reading the data
+ * so that a mistyped preset fails at once. */
+static int preset_config(const train_args *t, mvmoe_config *c) {
+    const char *preset = t->preset ? t->preset : MVMOE_TRAIN_DEFAULT_PRESET;
+    if (mvmoe_config_preset(c, preset) != MVMOE_OK) {
+        fprintf(stderr, "mvmoe train: invalid value '%s' for --preset: %s\n", preset, mvmoe_last_error());
+        return MVMOE_EXIT_USAGE;
+    }
+    if (t->img_size > 0) c->img_size = t->img_size;
+    if (t->patch > 0) c->patch = t->patch;
+    if (t->dim > 0) c->dim = t->dim;
+    if (t->depth > 0) c->depth = t->depth;
+    if (t->heads > 0) c->heads = t->heads;
+    if (t->mlp_dim > 0) c->mlp_dim = t->mlp_dim;
+    if (t->routing_given) c->routing = t->routing;
+    if (t->experts >= 0) c->experts = t->experts;
+    if (t->top_k > 0) c->top_k = t->top_k;
+    if (t->moe_layers >= 0) c->moe_layers = t->moe_layers;
+    /* Catch shape mistakes (heads not dividing dim, ...) before a long dataset read. The image
+     * size may still change to the dataset's, so the probe uses one that every patch divides. */
+    mvmoe_config probe = *c; /* the preset owns no names/maps yet: a shallow copy is safe */
+    if (t->img_size <= 0) probe.img_size = probe.patch;
+    if (mvmoe_config_validate(&probe) != MVMOE_OK) {
+        fprintf(stderr, "mvmoe train: %s\nAdjust the model flags (or --preset); see 'mvmoe train --help'.\n",
+                mvmoe_last_error());
+        return MVMOE_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Second part: what the dataset says (channels, size unless --img-size, classes, names,
+ * input statistics of the training images), then the whole config is checked. */
+static int dataset_config(const train_args *t, const mvmoe_dataset *ds, const int32_t *train_idx,
+                          int n_train, mvmoe_config *c) {
+    if (t->in_chans > 0 && t->in_chans != ds->c) {
+        fprintf(stderr, "mvmoe train: --in-chans %d does not match the %d channel(s) of the images in '%s'\n",
+                t->in_chans, ds->c, t->data);
+        return MVMOE_EXIT_USAGE;
+    }
+    if (ds->c < 1 || ds->c > MVMOE_MAX_CHANNELS) {
+        fprintf(stderr, "mvmoe train: error: the images in '%s' have %d channels; at most %d are supported\n",
+                t->data, ds->c, MVMOE_MAX_CHANNELS);
+        return MVMOE_EXIT_FAIL;
+    }
+    c->in_chans = ds->c;
+    c->img_size = t->img_size > 0 ? t->img_size : ds->h;
+    c->num_classes = ds->num_classes;
+    dataset_mean_std(ds, train_idx, n_train, c->mean, c->std);
+    if (ds->class_names &&
+        mvmoe_config_set_class_names(c, (const char *const *)ds->class_names, ds->num_classes) != MVMOE_OK)
+        return mvmoe_cli_fail("train");
+    if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS && ds->coarse) {
+        int rc = superclass_map(ds, c);
+        if (rc) return rc;
+    }
+    if (mvmoe_config_validate(c) != MVMOE_OK) {
+        fprintf(stderr, "mvmoe train: %s\nAdjust the model flags (or --preset); see 'mvmoe train --help'.\n",
+                mvmoe_last_error());
+        return MVMOE_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* A loaded model (--resume / --init) must fit the dataset as it is. */
+static int check_loaded(const train_args *t, mvmoe_model *m, const mvmoe_dataset *ds) {
+    const mvmoe_config *c = mvmoe_model_config(m);
+    const char *ckpt = t->resume ? t->out : t->init;
+    if (c->in_chans != ds->c || c->num_classes != ds->num_classes) {
+        fprintf(stderr, "mvmoe train: error: checkpoint '%s' takes %d channel(s) and %d classes, but '%s' has %d channel(s) and %d classes\n",
+                ckpt, c->in_chans, c->num_classes, t->data, ds->c, ds->num_classes);
+        return MVMOE_EXIT_FAIL;
+    }
+    if (!c->class_names && ds->class_names &&
+        mvmoe_config_set_class_names(mvmoe_model_config_mut(m), (const char *const *)ds->class_names,
+                                     ds->num_classes) != MVMOE_OK)
+        return mvmoe_cli_fail("train");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    mvmoe_request_stop(); /* async-signal-safe by contract */
+}
+
+/* SA_RESETHAND: a second Ctrl-C gets the default action and kills at once, for when saving
+ * the checkpoint itself hangs. */
+static void install_stop_handlers(struct sigaction *old_int, struct sigaction *old_term) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigaction(SIGINT, &sa, old_int);
+    sigaction(SIGTERM, &sa, old_term);
+}
+
+static void restore_handlers(const struct sigaction *old_int, const struct sigaction *old_term) {
+    sigaction(SIGINT, old_int, NULL);
+    sigaction(SIGTERM, old_term, NULL);
+}
+
+/* ---------------------------------------------------------------- test split */
+
+static int evaluate_test(const train_args *t, mvmoe_model *m, int load_size) {
+    mvmoe_dataset test;
+    memset(&test, 0, sizeof test);
+    if (mvmoe_dataset_load(&test, t->data, "test", load_size, t->max_images) != MVMOE_OK) {
+        /* A dataset without a test split is normal for image folders; say so and finish. */
+        printf("test: not evaluated (%s)\n", mvmoe_last_error());
+        mvmoe_dataset_free(&test);
+        return 0;
+    }
+    mvmoe_eval_result r;
+    memset(&r, 0, sizeof r);
+    int rc = 0;
+    if (mvmoe_evaluate(m, &test, NULL, test.n, TEST_BATCH, &r, NULL) != MVMOE_OK) {
+        rc = mvmoe_cli_fail("train");
+    } else {
+        printf("test: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%d images of '%s')\n", 100.0 * r.top1,
+               100.0 * r.top5, r.loss, r.n, t->data);
+    }
+    mvmoe_eval_result_free(&r);
+    mvmoe_dataset_free(&test);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the command */
+
+/* The checkpoint is first written after a whole epoch: an unwritable --out folder must fail
+ * now, not after an hour of training. */
+static int check_out_folder(const char *out) {
+    char *copy = strdup(out);
+    if (!copy) {
+        fprintf(stderr, "mvmoe train: error: out of memory\n");
+        return MVMOE_EXIT_FAIL;
+    }
+    const char *dir = dirname(copy);
+    int rc = 0;
+    if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "mvmoe train: error: cannot write the checkpoint '%s': folder '%s': %s; create it or choose another --out\n",
+                out, dir, strerror(errno));
+        rc = MVMOE_EXIT_FAIL;
+    }
+    free(copy);
+    return rc;
+}
+
+static int run(train_args *t) {
+    mvmoe_config cfg;
+    mvmoe_dataset ds;
+    memset(&cfg, 0, sizeof cfg);
+    memset(&ds, 0, sizeof ds);
+    mvmoe_model *m = NULL;
+    int32_t *train_idx = NULL, *val_idx = NULL;
+    int n_train = 0, n_val = 0, rc = 0;
+    char *metrics_path = NULL;
+    mvmoe_cli_progress prog;
+    int prog_open = 0;
+
+    if (t->threads_given) mvmoe_set_threads(t->o.threads);
+    if ((rc = check_out_folder(t->out)) != 0) goto done;
+
+    const char *ckpt = t->resume ? t->out : t->init;
+    if (ckpt) {
+        mvmoe_load_options lo;
+        memset(&lo, 0, sizeof lo);
+        lo.img_size = t->img_size > 0 ? t->img_size : 0;
+        if (mvmoe_model_load(&m, ckpt, &lo) != MVMOE_OK) {
+            rc = mvmoe_cli_fail("train");
+            goto done;
+        }
+    } else if ((rc = preset_config(t, &cfg)) != 0) {
+        goto done;
+    }
+    /* Image folders are resized when read; fixed-size formats (IDX, CIFAR) are read as they are. */
+    int load_size = 0;
+    if (mvmoe_cli_is_image_folder(t->data, "train"))
+        load_size = m ? mvmoe_model_config(m)->img_size : cfg.img_size;
+    if (mvmoe_dataset_load(&ds, t->data, "train", load_size, t->max_images) != MVMOE_OK ||
+        mvmoe_dataset_split(&ds, t->o.val_fraction, t->o.seed, &train_idx, &n_train, &val_idx,
+                            &n_val) != MVMOE_OK) {
+        rc = mvmoe_cli_fail("train");
+        goto done;
+    }
+    if (n_train < 1) {
+        fprintf(stderr, "mvmoe train: error: no training images left in '%s' after holding out %g for validation; lower --val-fraction or raise --max-images\n",
+                t->data, (double)t->o.val_fraction);
+        rc = MVMOE_EXIT_FAIL;
+        goto done;
+    }
+    if (m) {
+        rc = check_loaded(t, m, &ds);
+    } else {
+        rc = dataset_config(t, &ds, train_idx, n_train, &cfg);
+        if (rc == 0 && mvmoe_model_create(&m, &cfg, t->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("train");
+    }
+    if (rc) goto done;
+
+    if (!t->metrics) {
+        size_t len = strlen(t->out) + sizeof ".metrics.jsonl";
+        metrics_path = malloc(len);
+        if (!metrics_path) {
+            fprintf(stderr, "mvmoe train: error: out of memory\n");
+            rc = MVMOE_EXIT_FAIL;
+            goto done;
+        }
+        snprintf(metrics_path, len, "%s.metrics.jsonl", t->out);
+    }
+    const char *mpath = t->metrics ? t->metrics : metrics_path;
+    if (mvmoe_cli_progress_open(&prog, mpath, t->resume) != 0) {
+        fprintf(stderr, "mvmoe train: error: cannot open metrics file '%s' for writing: %s; check the folder exists or pass --metrics FILE\n",
+                mpath, strerror(errno));
+        rc = MVMOE_EXIT_FAIL;
+        goto done;
+    }
+    prog_open = 1;
+
+    const mvmoe_config *mc = mvmoe_model_config(m);
+    printf("data: '%s' train split: %d images (%d train, %d validation), %d classes, %dx%dx%d\n",
+           t->data, ds.n, n_train, n_val, ds.num_classes, ds.c, ds.h, ds.w);
+    if (t->resume) printf("resuming: '%s'\n", t->out);
+    else if (t->init) printf("initialized from: '%s'\n", t->init);
+    mvmoe_cli_print_config(stdout, mc, 1);
+    printf("training: epochs %d, batch %d, lr %g -> %g, warmup %g epochs, weight decay %g, seed %llu%s\n",
+           t->o.epochs, t->o.batch, (double)t->o.lr, (double)t->o.min_lr, (double)t->o.warmup_epochs,
+           (double)t->o.weight_decay, (unsigned long long)t->o.seed,
+           t->o.max_steps > 0 ? " (stops early: --max-steps)" : "");
+    fflush(stdout);
+
+
+    t->o.out_path = t->out;
+    t->o.resume_path = t->resume ? t->out : NULL;
+    struct sigaction old_int, old_term;
+    install_stop_handlers(&old_int, &old_term);
+    mvmoe_status st = mvmoe_train(m, &ds, train_idx, n_train, val_idx, n_val, &t->o,
+                                  mvmoe_cli_progress_fn, &prog);
+    restore_handlers(&old_int, &old_term);
+    mvmoe_cli_progress_clear(&prog);
+    if (st == MVMOE_ERR_INTERRUPTED) {
+        if (prog.last_step > 0)
+            fprintf(stderr, "mvmoe train: interrupted after step %lld; checkpoint saved to '%s' (continue with --resume)\n",
+                    prog.last_step, t->out);
+        else
+            fprintf(stderr, "mvmoe train: interrupted before the first step; nothing new to save\n");
+        rc = MVMOE_EXIT_INTERRUPTED;
+        goto done;
+    }
+    if (st != MVMOE_OK) {
+        rc = mvmoe_cli_fail("train");
+        goto done;
+    }
+    if (mvmoe_model_save(m, t->out) != MVMOE_OK) {
+        rc = mvmoe_cli_fail("train");
+        goto done;
+    }
+    printf("saved: '%s'\n", t->out);
+    fflush(stdout);
+    rc = evaluate_test(t, m, load_size);
+
+done:
+    if (prog_open && mvmoe_cli_progress_close(&prog) != 0 && rc == 0) rc = MVMOE_EXIT_FAIL;
+    free(metrics_path);
+    free(train_idx);
+    free(val_idx);
+    if (m) mvmoe_model_free(m);
+    mvmoe_dataset_free(&ds);
+    mvmoe_config_free(&cfg);
+    return rc;
+}
+
+int mvmoe_cmd_train(int argc, char **argv) {
+    if (mvmoe_args_wants_help(argc, argv)) {
+        mvmoe_train_args_help();
+        return MVMOE_EXIT_OK;
+    }
+    train_args t;
+    int rc = mvmoe_train_args_parse(&t, argc, argv);
+    return rc ? rc : run(&t);
+}

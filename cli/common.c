@@ -1,0 +1,132 @@
+#include "common.h"
+
+#include <string.h>
+#include <sys/stat.h>
+
+int mvmoe_cli_fail(const char *cmd) {
+    const char *msg = mvmoe_last_error();
+    fprintf(stderr, "mvmoe %s: error: %s\n", cmd, msg && *msg ? msg : "unknown failure");
+    return MVMOE_EXIT_FAIL;
+}
+
+void mvmoe_cli_format_flops(double flops, char *buf, size_t cap) {
+    if (flops >= 1e9)
+        snprintf(buf, cap, "%.2f GFLOPs", flops / 1e9);
+    else if (flops >= 1e6)
+        snprintf(buf, cap, "%.2f MFLOPs", flops / 1e6);
+    else
+        snprintf(buf, cap, "%.2f kFLOPs", flops / 1e3);
+}
+
+/* 1234567 -> "1,234,567" */
+static void format_count(size_t v, char *buf, size_t cap) {
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%zu", v);
+    size_t o = 0;
+    for (int i = 0; i < n && o + 2 < cap; i++) {
+        if (i > 0 && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+}
+
+static void print_floats(FILE *f, const float *v, int n) {
+    for (int i = 0; i < n; i++) fprintf(f, "%s%.4f", i ? ", " : "", v[i]);
+}
+
+/* Long class lists (ImageNet's 1000) are cut in the text form; --json prints them all. */
+#define MAX_NAMES_SHOWN 20
+
+void mvmoe_cli_print_config(FILE *f, const mvmoe_config *c, int compact) {
+    char params[48], flops[48];
+    size_t np = mvmoe_config_num_params(c);
+    format_count(np, params, sizeof params);
+    mvmoe_cli_format_flops(mvmoe_config_flops(c), flops, sizeof flops);
+    int chans = c->in_chans > 0 && c->in_chans <= MVMOE_MAX_CHANNELS ? c->in_chans : 0;
+    if (compact) {
+        fprintf(f, "model: %dx%d x%d, patch %d, dim %d, depth %d, heads %d, mlp %d, %d classes, routing %s",
+                c->img_size, c->img_size, c->in_chans, c->patch, c->dim, c->depth, c->heads,
+                c->mlp_dim, c->num_classes, mvmoe_routing_name(c->routing));
+        if (c->routing != MVMOE_ROUTING_DENSE)
+            fprintf(f, " (%d experts, top-%d, %d MoE layers)", c->experts, c->top_k, c->moe_layers);
+        fprintf(f, "\n       %s parameters (%.2f M), %s per image, %d tokens per image\n", params,
+                (double)np / 1e6, flops, mvmoe_config_tokens(c));
+        fprintf(f, "       mean ");
+        print_floats(f, c->mean, chans);
+        fprintf(f, "  std ");
+        print_floats(f, c->std, chans);
+        fprintf(f, "\n");
+        return;
+    }
+    fprintf(f, "img_size       %d\n", c->img_size);
+    fprintf(f, "in_chans       %d\n", c->in_chans);
+    fprintf(f, "patch          %d\n", c->patch);
+    fprintf(f, "dim            %d\n", c->dim);
+    fprintf(f, "depth          %d\n", c->depth);
+    fprintf(f, "heads          %d\n", c->heads);
+    fprintf(f, "mlp_dim        %d\n", c->mlp_dim);
+    fprintf(f, "num_classes    %d\n", c->num_classes);
+    fprintf(f, "routing        %s\n", mvmoe_routing_name(c->routing));
+    fprintf(f, "experts        %d\n", c->experts);
+    fprintf(f, "top_k          %d\n", c->top_k);
+    fprintf(f, "moe_layers     %d\n", c->moe_layers);
+    fprintf(f, "mean           ");
+    print_floats(f, c->mean, chans);
+    fprintf(f, "\nstd            ");
+    print_floats(f, c->std, chans);
+    fprintf(f, "\nclass_names    ");
+    if (!c->class_names) {
+        fprintf(f, "(none)");
+    } else {
+        for (int i = 0; i < c->num_classes && i < MAX_NAMES_SHOWN; i++)
+            fprintf(f, "%s%s", i ? ", " : "", c->class_names[i] ? c->class_names[i] : "?");
+        if (c->num_classes > MAX_NAMES_SHOWN)
+            fprintf(f, ", ... (%d more; --json lists all)", c->num_classes - MAX_NAMES_SHOWN);
+    }
+    fprintf(f, "\nsuperclass_of  ");
+    if (!c->superclass_of) {
+        fprintf(f, "(none)");
+    } else {
+        for (int i = 0; i < c->num_classes && i < MAX_NAMES_SHOWN; i++)
+            fprintf(f, "%s%d", i ? ", " : "", c->superclass_of[i]);
+        if (c->num_classes > MAX_NAMES_SHOWN)
+            fprintf(f, ", ... (%d more; --json lists all)", c->num_classes - MAX_NAMES_SHOWN);
+    }
+    fprintf(f, "\nparameters     %s (%.2f M)\n", params, (double)np / 1e6);
+    fprintf(f, "flops          %s per image\n", flops);
+    fprintf(f, "tokens         %d per image\n", mvmoe_config_tokens(c));
+}
+
+int mvmoe_cli_is_image_folder(const char *dir, const char *split) {
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, split);
+    if (n < 0 || (size_t)n >= sizeof path) return 0;
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void mvmoe_cli_load_init(mvmoe_cli_load *l) { memset(l, 0, sizeof *l); }
+
+int mvmoe_cli_load_flag(mvmoe_args *a, mvmoe_cli_load *l, int *rc) {
+    if (mvmoe_args_is(a, "--img-size")) {
+        *rc = mvmoe_args_int(a, 1, 8192, &l->o.img_size);
+    } else if (mvmoe_args_is(a, "--heads")) {
+        *rc = mvmoe_args_int(a, 1, 4096, &l->o.heads);
+    } else if (mvmoe_args_is(a, "--mean")) {
+        *rc = mvmoe_args_floats(a, 0.0, 1.0, MVMOE_MAX_CHANNELS, l->o.mean, &l->n_mean);
+    } else if (mvmoe_args_is(a, "--std")) {
+        /* a std of 0 would divide by zero when normalizing */
+        *rc = mvmoe_args_floats(a, 1e-6, 1e6, MVMOE_MAX_CHANNELS, l->o.std, &l->n_std);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+int mvmoe_cli_load_finish(const mvmoe_args *a, mvmoe_cli_load *l) {
+    if (l->n_mean != l->n_std)
+        return mvmoe_args_error(a, "--mean has %d values but --std has %d: give one per channel to both",
+                                l->n_mean, l->n_std);
+    l->o.in_chans_mean_std = l->n_mean;
+    return 0;
+}

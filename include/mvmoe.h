@@ -1,0 +1,199 @@
+/* mvmoe: train, evaluate and run (Mobile V-MoE) Vision Transformers on the CPU.
+ *
+ * The one public header. Every function that can fail returns an mvmoe_status; on failure
+ * mvmoe_last_error() holds a message saying what went wrong, where, and what to do.
+ * Checkpoints follow shared/CHECKPOINT_FORMAT.md (timm names in safetensors). */
+#ifndef MVMOE_H
+#define MVMOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- status */
+typedef enum {
+    MVMOE_OK = 0,
+    MVMOE_ERR_IO,          /* a file could not be opened, read or written */
+    MVMOE_ERR_FORMAT,      /* a file's contents are malformed */
+    MVMOE_ERR_NOMEM,       /* an allocation failed or would exceed a limit */
+    MVMOE_ERR_INVALID,     /* an argument or configuration makes no sense */
+    MVMOE_ERR_UNSUPPORTED, /* valid, but not implemented here */
+    MVMOE_ERR_NUMERIC,     /* NaN/Inf appeared in a loss or gradient */
+    MVMOE_ERR_INTERRUPTED  /* stopped on request (SIGINT/SIGTERM) */
+} mvmoe_status;
+
+const char *mvmoe_status_name(mvmoe_status s);
+/* Message of the last failure on this thread ("" if none). */
+const char *mvmoe_last_error(void);
+
+/* ---------------------------------------------------------------- config */
+#define MVMOE_MAX_CHANNELS 4
+
+typedef enum {
+    MVMOE_ROUTING_DENSE = 0,
+    MVMOE_ROUTING_IMAGE_SUPERCLASS,
+    MVMOE_ROUTING_IMAGE_LEARNED,
+    MVMOE_ROUTING_TOKEN_LEARNED
+} mvmoe_routing;
+
+/* The model's shape: the `config` object of the checkpoint contract. */
+typedef struct mvmoe_config {
+    int img_size, in_chans, patch;
+    int dim, depth, heads, mlp_dim, num_classes;
+    mvmoe_routing routing;
+    int experts, top_k, moe_layers;
+    float mean[MVMOE_MAX_CHANNELS], std[MVMOE_MAX_CHANNELS];
+    char **class_names; /* [num_classes] owned strings, or NULL */
+    int *superclass_of; /* [num_classes] owned, or NULL */
+} mvmoe_config;
+
+const char *mvmoe_routing_name(mvmoe_routing r);
+mvmoe_status mvmoe_routing_parse(const char *name, mvmoe_routing *out);
+
+/* Fills `c` from a named preset (see mvmoe_preset_list / docs/MODELS.md). Owned fields NULL. */
+mvmoe_status mvmoe_config_preset(mvmoe_config *c, const char *name);
+/* Newline-separated "name: description" lines of every preset (static storage). */
+const char *mvmoe_preset_list(void);
+/* Checks every field for sense (heads divide dim, patch divides img_size, ...). */
+mvmoe_status mvmoe_config_validate(const mvmoe_config *c);
+/* JSON text of the contract's config object; caller frees *json with free(). */
+mvmoe_status mvmoe_config_to_json(const mvmoe_config *c, char **json);
+/* Parses the contract's config JSON. Missing optional fields keep the values already in `c`. */
+mvmoe_status mvmoe_config_from_json(mvmoe_config *c, const char *json, size_t len);
+mvmoe_status mvmoe_config_copy(mvmoe_config *dst, const mvmoe_config *src);
+/* Replaces class names (copied) / the super-class map (copied). n must equal num_classes. */
+mvmoe_status mvmoe_config_set_class_names(mvmoe_config *c, const char *const *names, int n);
+void mvmoe_config_free(mvmoe_config *c);
+/* Tokens per image, including the class token: 1 + (img_size/patch)^2. */
+int mvmoe_config_tokens(const mvmoe_config *c);
+/* Forward multiply-adds x2 per image (the standard FLOP count), and parameter counts. */
+double mvmoe_config_flops(const mvmoe_config *c);
+size_t mvmoe_config_num_params(const mvmoe_config *c);
+
+/* ---------------------------------------------------------------- model */
+typedef struct mvmoe_model mvmoe_model;
+
+/* New model with freshly initialized weights (timm's init: trunc-normal 0.02, zero biases). */
+mvmoe_status mvmoe_model_create(mvmoe_model **out, const mvmoe_config *c, uint64_t seed);
+
+typedef struct mvmoe_load_options {
+    int img_size;           /* > 0: run at this size; pos_embed resampled (bicubic) if it differs */
+    int heads;              /* > 0: for checkpoints without config (plain timm); else 0 */
+    int in_chans_mean_std;  /* number of valid entries in mean/std below (0: none given) */
+    float mean[MVMOE_MAX_CHANNELS], std[MVMOE_MAX_CHANNELS];
+} mvmoe_load_options;
+
+/* Loads a safetensors checkpoint (ours, or a plain timm ViT). opts may be NULL. */
+mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_load_options *opts);
+/* Writes the weights (and config metadata) atomically: temp file, fsync, rename. */
+mvmoe_status mvmoe_model_save(const mvmoe_model *m, const char *path);
+void mvmoe_model_free(mvmoe_model *m);
+const mvmoe_config *mvmoe_model_config(const mvmoe_model *m);
+mvmoe_config *mvmoe_model_config_mut(mvmoe_model *m); /* for names / super-class maps only */
+
+/* Inference on uint8 images [n, C, H, W] (H = W = img_size); logits [n, num_classes]. */
+mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, float *logits);
+
+/* ---------------------------------------------------------------- data */
+typedef struct mvmoe_dataset {
+    int n, c, h, w;      /* images are uint8 [n, c, h, w] */
+    int num_classes;
+    uint8_t *images;
+    int32_t *labels;     /* [n] in 0 .. num_classes-1 */
+    int32_t *coarse;     /* [n] CIFAR-100 coarse labels, else NULL */
+    int num_coarse;
+    char **class_names;  /* [num_classes], owned, or NULL */
+    char *source;        /* path it came from (for messages) */
+} mvmoe_dataset;
+
+/* Loads `split` ("train" or "test") of an IDX folder (MNIST/Fashion-MNIST, .gz or not),
+ * a CIFAR-10/100 binary folder, or an image-folder dataset (DIR/SPLIT/CLASS/IMAGE.jpg or .png).
+ * For image folders, `img_size` > 0 sets the stored size: resized (shorter side) then
+ * center-cropped; 0 for fixed-size formats. max_images > 0 caps how many are read. */
+mvmoe_status mvmoe_dataset_load(mvmoe_dataset *ds, const char *dir, const char *split,
+                                int img_size, int max_images);
+void mvmoe_dataset_free(mvmoe_dataset *ds);
+
+/* Deterministic split of 0..n-1 into train / validation index lists (fraction `val` held
+ * out, per class stratified, fixed by seed). Caller frees both arrays with free(). */
+mvmoe_status mvmoe_dataset_split(const mvmoe_dataset *ds, float val, uint64_t seed,
+                                 int32_t **train_idx, int *n_train, int32_t **val_idx,
+                                 int *n_val);
+
+/* Decodes one PNG/JPEG into uint8 [C, S, S]: gray or RGB, shorter side resized to S, center
+ * crop (what `predict` feeds the model). *out is allocated; free() it. */
+mvmoe_status mvmoe_image_load(const char *path, int C, int S, uint8_t **out);
+
+/* ---------------------------------------------------------------- training */
+typedef struct mvmoe_train_options {
+    int epochs;
+    int batch;
+    float lr, min_lr, weight_decay, beta1, beta2, eps;
+    float warmup_epochs;
+    float clip_norm;        /* <= 0: no clipping */
+    float label_smoothing;
+    uint64_t seed;
+    float val_fraction;     /* held out of the training set (fixed by seed) */
+    /* augmentation (DeiT recipe, small-scale defaults) */
+    int crop_pad;           /* random crop with this padding; 0: off */
+    int hflip;              /* random horizontal flip */
+    int rrc;                /* random-resized-crop (image folders) */
+    float drop_path;        /* stochastic depth rate (max, linearly increasing) */
+    float mixup, cutmix;    /* alpha; 0: off */
+    int randaug_n, randaug_m;
+    float erase_prob;       /* random erasing */
+    float ema_decay;        /* 0: off */
+    float superclass_lambda; /* λ of the router loss (image-superclass routing) */
+    int threads;            /* 0: all cores */
+    int eval_every;         /* epochs between validation passes; 0: only at the end */
+    const char *out_path;   /* checkpoint written at each epoch end and at the end */
+    const char *resume_path; /* optimizer state + step read from here if set */
+    int max_steps;          /* > 0: stop after this many steps (tests, benchmarks) */
+} mvmoe_train_options;
+
+void mvmoe_train_options_default(mvmoe_train_options *o);
+
+typedef struct mvmoe_progress {
+    int epoch, epochs;
+    int64_t step, steps_total;      /* global optimizer step */
+    int step_in_epoch, steps_per_epoch;
+    float loss, lr, grad_norm;
+    double images_per_s, eta_s, elapsed_s;
+    int event;                      /* 0: step, 1: epoch end (val fields valid), 2: done */
+    float train_acc, val_acc, val_loss; /* val_acc < 0: not measured */
+} mvmoe_progress;
+
+typedef void (*mvmoe_progress_fn)(const mvmoe_progress *p, void *user);
+
+/* Trains `m` on `train_idx` of `ds`, validating on `val_idx` (may be empty). Blocks. */
+mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
+                         int n_train, const int32_t *val_idx, int n_val,
+                         const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user);
+
+/* ---------------------------------------------------------------- evaluation */
+typedef struct mvmoe_eval_result {
+    int n, num_classes;
+    double top1, top5, loss;  /* accuracies in [0,1], mean cross-entropy */
+    int64_t *confusion;       /* [num_classes * num_classes], row = true, col = predicted */
+    double *per_class;        /* [num_classes] accuracy */
+} mvmoe_eval_result;
+
+/* Evaluates on `idx` (NULL: all images). logits_out, if not NULL, receives [n, K]. */
+mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *idx, int n,
+                            int batch, mvmoe_eval_result *r, float *logits_out);
+void mvmoe_eval_result_free(mvmoe_eval_result *r);
+
+/* Threads used by the library's kernels (OpenMP). 0: all cores. */
+void mvmoe_set_threads(int n);
+
+/* Async-signal-safe: asks a running mvmoe_train to save a checkpoint at the end of the
+ * current step and return MVMOE_ERR_INTERRUPTED. For SIGINT/SIGTERM handlers. */
+void mvmoe_request_stop(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

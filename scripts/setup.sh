@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs mvmoe's Debian dependencies. Idempotent: does nothing when all are present.
+set -euo pipefail
+PKGS=(build-essential libopenblas-dev libopenblas0-openmp libcjson-dev libpng-dev
+      libjpeg62-turbo-dev zlib1g-dev python3-torch python3-numpy dataset-fashion-mnist)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all Debian dependencies present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

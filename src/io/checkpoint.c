@@ -1,0 +1,172 @@
+/* Checkpoint <-> parameter arena, per shared/CHECKPOINT_FORMAT.md: tensors under timm names,
+ * the config as JSON text in __metadata__["config"]. Plain timm files (no config) are
+ * accepted: sizes come from shapes, heads/mean/std from the load options. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "model/posembed.h"
+
+mvmoe_status mvmoe_model_save(const mvmoe_model *m, const char *path) {
+    const mvmoe_layout *L = &m->layout;
+    mvmoe_st_out *t;
+    MVMOE_ALLOC(t, L->n, "checkpoint tensor list");
+    for (int i = 0; i < L->n; i++) {
+        t[i].name = L->t[i].name;
+        t[i].ndim = L->t[i].ndim;
+        for (int d = 0; d < L->t[i].ndim; d++) t[i].shape[d] = L->t[i].shape[d];
+        t[i].data = m->param_mem + L->t[i].offset;
+    }
+    char *json = NULL;
+    mvmoe_status s = mvmoe_config_to_json(&m->cfg, &json);
+    if (s == MVMOE_OK) {
+        const char *keys[] = {"config", "format"};
+        const char *vals[] = {json, "mvmoe-0.1"};
+        s = mvmoe_st_write(path, t, L->n, keys, vals, 2);
+    }
+    free(json);
+    free(t);
+    return s;
+}
+
+static const mvmoe_st_tensor *need(const mvmoe_st_file *f, const char *name, int ndim) {
+    const mvmoe_st_tensor *t = mvmoe_st_find(f, name);
+    return t && t->ndim == ndim ? t : NULL;
+}
+
+/* A plain timm ViT checkpoint: every size but heads/mean/std follows from the shapes. */
+static mvmoe_status infer_config(mvmoe_config *c, const mvmoe_st_file *f,
+                                 const mvmoe_load_options *o) {
+    const mvmoe_st_tensor *pw = need(f, "patch_embed.proj.weight", 4),
+                          *pos = need(f, "pos_embed", 3), *fc1 = need(f, "blocks.0.mlp.fc1.weight", 2),
+                          *head = need(f, "head.weight", 2);
+    if (!pw || !pos || !fc1 || !head)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                   "%s: no config metadata, and it does not look like a timm ViT (needs "
+                   "patch_embed.proj.weight [D,C,P,P], pos_embed [1,T,D], blocks.0.mlp.fc1.weight, "
+                   "head.weight)",
+                   f->path);
+    memset(c, 0, sizeof *c);
+    c->dim = (int)pw->shape[0];
+    c->in_chans = (int)pw->shape[1];
+    c->patch = (int)pw->shape[2];
+    int64_t N = pos->shape[1] - 1;
+    int g = (int)llround(sqrt((double)(N > 0 ? N : 0)));
+    if (N < 1 || (int64_t)g * g != N || pw->shape[2] != pw->shape[3])
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: pos_embed has %lld tokens, not 1 + a square grid", f->path,
+                   (long long)pos->shape[1]);
+    c->img_size = g * c->patch;
+    c->mlp_dim = (int)fc1->shape[0];
+    c->num_classes = (int)head->shape[0];
+    char name[64];
+    while (snprintf(name, sizeof name, "blocks.%d.norm1.weight", c->depth), mvmoe_st_find(f, name))
+        c->depth++;
+    c->routing = MVMOE_ROUTING_DENSE;
+    c->top_k = 1;
+    if (!o || o->heads <= 0)
+        MVMOE_FAIL(MVMOE_ERR_INVALID,
+                   "%s has no config metadata (a plain timm checkpoint): give the number of "
+                   "attention heads (--heads N; e.g. 3 for ViT-Tiny)",
+                   f->path);
+    c->heads = o->heads;
+    for (int k = 0; k < MVMOE_MAX_CHANNELS; k++) c->mean[k] = c->std[k] = 0.5f; /* timm's default */
+    return MVMOE_OK;
+}
+
+static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t off = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < ndim && off < n; d++)
+        off += (size_t)snprintf(buf + off, n - off, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+}
+
+static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src_grid) {
+    const mvmoe_layout *L = &m->layout;
+    for (int i = 0; i < L->n; i++) {
+        const mvmoe_tensor_info *ti = &L->t[i];
+        const mvmoe_st_tensor *t = mvmoe_st_find(f, ti->name);
+        if (!t)
+            MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%s' is missing (the config needs it)", f->path,
+                       ti->name);
+        float *dst = m->param_mem + ti->offset;
+        int is_pos = strcmp(ti->name, "pos_embed") == 0;
+        int64_t want[4];
+        for (int d = 0; d < ti->ndim; d++) want[d] = ti->shape[d];
+        if (is_pos) want[1] = 1 + (int64_t)src_grid * src_grid;
+        int same = t->ndim == ti->ndim;
+        for (int d = 0; same && d < ti->ndim; d++) same = t->shape[d] == want[d];
+        if (!same) {
+            char a[96], b[96];
+            shape_str(a, sizeof a, t->ndim, t->shape);
+            shape_str(b, sizeof b, ti->ndim, want);
+            MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model needs %s", f->path,
+                       ti->name, a, b);
+        }
+        if (is_pos && want[1] != ti->shape[1]) {
+            size_t cnt = (size_t)want[1] * (size_t)ti->shape[2];
+            float *tmp;
+            MVMOE_ALLOC(tmp, cnt, "pos_embed resampling");
+            mvmoe_status s = mvmoe_st_read_f32(f, t, tmp, cnt);
+            if (s == MVMOE_OK) {
+                int g2 = (int)llround(sqrt((double)(ti->shape[1] - 1)));
+                mvmoe_posembed_resample(dst, tmp, src_grid, g2, (int)ti->shape[2]);
+            }
+            free(tmp);
+            MVMOE_TRY(s);
+        } else {
+            MVMOE_TRY(mvmoe_st_read_f32(f, t, dst, ti->count));
+        }
+    }
+    for (int i = 0; i < f->n_tensors; i++)
+        if (!mvmoe_layout_find(L, f->tensors[i].name))
+            MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                       "%s: unexpected tensor '%s' (not part of the model its config describes)",
+                       f->path, f->tensors[i].name);
+    return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_load_options *o) {
+    *out = NULL;
+    mvmoe_st_file f;
+    MVMOE_TRY(mvmoe_st_open(&f, path));
+    mvmoe_config c;
+    memset(&c, 0, sizeof c);
+    c.top_k = 1;
+    for (int k = 0; k < MVMOE_MAX_CHANNELS; k++) c.mean[k] = c.std[k] = 0.5f;
+    const char *json = mvmoe_st_meta(&f, "config");
+    mvmoe_status s = json ? mvmoe_config_from_json(&c, json, strlen(json)) : infer_config(&c, &f, o);
+    if (s != MVMOE_OK && json) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", mvmoe_last_error());
+        mvmoe_error_set(s, __FILE__, __LINE__, "%s: %s", path, msg);
+    }
+    if (s == MVMOE_OK && o) {
+        for (int k = 0; k < o->in_chans_mean_std && k < MVMOE_MAX_CHANNELS; k++) {
+            c.mean[k] = o->mean[k];
+            c.std[k] = o->std[k];
+        }
+    }
+    int src_grid = c.patch > 0 ? c.img_size / c.patch : 0;
+    if (s == MVMOE_OK && o && o->img_size > 0 && o->img_size != c.img_size) {
+        if (o->img_size % c.patch != 0)
+            s = mvmoe_error_set(MVMOE_ERR_INVALID, __FILE__, __LINE__,
+                                "image size %d is not a multiple of the checkpoint's patch %d",
+                                o->img_size, c.patch);
+        c.img_size = o->img_size; /* pos_embed is resampled (bicubic) in load_tensors */
+    }
+    mvmoe_model *m = NULL;
+    if (s == MVMOE_OK) s = mvmoe_model_alloc(&m, &c);
+    if (s == MVMOE_OK) s = load_tensors(m, &f, src_grid);
+    mvmoe_config_free(&c);
+    mvmoe_st_close(&f);
+    if (s != MVMOE_OK) {
+        mvmoe_model_free(m);
+        return s;
+    }
+    *out = m;
+    return MVMOE_OK;
+}

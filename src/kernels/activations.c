@@ -1,0 +1,103 @@
+/* Exact (erf-based) GELU, as torch.nn.functional.gelu(approximate='none') and timm's ViT MLP:
+ * gelu(x) = x·Φ(x) = 0.5·x·(1 + erf(x/√2)) (Hendrycks & Gimpel 2016). The derivative is
+ * Φ(x) + x·φ(x) with φ(x) = exp(-x²/2)/√(2π).
+ *
+ * The fast version evaluates erf/exp eight lanes at a time (simd.h): libm's scalar erff/expf
+ * cannot be vectorized and would cost as much as the MLP matmuls. Evaluation order follows
+ * PyTorch's CPU kernel, x·0.5·(1 + erf(x·(1/√2))), so the two agree to float rounding. */
+#include <math.h>
+#include <stddef.h>
+
+#include "kernels/kernels.h"
+#include "kernels/simd.h"
+
+#define GELU_INV_SQRT2 0.70710678118654752440
+#define GELU_INV_SQRT2PI 0.39894228040143267794
+/* Elements per OpenMP chunk; below two chunks threading costs more than it saves. */
+#define GELU_CHUNK 8192
+
+/* ---------------------------------------------------------------- reference (double) */
+
+void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n) {
+    for (size_t i = 0; i < n; i++) { /* out[n] = in·Φ(in) */
+        double x = in[i];
+        out[i] = (float)(0.5 * x * (1.0 + erf(x * GELU_INV_SQRT2)));
+    }
+}
+
+void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n) {
+    if (!din) return;
+    for (size_t i = 0; i < n; i++) { /* din[n] += dout·(Φ(x) + x·φ(x)) */
+        double x = in[i];
+        double cdf = 0.5 * (1.0 + erf(x * GELU_INV_SQRT2));
+        double pdf = exp(-0.5 * x * x) * GELU_INV_SQRT2PI;
+        din[i] = (float)(din[i] + (double)dout[i] * (cdf + x * pdf));
+    }
+}
+
+/* ---------------------------------------------------------------- fast */
+
+static void gelu_forward_span(float *out, const float *in, size_t n) {
+    size_t i = 0;
+#if MVMOE_SIMD_AVX2
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f),
+                 k = _mm256_set1_ps((float)GELU_INV_SQRT2);
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(in + i);
+        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
+    }
+    if (i < n) {
+        __m256i m = mvmoe_simd_tailmask((int)(n - i));
+        __m256 x = _mm256_maskload_ps(in + i, m);
+        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
+        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
+    }
+#else
+    for (; i < n; i++) out[i] = in[i] * 0.5f * (1.0f + erff(in[i] * (float)GELU_INV_SQRT2));
+#endif
+}
+
+static void gelu_backward_span(float *din, const float *dout, const float *in, size_t n) {
+    size_t i = 0;
+#if MVMOE_SIMD_AVX2
+    const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f),
+                 k = _mm256_set1_ps((float)GELU_INV_SQRT2),
+                 kp = _mm256_set1_ps((float)GELU_INV_SQRT2PI);
+    for (; i < n; i += 8) {
+        __m256i m = mvmoe_simd_tailmask(n - i >= 8 ? 8 : (int)(n - i));
+        __m256 x = _mm256_maskload_ps(in + i, m);
+        __m256 cdf = _mm256_fmadd_ps(half, mvmoe_simd_erf8(_mm256_mul_ps(x, k)), half);
+        __m256 pdf = _mm256_mul_ps(mvmoe_simd_exp8(_mm256_mul_ps(mhalf, _mm256_mul_ps(x, x))), kp);
+        __m256 g = _mm256_fmadd_ps(x, pdf, cdf);
+        __m256 d = _mm256_fmadd_ps(_mm256_maskload_ps(dout + i, m), g, _mm256_maskload_ps(din + i, m));
+        _mm256_maskstore_ps(din + i, m, d);
+    }
+#else
+    for (; i < n; i++) {
+        float x = in[i];
+        float cdf = 0.5f + 0.5f * erff(x * (float)GELU_INV_SQRT2);
+        float pdf = expf(-0.5f * x * x) * (float)GELU_INV_SQRT2PI;
+        din[i] += dout[i] * (cdf + x * pdf);
+    }
+#endif
+}
+
+void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
+    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t lo = c * GELU_CHUNK, len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
+        gelu_forward_span(out + lo, in + lo, len);
+    }
+}
+
+void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n) {
+    if (!din) return;
+    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t lo = c * GELU_CHUNK, len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
+        gelu_backward_span(din + lo, dout + lo, in + lo, len);
+    }
+}

@@ -1,0 +1,346 @@
+/* Multi-head self-attention core (Vaswani et al. 2017, "scaled dot-product attention"):
+ * per batch b and head h, S = Q·Kᵀ/√hd, A = softmax_rows(S), O = A·V, with Q, K, V the head's
+ * column slices of the packed qkv[B,T,3D] (timm's fused qkv projection layout).
+ *
+ * Backward, per (b, h):  dA = dO·Vᵀ,  dS = A ⊙ (dA - rowsum(dA ⊙ A)) (softmax Jacobian),
+ *   dQ = dS·K/√hd,  dK = dSᵀ·Q/√hd,  dV = Aᵀ·dO.
+ * On return datt[b,h] holds dS/√hd (both versions); callers treat it as scratch.
+ *
+ * Fast version: one OpenMP task per (b, h) pair, so every output element is produced by one
+ * thread in a fixed order (results independent of the thread count). Sequences are short
+ * (T = 50 .. 197) and heads narrow (hd = 16 .. 64), so each pair's working set fits in L1/L2:
+ *  - Q·Kᵀ and dO·Vᵀ transpose K (or V) into a zero-padded on-stack tile [hd][T rounded up to 8]
+ *    (at most ATT_TILE floats, a block of keys at a time if larger), then compute two query
+ *    rows against up to 32 keys with 8 independent AVX2 accumulators (heads wider than
+ *    ATT_TILE/8 = 1024, or a non-AVX2 build, use plain dot products instead);
+ *  - A·V, dS·K, dSᵀ·Q and Aᵀ·dO are sums of scaled rows: two output rows at a time share the
+ *    row loads, with the head dim held in registers (hd a multiple of 8; else a plain loop);
+ *  - softmax rows use the vector exp of simd.h. No heap memory is touched. */
+#include <math.h>
+#include <stddef.h>
+
+#include "kernels/kernels.h"
+#include "kernels/simd.h"
+
+/* Floats in the per-thread transposed tile: 32 KiB, L1-sized, safe on any thread stack. */
+#define ATT_TILE 8192
+
+#if defined(__GNUC__)
+#define ATT_INLINE static inline __attribute__((always_inline))
+#else
+#define ATT_INLINE static inline
+#endif
+
+/* ---------------------------------------------------------------- reference (double) */
+
+void mvmoe_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
+                                 int NH) {
+    const int hd = D / NH;
+    const size_t ld = (size_t)3 * D;
+    const double scale = 1.0 / sqrt((double)hd);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd; /* q[T, hd] at stride ld */
+            const float *k = q + D, *v = q + 2 * D;                       /* k, v likewise */
+            float *A = att + ((size_t)b * NH + h) * T * T;                /* A[T, T] */
+            for (int i = 0; i < T; i++) {
+                /* scores recomputed in double on each pass rather than stored as float */
+                double m = -INFINITY, sum = 0.0;
+                for (int pass = 0; pass < 3; pass++)
+                    for (int j = 0; j < T; j++) {
+                        double s = 0.0;
+                        for (int c = 0; c < hd; c++) s += (double)q[i * ld + c] * k[j * ld + c];
+                        s *= scale;
+                        if (pass == 0) m = s > m ? s : m;
+                        else if (pass == 1) sum += exp(s - m);
+                        else A[(size_t)i * T + j] = (float)(exp(s - m) / sum);
+                    }
+                float *o = out + ((size_t)b * T + i) * D + (size_t)h * hd; /* o[hd] */
+                for (int c = 0; c < hd; c++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < T; j++) acc += (double)A[(size_t)i * T + j] * v[j * ld + c];
+                    o[c] = (float)acc;
+                }
+            }
+        }
+}
+
+void mvmoe_attention_backward_ref(float *dqkv, float *datt, const float *dout, const float *att,
+                                  const float *qkv, int B, int T, int D, int NH) {
+    if (!dqkv) return;
+    const int hd = D / NH;
+    const size_t ld = (size_t)3 * D;
+    const double scale = 1.0 / sqrt((double)hd);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const size_t off = (size_t)b * T * ld + (size_t)h * hd;
+            const float *q = qkv + off, *k = q + D, *v = q + 2 * D; /* [T, hd] at stride ld */
+            float *dq = dqkv + off, *dk = dq + D, *dv = dq + 2 * D;
+            const float *dO = dout + (size_t)b * T * D + (size_t)h * hd; /* [T, hd] stride D */
+            const float *A = att + ((size_t)b * NH + h) * T * T;         /* [T, T] */
+            float *dS = datt + ((size_t)b * NH + h) * T * T;             /* [T, T] scratch */
+            for (int i = 0; i < T; i++) {
+                double r = 0.0; /* rowsum(dA ⊙ A), dA_ij = dO_i · v_j */
+                for (int pass = 0; pass < 2; pass++)
+                    for (int j = 0; j < T; j++) {
+                        double da = 0.0;
+                        for (int c = 0; c < hd; c++) da += (double)dO[i * (size_t)D + c] * v[j * ld + c];
+                        double a = A[(size_t)i * T + j];
+                        if (pass == 0) r += da * a;
+                        else dS[(size_t)i * T + j] = (float)(a * (da - r) * scale);
+                    }
+            }
+            for (int i = 0; i < T; i++) /* dq_i += Σ_j dS_ij k_j */
+                for (int c = 0; c < hd; c++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < T; j++) acc += (double)dS[(size_t)i * T + j] * k[j * ld + c];
+                    dq[i * ld + c] = (float)(dq[i * ld + c] + acc);
+                }
+            for (int j = 0; j < T; j++) /* dk_j += Σ_i dS_ij q_i ; dv_j += Σ_i A_ij dO_i */
+                for (int c = 0; c < hd; c++) {
+                    double ak = 0.0, av = 0.0;
+                    for (int i = 0; i < T; i++) {
+                        ak += (double)dS[(size_t)i * T + j] * q[i * ld + c];
+                        av += (double)A[(size_t)i * T + j] * dO[i * (size_t)D + c];
+                    }
+                    dk[j * ld + c] = (float)(dk[j * ld + c] + ak);
+                    dv[j * ld + c] = (float)(dv[j * ld + c] + av);
+                }
+        }
+}
+
+/* ---------------------------------------------------------------- fast: building blocks */
+
+#if MVMOE_SIMD_AVX2
+/* Stores the first `cnt` (1..) lanes of x at p. */
+ATT_INLINE void att_store(float *p, __m256 x, int cnt) {
+    if (cnt >= 8) _mm256_storeu_ps(p, x);
+    else _mm256_maskstore_ps(p, mvmoe_simd_tailmask(cnt), x);
+}
+
+/* s_r[j] = scale · Σ_c a_r[c]·tile[c·njp + j] for r = 0, 1 and j < min(nvalid, 8·NV).
+ * tile columns are zero-padded, so full vectors may always be loaded. */
+ATT_INLINE void att_score2(float *s0, float *s1, const float *a0, const float *a1,
+                           const float *tile, int njp, int hd, float scale, int nvalid,
+                           const int NV) {
+    __m256 x[4], y[4];
+    for (int u = 0; u < NV; u++) x[u] = y[u] = _mm256_setzero_ps();
+    for (int c = 0; c < hd; c++) {
+        const __m256 b0 = _mm256_broadcast_ss(a0 + c), b1 = _mm256_broadcast_ss(a1 + c);
+        const float *t = tile + (size_t)c * njp;
+        for (int u = 0; u < NV; u++) {
+            const __m256 tv = _mm256_loadu_ps(t + 8 * u);
+            x[u] = _mm256_fmadd_ps(b0, tv, x[u]);
+            y[u] = _mm256_fmadd_ps(b1, tv, y[u]);
+        }
+    }
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int u = 0; u < NV; u++) {
+        att_store(s0 + 8 * u, _mm256_mul_ps(x[u], vs), nvalid - 8 * u);
+        att_store(s1 + 8 * u, _mm256_mul_ps(y[u], vs), nvalid - 8 * u);
+    }
+}
+
+ATT_INLINE void att_score1(float *s0, const float *a0, const float *tile, int njp, int hd,
+                           float scale, int nvalid, const int NV) {
+    __m256 x[4];
+    for (int u = 0; u < NV; u++) x[u] = _mm256_setzero_ps();
+    for (int c = 0; c < hd; c++) {
+        const __m256 b0 = _mm256_broadcast_ss(a0 + c);
+        const float *t = tile + (size_t)c * njp;
+        for (int u = 0; u < NV; u++) x[u] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(t + 8 * u), x[u]);
+    }
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int u = 0; u < NV; u++) att_store(s0 + 8 * u, _mm256_mul_ps(x[u], vs), nvalid - 8 * u);
+}
+
+/* d_r[c] (+)= Σ_{n<cnt} coef_r[n·cs] · rows[n·ld + c] for c < 8·NV, r = 0 (and 1 if d1). */
+ATT_INLINE void att_combo_nv(float *d0, float *d1, const float *c0, const float *c1, size_t cs,
+                             const float *rows, size_t ld, int cnt, int accumulate, const int NV) {
+    __m256 x[4], y[4];
+    for (int u = 0; u < NV; u++) x[u] = y[u] = _mm256_setzero_ps();
+    if (d1) {
+        for (int n = 0; n < cnt; n++) {
+            const __m256 b0 = _mm256_broadcast_ss(c0 + n * cs), b1 = _mm256_broadcast_ss(c1 + n * cs);
+            const float *r = rows + n * ld;
+            for (int u = 0; u < NV; u++) {
+                const __m256 rv = _mm256_loadu_ps(r + 8 * u);
+                x[u] = _mm256_fmadd_ps(b0, rv, x[u]);
+                y[u] = _mm256_fmadd_ps(b1, rv, y[u]);
+            }
+        }
+    } else {
+        /* one output row: split n into even/odd chains to hide the FMA latency */
+        int n = 0;
+        for (; n + 2 <= cnt; n += 2) {
+            const __m256 b0 = _mm256_broadcast_ss(c0 + n * cs), b1 = _mm256_broadcast_ss(c0 + (n + 1) * cs);
+            const float *r = rows + n * ld;
+            for (int u = 0; u < NV; u++) {
+                x[u] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(r + 8 * u), x[u]);
+                y[u] = _mm256_fmadd_ps(b1, _mm256_loadu_ps(r + ld + 8 * u), y[u]);
+            }
+        }
+        if (n < cnt) {
+            const __m256 b0 = _mm256_broadcast_ss(c0 + n * cs);
+            for (int u = 0; u < NV; u++)
+                x[u] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(rows + n * ld + 8 * u), x[u]);
+        }
+        for (int u = 0; u < NV; u++) x[u] = _mm256_add_ps(x[u], y[u]);
+    }
+    for (int u = 0; u < NV; u++) {
+        if (accumulate) x[u] = _mm256_add_ps(_mm256_loadu_ps(d0 + 8 * u), x[u]);
+        _mm256_storeu_ps(d0 + 8 * u, x[u]);
+        if (d1) {
+            if (accumulate) y[u] = _mm256_add_ps(_mm256_loadu_ps(d1 + 8 * u), y[u]);
+            _mm256_storeu_ps(d1 + 8 * u, y[u]);
+        }
+    }
+}
+#endif
+
+/* d_r[c] (+)= Σ_{n<cnt} coef_r[n·cs]·rows[n·ld + c], c < hd; d1/c1 may be NULL (one row). */
+static void att_combo(float *d0, float *d1, const float *c0, const float *c1, size_t cs,
+                      const float *rows, size_t ld, int cnt, int hd, int accumulate) {
+#if MVMOE_SIMD_AVX2
+    if (hd % 8 == 0) {
+        int c = 0;
+        for (; c + 32 <= hd; c += 32)
+            att_combo_nv(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 4);
+        if (c + 16 <= hd) {
+            att_combo_nv(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 2);
+            c += 16;
+        }
+        if (c + 8 <= hd)
+            att_combo_nv(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 1);
+        return;
+    }
+#endif
+    for (int r = 0; r < (d1 ? 2 : 1); r++) {
+        float *d = r ? d1 : d0;
+        const float *cf = r ? c1 : c0;
+        if (!accumulate)
+            for (int c = 0; c < hd; c++) d[c] = 0.0f;
+        for (int n = 0; n < cnt; n++) {
+            const float w = cf[n * cs], *row = rows + n * ld;
+            for (int c = 0; c < hd; c++) d[c] += w * row[c];
+        }
+    }
+}
+
+/* S[i, j] = scale · a_i · b_j for i, j < T; a_i, b_j rows of hd floats at strides lda, ldb;
+ * S rows at stride T. `tile` holds ATT_TILE floats. */
+static void att_scores(float *S, const float *a, size_t lda, const float *bm, size_t ldb, int T,
+                       int hd, float scale, float *tile) {
+#if MVMOE_SIMD_AVX2
+    const int jb = (ATT_TILE / hd) & ~7; /* keys per tile block, a multiple of 8 */
+    if (jb >= 8) {
+        for (int j0 = 0; j0 < T; j0 += jb) {
+            const int nj = T - j0 < jb ? T - j0 : jb, njp = (nj + 7) & ~7;
+            for (int j = 0; j < njp; j++) { /* tile[c][j] = b[j0 + j][c], zero padded */
+                const float *br = bm + (size_t)(j0 + j) * ldb;
+                for (int c = 0; c < hd; c++) tile[(size_t)c * njp + j] = j < nj ? br[c] : 0.0f;
+            }
+            int i = 0;
+            for (; i + 2 <= T; i += 2) {
+                float *s0 = S + (size_t)i * T + j0, *s1 = s0 + T;
+                const float *a0 = a + (size_t)i * lda, *a1 = a0 + lda;
+                int j = 0;
+                for (; j + 32 <= njp; j += 32)
+                    att_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 4);
+                if (j + 16 <= njp) {
+                    att_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 2);
+                    j += 16;
+                }
+                if (j < njp) att_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 1);
+            }
+            if (i < T) {
+                float *s0 = S + (size_t)i * T + j0;
+                const float *a0 = a + (size_t)i * lda;
+                int j = 0;
+                for (; j + 32 <= njp; j += 32) att_score1(s0 + j, a0, tile + j, njp, hd, scale, nj - j, 4);
+                for (; j < njp; j += 8) att_score1(s0 + j, a0, tile + j, njp, hd, scale, nj - j, 1);
+            }
+        }
+        return;
+    }
+#endif
+    (void)tile;
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++)
+            S[(size_t)i * T + j] = scale * mvmoe_simd_dot(a + (size_t)i * lda, bm + (size_t)j * ldb, hd);
+}
+
+/* ---------------------------------------------------------------- fast: per (b, h) pair */
+
+static void att_forward_pair(float *out, float *att, const float *qkv, int b, int h, int T, int D,
+                             int NH) {
+    _Alignas(32) float tile[ATT_TILE];
+    const int hd = D / NH;
+    const size_t ld = (size_t)3 * D;
+    const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd, *k = q + D, *v = q + 2 * D;
+    float *A = att + ((size_t)b * NH + h) * T * T;
+    float *o = out + (size_t)b * T * D + (size_t)h * hd;
+    att_scores(A, q, ld, k, ld, T, hd, 1.0f / sqrtf((float)hd), tile);
+    for (int i = 0; i < T; i++) { /* stable softmax: subtract the row max */
+        float *row = A + (size_t)i * T;
+        float m = mvmoe_simd_max(row, T);
+        float sum = mvmoe_simd_exp_shift_sum(row, row, m, T);
+        mvmoe_simd_scale(row, 1.0f / sum, T);
+    }
+    int i = 0; /* o_i = Σ_j A_ij v_j */
+    for (; i + 2 <= T; i += 2)
+        att_combo(o + (size_t)i * D, o + (size_t)(i + 1) * D, A + (size_t)i * T,
+                  A + (size_t)(i + 1) * T, 1, v, ld, T, hd, 0);
+    if (i < T) att_combo(o + (size_t)i * D, NULL, A + (size_t)i * T, NULL, 1, v, ld, T, hd, 0);
+}
+
+static void att_backward_pair(float *dqkv, float *datt, const float *dout, const float *att,
+                              const float *qkv, int b, int h, int T, int D, int NH) {
+    _Alignas(32) float tile[ATT_TILE];
+    const int hd = D / NH;
+    const size_t ld = (size_t)3 * D, off = (size_t)b * T * ld + (size_t)h * hd;
+    const float *q = qkv + off, *k = q + D, *v = q + 2 * D;
+    float *dq = dqkv + off, *dk = dq + D, *dv = dq + 2 * D;
+    const float *dO = dout + (size_t)b * T * D + (size_t)h * hd;
+    const float *A = att + ((size_t)b * NH + h) * T * T;
+    float *dS = datt + ((size_t)b * NH + h) * T * T;
+    const float scale = 1.0f / sqrtf((float)hd);
+
+    att_scores(dS, dO, (size_t)D, v, ld, T, hd, 1.0f, tile); /* dA = dO·Vᵀ */
+    for (int i = 0; i < T; i++) { /* dS = A ⊙ (dA - rowsum(dA ⊙ A)), times 1/√hd */
+        float *ds = dS + (size_t)i * T;
+        const float *a = A + (size_t)i * T;
+        const float r = mvmoe_simd_dot(ds, a, T);
+        for (int j = 0; j < T; j++) ds[j] = a[j] * (ds[j] - r) * scale;
+    }
+    int i = 0; /* dq_i += Σ_j dS_ij k_j */
+    for (; i + 2 <= T; i += 2)
+        att_combo(dq + i * ld, dq + (i + 1) * ld, dS + (size_t)i * T, dS + (size_t)(i + 1) * T, 1,
+                  k, ld, T, hd, 1);
+    if (i < T) att_combo(dq + i * ld, NULL, dS + (size_t)i * T, NULL, 1, k, ld, T, hd, 1);
+    int j = 0; /* dk_j += Σ_i dS_ij q_i ; dv_j += Σ_i A_ij dO_i (columns: coefficient stride T) */
+    for (; j + 2 <= T; j += 2) {
+        att_combo(dk + j * ld, dk + (j + 1) * ld, dS + j, dS + j + 1, (size_t)T, q, ld, T, hd, 1);
+        att_combo(dv + j * ld, dv + (j + 1) * ld, A + j, A + j + 1, (size_t)T, dO, (size_t)D, T,
+                  hd, 1);
+    }
+    if (j < T) {
+        att_combo(dk + j * ld, NULL, dS + j, NULL, (size_t)T, q, ld, T, hd, 1);
+        att_combo(dv + j * ld, NULL, A + j, NULL, (size_t)T, dO, (size_t)D, T, hd, 1);
+    }
+}
+
+void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH) {
+    const int pairs = B * NH;
+#pragma omp parallel for schedule(static) if (pairs > 1)
+    for (int p = 0; p < pairs; p++) att_forward_pair(out, att, qkv, p / NH, p % NH, T, D, NH);
+}
+
+void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
+                              const float *qkv, int B, int T, int D, int NH) {
+    if (!dqkv) return;
+    const int pairs = B * NH;
+#pragma omp parallel for schedule(static) if (pairs > 1)
+    for (int p = 0; p < pairs; p++)
+        att_backward_pair(dqkv, datt, dout, att, qkv, p / NH, p % NH, T, D, NH);
+}

@@ -1,0 +1,88 @@
+/* Compute kernels. All tensors float32, row-major, shapes in brackets.
+ *
+ * Conventions (shared by every op):
+ *  - forward(outputs, saved stats, inputs, params, sizes)
+ *  - backward(input/param gradients, upstream gradient, saved stats, inputs, params, sizes);
+ *    backward ACCUMULATES (+=) into every gradient it writes; a NULL gradient pointer means
+ *    "not needed" and is skipped.
+ *  - Each op has a plain loop reference `*_ref` (kept forever, the oracle for tests) and the
+ *    public name is the fast version (OpenMP threads, vectorizable inner loops). They must
+ *    agree to float rounding (tests/kernels).
+ *  - No kernel allocates memory. */
+#ifndef MVMOE_KERNELS_H
+#define MVMOE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- linear (matmul.c): out[M,N] = in[M,K] · w[N,K]ᵀ + b[N] (b may be NULL). BLAS sgemm. */
+void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,
+                          int N);
+/* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
+void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                           const float *w, int M, int K, int N);
+void mvmoe_linear_forward_ref(float *out, const float *in, const float *w, const float *b, int M,
+                              int K, int N);
+void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
+                               const float *in, const float *w, int M, int K, int N);
+
+/* ---- LayerNorm (layernorm.c) over the last dim D, biased variance, eps inside the sqrt.
+ * mean[M], rstd[M] = 1/sqrt(var+eps) are saved for backward. */
+void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
+                             const float *b, int M, int D, float eps);
+void mvmoe_layernorm_backward(float *din, float *dw, float *db, const float *dout,
+                              const float *mean, const float *rstd, const float *in,
+                              const float *w, int M, int D);
+void mvmoe_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *in,
+                                 const float *w, const float *b, int M, int D, float eps);
+void mvmoe_layernorm_backward_ref(float *din, float *dw, float *db, const float *dout,
+                                  const float *mean, const float *rstd, const float *in,
+                                  const float *w, int M, int D);
+
+/* ---- exact GELU (activations.c): out = x · Φ(x) = 0.5·x·(1 + erf(x/√2)). n elements. */
+void mvmoe_gelu_forward(float *out, const float *in, size_t n);
+void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n);
+void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);
+void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n);
+
+/* ---- multi-head self-attention core (attention.c), no projections.
+ * qkv[B,T,3D]: per token, q = [0,D), k = [D,2D), v = [2D,3D); head h uses columns
+ * [h·hd, (h+1)·hd) of each, hd = D/NH.
+ * att[B,NH,T,T] (saved): softmax_j(q_i·k_j / √hd) — rows sum to 1.
+ * out[B,T,D]: out[b,i,h·hd + c] = Σ_j att[b,h,i,j] · v[b,j,h·hd + c].
+ * Backward: dqkv[B,T,3D] += ; datt[B,NH,T,T] is scratch (overwritten, not accumulated). */
+void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH);
+void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
+                              const float *qkv, int B, int T, int D, int NH);
+void mvmoe_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
+                                 int NH);
+void mvmoe_attention_backward_ref(float *dqkv, float *datt, const float *dout, const float *att,
+                                  const float *qkv, int B, int T, int D, int NH);
+
+/* ---- softmax cross-entropy with soft targets (loss.c).
+ * targets[B,K] are probability rows (one-hot, label-smoothed, or mixed).
+ * probs[B,K] = softmax(logits) (saved); loss[B] = -Σ_k targets·log softmax(logits) (computed
+ * stably with log-sum-exp). Returns the mean of loss[] over B (as double).
+ * Backward: dlogits[B,K] += scale · (probs - targets). */
+double mvmoe_softmax_ce_forward(float *loss, float *probs, const float *logits,
+                                const float *targets, int B, int K);
+void mvmoe_softmax_ce_backward(float *dlogits, const float *probs, const float *targets, int B,
+                               int K, float scale);
+double mvmoe_softmax_ce_forward_ref(float *loss, float *probs, const float *logits,
+                                    const float *targets, int B, int K);
+void mvmoe_softmax_ce_backward_ref(float *dlogits, const float *probs, const float *targets,
+                                   int B, int K, float scale);
+/* Builds label-smoothed one-hot rows: (1-s)·onehot(y) + s/K. targets[B,K]. */
+void mvmoe_targets_smoothed(float *targets, const int32_t *labels, int B, int K, float smoothing);
+
+/* ---- patch embedding (patch.c) as im2col + linear: patches[B, N, C·P·P] with
+ * N = (H/P)·(W/P) in row-major patch order and per patch the (c, py, px) order of
+ * Conv2d weight [D, C, P, P]. img[B,C,H,W]. Backward not needed (the image is a leaf). */
+void mvmoe_patchify(float *patches, const float *img, int B, int C, int H, int W, int P);
+void mvmoe_patchify_ref(float *patches, const float *img, int B, int C, int H, int W, int P);
+
+/* ---- elementwise helpers (elementwise.c) */
+/* y[n] += x[n] */
+void mvmoe_add_inplace(float *y, const float *x, size_t n);
+
+#endif

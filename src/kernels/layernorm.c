@@ -1,0 +1,196 @@
+/* LayerNorm over the last dimension (Ba, Kiros & Hinton 2016), as torch.nn.LayerNorm:
+ * y = (x - mean)·rstd·w + b, biased variance, rstd = 1/sqrt(var + eps).
+ *
+ * Backward, with x̂ = (x - mean)·rstd and g = dy·w (per row of D elements):
+ *   dx = rstd·(g - mean(g) - x̂·mean(g·x̂)),  dw = Σ_rows dy·x̂,  db = Σ_rows dy.
+ * The fast backward computes dx in a row-parallel pass and dw/db in a separate pass parallel
+ * over column blocks, so every output element is summed by one thread in a fixed order:
+ * results do not depend on the thread count (bit-identical resume) and need no scratch. */
+#include <math.h>
+#include <stddef.h>
+
+#include "kernels/kernels.h"
+#include "kernels/simd.h"
+
+/* Columns per dw/db block: 16 floats = one 64-byte cache line per row. */
+#define LN_COL_BLOCK 16
+/* Below this many elements a parallel region costs more than the work. */
+#define LN_PAR_MIN 16384
+
+/* ---------------------------------------------------------------- reference (double) */
+
+void mvmoe_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *in,
+                                 const float *w, const float *b, int M, int D, float eps) {
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (size_t)r * D; /* x[D] */
+        float *y = out + (size_t)r * D;      /* y[D] */
+        double m = 0.0, v = 0.0;
+        for (int c = 0; c < D; c++) m += x[c];
+        m /= D;
+        for (int c = 0; c < D; c++) v += (x[c] - m) * (x[c] - m);
+        v /= D;
+        double rs = 1.0 / sqrt(v + (double)eps);
+        for (int c = 0; c < D; c++) y[c] = (float)((x[c] - m) * rs * w[c] + b[c]);
+        mean[r] = (float)m;
+        rstd[r] = (float)rs;
+    }
+}
+
+void mvmoe_layernorm_backward_ref(float *din, float *dw, float *db, const float *dout,
+                                  const float *mean, const float *rstd, const float *in,
+                                  const float *w, int M, int D) {
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D; /* [D] each */
+        double m = mean[r], rs = rstd[r];
+        double sg = 0.0, sgx = 0.0; /* Σ g, Σ g·x̂ */
+        for (int c = 0; c < D; c++) {
+            double xh = (x[c] - m) * rs, g = (double)dy[c] * w[c];
+            sg += g;
+            sgx += g * xh;
+        }
+        if (din) {
+            float *dx = din + (size_t)r * D;
+            for (int c = 0; c < D; c++) {
+                double xh = (x[c] - m) * rs, g = (double)dy[c] * w[c];
+                dx[c] = (float)(dx[c] + rs * (g - sg / D - xh * sgx / D));
+            }
+        }
+    }
+    for (int c = 0; c < D; c++) { /* dw[D], db[D]: sums over the M rows, in double */
+        double aw = 0.0, ab = 0.0;
+        for (int r = 0; r < M; r++) {
+            size_t i = (size_t)r * D + c;
+            aw += (double)dout[i] * ((in[i] - (double)mean[r]) * rstd[r]);
+            ab += dout[i];
+        }
+        if (dw) dw[c] = (float)(dw[c] + aw);
+        if (db) db[c] = (float)(db[c] + ab);
+    }
+}
+
+/* ---------------------------------------------------------------- fast */
+
+void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
+                             const float *b, int M, int D, float eps) {
+#pragma omp parallel for schedule(static) if ((size_t)M * D >= LN_PAR_MIN)
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (size_t)r * D;
+        float *y = out + (size_t)r * D;
+        float m = mvmoe_simd_sum(x, D) / (float)D;
+        float var = mvmoe_simd_sqdev(x, m, D) / (float)D; /* two-pass: no cancellation */
+        float rs = 1.0f / sqrtf(var + eps);
+        for (int c = 0; c < D; c++) y[c] = (x[c] - m) * rs * w[c] + b[c];
+        mean[r] = m;
+        rstd[r] = rs;
+    }
+}
+
+/* Σ g and Σ g·x̂ of one row with 8 independent partial sums (vectorizable without
+ * reassociation flags). */
+static void ln_row_sums(const float *x, const float *dy, const float *w, float m, float rs, int D,
+                        float *sg_out, float *sgx_out) {
+    float sg[8] = {0}, sgx[8] = {0};
+    int c = 0;
+#if MVMOE_SIMD_AVX2
+    __m256 vg = _mm256_setzero_ps(), vgx = _mm256_setzero_ps();
+    const __m256 vm = _mm256_set1_ps(m), vrs = _mm256_set1_ps(rs);
+    for (; c + 8 <= D; c += 8) {
+        const __m256 g = _mm256_mul_ps(_mm256_loadu_ps(dy + c), _mm256_loadu_ps(w + c));
+        const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), vm), vrs);
+        vg = _mm256_add_ps(vg, g);
+        vgx = _mm256_fmadd_ps(g, xh, vgx);
+    }
+    _mm256_storeu_ps(sg, vg);
+    _mm256_storeu_ps(sgx, vgx);
+#else
+    for (; c + 8 <= D; c += 8)
+        for (int l = 0; l < 8; l++) {
+            float g = dy[c + l] * w[c + l], xh = (x[c + l] - m) * rs;
+            sg[l] += g;
+            sgx[l] += g * xh;
+        }
+#endif
+    float a = ((sg[0] + sg[1]) + (sg[2] + sg[3])) + ((sg[4] + sg[5]) + (sg[6] + sg[7]));
+    float bb = ((sgx[0] + sgx[1]) + (sgx[2] + sgx[3])) + ((sgx[4] + sgx[5]) + (sgx[6] + sgx[7]));
+    for (; c < D; c++) {
+        float g = dy[c] * w[c], xh = (x[c] - m) * rs;
+        a += g;
+        bb += g * xh;
+    }
+    *sg_out = a;
+    *sgx_out = bb;
+}
+
+#if MVMOE_SIMD_AVX2
+/* aw[16] = Σ_r dy·x̂, ab[16] = Σ_r dy over one block of 16 columns, with the 16 + 16 double
+ * accumulators held in registers (GCC keeps a double[16] array on the stack otherwise). */
+static void ln_col_block_sums(double *aw, double *ab, const float *in, const float *dout,
+                              const float *mean, const float *rstd, int M, int D) {
+    __m256d w[4], b[4];
+    for (int k = 0; k < 4; k++) w[k] = b[k] = _mm256_setzero_pd();
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D;
+        const __m256 m = _mm256_set1_ps(mean[r]), rs = _mm256_set1_ps(rstd[r]);
+        for (int h = 0; h < 2; h++) {
+            const __m256 d = _mm256_loadu_ps(dy + 8 * h);
+            const __m256 p = _mm256_mul_ps(d, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + 8 * h), m), rs));
+            w[2 * h] = _mm256_add_pd(w[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+            w[2 * h + 1] = _mm256_add_pd(w[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+            b[2 * h] = _mm256_add_pd(b[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(d)));
+            b[2 * h + 1] = _mm256_add_pd(b[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)));
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_pd(aw + 4 * k, w[k]);
+        _mm256_storeu_pd(ab + 4 * k, b[k]);
+    }
+}
+#endif
+
+void mvmoe_layernorm_backward(float *din, float *dw, float *db, const float *dout,
+                              const float *mean, const float *rstd, const float *in,
+                              const float *w, int M, int D) {
+    const int par = (size_t)M * D >= LN_PAR_MIN;
+    if (din) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int r = 0; r < M; r++) {
+            const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D;
+            float *dx = din + (size_t)r * D;
+            const float m = mean[r], rs = rstd[r];
+            float sg, sgx;
+            ln_row_sums(x, dy, w, m, rs, D, &sg, &sgx);
+            const float mg = sg / (float)D, mgx = sgx / (float)D;
+            for (int c = 0; c < D; c++) {
+                float xh = (x[c] - m) * rs;
+                dx[c] += rs * (dy[c] * w[c] - mg - xh * mgx);
+            }
+        }
+    }
+    if (dw || db) {
+        const int nblk = (D + LN_COL_BLOCK - 1) / LN_COL_BLOCK;
+#pragma omp parallel for schedule(static) if (par)
+        for (int k = 0; k < nblk; k++) {
+            const int c0 = k * LN_COL_BLOCK;
+            const int nc = D - c0 < LN_COL_BLOCK ? D - c0 : LN_COL_BLOCK;
+            /* double accumulators: M (= batch·tokens) can be tens of thousands of rows */
+            double aw[LN_COL_BLOCK] = {0}, ab[LN_COL_BLOCK] = {0};
+#if MVMOE_SIMD_AVX2
+            if (nc == LN_COL_BLOCK) {
+                ln_col_block_sums(aw, ab, in + c0, dout + c0, mean, rstd, M, D);
+            } else
+#endif
+            for (int r = 0; r < M; r++) {
+                const float *x = in + (size_t)r * D + c0, *dy = dout + (size_t)r * D + c0;
+                const float m = mean[r], rs = rstd[r];
+                for (int l = 0; l < nc; l++) {
+                    aw[l] += (double)(dy[l] * ((x[l] - m) * rs));
+                    ab[l] += (double)dy[l];
+                }
+            }
+            for (int l = 0; l < nc; l++) {
+                if (dw) dw[c0 + l] += (float)aw[l];
+                if (db) db[c0 + l] += (float)ab[l];
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+/* Model lifetime: allocation, timm-style initialization, inference entry point. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "core/status.h"
+#include "data/augment.h"
+#include "model/model.h"
+
+mvmoe_status mvmoe_model_alloc(mvmoe_model **out, const mvmoe_config *c) {
+    *out = NULL;
+    MVMOE_TRY(mvmoe_config_validate(c));
+    mvmoe_model *m;
+    MVMOE_ALLOC(m, 1, "model");
+    mvmoe_status s = mvmoe_config_copy(&m->cfg, c);
+    if (s == MVMOE_OK) s = mvmoe_layout_build(&m->layout, &m->cfg);
+    if (s == MVMOE_OK) {
+        m->param_mem = mvmoe_aligned_alloc_checked(sizeof(float) * m->layout.total, "parameters",
+                                                   __FILE__, __LINE__);
+        if (!m->param_mem) s = MVMOE_ERR_NOMEM;
+    }
+    if (s != MVMOE_OK) {
+        mvmoe_model_free(m);
+        return s;
+    }
+    mvmoe_params_view(&m->p, m->param_mem, &m->cfg);
+    *out = m;
+    return MVMOE_OK;
+}
+
+/* Truncated normal on [-2σ, 2σ] by rejection (timm's trunc_normal_ for ViT linears). */
+static float trunc_normal(mvmoe_rng *r, float std) {
+    for (;;) {
+        float z = mvmoe_rng_normal(r);
+        if (z >= -2.0f && z <= 2.0f) return z * std;
+    }
+}
+
+void mvmoe_model_init_weights(mvmoe_model *m, uint64_t seed) {
+    memset(m->param_mem, 0, sizeof(float) * m->layout.total);
+    for (int i = 0; i < m->layout.n; i++) {
+        const mvmoe_tensor_info *t = &m->layout.t[i];
+        float *w = m->param_mem + t->offset;
+        mvmoe_rng r;
+        mvmoe_rng_init(&r, seed, (uint64_t)i + 1);
+        const char *n = t->name;
+        size_t len = strlen(n);
+        int is_bias = len > 5 && strcmp(n + len - 5, ".bias") == 0;
+        if (strstr(n, "norm") && !is_bias) {
+            for (size_t k = 0; k < t->count; k++) w[k] = 1.0f; /* LayerNorm γ = 1, β = 0 */
+        } else if (strncmp(n, "patch_embed", 11) == 0) {
+            /* timm keeps PyTorch's Conv2d default: U(±1/√fan_in) for weight and bias */
+            float bound = 1.0f / sqrtf((float)(m->cfg.in_chans * m->cfg.patch * m->cfg.patch));
+            for (size_t k = 0; k < t->count; k++) w[k] = (2.0f * mvmoe_rng_uniform(&r) - 1.0f) * bound;
+        } else if (strcmp(n, "cls_token") == 0) {
+            for (size_t k = 0; k < t->count; k++) w[k] = 1e-6f * mvmoe_rng_normal(&r);
+        } else if (strcmp(n, "pos_embed") == 0 || (t->decay && !is_bias)) {
+            for (size_t k = 0; k < t->count; k++) w[k] = trunc_normal(&r, 0.02f);
+        } /* biases stay 0 */
+    }
+}
+
+mvmoe_status mvmoe_model_create(mvmoe_model **out, const mvmoe_config *c, uint64_t seed) {
+    MVMOE_TRY(mvmoe_model_alloc(out, c));
+    mvmoe_model_init_weights(*out, seed);
+    return MVMOE_OK;
+}
+
+void mvmoe_model_free(mvmoe_model *m) {
+    if (!m) return;
+    mvmoe_config_free(&m->cfg);
+    mvmoe_layout_free(&m->layout);
+    free(m->param_mem);
+    free(m->grad_mem);
+    free(m->adam_m);
+    free(m->adam_v);
+    mvmoe_acts_free(&m->train_acts);
+    mvmoe_acts_free(&m->infer_acts);
+    free(m);
+}
+
+const mvmoe_config *mvmoe_model_config(const mvmoe_model *m) { return &m->cfg; }
+mvmoe_config *mvmoe_model_config_mut(mvmoe_model *m) { return &m->cfg; }
+
+mvmoe_status mvmoe_model_train_init(mvmoe_model *m, int B) {
+    if (B < 1) MVMOE_FAIL(MVMOE_ERR_INVALID, "batch size %d must be >= 1", B);
+    size_t n = m->layout.total;
+    if (!m->grad_mem) {
+        MVMOE_ALLOC_ALIGNED(m->grad_mem, n, "gradients");
+        mvmoe_params_view(&m->g, m->grad_mem, &m->cfg);
+    }
+    if (!m->adam_m) MVMOE_ALLOC_ALIGNED(m->adam_m, n, "AdamW first moments");
+    if (!m->adam_v) MVMOE_ALLOC_ALIGNED(m->adam_v, n, "AdamW second moments");
+    if (m->train_acts.B != B) {
+        mvmoe_acts_free(&m->train_acts);
+        MVMOE_TRY(mvmoe_acts_init(&m->train_acts, &m->cfg, B, 1));
+    }
+    return MVMOE_OK;
+}
+
+/* Inference runs in chunks of at most this many images so the workspace stays small. */
+#define INFER_CHUNK 64
+
+mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, float *logits) {
+    const mvmoe_config *c = &m->cfg;
+    if (n < 0) MVMOE_FAIL(MVMOE_ERR_INVALID, "negative image count %d", n);
+    int chunk = n < INFER_CHUNK ? (n > 0 ? n : 1) : INFER_CHUNK;
+    if (m->infer_acts.B < chunk) {
+        mvmoe_acts_free(&m->infer_acts);
+        MVMOE_TRY(mvmoe_acts_init(&m->infer_acts, c, chunk, 0));
+    }
+    mvmoe_acts *a = &m->infer_acts;
+    /* a dataset view over the caller's images, so normalization has one implementation */
+    mvmoe_dataset view = {.n = n, .c = c->in_chans, .h = c->img_size, .w = c->img_size,
+                          .num_classes = c->num_classes, .images = (uint8_t *)images};
+    int32_t idx[INFER_CHUNK];
+    for (int i0 = 0; i0 < n; i0 += chunk) {
+        int B = n - i0 < chunk ? n - i0 : chunk;
+        for (int i = 0; i < B; i++) idx[i] = i0 + i;
+        mvmoe_augment_batch(a->img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
+        mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
+        memcpy(logits + (size_t)i0 * c->num_classes, a->logits,
+               sizeof(float) * (size_t)B * c->num_classes);
+    }
+    return MVMOE_OK;
+}
+
+void mvmoe_set_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+}

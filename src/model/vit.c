@@ -1,0 +1,250 @@
+/* The Vision Transformer's forward and backward passes (pre-norm blocks, class token, learned
+ * position embedding; shared/CHECKPOINT_FORMAT.md "Forward pass"), built from src/kernels. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "core/status.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+
+#define LN_EPS 1e-6f
+
+/* ---------------------------------------------------------------- activations arena */
+mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training) {
+    memset(a, 0, sizeof *a);
+    size_t T = (size_t)mvmoe_config_tokens(c), N = T - 1, D = (size_t)c->dim,
+           H = (size_t)c->mlp_dim, K = (size_t)c->num_classes, NH = (size_t)c->heads,
+           S = (size_t)c->img_size, C = (size_t)c->in_chans, P = (size_t)c->patch;
+    size_t Bz = (size_t)B, L = training ? (size_t)c->depth : 1;
+    size_t BT = Bz * T;
+    a->B = B;
+    a->training = training;
+    a->layer_bt = training ? BT : 0;
+    a->layer_bt_d = training ? BT * D : 0;
+    a->layer_bt_3d = training ? BT * 3 * D : 0;
+    a->layer_bt_h = training ? BT * H : 0;
+    a->layer_att = training ? Bz * NH * T * T : 0;
+    struct { float **p; size_t n; } r[] = {
+        {&a->img, Bz * C * S * S},   {&a->patches, Bz * N * C * P * P}, {&a->pe, Bz * N * D},
+        {&a->x0, BT * D},            {&a->ln1, L * BT * D},          {&a->ln1_mean, L * BT},
+        {&a->ln1_rstd, L * BT},      {&a->qkv, L * BT * 3 * D},      {&a->att, L * Bz * NH * T * T},
+        {&a->atty, L * BT * D},      {&a->res1, L * BT * D},         {&a->ln2, L * BT * D},
+        {&a->ln2_mean, L * BT},      {&a->ln2_rstd, L * BT},         {&a->fch, L * BT * H},
+        {&a->fch_gelu, L * BT * H},  {&a->res2, L * BT * D},         {&a->branch, BT * D},
+        {&a->keep, (size_t)c->depth * 2 * Bz}, {&a->clsx, Bz * D},   {&a->lnf, Bz * D},
+        {&a->lnf_mean, Bz},          {&a->lnf_rstd, Bz},             {&a->logits, Bz * K},
+        {&a->probs, Bz * K},         {&a->losses, Bz},               {&a->targets, Bz * K},
+        {&a->d_res, training ? BT * D : 0},      {&a->d_branch, training ? BT * D : 0},
+        {&a->d_ln, training ? BT * D : 0},       {&a->d_qkv, training ? BT * 3 * D : 0},
+        {&a->d_att, training ? Bz * NH * T * T : 0}, {&a->d_atty, training ? BT * D : 0},
+        {&a->d_fch, training ? BT * H : 0},      {&a->d_fch_gelu, training ? BT * H : 0},
+        {&a->d_clsx, training ? Bz * D : 0},     {&a->d_lnf, training ? Bz * D : 0},
+        {&a->d_logits, training ? Bz * K : 0},   {&a->d_pe, training ? Bz * N * D : 0},
+    };
+    size_t n = sizeof r / sizeof r[0], total = 0;
+    for (size_t i = 0; i < n; i++) total += (r[i].n + 15) / 16 * 16;
+    MVMOE_ALLOC_ALIGNED(a->mem, total, training ? "training activations" : "inference activations");
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        *r[i].p = r[i].n ? a->mem + off : NULL;
+        off += (r[i].n + 15) / 16 * 16;
+    }
+    for (size_t i = 0; i < (size_t)c->depth * 2 * Bz; i++) a->keep[i] = 1.0f;
+    return MVMOE_OK;
+}
+
+void mvmoe_acts_free(mvmoe_acts *a) {
+    free(a->mem);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---------------------------------------------------------------- helpers */
+/* y[b, t, :] = x[b, t, :] + keep[b] · br[b, t, :] */
+static void residual_add(float *y, const float *x, const float *br, const float *keep, int B, int T,
+                         int D) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        float k = keep[b];
+        size_t base = (size_t)b * T * D;
+        for (size_t i = 0; i < (size_t)T * D; i++) y[base + i] = x[base + i] + k * br[base + i];
+    }
+}
+
+/* Stochastic depth (Huang et al. 2016, as in DeiT): each residual branch of each sample is
+ * dropped with rate p_l = drop_path · l/(depth-1) and survivors scaled by 1/(1-p_l). */
+static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint64_t seed,
+                            int64_t step) {
+    mvmoe_rng r;
+    mvmoe_rng_init(&r, seed ^ 0xD509A7u, (uint64_t)step);
+    for (int l = 0; l < depth; l++) {
+        float p = depth > 1 ? drop_path * (float)l / (float)(depth - 1) : drop_path;
+        for (int j = 0; j < 2 * B; j++)
+            keep[(size_t)l * 2 * B + j] =
+                p <= 0 ? 1.0f : (mvmoe_rng_uniform(&r) < p ? 0.0f : 1.0f / (1.0f - p));
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, uint64_t seed,
+                       int64_t step) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
+              K = c->num_classes, CPP = c->in_chans * c->patch * c->patch;
+    const int BT = B * T;
+
+    if (a->training) {
+        if (drop_path > 0)
+            drop_path_masks(a->keep, c->depth, B, drop_path, seed, step);
+        else
+            for (size_t i = 0; i < (size_t)c->depth * 2 * B; i++) a->keep[i] = 1.0f;
+    }
+
+    /* patch embedding (Conv2d stride P == im2col + linear), class token, position embedding */
+    mvmoe_patchify(a->patches, a->img, B, c->in_chans, c->img_size, c->img_size, c->patch);
+    mvmoe_linear_forward(a->pe, a->patches, p->patch_w, p->patch_b, B * N, CPP, D);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        float *x = a->x0 + (size_t)b * T * D;
+        for (int d = 0; d < D; d++) x[d] = p->cls[d] + p->pos[d];
+        for (int n = 0; n < N; n++) {
+            const float *e = a->pe + ((size_t)b * N + n) * D;
+            const float *pos = p->pos + (size_t)(1 + n) * D;
+            float *xr = x + (size_t)(1 + n) * D;
+            for (int d = 0; d < D; d++) xr[d] = e[d] + pos[d];
+        }
+    }
+
+    const float *in = a->x0;
+    for (int l = 0; l < c->depth; l++) {
+        float *ln1 = a->ln1 + l * a->layer_bt_d, *ln2 = a->ln2 + l * a->layer_bt_d;
+        float *m1 = a->ln1_mean + l * a->layer_bt, *r1 = a->ln1_rstd + l * a->layer_bt;
+        float *m2 = a->ln2_mean + l * a->layer_bt, *r2 = a->ln2_rstd + l * a->layer_bt;
+        float *qkv = a->qkv + l * a->layer_bt_3d, *att = a->att + l * a->layer_att;
+        float *atty = a->atty + l * a->layer_bt_d, *res1 = a->res1 + l * a->layer_bt_d;
+        float *fch = a->fch + l * a->layer_bt_h, *fcg = a->fch_gelu + l * a->layer_bt_h;
+        float *res2 = a->res2 + l * a->layer_bt_d;
+        const float *keep = a->keep + (size_t)l * 2 * B;
+        int slot = mvmoe_mlp_slot(c, l, 0);
+
+        /* x = x + attn(norm1(x)) */
+        mvmoe_layernorm_forward(ln1, m1, r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
+                                BT, D, LN_EPS);
+        mvmoe_linear_forward(qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D,
+                             BT, D, 3 * D);
+        mvmoe_attention_forward(atty, att, qkv, B, T, D, NH);
+        mvmoe_linear_forward(a->branch, atty, p->proj_w + (size_t)l * D * D, p->proj_b + (size_t)l * D,
+                             BT, D, D);
+        residual_add(res1, in, a->branch, keep, B, T, D);
+
+        /* x = x + mlp(norm2(x)) */
+        mvmoe_layernorm_forward(ln2, m2, r2, res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
+                                BT, D, LN_EPS);
+        mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, p->fc1_b + (size_t)slot * H,
+                             BT, D, H);
+        mvmoe_gelu_forward(fcg, fch, (size_t)BT * H);
+        mvmoe_linear_forward(a->branch, fcg, p->fc2_w + (size_t)slot * D * H,
+                             p->fc2_b + (size_t)slot * D, BT, H, D);
+        residual_add(res2, res1, a->branch, keep + B, B, T, D);
+        in = res2;
+    }
+
+    /* logits = head(norm(x)[class token]): only the class-token rows need the final norm */
+    for (int b = 0; b < B; b++) memcpy(a->clsx + (size_t)b * D, in + (size_t)b * T * D, sizeof(float) * D);
+    mvmoe_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->clsx, p->norm_w, p->norm_b, B, D,
+                            LN_EPS);
+    mvmoe_linear_forward(a->logits, a->lnf, p->head_w, p->head_b, B, D, K);
+}
+
+double mvmoe_vit_loss(mvmoe_acts *a, int B, int K) {
+    return mvmoe_softmax_ce_forward(a->losses, a->probs, a->logits, a->targets, B, K);
+}
+
+/* ---------------------------------------------------------------- backward */
+/* dbr[b] = keep[b] · dres[b]; returns dres itself when every keep is 1 (no copy needed). */
+static const float *branch_grad(float *dbr, const float *dres, const float *keep, int B, int T,
+                                int D) {
+    int all_one = 1;
+    for (int b = 0; b < B; b++) all_one &= keep[b] == 1.0f;
+    if (all_one) return dres;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        size_t base = (size_t)b * T * D;
+        for (size_t i = 0; i < (size_t)T * D; i++) dbr[base + i] = keep[b] * dres[base + i];
+    }
+    return dbr;
+}
+
+void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    mvmoe_params *g = &m->g;
+    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
+              K = c->num_classes, CPP = c->in_chans * c->patch * c->patch;
+    const int BT = B * T;
+
+    memset(m->grad_mem, 0, sizeof(float) * m->layout.total);
+
+    /* loss = mean_b CE → dlogits = (probs - targets) / B */
+    memset(a->d_logits, 0, sizeof(float) * (size_t)B * K);
+    mvmoe_softmax_ce_backward(a->d_logits, a->probs, a->targets, B, K, 1.0f / (float)B);
+    memset(a->d_lnf, 0, sizeof(float) * (size_t)B * D);
+    mvmoe_linear_backward(a->d_lnf, g->head_w, g->head_b, a->d_logits, a->lnf, p->head_w, B, D, K);
+    memset(a->d_clsx, 0, sizeof(float) * (size_t)B * D);
+    mvmoe_layernorm_backward(a->d_clsx, g->norm_w, g->norm_b, a->d_lnf, a->lnf_mean, a->lnf_rstd,
+                             a->clsx, p->norm_w, B, D);
+    memset(a->d_res, 0, sizeof(float) * (size_t)BT * D);
+    for (int b = 0; b < B; b++)
+        memcpy(a->d_res + (size_t)b * T * D, a->d_clsx + (size_t)b * D, sizeof(float) * D);
+
+    for (int l = c->depth - 1; l >= 0; l--) {
+        const float *in = l == 0 ? a->x0 : a->res2 + (l - 1) * a->layer_bt_d;
+        const float *ln1 = a->ln1 + l * a->layer_bt_d, *ln2 = a->ln2 + l * a->layer_bt_d;
+        const float *m1 = a->ln1_mean + l * a->layer_bt, *r1 = a->ln1_rstd + l * a->layer_bt;
+        const float *m2 = a->ln2_mean + l * a->layer_bt, *r2 = a->ln2_rstd + l * a->layer_bt;
+        const float *qkv = a->qkv + l * a->layer_bt_3d, *att = a->att + l * a->layer_att;
+        const float *atty = a->atty + l * a->layer_bt_d, *res1 = a->res1 + l * a->layer_bt_d;
+        const float *fch = a->fch + l * a->layer_bt_h, *fcg = a->fch_gelu + l * a->layer_bt_h;
+        const float *keep = a->keep + (size_t)l * 2 * B;
+        size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
+
+        /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
+        const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
+        memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)BT * H);
+        mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
+                              p->fc2_w + slot * D * H, BT, H, D);
+        memset(a->d_fch, 0, sizeof(float) * (size_t)BT * H);
+        mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
+        memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+        mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
+                              p->fc1_w + slot * H * D, BT, D, H);
+        /* d(res1) = d(res2) + LN2ᵀ(d_ln): accumulate into d_res in place */
+        mvmoe_layernorm_backward(a->d_res, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln,
+                                 m2, r2, res1, p->ln2_w + (size_t)l * D, BT, D);
+
+        /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))) */
+        dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
+        memset(a->d_atty, 0, sizeof(float) * (size_t)BT * D);
+        mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
+                              atty, p->proj_w + (size_t)l * D * D, BT, D, D);
+        memset(a->d_qkv, 0, sizeof(float) * (size_t)BT * 3 * D);
+        mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH);
+        memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+        mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
+                              a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
+        mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
+                                 m1, r1, in, p->ln1_w + (size_t)l * D, BT, D);
+        /* d_res now holds d(in) */
+    }
+
+    /* embedding: x0[b,0] = cls + pos[0]; x0[b,1+n] = pe[b,n] + pos[1+n] */
+    for (int b = 0; b < B; b++) {
+        const float *dx = a->d_res + (size_t)b * T * D;
+        for (int d = 0; d < D; d++) g->cls[d] += dx[d];
+        for (size_t i = 0; i < (size_t)T * D; i++) g->pos[i] += dx[i];
+        memcpy(a->d_pe + (size_t)b * N * D, dx + D, sizeof(float) * (size_t)N * D);
+    }
+    mvmoe_linear_backward(NULL, g->patch_w, g->patch_b, a->d_pe, a->patches, p->patch_w, B * N, CPP, D);
+}

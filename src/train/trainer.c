@@ -1,0 +1,279 @@
+/* The training loop: batches → forward → loss → backward → clip → AdamW, with validation,
+ * checkpoints (model + optimizer state) and resumption. Everything it needs is allocated
+ * before the first step; the step itself allocates nothing. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/rng.h"
+#include "core/status.h"
+#include "data/augment.h"
+#include "io/safetensors.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "train/optim.h"
+
+static volatile sig_atomic_t stop_requested;
+
+void mvmoe_request_stop(void) { stop_requested = 1; }
+
+void mvmoe_train_options_default(mvmoe_train_options *o) {
+    memset(o, 0, sizeof *o);
+    o->epochs = 30;
+    o->batch = 128;
+    o->lr = 1e-3f;
+    o->min_lr = 1e-5f;
+    o->weight_decay = 0.05f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->eps = 1e-8f;
+    o->warmup_epochs = 2.0f;
+    o->clip_norm = 1.0f;
+    o->label_smoothing = 0.1f;
+    o->seed = 0;
+    o->val_fraction = 0.1f;
+    o->crop_pad = 2;
+    o->hflip = 1;
+    o->superclass_lambda = 0.3f;
+    o->eval_every = 1;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static mvmoe_status check_options(const mvmoe_train_options *o, int n_train) {
+#define REQ(cond, ...) \
+    if (!(cond)) MVMOE_FAIL(MVMOE_ERR_INVALID, "training options: " __VA_ARGS__)
+    REQ(o->epochs >= 1, "epochs %d must be >= 1", o->epochs);
+    REQ(o->batch >= 1 && o->batch <= 65536, "batch %d not in 1..65536", o->batch);
+    REQ(n_train >= o->batch, "%d training images are fewer than one batch of %d", n_train, o->batch);
+    REQ(isfinite(o->lr) && o->lr > 0, "lr %g must be > 0", (double)o->lr);
+    REQ(isfinite(o->min_lr) && o->min_lr >= 0 && o->min_lr <= o->lr, "min_lr %g must be in [0, lr]",
+        (double)o->min_lr);
+    REQ(o->weight_decay >= 0 && o->weight_decay < 1, "weight_decay %g not in [0, 1)", (double)o->weight_decay);
+    REQ(o->beta1 >= 0 && o->beta1 < 1 && o->beta2 >= 0 && o->beta2 < 1, "betas must be in [0, 1)");
+    REQ(o->eps > 0, "eps must be > 0");
+    REQ(o->warmup_epochs >= 0, "warmup must be >= 0");
+    REQ(o->label_smoothing >= 0 && o->label_smoothing < 1, "label_smoothing %g not in [0, 1)",
+        (double)o->label_smoothing);
+    REQ(o->drop_path >= 0 && o->drop_path < 1, "drop_path %g not in [0, 1)", (double)o->drop_path);
+    REQ(o->mixup >= 0 && o->cutmix >= 0, "mixup/cutmix alphas must be >= 0");
+    REQ(o->erase_prob >= 0 && o->erase_prob <= 1, "erase probability must be in [0, 1]");
+    REQ(o->crop_pad >= 0, "crop padding must be >= 0");
+    REQ(o->randaug_n >= 0 && o->randaug_m >= 0 && o->randaug_m <= 30, "randaug n, m out of range");
+    REQ(o->ema_decay == 0, "--ema is not implemented yet (weights EMA); run without it");
+#undef REQ
+    return MVMOE_OK;
+}
+
+/* Optimizer state beside the checkpoint: OUT.state.safetensors. */
+static void state_path(char *buf, size_t n, const char *out) { snprintf(buf, n, "%s.state.safetensors", out); }
+
+static mvmoe_status save_all(const mvmoe_model *m, const char *out) {
+    char sp[4096];
+    state_path(sp, sizeof sp, out);
+    char step[32], total[32];
+    snprintf(step, sizeof step, "%lld", (long long)m->step);
+    snprintf(total, sizeof total, "%zu", m->layout.total);
+    mvmoe_st_out t[2] = {{.name = "adamw.exp_avg", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_m},
+                         {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_v}};
+    const char *keys[] = {"step", "arena_floats"}, *vals[] = {step, total};
+    /* state first: a crash between the two leaves a state one epoch ahead of the model, which
+     * resume detects by the step check rather than silently mixing them */
+    MVMOE_TRY(mvmoe_st_write(sp, t, 2, keys, vals, 2));
+    return mvmoe_model_save(m, out);
+}
+
+static mvmoe_status load_state(mvmoe_model *m, const char *path) {
+    char sp[4096];
+    state_path(sp, sizeof sp, path);
+    mvmoe_st_file f;
+    MVMOE_TRY(mvmoe_st_open(&f, sp));
+    mvmoe_status s = MVMOE_OK;
+    const char *step = mvmoe_st_meta(&f, "step");
+    const mvmoe_st_tensor *tm = mvmoe_st_find(&f, "adamw.exp_avg"), *tv = mvmoe_st_find(&f, "adamw.exp_avg_sq");
+    char *end = NULL;
+    long long st = step ? strtoll(step, &end, 10) : -1;
+    if (!step || !end || *end || st < 0 || !tm || !tv)
+        s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
+                            "%s: not an mvmoe optimizer state (needs step, adamw.exp_avg, adamw.exp_avg_sq)", sp);
+    if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tm, m->adam_m, m->layout.total);
+    if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tv, m->adam_v, m->layout.total);
+    if (s == MVMOE_OK) m->step = st;
+    mvmoe_st_close(&f);
+    return s;
+}
+
+/* First tensor (layout order) holding a NaN/Inf gradient, for the error message. */
+static const char *first_bad_tensor(const mvmoe_model *m) {
+    for (int i = 0; i < m->layout.n; i++) {
+        const float *g = m->grad_mem + m->layout.t[i].offset;
+        for (size_t k = 0; k < m->layout.t[i].count; k++)
+            if (!isfinite(g[k])) return m->layout.t[i].name;
+    }
+    return "(none: the loss itself)";
+}
+
+mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
+                         int n_train, const int32_t *val_idx, int n_val,
+                         const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user) {
+    const mvmoe_config *c = &m->cfg;
+    MVMOE_TRY(check_options(o, n_train));
+    if (c->routing != MVMOE_ROUTING_DENSE)
+        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "training routing '%s' is not implemented yet (dense only)",
+                   mvmoe_routing_name(c->routing));
+    if (ds->c != c->in_chans)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset %s has %d channels, the model expects %d",
+                   ds->source ? ds->source : "", ds->c, c->in_chans);
+    if (ds->num_classes > c->num_classes)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset has %d classes, the model's head only %d",
+                   ds->num_classes, c->num_classes);
+    if (o->threads > 0) mvmoe_set_threads(o->threads);
+
+    const int B = o->batch, K = c->num_classes, S = c->img_size;
+    const int steps_per_epoch = n_train / B; /* the last partial batch is dropped, as timm does */
+    const int64_t total = (int64_t)steps_per_epoch * o->epochs;
+    const int64_t warmup = (int64_t)llround((double)o->warmup_epochs * steps_per_epoch);
+    MVMOE_TRY(mvmoe_model_train_init(m, B));
+    if (o->resume_path) {
+        MVMOE_TRY(load_state(m, o->resume_path));
+        if (m->step > total)
+            MVMOE_FAIL(MVMOE_ERR_INVALID,
+                       "%s: optimizer state is at step %lld, beyond this run's %lld steps; "
+                       "raise --epochs",
+                       o->resume_path, (long long)m->step, (long long)total);
+    } else {
+        m->step = 0;
+    }
+
+    int32_t *order, *labels;
+    MVMOE_ALLOC(order, n_train, "epoch order");
+    labels = malloc(sizeof(int32_t) * (size_t)B);
+    if (!labels) {
+        free(order);
+        MVMOE_FAIL(MVMOE_ERR_NOMEM, "label buffer");
+    }
+    mvmoe_augment aug = {.crop_pad = o->crop_pad, .hflip = o->hflip, .rrc = o->rrc,
+                         .randaug_n = o->randaug_n, .randaug_m = o->randaug_m,
+                         .erase_prob = o->erase_prob};
+    mvmoe_adamw h = {.lr = o->lr, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps,
+                     .weight_decay = o->weight_decay};
+    mvmoe_acts *a = &m->train_acts;
+    mvmoe_status s = MVMOE_OK;
+    double t_start = now_s(), t_epoch = t_start;
+    int64_t step0 = m->step;
+    mvmoe_progress pr = {.epochs = o->epochs, .steps_total = total, .steps_per_epoch = steps_per_epoch,
+                         .val_acc = -1, .val_loss = -1, .train_acc = -1};
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+
+    while (m->step < total && s == MVMOE_OK) {
+        int epoch = (int)(m->step / steps_per_epoch), si = (int)(m->step % steps_per_epoch);
+        if (si == 0 || m->step == step0) {
+            /* the epoch's order depends only on (seed, epoch): resumable mid-epoch */
+            for (int i = 0; i < n_train; i++) order[i] = train_idx[i];
+            mvmoe_rng r;
+            mvmoe_rng_init(&r, o->seed, 0x0E0C0000ull + (uint64_t)epoch);
+            mvmoe_rng_shuffle_i32(&r, order, n_train);
+            loss_sum = 0; /* epoch statistics cover the steps this process ran */
+            correct = seen = 0;
+            t_epoch = now_s();
+        }
+        const int32_t *idx = order + (size_t)si * B;
+        /* batch: augmented images, smoothed (and possibly mixed) targets */
+        mvmoe_augment_batch(a->img, ds, idx, B, S, c->mean, c->std, &aug, o->seed,
+                            (uint64_t)m->step * (uint64_t)B);
+        for (int i = 0; i < B; i++) labels[i] = ds->labels[idx[i]];
+        mvmoe_targets_smoothed(a->targets, labels, B, K, o->label_smoothing);
+        if (o->mixup > 0 || o->cutmix > 0)
+            mvmoe_mix_batch(a->img, a->targets, B, c->in_chans, S, K, o->mixup, o->cutmix, o->seed,
+                            (uint64_t)m->step);
+
+        mvmoe_vit_forward(m, a, B, o->drop_path, o->seed, m->step);
+        double loss = mvmoe_vit_loss(a, B, K);
+        mvmoe_vit_backward(m, a, B);
+        double gnorm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, o->clip_norm);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            s = mvmoe_error_set(MVMOE_ERR_NUMERIC, __FILE__, __LINE__,
+                                "step %lld: loss %g, gradient norm %g; first non-finite gradient in "
+                                "'%s'. Nothing was saved for this step; try a lower --lr or --clip",
+                                (long long)m->step, loss, gnorm, first_bad_tensor(m));
+            break;
+        }
+        float lr = mvmoe_lr_at(m->step, total, warmup, o->lr, o->min_lr);
+        h.lr = lr;
+        m->step++;
+        mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &h, m->step);
+
+        for (int i = 0; i < B; i++) {
+            const float *row = a->logits + (size_t)i * K;
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                if (row[k] > row[best]) best = k;
+            correct += best == labels[i];
+        }
+        seen += B;
+        loss_sum += loss;
+
+        double t = now_s();
+        pr.epoch = epoch + 1;
+        pr.step = m->step;
+        pr.step_in_epoch = si + 1;
+        pr.loss = (float)loss;
+        pr.lr = lr;
+        pr.grad_norm = (float)gnorm;
+        pr.elapsed_s = t - t_start;
+        pr.images_per_s = (double)(m->step - step0) * B / (t - t_start);
+        pr.eta_s = (double)(total - m->step) * B / (pr.images_per_s > 0 ? pr.images_per_s : 1);
+        pr.event = 0;
+        if (cb) cb(&pr, user);
+
+        int epoch_end = si + 1 == steps_per_epoch;
+        if (epoch_end) {
+            pr.event = 1;
+            pr.loss = (float)(loss_sum * B / (seen > 0 ? seen : 1));
+            pr.train_acc = seen ? (float)correct / (float)seen : -1;
+            pr.images_per_s = (double)seen / (t - t_epoch);
+            pr.val_acc = pr.val_loss = -1;
+            int last = m->step == total;
+            if (n_val > 0 && ((o->eval_every > 0 && (epoch + 1) % o->eval_every == 0) || last)) {
+                mvmoe_eval_result r;
+                s = mvmoe_evaluate(m, ds, val_idx, n_val, B, &r, NULL);
+                if (s != MVMOE_OK) break;
+                pr.val_acc = (float)r.top1;
+                pr.val_loss = (float)r.loss;
+                mvmoe_eval_result_free(&r);
+            }
+            if (o->out_path) s = save_all(m, o->out_path);
+            if (cb) cb(&pr, user);
+        }
+        if (stop_requested && s == MVMOE_OK) {
+            stop_requested = 0;
+            if (o->out_path && !epoch_end) s = save_all(m, o->out_path);
+            if (s == MVMOE_OK)
+                s = mvmoe_error_set(MVMOE_ERR_INTERRUPTED, __FILE__, __LINE__,
+                                    "interrupted at step %lld%s%s", (long long)m->step,
+                                    o->out_path ? "; checkpoint saved to " : "",
+                                    o->out_path ? o->out_path : "");
+        }
+        if (o->max_steps > 0 && m->step - step0 >= o->max_steps) break;
+    }
+    /* stopped early (--max-steps) between epoch ends: save so --resume can continue */
+    if (s == MVMOE_OK && o->out_path && m->step % steps_per_epoch != 0 && m->step != step0)
+        s = save_all(m, o->out_path);
+    if (s == MVMOE_OK && cb) {
+        pr.event = 2;
+        pr.step = m->step;
+        pr.elapsed_s = now_s() - t_start;
+        cb(&pr, user);
+    }
+    free(order);
+    free(labels);
+    return s;
+}

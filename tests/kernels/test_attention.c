@@ -1,0 +1,179 @@
+/* Attention core: known values, fast vs reference over shapes that exercise every code path
+ * (head dims not a multiple of 8, key blocks when T·hd exceeds the tile, odd T, T = 1) with
+ * 1 and 2 threads, finite-difference check of dqkv, += accumulation, datt as pure scratch. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "kernel_check.h"
+#include "kernels/kernels.h"
+
+typedef struct {
+    float *qkv, *r, *out, *att;
+    int B, T, D, NH;
+} att_ctx;
+
+static double att_objective(void *p) {
+    att_ctx *c = p;
+    mvmoe_attention_forward_ref(c->out, c->att, c->qkv, c->B, c->T, c->D, c->NH);
+    return kc_weighted_sum(c->out, c->r, (size_t)c->B * c->T * c->D);
+}
+
+static void test_known_values(void) {
+    /* T = 2, D = 1: q = [1, 0], k = [ln 3, 0], v = [4, 8]:
+     * row 0 scores [ln 3, 0] -> att [0.75, 0.25] -> out 5; row 1 scores [0, 0] -> 6 */
+    const float qkv[6] = {1.0f, (float)log(3.0), 4.0f, 0.0f, 0.0f, 8.0f};
+    float out[2], att[4], outr[2], attr[4];
+    mvmoe_attention_forward(out, att, qkv, 1, 2, 1, 1);
+    mvmoe_attention_forward_ref(outr, attr, qkv, 1, 2, 1, 1);
+    const float want_att[4] = {0.75f, 0.25f, 0.5f, 0.5f}, want_out[2] = {5.0f, 6.0f};
+    for (int i = 0; i < 4; i++) {
+        CHECK(fabsf(att[i] - want_att[i]) < 2e-7f, "fast att[%d] = %.8g, want %g", i, att[i], want_att[i]);
+        CHECK(fabsf(attr[i] - want_att[i]) < 2e-7f, "ref att[%d] = %.8g, want %g", i, attr[i], want_att[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK(fabsf(out[i] - want_out[i]) < 2e-6f, "fast out[%d] = %.8g, want %g", i, out[i], want_out[i]);
+        CHECK(fabsf(outr[i] - want_out[i]) < 2e-6f, "ref out[%d] = %.8g, want %g", i, outr[i], want_out[i]);
+    }
+
+    /* q = 0: uniform attention 1/T, so out is the mean of the value rows (per head) */
+    enum { B = 2, T = 9, D = 32, NH = 2 };
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 31, 0);
+    float *x = kc_alloc((size_t)B * T * 3 * D), *o = kc_alloc((size_t)B * T * D);
+    float *a = kc_alloc((size_t)B * NH * T * T);
+    kc_fill_normal(x, (size_t)B * T * 3 * D, &rng, 1.0f);
+    for (int t = 0; t < B * T; t++) memset(x + (size_t)t * 3 * D, 0, D * sizeof(float));
+    mvmoe_attention_forward(o, a, x, B, T, D, NH);
+    double worst_a = 0, worst_o = 0;
+    for (size_t i = 0; i < (size_t)B * NH * T * T; i++) worst_a = fmax(worst_a, fabs(a[i] - 1.0 / T));
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < D; c++) {
+            double mean = 0;
+            for (int j = 0; j < T; j++) mean += x[((size_t)b * T + j) * 3 * D + 2 * D + c];
+            mean /= T;
+            for (int i = 0; i < T; i++)
+                worst_o = fmax(worst_o, fabs(o[((size_t)b * T + i) * D + c] - mean));
+        }
+    CHECK(worst_a < 1e-7, "q = 0: attention not uniform (max dev %.3g)", worst_a);
+    CHECK(worst_o < 1e-6, "q = 0: out is not the mean of v (max dev %.3g)", worst_o);
+
+    /* T = 1: attention is 1 and out = v */
+    float one_qkv[3 * 16], one_out[16], one_att[2];
+    kc_fill_normal(one_qkv, 48, &rng, 1.0f);
+    mvmoe_attention_forward(one_out, one_att, one_qkv, 1, 1, 16, 2);
+    CHECK(one_att[0] == 1.0f && one_att[1] == 1.0f, "T = 1: att = %g, %g, want 1", one_att[0], one_att[1]);
+    CHECK(!memcmp(one_out, one_qkv + 32, sizeof one_out), "T = 1: out != v");
+    free(x), free(o), free(a);
+}
+
+static void test_fast_vs_ref(void) {
+    /* B, T, D, NH (hd = D/NH): 4 (scalar combos), 8, 16, 24 = 16+8, 40 = 32+8, 64, 48 with
+     * T·hd above the tile (key blocks), T = 1, odd T, and hd = 1032 (more than the tile holds
+     * for 8 keys: the untiled dot-product fallback). */
+    const int shapes[][4] = {{2, 5, 12, 3},  {3, 50, 24, 3},  {2, 50, 64, 4}, {1, 197, 192, 3},
+                             {2, 7, 24, 1},  {2, 13, 40, 1},  {1, 197, 48, 1}, {1, 1, 16, 2},
+                             {2, 50, 192, 3}, {1, 197, 64, 4}, {1, 3, 1032, 1}};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 32, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int B = shapes[s][0], T = shapes[s][1], D = shapes[s][2], NH = shapes[s][3];
+        const size_t nq = (size_t)B * T * 3 * D, no = (size_t)B * T * D, na = (size_t)B * NH * T * T;
+        float *qkv = kc_alloc(nq), *dout = kc_alloc(no), *g0 = kc_alloc(nq);
+        kc_fill_normal(qkv, nq, &rng, 1.0f);
+        kc_fill_normal(dout, no, &rng, 1.0f);
+        kc_fill_normal(g0, nq, &rng, 1.0f);
+        float *outr = kc_alloc(no), *attr = kc_alloc(na), *dattr = kc_alloc(na), *gr = kc_dup(g0, nq);
+        mvmoe_attention_forward_ref(outr, attr, qkv, B, T, D, NH);
+        mvmoe_attention_backward_ref(gr, dattr, dout, attr, qkv, B, T, D, NH);
+        /* the gradient part alone (gr - g0), so the comparison is not dominated by g0 */
+        float *dref = kc_alloc(nq);
+        for (size_t i = 0; i < nq; i++) dref[i] = gr[i] - g0[i];
+        float *keep_o = NULL, *keep_g = NULL;
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            float *out = kc_alloc(no), *att = kc_alloc(na), *datt = kc_alloc(na), *g = kc_dup(g0, nq);
+            for (size_t i = 0; i < na; i++) datt[i] = att[i] = NAN; /* scratch: must not be read */
+            for (size_t i = 0; i < no; i++) out[i] = NAN; /* outputs: must be overwritten */
+            mvmoe_attention_forward(out, att, qkv, B, T, D, NH);
+            mvmoe_attention_backward(g, datt, dout, att, qkv, B, T, D, NH);
+            char what[128];
+            snprintf(what, sizeof what, "attention out B=%d T=%d D=%d NH=%d thr=%d", B, T, D, NH, th);
+            KC_CHECK_CLOSE(what, out, outr, no);
+            snprintf(what, sizeof what, "attention att B=%d T=%d D=%d NH=%d thr=%d", B, T, D, NH, th);
+            KC_CHECK_CLOSE(what, att, attr, na);
+            snprintf(what, sizeof what, "attention dqkv B=%d T=%d D=%d NH=%d thr=%d", B, T, D, NH, th);
+            float *dfast = kc_alloc(nq);
+            for (size_t i = 0; i < nq; i++) dfast[i] = g[i] - g0[i];
+            KC_CHECK_CLOSE(what, dfast, dref, nq);
+            KC_CHECK_CLOSE(what, g, gr, nq); /* and the accumulated total */
+            double rowdev = 0;
+            for (size_t r = 0; r < (size_t)B * NH * T; r++) {
+                double sum = 0;
+                for (int j = 0; j < T; j++) sum += att[r * T + j];
+                rowdev = fmax(rowdev, fabs(sum - 1.0));
+            }
+            CHECK(rowdev < 1e-5, "%s: attention rows sum to 1 +- %.3g", what, rowdev);
+            if (th == 1) {
+                keep_o = out, keep_g = g;
+            } else {
+                CHECK(!memcmp(out, keep_o, no * sizeof *out) && !memcmp(g, keep_g, nq * sizeof *g),
+                      "attention B=%d T=%d D=%d NH=%d: 1 and 2 threads differ", B, T, D, NH);
+                free(out), free(g), free(keep_o), free(keep_g);
+            }
+            free(att), free(datt), free(dfast);
+        }
+        free(qkv), free(dout), free(g0), free(outr), free(attr), free(dattr), free(gr), free(dref);
+    }
+    omp_set_num_threads(1);
+}
+
+static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
+    const size_t nq = (size_t)B * T * 3 * D, no = (size_t)B * T * D, na = (size_t)B * NH * T * T;
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, seed, 0);
+    att_ctx c = {kc_alloc(nq), kc_alloc(no), kc_alloc(no), kc_alloc(na), B, T, D, NH};
+    kc_fill_normal(c.qkv, nq, &rng, 1.0f);
+    kc_fill_normal(c.r, no, &rng, 1.0f);
+    float *num = kc_alloc(nq), *datt = kc_alloc(na);
+    kc_numeric_grad(num, c.qkv, nq, KC_FD_EPS, att_objective, &c);
+    att_objective(&c); /* att of the unperturbed input */
+    for (int fast = 1; fast >= 0; fast--) {
+        void (*bw)(float *, float *, const float *, const float *, const float *, int, int, int,
+                   int) = fast ? mvmoe_attention_backward : mvmoe_attention_backward_ref;
+        float *g = kc_alloc(nq);
+        bw(g, datt, c.r, c.att, c.qkv, B, T, D, NH);
+        char what[96];
+        snprintf(what, sizeof what, "attention dqkv B=%d T=%d D=%d NH=%d (%s)", B, T, D, NH,
+                 fast ? "fast" : "ref");
+        KC_CHECK_GRAD(what, g, num, nq, 0.5);
+        /* each of dq, dk, dv must be non-trivial on its own */
+        for (int sl = 0; sl < 3; sl++) {
+            double a = 0;
+            for (int t = 0; t < B * T; t++)
+                for (int k = 0; k < D; k++) {
+                    double v = g[(size_t)t * 3 * D + sl * D + k];
+                    a += v * v;
+                }
+            CHECK(sqrt(a) > 0.05, "%s: slice %d (q/k/v) gradient norm %.3g too small", what, sl, sqrt(a));
+        }
+        float *g2 = kc_dup(g, nq); /* accumulation: a second call doubles */
+        bw(g2, datt, c.r, c.att, c.qkv, B, T, D, NH);
+        for (size_t i = 0; i < nq; i++) g[i] *= 2.0f;
+        double e = tu_rel_err(g2, g, nq, 1e-6);
+        CHECK(e < 1e-6, "%s: does not accumulate (2 calls vs 2x: rel err %.3g)", what, e);
+        bw(NULL, datt, c.r, c.att, c.qkv, B, T, D, NH); /* NULL: skipped, must not crash */
+        free(g), free(g2);
+    }
+    free(c.qkv), free(c.r), free(c.out), free(c.att), free(num), free(datt);
+}
+
+int main(void) {
+    omp_set_num_threads(1);
+    test_known_values();
+    test_fast_vs_ref();
+    grad_check(2, 5, 12, 3, 33); /* hd = 4: plain-loop row combinations */
+    grad_check(1, 6, 16, 1, 34); /* hd = 16: AVX2 path, even T */
+    grad_check(1, 7, 48, 2, 35); /* hd = 24, odd T */
+    TEST_MAIN_END("test_attention");
+}

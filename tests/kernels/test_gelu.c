@@ -1,0 +1,161 @@
+/* Exact GELU: known values, accuracy of the fast (vector erf/exp) version against double
+ * precision over a dense grid, fast vs reference at several sizes and thread counts,
+ * finite-difference check of the backward, and += accumulation. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernel_check.h"
+#include "kernels/kernels.h"
+
+typedef struct {
+    float *x, *r, *out;
+    size_t n;
+} gelu_ctx;
+
+static double gelu_objective(void *p) {
+    gelu_ctx *c = p;
+    mvmoe_gelu_forward_ref(c->out, c->x, c->n);
+    return kc_weighted_sum(c->out, c->r, c->n);
+}
+
+static double gelu_exact(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+static double gelu_grad_exact(double x) {
+    return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
+}
+
+static void test_known_values(void) {
+    /* 0.5·x·(1 + erf(x/√2)) in double (Python math.erf); gelu(1) is the brief's value */
+    const float x[5] = {1.0f, -1.0f, 0.0f, 2.0f, -3.0f};
+    const double want[5] = {0.8413447460685429, -0.15865525393145707, 0.0, 1.9544997361036416,
+                            -0.00404969409489031};
+    float y[5], yr[5];
+    mvmoe_gelu_forward(y, x, 5);
+    mvmoe_gelu_forward_ref(yr, x, 5);
+    for (int i = 0; i < 5; i++) {
+        /* about one float ulp of the result, in the absolute sense of 0.5·x·(1+erf) */
+        double tol = 1.5e-7 * fmax(1.0, fabs(x[i]));
+        CHECK(fabs(y[i] - want[i]) <= tol, "fast gelu(%g) = %.9g, want %.9g", x[i], y[i], want[i]);
+        CHECK(fabs(yr[i] - want[i]) <= tol, "ref gelu(%g) = %.9g, want %.9g", x[i], yr[i], want[i]);
+    }
+    CHECK(y[2] == 0.0f, "gelu(0) = %g, want exactly 0", y[2]);
+    /* derivative: gelu'(0) = 0.5, gelu'(1) = Φ(1) + φ(1) */
+    const float gx[2] = {0.0f, 1.0f}, ones[2] = {1.0f, 1.0f};
+    const double gwant[2] = {0.5, 0.8413447460685429 + 0.24197072451914337};
+    float g[2] = {0}, gr[2] = {0};
+    mvmoe_gelu_backward(g, ones, gx, 2);
+    mvmoe_gelu_backward_ref(gr, ones, gx, 2);
+    for (int i = 0; i < 2; i++) {
+        CHECK(fabs(g[i] - gwant[i]) < 2e-7, "fast gelu'(%g) = %.9g, want %.9g", gx[i], g[i], gwant[i]);
+        CHECK(fabs(gr[i] - gwant[i]) < 2e-7, "ref gelu'(%g) = %.9g, want %.9g", gx[i], gr[i], gwant[i]);
+    }
+    /* NaN must propagate (the trainer detects divergence through it) */
+    float nx[9], ny[9], nd[9] = {0}, n1[9];
+    for (int i = 0; i < 9; i++) nx[i] = n1[i] = 1.0f;
+    nx[3] = NAN;
+    mvmoe_gelu_forward(ny, nx, 9);
+    mvmoe_gelu_backward(nd, n1, nx, 9);
+    CHECK(isnan(ny[3]) && isnan(nd[3]), "gelu(NaN) = %g, gelu'(NaN) = %g, want NaN", ny[3], nd[3]);
+    CHECK(!isnan(ny[2]) && !isnan(nd[4]), "NaN leaked into neighbouring lanes");
+}
+
+/* The fast path's own erf/exp: absolute error against double over a dense grid. */
+static void test_dense_accuracy(void) {
+    const size_t n = 240001; /* [-12, 12] step 1e-4 */
+    float *x = kc_alloc(n), *y = kc_alloc(n), *g = kc_alloc(n), *one = kc_alloc(n);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)(-12.0 + 1e-4 * (double)i);
+        one[i] = 1.0f;
+    }
+    mvmoe_gelu_forward(y, x, n);
+    mvmoe_gelu_backward(g, one, x, n);
+    double worst_y = 0, worst_g = 0;
+    for (size_t i = 0; i < n; i++) {
+        double s = fmax(1.0, fabs(x[i]));
+        worst_y = fmax(worst_y, fabs(y[i] - gelu_exact(x[i])) / s);
+        worst_g = fmax(worst_g, fabs(g[i] - gelu_grad_exact(x[i])) / s);
+    }
+    printf("  dense grid [-12,12]: max |err|/max(1,|x|): forward %.3g, backward %.3g\n", worst_y,
+           worst_g);
+    CHECK(worst_y < 1.5e-7, "fast gelu forward error %.3g over the grid (tol 1.5e-7)", worst_y);
+    CHECK(worst_g < 3e-7, "fast gelu backward error %.3g over the grid (tol 3e-7)", worst_g);
+    free(x), free(y), free(g), free(one);
+}
+
+static void test_fast_vs_ref(void) {
+    const size_t sizes[] = {1, 7, 8, 1000, 100003};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 11, 0);
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const size_t n = sizes[si];
+        float *x = kc_alloc(n), *dy = kc_alloc(n), *g0 = kc_alloc(n);
+        kc_fill_normal(x, n, &rng, 3.0f);
+        kc_fill_normal(dy, n, &rng, 1.0f);
+        kc_fill_normal(g0, n, &rng, 1.0f);
+        float *yr = kc_alloc(n), *gr = kc_dup(g0, n);
+        mvmoe_gelu_forward_ref(yr, x, n);
+        mvmoe_gelu_backward_ref(gr, dy, x, n);
+        float *y1 = NULL, *g1 = NULL;
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            float *y = kc_alloc(n), *g = kc_dup(g0, n);
+            for (size_t i = 0; i < n; i++) y[i] = NAN; /* must be overwritten */
+            mvmoe_gelu_forward(y, x, n);
+            mvmoe_gelu_backward(g, dy, x, n);
+            char what[96];
+            snprintf(what, sizeof what, "gelu forward n=%zu threads=%d", n, th);
+            KC_CHECK_CLOSE(what, y, yr, n);
+            snprintf(what, sizeof what, "gelu backward n=%zu threads=%d", n, th);
+            KC_CHECK_CLOSE(what, g, gr, n);
+            if (th == 1) {
+                y1 = y, g1 = g;
+            } else {
+                CHECK(!memcmp(y, y1, n * sizeof *y) && !memcmp(g, g1, n * sizeof *g),
+                      "gelu n=%zu: 1 and 2 threads differ (must be bit-identical)", n);
+                free(y), free(g);
+            }
+        }
+        free(y1), free(g1), free(x), free(dy), free(g0), free(yr), free(gr);
+    }
+    omp_set_num_threads(1);
+}
+
+static void test_gradients(void) {
+    const size_t n = 203;
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 12, 0);
+    gelu_ctx c = {kc_alloc(n), kc_alloc(n), kc_alloc(n), n};
+    for (size_t i = 0; i < n; i++) c.x[i] = -5.0f + 10.0f * (float)i / (float)(n - 1);
+    kc_fill_normal(c.r, n, &rng, 1.0f);
+    float *num = kc_alloc(n), *ga = kc_alloc(n), *gr = kc_alloc(n);
+    kc_numeric_grad(num, c.x, n, KC_FD_EPS, gelu_objective, &c);
+    mvmoe_gelu_backward(ga, c.r, c.x, n);
+    mvmoe_gelu_backward_ref(gr, c.r, c.x, n);
+    KC_CHECK_GRAD("gelu din (fast)", ga, num, n, 1.0);
+    KC_CHECK_GRAD("gelu din (ref)", gr, num, n, 1.0);
+
+    /* accumulation: a second call adds the same gradient again */
+    float *twice = kc_dup(ga, n);
+    mvmoe_gelu_backward(twice, c.r, c.x, n);
+    for (size_t i = 0; i < n; i++) ga[i] *= 2.0f;
+    double e = tu_rel_err(twice, ga, n, 1e-6);
+    CHECK(e < 1e-6, "gelu backward does not accumulate: 2 calls vs 2x one call rel err %.3g", e);
+    float *rt = kc_dup(gr, n);
+    mvmoe_gelu_backward_ref(rt, c.r, c.x, n);
+    for (size_t i = 0; i < n; i++) gr[i] *= 2.0f;
+    e = tu_rel_err(rt, gr, n, 1e-6);
+    CHECK(e < 1e-6, "gelu backward_ref does not accumulate: rel err %.3g", e);
+    mvmoe_gelu_backward(NULL, c.r, c.x, n); /* NULL gradient: skipped, must not crash */
+    mvmoe_gelu_backward_ref(NULL, c.r, c.x, n);
+    free(c.x), free(c.r), free(c.out), free(num), free(ga), free(gr), free(twice), free(rt);
+}
+
+int main(void) {
+    omp_set_num_threads(1);
+    test_known_values();
+    test_dense_accuracy();
+    test_fast_vs_ref();
+    test_gradients();
+    TEST_MAIN_END("test_gelu");
+}

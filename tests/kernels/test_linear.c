@@ -1,0 +1,142 @@
+/* Linear layer (BLAS sgemm, src/kernels/matmul.c): known values, fast vs reference at several
+ * shapes with 1 and 2 threads, finite-difference check of din/dw/db, += accumulation and NULL
+ * gradients. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "kernel_check.h"
+#include "kernels/kernels.h"
+
+typedef struct {
+    float *in, *w, *b, *r, *out;
+    int M, K, N;
+} lin_ctx;
+
+static double lin_objective(void *p) {
+    lin_ctx *c = p;
+    mvmoe_linear_forward_ref(c->out, c->in, c->w, c->b, c->M, c->K, c->N);
+    return kc_weighted_sum(c->out, c->r, (size_t)c->M * c->N);
+}
+
+static void test_known_values(void) {
+    /* in [1, 2] · w[[1,0],[0,1],[1,1]]ᵀ + [0.5, 0, -1] = [1.5, 2, 2] */
+    const float in[2] = {1, 2}, w[6] = {1, 0, 0, 1, 1, 1}, b[3] = {0.5f, 0, -1};
+    const float want[3] = {1.5f, 2.0f, 2.0f}, want_nob[3] = {1.0f, 2.0f, 3.0f};
+    float o[3] = {9, 9, 9}, orf[3] = {9, 9, 9};
+    mvmoe_linear_forward(o, in, w, b, 1, 2, 3);
+    mvmoe_linear_forward_ref(orf, in, w, b, 1, 2, 3);
+    CHECK(!memcmp(o, want, sizeof o) && !memcmp(orf, want, sizeof orf),
+          "linear known value: fast [%g %g %g] ref [%g %g %g], want [1.5 2 2]", o[0], o[1], o[2],
+          orf[0], orf[1], orf[2]);
+    for (int i = 0; i < 3; i++) o[i] = orf[i] = 9; /* b = NULL must overwrite, not add */
+    mvmoe_linear_forward(o, in, w, NULL, 1, 2, 3);
+    mvmoe_linear_forward_ref(orf, in, w, NULL, 1, 2, 3);
+    CHECK(!memcmp(o, want_nob, sizeof o) && !memcmp(orf, want_nob, sizeof orf),
+          "linear without bias: fast [%g %g %g] ref [%g %g %g], want [1 2 3]", o[0], o[1], o[2],
+          orf[0], orf[1], orf[2]);
+}
+
+static void test_fast_vs_ref(void) {
+    const int shapes[][3] = {{5, 24, 10}, {50, 64, 192}, {33, 1000, 10}, {7, 192, 1000}, {1, 1, 1}};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 51, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        const size_t ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N;
+        float *in = kc_alloc(ni), *w = kc_alloc(nw), *b = kc_alloc(N), *dy = kc_alloc(no);
+        float *di0 = kc_alloc(ni), *dw0 = kc_alloc(nw), *db0 = kc_alloc(N);
+        kc_fill_normal(in, ni, &rng, 1.0f);
+        kc_fill_normal(w, nw, &rng, 0.1f);
+        kc_fill_normal(b, N, &rng, 1.0f);
+        kc_fill_normal(dy, no, &rng, 1.0f);
+        kc_fill_normal(di0, ni, &rng, 0.1f);
+        kc_fill_normal(dw0, nw, &rng, 0.1f);
+        kc_fill_normal(db0, N, &rng, 0.1f);
+        float *or_ = kc_alloc(no), *orn = kc_alloc(no);
+        float *dir = kc_dup(di0, ni), *dwr = kc_dup(dw0, nw), *dbr = kc_dup(db0, N);
+        mvmoe_linear_forward_ref(or_, in, w, b, M, K, N);
+        mvmoe_linear_forward_ref(orn, in, w, NULL, M, K, N);
+        mvmoe_linear_backward_ref(dir, dwr, dbr, dy, in, w, M, K, N);
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            float *o = kc_alloc(no), *on = kc_alloc(no);
+            float *di = kc_dup(di0, ni), *dw = kc_dup(dw0, nw), *db = kc_dup(db0, N);
+            for (size_t i = 0; i < no; i++) on[i] = NAN; /* must be overwritten */
+            mvmoe_linear_forward(o, in, w, b, M, K, N);
+            mvmoe_linear_forward(on, in, w, NULL, M, K, N);
+            mvmoe_linear_backward(di, dw, db, dy, in, w, M, K, N);
+            char what[96];
+            snprintf(what, sizeof what, "linear out M=%d K=%d N=%d threads=%d", M, K, N, th);
+            KC_CHECK_CLOSE(what, o, or_, no);
+            snprintf(what, sizeof what, "linear out (no bias) M=%d K=%d N=%d threads=%d", M, K, N, th);
+            KC_CHECK_CLOSE(what, on, orn, no);
+            snprintf(what, sizeof what, "linear din M=%d K=%d N=%d threads=%d", M, K, N, th);
+            KC_CHECK_CLOSE(what, di, dir, ni);
+            snprintf(what, sizeof what, "linear dw M=%d K=%d N=%d threads=%d", M, K, N, th);
+            KC_CHECK_CLOSE(what, dw, dwr, nw);
+            snprintf(what, sizeof what, "linear db M=%d K=%d N=%d threads=%d", M, K, N, th);
+            KC_CHECK_CLOSE(what, db, dbr, N);
+            free(o), free(on), free(di), free(dw), free(db);
+        }
+        free(in), free(w), free(b), free(dy), free(di0), free(dw0), free(db0);
+        free(or_), free(orn), free(dir), free(dwr), free(dbr);
+    }
+    omp_set_num_threads(1);
+}
+
+static void test_gradients(void) {
+    enum { M = 3, K = 5, N = 4 };
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 52, 0);
+    lin_ctx c = {kc_alloc(M * K), kc_alloc(N * K), kc_alloc(N), kc_alloc(M * N), kc_alloc(M * N),
+                 M, K, N};
+    kc_fill_normal(c.in, M * K, &rng, 1.0f);
+    kc_fill_normal(c.w, N * K, &rng, 1.0f);
+    kc_fill_normal(c.b, N, &rng, 1.0f);
+    kc_fill_normal(c.r, M * N, &rng, 1.0f);
+    float *ni = kc_alloc(M * K), *nw = kc_alloc(N * K), *nb = kc_alloc(N);
+    kc_numeric_grad(ni, c.in, M * K, KC_FD_EPS, lin_objective, &c);
+    kc_numeric_grad(nw, c.w, N * K, KC_FD_EPS, lin_objective, &c);
+    kc_numeric_grad(nb, c.b, N, KC_FD_EPS, lin_objective, &c);
+    for (int fast = 1; fast >= 0; fast--) {
+        void (*bw)(float *, float *, float *, const float *, const float *, const float *, int,
+                   int, int) = fast ? mvmoe_linear_backward : mvmoe_linear_backward_ref;
+        const char *v = fast ? "fast" : "ref";
+        float di[M * K] = {0}, dw[N * K] = {0}, db[N] = {0};
+        bw(di, dw, db, c.r, c.in, c.w, M, K, N);
+        char what[64];
+        snprintf(what, sizeof what, "linear din (%s)", v);
+        KC_CHECK_GRAD(what, di, ni, M * K, 0.5);
+        snprintf(what, sizeof what, "linear dw (%s)", v);
+        KC_CHECK_GRAD(what, dw, nw, N * K, 0.5);
+        snprintf(what, sizeof what, "linear db (%s)", v);
+        KC_CHECK_GRAD(what, db, nb, N, 0.5);
+        float di2[M * K], dw2[N * K], db2[N];
+        memcpy(di2, di, sizeof di), memcpy(dw2, dw, sizeof dw), memcpy(db2, db, sizeof db);
+        bw(di2, dw2, db2, c.r, c.in, c.w, M, K, N);
+        for (int i = 0; i < M * K; i++) di[i] *= 2.0f;
+        for (int i = 0; i < N * K; i++) dw[i] *= 2.0f;
+        for (int i = 0; i < N; i++) db[i] *= 2.0f;
+        CHECK(tu_rel_err(di2, di, M * K, 1e-6) < 1e-6 && tu_rel_err(dw2, dw, N * K, 1e-6) < 1e-6 &&
+                  tu_rel_err(db2, db, N, 1e-6) < 1e-6,
+              "linear backward (%s) does not accumulate (+=)", v);
+        /* NULL gradients are skipped; the others are still computed */
+        float only_db[N] = {0}, only_di[M * K] = {0};
+        bw(NULL, NULL, only_db, c.r, c.in, c.w, M, K, N);
+        bw(only_di, NULL, NULL, c.r, c.in, c.w, M, K, N);
+        for (int i = 0; i < N; i++) db[i] *= 0.5f;
+        for (int i = 0; i < M * K; i++) di[i] *= 0.5f;
+        CHECK(tu_rel_err(only_db, db, N, 1e-6) < 1e-6 && tu_rel_err(only_di, di, M * K, 1e-6) < 1e-6,
+              "linear backward (%s) with NULL gradients: the others are wrong", v);
+    }
+    free(c.in), free(c.w), free(c.b), free(c.r), free(c.out), free(ni), free(nw), free(nb);
+}
+
+int main(void) {
+    omp_set_num_threads(1);
+    test_known_values();
+    test_fast_vs_ref();
+    test_gradients();
+    TEST_MAIN_END("test_linear");
+}

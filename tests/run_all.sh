@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The default test suite: every C test binary, the PyTorch parity tests, the end-to-end run.
+# Prints one closing "N passed, N failed" line; exits non-zero if anything failed.
+set -u
+BUILD=${1:-build}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
+passed=0; failed=0; failures=()
+run() {  # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  if "$@" > "$BUILD/test-logs/$name.log" 2>&1; then
+    passed=$((passed+1)); echo "ok   $name ($((SECONDS-t0)) s)"
+  else
+    failed=$((failed+1)); failures+=("$name"); echo "FAIL $name ($((SECONDS-t0)) s) — log:"
+    tail -n 30 "$BUILD/test-logs/$name.log" | sed 's/^/    /'
+  fi
+}
+mkdir -p "$BUILD/test-logs"
+for t in $(find "$BUILD/tests" -type f -name 'test_*' -perm -u+x | sort); do
+  run "$(basename "$t")" "$t"
+done
+for t in $(find tests -name 'test_*.py' | sort); do
+  run "$(basename "$t" .py)" /usr/bin/python3 "$t" --build "$BUILD"
+done
+for t in $(find tests -name 'test_*.sh' | sort); do
+  run "$(basename "$t" .sh)" bash "$t" "$BUILD"
+done
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,40 @@
+/* Tiny test harness shared by the C tests: CHECK records failures, TEST_MAIN_END prints the
+ * closing "N passed, N failed" line and returns non-zero if anything failed. */
+#ifndef MVMOE_TEST_UTIL_H
+#define MVMOE_TEST_UTIL_H
+
+#include <math.h>
+#include <stdio.h>
+
+static int tu_passed, tu_failed;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (cond) {                                                             \
+            tu_passed++;                                                        \
+        } else {                                                                \
+            tu_failed++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fputc('\n', stderr);                                                \
+        }                                                                       \
+    } while (0)
+
+/* max |a-b| / max(max |b|, floor) over n elements */
+static inline double tu_rel_err(const float *a, const float *b, size_t n, double floor_) {
+    double md = 0, mb = floor_;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md || d != d) md = d != d ? INFINITY : d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return md / mb;
+}
+
+#define TEST_MAIN_END(name)                                                      \
+    do {                                                                         \
+        printf("%s: %d passed, %d failed\n", (name), tu_passed, tu_failed);      \
+        return tu_failed ? 1 : 0;                                                \
+    } while (0)
+
+#endif

@@ -1,0 +1,115 @@
+/* parity_dump CKPT BATCH OUT [HEADS]: runs our forward/backward/AdamW on a batch and dumps
+ * logits, loss, every gradient and the weights after each optimizer step, for
+ * tests/parity/test_parity.py to compare against PyTorch. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "io/safetensors.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "train/optim.h"
+
+static double meta_num(const mvmoe_st_file *f, const char *key) {
+    const char *v = mvmoe_st_meta(f, key);
+    if (!v) {
+        fprintf(stderr, "parity_dump: batch file lacks metadata '%s'\n", key);
+        exit(1);
+    }
+    return atof(v);
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "parity_dump: %s: %s\n", what, mvmoe_last_error());
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: parity_dump CKPT BATCH OUT [HEADS]\n");
+        return 2;
+    }
+    mvmoe_load_options lo = {0};
+    if (argc > 4) lo.heads = atoi(argv[4]);
+    mvmoe_model *m;
+    if (mvmoe_model_load(&m, argv[1], &lo)) die("loading checkpoint");
+    const mvmoe_config *c = mvmoe_model_config(m);
+    mvmoe_st_file bf;
+    if (mvmoe_st_open(&bf, argv[2])) die("reading batch");
+    const mvmoe_st_tensor *ti = mvmoe_st_find(&bf, "images"), *tl = mvmoe_st_find(&bf, "labels");
+    if (!ti || !tl || ti->ndim != 4) {
+        fprintf(stderr, "parity_dump: batch needs images [B,C,H,W] and labels [B]\n");
+        return 1;
+    }
+    int B = (int)ti->shape[0], K = c->num_classes, S = c->img_size, C = c->in_chans;
+    if (ti->shape[1] != C || ti->shape[2] != S || ti->shape[3] != S) {
+        fprintf(stderr, "parity_dump: images shape does not match the model\n");
+        return 1;
+    }
+    float *img = malloc(sizeof(float) * (size_t)B * C * S * S), *lab = malloc(sizeof(float) * B);
+    int32_t *labels = malloc(sizeof(int32_t) * B);
+    if (!img || !lab || !labels) return 1;
+    if (mvmoe_st_read_f32(&bf, ti, img, (size_t)B * C * S * S) || mvmoe_st_read_f32(&bf, tl, lab, B))
+        die("reading batch tensors");
+    for (int i = 0; i < B; i++) labels[i] = (int32_t)lab[i];
+    float smoothing = (float)meta_num(&bf, "label_smoothing");
+    mvmoe_adamw h = {.lr = (float)meta_num(&bf, "lr"), .beta1 = (float)meta_num(&bf, "beta1"),
+                     .beta2 = (float)meta_num(&bf, "beta2"), .eps = (float)meta_num(&bf, "eps"),
+                     .weight_decay = (float)meta_num(&bf, "weight_decay")};
+    float clip = (float)meta_num(&bf, "clip_norm");
+    int steps = (int)meta_num(&bf, "steps");
+
+    if (mvmoe_model_train_init(m, B)) die("allocating training state");
+    mvmoe_acts *a = &m->train_acts;
+    const mvmoe_layout *L = &m->layout;
+    int n_out = 2 + L->n * (1 + steps);
+    mvmoe_st_out *out = calloc((size_t)n_out, sizeof *out);
+    char (*names)[96] = calloc((size_t)n_out, sizeof *names);
+    float *snap = malloc(sizeof(float) * L->total * (1 + steps));
+    float *logits = malloc(sizeof(float) * (size_t)B * K), loss1 = 0;
+    if (!out || !names || !snap || !logits) return 1;
+
+    for (int s = 0; s <= steps; s++) {
+        /* normalization as in the contract: (v/255 - mean[c]) / std[c] */
+        for (size_t k = 0; k < (size_t)B * C * S * S; k++) {
+            int ch = (int)((k / ((size_t)S * S)) % C);
+            a->img[k] = (img[k] / 255.0f - c->mean[ch]) / c->std[ch];
+        }
+        mvmoe_targets_smoothed(a->targets, labels, B, K, smoothing);
+        mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
+        double loss = mvmoe_vit_loss(a, B, K);
+        if (s == steps) break;
+        mvmoe_vit_backward(m, a, B);
+        if (s == 0) {
+            loss1 = (float)loss;
+            memcpy(logits, a->logits, sizeof(float) * (size_t)B * K);
+            memcpy(snap, m->grad_mem, sizeof(float) * L->total);
+        }
+        mvmoe_clip_grad_norm(m->grad_mem, L, clip);
+        m->step++;
+        mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, L, &h, m->step);
+        memcpy(snap + L->total * (size_t)(1 + s), m->param_mem, sizeof(float) * L->total);
+    }
+    int n = 0;
+    out[n++] = (mvmoe_st_out){.name = "logits", .ndim = 2, .shape = {B, K}, .data = logits};
+    out[n++] = (mvmoe_st_out){.name = "loss", .ndim = 1, .shape = {1}, .data = &loss1};
+    for (int s = 0; s <= steps; s++)
+        for (int i = 0; i < L->n; i++) {
+            const mvmoe_tensor_info *t = &L->t[i];
+            if (s == 0)
+                snprintf(names[n], sizeof names[n], "grad.%s", t->name);
+            else
+                snprintf(names[n], sizeof names[n], "step%d.%s", s, t->name);
+            out[n].name = names[n];
+            out[n].ndim = t->ndim;
+            for (int d = 0; d < t->ndim; d++) out[n].shape[d] = t->shape[d];
+            out[n].data = snap + L->total * (size_t)s + t->offset;
+            n++;
+        }
+    if (mvmoe_st_write(argv[3], out, n, NULL, NULL, 0)) die("writing output");
+    mvmoe_st_close(&bf);
+    mvmoe_model_free(m);
+    free(img), free(lab), free(labels), free(out), free(names), free(snap), free(logits);
+    return 0;
+}
