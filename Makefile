@@ -9,7 +9,7 @@ CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -ffp-contr
 # OpenBLAS, OpenMP build, by explicit path: chosen by measurement (docs/PERFORMANCE.md), and
 # independent of which BLAS the system alternatives point at.
 BLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS  += $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR) -lcjson -lpng -ljpeg -lz -lm
+LDLIBS  += $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR) -lcjson -lmetis -lpng -ljpeg -lz -lm
 LDFLAGS += -fopenmp
 
 LIB_SRC  := $(shell find src -name '*.c' | sort)
@@ -21,8 +21,8 @@ TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all test test-c test-parity test-e2e setup clean
-all: $(BUILD)/mvmoe $(TEST_BIN) $(TOOL_BIN)
+.PHONY: all bench test test-c test-parity test-e2e setup clean
+all: $(BUILD)/mvmoe $(TEST_BIN) $(TOOL_BIN) $(BUILD)/bench/peak
 
 $(BUILD)/libmvmoe.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -39,6 +39,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# Benchmarks: the machine's FP32/bandwidth peak tool and `mvmoe bench` (bench/compare.sh
+# runs them against PyTorch and ONNX Runtime).
+bench: $(BUILD)/mvmoe $(BUILD)/bench/peak
+
+$(BUILD)/bench/peak: bench/peak.c $(BUILD)/libmvmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmvmoe.a $(LDLIBS)
+
 # Default suite: C unit tests, PyTorch parity, end-to-end training on real data.
 test: all
 	bash tests/run_all.sh $(BUILD)
@@ -48,5 +56,32 @@ setup:
 
 clean:
 	rm -rf $(BUILD)
+
+# Reliability (docs/RELIABILITY.md). Each builds into its own folder with the same sources:
+#   make fuzz [FUZZ_SECONDS=60]  libFuzzer harnesses fuzz/fuzz_*.c (clang, ASan + UBSan), each run
+#                                FUZZ_SECONDS on its seed corpus; crashes land in build-fuzz/artifacts
+#   make asan-test               the default suite on an ASan + UBSan build (build-asan/)
+#   make valgrind-test           checkpoint and data tests + a tiny train/eval under valgrind
+#   make kill-resume-test        SIGKILL at random moments, --resume, weights bit-identical
+# Flags go in through the environment so that the CFLAGS/LDFLAGS += above still apply.
+FUZZ_SECONDS ?= 60
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+.PHONY: fuzz fuzz-build fuzz-harnesses asan-test valgrind-test kill-resume-test
+fuzz-build:
+	CC=clang CFLAGS="-O1 -g -march=x86-64-v3 -fsanitize=fuzzer-no-link $(SAN_FLAGS)" \
+	  LDFLAGS="-fsanitize=fuzzer $(SAN_FLAGS)" $(MAKE) BUILD=build-fuzz fuzz-harnesses
+fuzz-harnesses: $(patsubst %.c,$(BUILD)/%,$(wildcard fuzz/fuzz_*.c))
+$(BUILD)/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(BUILD)/libmvmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmvmoe.a $(LDLIBS)
+fuzz: fuzz-build
+	bash fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+asan-test:
+	CFLAGS="-O1 -g -march=x86-64-v3 $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(MAKE) BUILD=build-asan all
+	bash tests/sanitize/asan_test.sh build-asan
+valgrind-test: all
+	bash tests/sanitize/valgrind_test.sh $(BUILD)
+kill-resume-test: $(BUILD)/mvmoe
+	bash tests/long/kill_resume.sh $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -9,6 +9,7 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
+#include "memlimit.h"
 #include "mvmoe.h"
 
 /* Beyond this many classes the text confusion matrix is unreadable; --json has it all. */
@@ -33,6 +34,7 @@ static void print_help(void) {
            "  --threads N          threads (0: all cores; default: OMP_NUM_THREADS or all)\n"
            "  --max-images N       evaluate only the first N images (0: all)\n"
            MVMOE_CLI_LOAD_FLAGS
+           MVMOE_CLI_MEMLIMIT_HELP
            "\nExit status: 0 done, 1 failure (message names the file), 2 usage error.\n");
 }
 
@@ -40,6 +42,7 @@ typedef struct eval_args {
     const char *model, *data, *split, *logits;
     int json, batch, threads, threads_given, max_images;
     mvmoe_cli_load load;
+    mvmoe_cli_memlimit mem;
 } eval_args;
 
 static int parse(eval_args *e, int argc, char **argv) {
@@ -54,6 +57,7 @@ static int parse(eval_args *e, int argc, char **argv) {
     while (rc == 0 && (kind = mvmoe_args_next(&a, &pos)) >= 0) {
         if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (give the checkpoint with --model and the dataset with --data)", pos);
         if (mvmoe_cli_load_flag(&a, &e->load, &rc)) continue;
+        if (mvmoe_cli_memlimit_flag(&a, &e->mem, &rc)) continue;
         if (mvmoe_args_is(&a, "--model")) rc = mvmoe_args_str(&a, &e->model);
         else if (mvmoe_args_is(&a, "--data")) rc = mvmoe_args_str(&a, &e->data);
         else if (mvmoe_args_is(&a, "--split")) rc = mvmoe_args_str(&a, &e->split);
@@ -166,6 +170,21 @@ static void print_text(const eval_args *e, const mvmoe_config *c, const mvmoe_da
         else snprintf(acc, sizeof acc, "-");
         printf("  %5d  %-*.*s  %8s  %7lld\n", k, name_w, name_w, nm ? nm : "", acc, (long long)n);
     }
+    if (r->moe.experts > 0) {
+        const mvmoe_moe_eval *me = &r->moe;
+        int64_t total = 0;
+        for (int x = 0; x < me->experts; x++) total += me->expert_load[x];
+        printf("\nrouting: %s, %d experts, top-%d\n", mvmoe_routing_name(c->routing), me->experts, c->top_k);
+        if (me->router_acc >= 0) printf("router accuracy (top-1 expert = super-class of the label): %.2f%%\n", 100.0 * me->router_acc);
+        printf("  %6s  %8s  %7s  %9s\n", "expert", "load", "images", "accuracy");
+        for (int x = 0; x < me->experts; x++) {
+            char acc[32];
+            if (me->expert_acc[x] >= 0) snprintf(acc, sizeof acc, "%.2f%%", 100.0 * me->expert_acc[x]);
+            else snprintf(acc, sizeof acc, "-");
+            printf("  %6d  %7.1f%%  %7lld  %9s\n", x, total ? 100.0 * (double)me->expert_load[x] / (double)total : 0.0,
+                   (long long)me->expert_images[x], acc);
+        }
+    }
     if (K > MAX_TEXT_CONFUSION) {
         printf("\nconfusion matrix: %d x %d, not printed as text; use --json\n", K, K);
         return;
@@ -218,6 +237,36 @@ static int print_json(const eval_args *e, const mvmoe_config *c, const mvmoe_dat
             ok &= cJSON_AddItemToArray(row, cJSON_CreateNumber((double)r->confusion[(size_t)k * (size_t)K + (size_t)j]));
     }
     ok &= (e->logits ? cJSON_AddStringToObject(o, "logits", e->logits) : cJSON_AddNullToObject(o, "logits")) != NULL;
+    /* the model's shape and cost, so one file describes a run (mvmoe report reads these) */
+    char *cfg_text = NULL;
+    if (ok && mvmoe_config_to_json(c, &cfg_text) == MVMOE_OK) {
+        cJSON *cfg = cJSON_Parse(cfg_text);
+        free(cfg_text);
+        ok &= cfg && cJSON_AddItemToObject(o, "config", cfg);
+    } else {
+        ok = 0;
+    }
+    ok &= cJSON_AddNumberToObject(o, "params", (double)mvmoe_config_num_params(c)) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "active_params", (double)mvmoe_config_active_params(c)) != NULL;
+    ok &= cJSON_AddNumberToObject(o, "flops", mvmoe_config_flops(c)) != NULL;
+    if (ok && r->moe.experts > 0) {
+        const mvmoe_moe_eval *me = &r->moe;
+        cJSON *moe = cJSON_AddObjectToObject(o, "moe");
+        ok &= moe != NULL;
+        ok &= ok && cJSON_AddNumberToObject(moe, "experts", me->experts) != NULL;
+        ok &= ok && (me->router_acc >= 0 ? cJSON_AddNumberToObject(moe, "router_acc", me->router_acc)
+                                         : cJSON_AddNullToObject(moe, "router_acc")) != NULL;
+        cJSON *load = ok ? cJSON_AddArrayToObject(moe, "expert_load") : NULL;
+        cJSON *imgs = ok ? cJSON_AddArrayToObject(moe, "expert_images") : NULL;
+        cJSON *acc = ok ? cJSON_AddArrayToObject(moe, "expert_acc") : NULL;
+        ok &= load && imgs && acc;
+        for (int x = 0; ok && x < me->experts; x++) {
+            ok &= cJSON_AddItemToArray(load, cJSON_CreateNumber((double)me->expert_load[x]));
+            ok &= cJSON_AddItemToArray(imgs, cJSON_CreateNumber((double)me->expert_images[x]));
+            ok &= cJSON_AddItemToArray(acc, me->expert_acc[x] >= 0 ? cJSON_CreateNumber(me->expert_acc[x])
+                                                                   : cJSON_CreateNull());
+        }
+    }
     char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     if (!text) goto oom;
@@ -262,6 +311,8 @@ static int run(const eval_args *e) {
         rc = MVMOE_EXIT_FAIL;
         goto done;
     }
+    if ((rc = mvmoe_cli_memlimit_check("eval", &e->mem, c, e->batch < ds.n ? e->batch : ds.n, 0, 1)) != 0)
+        goto done;
     size_t count = (size_t)ds.n * (size_t)c->num_classes;
     if (e->logits && !(logits = malloc(count * sizeof *logits))) {
         fprintf(stderr, "mvmoe eval: error: cannot allocate %zu logits (%d images x %d classes); evaluate fewer images with --max-images\n",

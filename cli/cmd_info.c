@@ -68,6 +68,7 @@ static int print_json(const info_args *in, const mvmoe_config *c) {
         ok &= cJSON_AddItemToObject(o, "config", cfg);
         if (ok) cfg = NULL; /* owned by o */
         ok &= cJSON_AddNumberToObject(o, "params", (double)mvmoe_config_num_params(c)) != NULL;
+        ok &= cJSON_AddNumberToObject(o, "active_params", (double)mvmoe_config_active_params(c)) != NULL;
         ok &= cJSON_AddNumberToObject(o, "flops", mvmoe_config_flops(c)) != NULL;
         ok &= cJSON_AddNumberToObject(o, "tokens", mvmoe_config_tokens(c)) != NULL;
     }

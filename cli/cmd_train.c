@@ -90,6 +90,12 @@ static int preset_config(const train_args *t, mvmoe_config *c) {
     if (t->heads > 0) c->heads = t->heads;
     if (t->mlp_dim > 0) c->mlp_dim = t->mlp_dim;
     if (t->routing_given) c->routing = t->routing;
+    else if (t->superclasses) c->routing = MVMOE_ROUTING_IMAGE_SUPERCLASS;
+    if (c->routing != MVMOE_ROUTING_DENSE) {
+        /* the paper's best setting is L = 2 MoE blocks, k = 1 (Sec. 4); E = 4 suits 10 classes */
+        if (c->experts == 0) c->experts = 4;
+        if (c->moe_layers == 0) c->moe_layers = 2;
+    }
     if (t->experts >= 0) c->experts = t->experts;
     if (t->top_k > 0) c->top_k = t->top_k;
     if (t->moe_layers >= 0) c->moe_layers = t->moe_layers;
@@ -126,9 +132,31 @@ static int dataset_config(const train_args *t, const mvmoe_dataset *ds, const in
     if (ds->class_names &&
         mvmoe_config_set_class_names(c, (const char *const *)ds->class_names, ds->num_classes) != MVMOE_OK)
         return mvmoe_cli_fail("train");
-    if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS && ds->coarse) {
+    if (t->superclasses) {
+        int *map = malloc(sizeof(int) * (size_t)ds->num_classes), E = 0;
+        if (!map) {
+            fprintf(stderr, "mvmoe train: error: out of memory for the super-class map\n");
+            return MVMOE_EXIT_FAIL;
+        }
+        if (mvmoe_superclass_map_load(t->superclasses, ds->num_classes, map, &E) != MVMOE_OK) {
+            free(map);
+            return mvmoe_cli_fail("train");
+        }
+        if (t->experts < 0) {
+            c->experts = E; /* one expert per super-class, as in the paper */
+        } else if (E > c->experts) {
+            fprintf(stderr, "mvmoe train: error: '%s' has %d super-classes but --experts is %d; give at least one expert per super-class\n",
+                    t->superclasses, E, c->experts);
+            free(map);
+            return MVMOE_EXIT_USAGE;
+        }
+        if (c->top_k > c->experts) c->top_k = c->experts;
+        free(c->superclass_of);
+        c->superclass_of = map;
+    } else if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS && ds->coarse) {
         int rc = superclass_map(ds, c);
         if (rc) return rc;
+        if (t->experts < 0) c->experts = ds->num_coarse;
     }
     if (mvmoe_config_validate(c) != MVMOE_OK) {
         fprintf(stderr, "mvmoe train: %s\nAdjust the model flags (or --preset); see 'mvmoe train --help'.\n",
@@ -269,9 +297,19 @@ static int run(train_args *t) {
     }
     if (m) {
         rc = check_loaded(t, m, &ds);
+        if (rc == 0) /* before the training state is allocated; the weights already are */
+            rc = mvmoe_cli_memlimit_check("train", &t->mem, mvmoe_model_config(m), t->o.batch, 1, 1);
     } else {
         rc = dataset_config(t, &ds, train_idx, n_train, &cfg);
+        if (rc == 0) rc = mvmoe_cli_memlimit_check("train", &t->mem, &cfg, t->o.batch, 1, 0);
         if (rc == 0 && mvmoe_model_create(&m, &cfg, t->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("train");
+        if (rc == 0 && t->upcycle) {
+            mvmoe_model *dense = NULL;
+            if (mvmoe_model_load(&dense, t->upcycle, NULL) != MVMOE_OK ||
+                mvmoe_model_upcycle(m, dense) != MVMOE_OK)
+                rc = mvmoe_cli_fail("train");
+            if (dense) mvmoe_model_free(dense);
+        }
     }
     if (rc) goto done;
 
@@ -299,6 +337,7 @@ static int run(train_args *t) {
            t->data, ds.n, n_train, n_val, ds.num_classes, ds.c, ds.h, ds.w);
     if (t->resume) printf("resuming: '%s'\n", t->out);
     else if (t->init) printf("initialized from: '%s'\n", t->init);
+    else if (t->upcycle) printf("upcycled from dense: '%s'\n", t->upcycle);
     mvmoe_cli_print_config(stdout, mc, 1);
     printf("training: epochs %d, batch %d, lr %g -> %g, warmup %g epochs, weight decay %g, seed %llu%s\n",
            t->o.epochs, t->o.batch, (double)t->o.lr, (double)t->o.min_lr, (double)t->o.warmup_epochs,

@@ -8,5 +8,8 @@ int mvmoe_cmd_eval(int argc, char **argv);
 int mvmoe_cmd_predict(int argc, char **argv);
 int mvmoe_cmd_info(int argc, char **argv);
 int mvmoe_cmd_presets(int argc, char **argv);
+int mvmoe_cmd_superclasses(int argc, char **argv);
+int mvmoe_cmd_bench(int argc, char **argv);
+int mvmoe_cmd_report(int argc, char **argv);
 
 #endif

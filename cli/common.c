@@ -93,8 +93,36 @@ void mvmoe_cli_print_config(FILE *f, const mvmoe_config *c, int compact) {
             fprintf(f, ", ... (%d more; --json lists all)", c->num_classes - MAX_NAMES_SHOWN);
     }
     fprintf(f, "\nparameters     %s (%.2f M)\n", params, (double)np / 1e6);
-    fprintf(f, "flops          %s per image\n", flops);
+    if (c->routing != MVMOE_ROUTING_DENSE) {
+        char active[48];
+        format_count(mvmoe_config_active_params(c), active, sizeof active);
+        fprintf(f, "active params  %s per image (top-%d of %d experts in %d MoE blocks)\n", active,
+                c->top_k, c->experts, c->moe_layers);
+    }
+    fprintf(f, "flops          %s per image (router included)\n", flops);
     fprintf(f, "tokens         %d per image\n", mvmoe_config_tokens(c));
+    /* the paper's x-axis: what each routing mode costs at this shape */
+    int E = c->experts > 0 ? c->experts : 4, k = c->top_k > 0 && c->experts > 0 ? c->top_k : 1;
+    int L = c->moe_layers > 0 ? c->moe_layers : (c->depth > 2 ? 2 : 1);
+    if (L >= c->depth) L = c->depth - 1;
+    if (L < 1) return;
+    fprintf(f, "\nby routing mode at this shape (E %d, k %d, L %d):\n  %-17s %14s %14s %12s\n", E, k,
+            L, "routing", "params", "active/image", "FLOPs/image");
+    for (int r = 0; r < 4; r++) {
+        mvmoe_config v = *c;
+        v.class_names = NULL;
+        v.superclass_of = NULL;
+        v.routing = (mvmoe_routing)r;
+        v.experts = r ? E : 0;
+        v.top_k = r ? k : 1;
+        v.moe_layers = r ? L : 0;
+        if (mvmoe_config_validate(&v) != MVMOE_OK) continue;
+        char a1[48], a2[48], a3[48];
+        format_count(mvmoe_config_num_params(&v), a1, sizeof a1);
+        format_count(mvmoe_config_active_params(&v), a2, sizeof a2);
+        mvmoe_cli_format_flops(mvmoe_config_flops(&v), a3, sizeof a3);
+        fprintf(f, "  %-17s %14s %14s %12s\n", mvmoe_routing_name(v.routing), a1, a2, a3);
+    }
 }
 
 int mvmoe_cli_is_image_folder(const char *dir, const char *split) {

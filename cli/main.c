@@ -20,6 +20,9 @@ static const command commands[] = {
     {"predict", mvmoe_cmd_predict, "top classes of image files"},
     {"info", mvmoe_cmd_info, "configuration, parameters and FLOPs of a checkpoint or preset"},
     {"presets", mvmoe_cmd_presets, "list the model presets"},
+    {"superclasses", mvmoe_cmd_superclasses, "group classes into super-classes (one per expert) by confusion"},
+    {"bench", mvmoe_cmd_bench, "training/inference speed, MFU and memory of a model"},
+    {"report", mvmoe_cmd_report, "HTML report (inline SVG) and JSON summary of evaluated runs"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

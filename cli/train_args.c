@@ -28,7 +28,12 @@ void mvmoe_train_args_help(void) {
            "  --in-chans N          input channels (must match the dataset)\n"
            "  --patch N  --dim N  --depth N  --heads N  --mlp-dim N\n"
            "  --routing NAME        dense, image-superclass, image-learned or token-learned\n"
-           "  --experts N  --top-k N  --moe-layers N\n\n",
+           "  --experts N  --top-k N  --moe-layers N   (MoE defaults: 4 experts or the map's\n"
+           "                        super-classes, top-1, the last 2 blocks)\n"
+           "  --superclasses MAP    class -> super-class map (from 'mvmoe superclasses', or a text\n"
+           "                        file of one integer per class); implies image-superclass routing\n"
+           "  --upcycle DENSE       start the MoE from a trained dense model of the same shape: experts\n"
+           "                        copy its MLPs, the router starts fresh (docs/MOE.md)\n\n",
            MVMOE_TRAIN_DEFAULT_PRESET);
     printf("Training (defaults in brackets):\n"
            "  --epochs N [%d]  --batch N [%d]  --lr X [%g]  --min-lr X [%g]\n"
@@ -37,7 +42,8 @@ void mvmoe_train_args_help(void) {
            "  --eval-every N (epochs; 0: at the end only) [%d]\n"
            "  --max-steps N (0: no limit) [%d]\n"
            "  --max-images N (read only the first N images of the train and test splits; 0: all) [0]\n"
-           "  --threads N (0: all cores) [%d]\n\n",
+           "  --threads N (0: all cores) [%d]\n"
+           MVMOE_CLI_MEMLIMIT_HELP "\n",
            d.epochs, d.batch, (double)d.lr, (double)d.min_lr, (double)d.weight_decay,
            (double)d.warmup_epochs, (double)d.clip_norm, (double)d.label_smoothing,
            (unsigned long long)d.seed, (double)d.val_fraction, d.eval_every, d.max_steps,
@@ -46,10 +52,13 @@ void mvmoe_train_args_help(void) {
            "  --crop-pad N [%d]  --hflip | --no-hflip [%s]  --rrc | --no-rrc [%s]\n"
            "  --drop-path X [%g]  --mixup ALPHA [%g]  --cutmix ALPHA [%g]\n"
            "  --randaug N,M (0,0: off) [%d,%d]  --erase P [%g]  --ema DECAY (0: off) [%g]\n"
-           "  --superclass-lambda X (image-superclass router loss weight) [%g]\n\n",
+           "  --superclass-lambda X (image-superclass router loss weight) [%g]\n"
+           "  --aux-weight X        (learned routing: importance + load loss weight) [%g]\n"
+           "  --capacity-ratio X    (token-learned: expert capacity in training; 0: none) [%g]\n\n",
            d.crop_pad, d.hflip ? "on" : "off", d.rrc ? "on" : "off", (double)d.drop_path,
            (double)d.mixup, (double)d.cutmix, d.randaug_n, d.randaug_m, (double)d.erase_prob,
-           (double)d.ema_decay, (double)d.superclass_lambda);
+           (double)d.ema_decay, (double)d.superclass_lambda, (double)d.aux_weight,
+           (double)d.capacity_ratio);
     printf("Output and continuation:\n"
            "  --metrics FILE        JSON Lines metrics (default: CKPT.metrics.jsonl)\n"
            "  --resume              continue the run saved in CKPT (weights, optimizer, step)\n"
@@ -102,6 +111,8 @@ static const float_flag option_floats[] = {
     {"--erase", offsetof(mvmoe_train_options, erase_prob), 0, 1, 0},
     {"--ema", offsetof(mvmoe_train_options, ema_decay), 0, 1, MVMOE_ARGS_HI_OPEN},
     {"--superclass-lambda", offsetof(mvmoe_train_options, superclass_lambda), 0, 100, 0},
+    {"--aux-weight", offsetof(mvmoe_train_options, aux_weight), 0, 100, 0},
+    {"--capacity-ratio", offsetof(mvmoe_train_options, capacity_ratio), 0, 1000, 0},
 };
 #define N_OPTION_FLOATS (sizeof option_floats / sizeof option_floats[0])
 
@@ -153,11 +164,14 @@ int mvmoe_train_args_parse(train_args *t, int argc, char **argv) {
     while (rc == 0 && (kind = mvmoe_args_next(&a, &pos)) >= 0) {
         if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (every input is given by a flag, e.g. --data DIR)", pos);
         if (table_flag(&a, t, &rc)) continue;
+        if (mvmoe_cli_memlimit_flag(&a, &t->mem, &rc)) continue;
         if (mvmoe_args_is(&a, "--data")) rc = mvmoe_args_str(&a, &t->data);
         else if (mvmoe_args_is(&a, "--out")) rc = mvmoe_args_str(&a, &t->out);
         else if (mvmoe_args_is(&a, "--preset")) rc = mvmoe_args_str(&a, &t->preset);
         else if (mvmoe_args_is(&a, "--metrics")) rc = mvmoe_args_str(&a, &t->metrics);
         else if (mvmoe_args_is(&a, "--init")) rc = mvmoe_args_str(&a, &t->init);
+        else if (mvmoe_args_is(&a, "--superclasses")) rc = mvmoe_args_str(&a, &t->superclasses);
+        else if (mvmoe_args_is(&a, "--upcycle")) rc = mvmoe_args_str(&a, &t->upcycle);
         else if (mvmoe_args_is(&a, "--resume")) { rc = mvmoe_args_switch(&a); t->resume = 1; }
         else if (mvmoe_args_is(&a, "--hflip")) { rc = mvmoe_args_switch(&a); t->o.hflip = 1; }
         else if (mvmoe_args_is(&a, "--no-hflip")) { rc = mvmoe_args_switch(&a); t->o.hflip = 0; }
@@ -194,6 +208,9 @@ int mvmoe_train_args_parse(train_args *t, int argc, char **argv) {
     for (size_t k = 1; k < sizeof ints / sizeof ints[0]; k++) arch |= *ints[k] >= 0;
     if ((t->resume || t->init) && arch)
         return mvmoe_args_error(&a, "--preset and the model-shape flags cannot be combined with %s: the model comes from the checkpoint",
+                                t->resume ? "--resume" : "--init");
+    if ((t->resume || t->init) && (t->superclasses || t->upcycle))
+        return mvmoe_args_error(&a, "--superclasses and --upcycle describe a new model; they cannot be combined with %s",
                                 t->resume ? "--resume" : "--init");
     if (t->resume && t->img_size >= 0)
         return mvmoe_args_error(&a, "--img-size cannot be combined with --resume: the run continues at the checkpoint's size");

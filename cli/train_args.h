@@ -2,18 +2,20 @@
 #ifndef MVMOE_CLI_TRAIN_ARGS_H
 #define MVMOE_CLI_TRAIN_ARGS_H
 
+#include "memlimit.h"
 #include "mvmoe.h"
 
 #define MVMOE_TRAIN_DEFAULT_PRESET "vit-12x64"
 
 /* Everything the flags say. Model fields are -1 when not given (the preset's value stays). */
 typedef struct train_args {
-    const char *data, *out, *preset, *metrics, *init;
+    const char *data, *out, *preset, *metrics, *init, *superclasses, *upcycle;
     int resume, max_images, threads_given;
     int img_size, in_chans, patch, dim, depth, heads, mlp_dim, experts, top_k, moe_layers;
     int routing_given;
     mvmoe_routing routing;
     mvmoe_train_options o;
+    mvmoe_cli_memlimit mem; /* --max-memory */
 } train_args;
 
 /* Prints `mvmoe train --help` (defaults read from mvmoe_train_options_default). */

@@ -69,9 +69,12 @@ mvmoe_status mvmoe_config_set_class_names(mvmoe_config *c, const char *const *na
 void mvmoe_config_free(mvmoe_config *c);
 /* Tokens per image, including the class token: 1 + (img_size/patch)^2. */
 int mvmoe_config_tokens(const mvmoe_config *c);
-/* Forward multiply-adds x2 per image (the standard FLOP count), and parameter counts. */
+/* Forward multiply-adds x2 per image (the standard FLOP count, router included), and
+ * parameter counts: all of them, and those one image activates at inference (its top_k
+ * experts' MLPs in each MoE block, not the others). */
 double mvmoe_config_flops(const mvmoe_config *c);
 size_t mvmoe_config_num_params(const mvmoe_config *c);
+size_t mvmoe_config_active_params(const mvmoe_config *c);
 
 /* ---------------------------------------------------------------- model */
 typedef struct mvmoe_model mvmoe_model;
@@ -91,6 +94,10 @@ mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_l
 /* Writes the weights (and config metadata) atomically: temp file, fsync, rename. */
 mvmoe_status mvmoe_model_save(const mvmoe_model *m, const char *path);
 void mvmoe_model_free(mvmoe_model *m);
+/* "Upcycling": fills the MoE model `moe` from a dense model of the same shape: every shared
+ * tensor copied, each MoE block's experts all copies of that block's dense MLP; routers keep
+ * their fresh initialization. */
+mvmoe_status mvmoe_model_upcycle(mvmoe_model *moe, const mvmoe_model *dense);
 const mvmoe_config *mvmoe_model_config(const mvmoe_model *m);
 mvmoe_config *mvmoe_model_config_mut(mvmoe_model *m); /* for names / super-class maps only */
 
@@ -147,6 +154,8 @@ typedef struct mvmoe_train_options {
     float erase_prob;       /* random erasing */
     float ema_decay;        /* 0: off */
     float superclass_lambda; /* λ of the router loss (image-superclass routing) */
+    float aux_weight;       /* weight of the load-balancing losses (image-/token-learned) */
+    float capacity_ratio;   /* token-learned: expert capacity factor in training; 0: none */
     int threads;            /* 0: all cores */
     int eval_every;         /* epochs between validation passes; 0: only at the end */
     const char *out_path;   /* checkpoint written at each epoch end and at the end */
@@ -174,11 +183,23 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                          const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user);
 
 /* ---------------------------------------------------------------- evaluation */
+/* MoE measures (routing != dense). For per-image routing an "assignment" is an image sent to
+ * one of its top_k experts; for token-learned routing, a token in one MoE block. */
+typedef struct mvmoe_moe_eval {
+    int experts;
+    double router_acc;        /* image-*: fraction whose top-1 expert == superclass_of[label]
+                                 (< 0 when the model has no super-class map) */
+    int64_t *expert_load;     /* [experts] assignments per expert (all k choices, all blocks) */
+    int64_t *expert_images;   /* [experts] images whose top-1 expert is e (image-* routing) */
+    double *expert_acc;       /* [experts] top-1 accuracy of those images (< 0 if none) */
+} mvmoe_moe_eval;
+
 typedef struct mvmoe_eval_result {
     int n, num_classes;
     double top1, top5, loss;  /* accuracies in [0,1], mean cross-entropy */
     int64_t *confusion;       /* [num_classes * num_classes], row = true, col = predicted */
     double *per_class;        /* [num_classes] accuracy */
+    mvmoe_moe_eval moe;       /* experts == 0 for dense models */
 } mvmoe_eval_result;
 
 /* Evaluates on `idx` (NULL: all images). logits_out, if not NULL, receives [n, K]. */
@@ -186,12 +207,120 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
                             int batch, mvmoe_eval_result *r, float *logits_out);
 void mvmoe_eval_result_free(mvmoe_eval_result *r);
 
+/* ---------------------------------------------------------------- super-classes
+ * Paper Sec. 3.2: cluster the dense model's confusion graph into E super-classes. */
+typedef enum { MVMOE_PARTITION_METIS = 0, MVMOE_PARTITION_SPECTRAL } mvmoe_partition_method;
+
+/* Partitions K classes into E balanced groups from a confusion matrix [K*K] (row = true,
+ * col = predicted): graph weights w(i,j) = C[i][j] + C[j][i], i != j. superclass_of [K]
+ * receives 0..E-1; every group is non-empty. Deterministic for a given seed. */
+mvmoe_status mvmoe_superclass_partition(const int64_t *confusion, int K, int E,
+                                        mvmoe_partition_method method, uint64_t seed,
+                                        int *superclass_of);
+/* Reads a class -> super-class map: a JSON file with "superclass_of": [K ints] (what
+ * `mvmoe superclasses` writes), or a text file of K integers. Checks 0 <= s < E and that every
+ * super-class is used; *E_out receives the number of super-classes. */
+mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_of, int *E_out);
+/* Writes the JSON map (superclass_of, experts, sizes, groups by class name, method, source). */
+mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_of, int K, int E,
+                                       const char *const *class_names, const char *method,
+                                       const char *source);
+
 /* Threads used by the library's kernels (OpenMP). 0: all cores. */
 void mvmoe_set_threads(int n);
 
 /* Async-signal-safe: asks a running mvmoe_train to save a checkpoint at the end of the
  * current step and return MVMOE_ERR_INTERRUPTED. For SIGINT/SIGTERM handlers. */
 void mvmoe_request_stop(void);
+
+/* ---------------------------------------------------------------- benchmarks
+ * What `mvmoe bench` and build/bench/peak measure (docs/PERFORMANCE.md, "Benchmarks").
+ * Times are wall-clock (CLOCK_MONOTONIC); FLOPs count 2 per multiply-add. */
+
+/* FP32 peak: independent FMA chains (AVX-512 if the CPU has it, else AVX2) on `threads`
+ * threads for about `seconds`. *isa (may be NULL) receives "avx512f" or "avx2". */
+mvmoe_status mvmoe_bench_peak_gflops(int threads, double seconds, double *gflops,
+                                     const char **isa);
+/* STREAM triad a = b + s·c on three arrays of bytes_per_array; best of `reps`; GB/s counting
+ * the 3 arrays once (STREAM's convention). */
+mvmoe_status mvmoe_bench_triad_gbs(int threads, size_t bytes_per_array, int reps, double *gbs);
+
+typedef struct mvmoe_bench_options {
+    int batch;            /* training batch */
+    int warmup, steps;    /* untimed, then timed training steps */
+    int infer_batch;      /* throughput batch */
+    int infer_reps;       /* timed throughput passes (after one warm-up) */
+    int latency_reps;     /* timed batch-1 passes (after a few warm-ups) */
+    int threads;          /* 0: all cores */
+    uint64_t seed;        /* random inputs and labels */
+    double peak_gflops;   /* > 0: the FP32 peak at `threads`; else measured (~0.3 s) */
+    const char *check_path; /* if set: 8 random uint8 images and their logits (before any
+                               training step) as safetensors "images" [8,C,S,S] (F32 0..255)
+                               and "logits" [8,K], so other frameworks can check they compute
+                               the same function */
+} mvmoe_bench_options;
+
+typedef struct mvmoe_bench_result {
+    int threads;
+    /* training step: forward, loss, backward, gradient clipping, AdamW (trainer defaults);
+     * random normalized inputs, no augmentation */
+    double step_ms_median, step_ms_min, step_ms_max, step_ms_p10, step_ms_p90;
+    double train_images_per_s;   /* batch / median step time */
+    double loss_first, loss_last;
+    /* inference on random uint8 images through mvmoe_model_logits */
+    double latency_ms_median, latency_ms_p10, latency_ms_p90; /* batch 1 */
+    double infer_images_per_s;   /* batch infer_batch, median pass */
+    /* cost */
+    double flops_per_image;      /* forward (mvmoe_config_flops); training counts 3x */
+    double peak_gflops;
+    int peak_measured;           /* 1: measured here, 0: given */
+    double train_mfu, infer_mfu, latency_mfu; /* achieved / peak */
+    /* memory: training footprint as allocated (params, grads, 2 AdamW moments, activation
+     * workspace; arenas padded per tensor) against the process's peak resident set
+     * (getrusage ru_maxrss: the whole process, all runs so far); params = num_params */
+    size_t params, bytes_params, bytes_grads, bytes_adam, bytes_train_acts, bytes_infer_acts;
+    size_t bytes_train_total;    /* params + grads + adam + train acts */
+    size_t peak_rss_bytes;
+} mvmoe_bench_result;
+
+void mvmoe_bench_options_default(mvmoe_bench_options *o);
+/* Measures training steps, then batch-1 latency and batch throughput at o->threads. Takes
+ * optimizer steps on m (its weights change; save them first if they matter). */
+mvmoe_status mvmoe_bench_run(mvmoe_model *m, const mvmoe_bench_options *o, mvmoe_bench_result *r);
+
+/* ---------------------------------------------------------------- memory
+ * Bytes a model of config c will take, computed before allocating anything: its weights;
+ * for batch > 0 also one inference pass of `batch` images (mvmoe_evaluate's arena and
+ * confusion matrix); when training also the gradients, the two AdamW moments and the
+ * training activations for `batch`. Datasets are not included. SIZE_MAX for an invalid config
+ * or a size beyond size_t. Lets callers refuse a model or batch that cannot fit (--max-memory)
+ * instead of being killed or swapping. */
+size_t mvmoe_model_memory_estimate(const mvmoe_config *c, int batch, int training);
+
+/* ---------------------------------------------------------------- report
+ * `mvmoe report`: one self-contained HTML page (inline SVG and CSS, no script, nothing
+ * fetched) that compares evaluated models -- a table (top-1/top-5 mean and sample std over
+ * seeds, FLOPs, parameters, router accuracy, difference to the dense model of the same
+ * width), accuracy vs FLOPs (the paper's Fig. 1), the confusion matrix ordered by
+ * super-class, each MoE model's expert load and per-expert accuracy, the super-classes --
+ * and optionally the same numbers as JSON. Inputs are the files `mvmoe eval --json` prints
+ * and the map `mvmoe superclasses` writes; absent fields leave their part out, malformed ones
+ * fail with a message naming the file and field. Nothing is written unless all succeeds. */
+typedef struct mvmoe_report_run {
+    const char *name;      /* runs with the same name are one model over several seeds */
+    const char *eval_path; /* output of `mvmoe eval --json` */
+} mvmoe_report_run;
+
+typedef struct mvmoe_report_options {
+    const char *html_path;       /* required */
+    const char *json_path;       /* NULL: no JSON summary */
+    const char *title;           /* NULL: "Mobile V-MoE report" */
+    const char *superclass_path; /* NULL: none; else a map as `mvmoe superclasses` writes */
+    const char *confusion_path;  /* eval JSON whose confusion matrix is drawn; NULL: the first
+                                    dense run's */
+} mvmoe_report_options;
+
+mvmoe_status mvmoe_report_write(const mvmoe_report_run *runs, int n_runs, const mvmoe_report_options *o);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs mvmoe's Debian dependencies. Idempotent: does nothing when all are present.
 set -euo pipefail
-PKGS=(build-essential libopenblas-dev libopenblas0-openmp libcjson-dev libpng-dev
-      libjpeg62-turbo-dev zlib1g-dev python3-torch python3-numpy dataset-fashion-mnist)
+PKGS=(build-essential libopenblas-dev libopenblas0-openmp libcjson-dev libmetis-dev libpng-dev
+      libjpeg62-turbo-dev zlib1g-dev python3-torch python3-numpy dataset-fashion-mnist
+      clang libclang-rt-14-dev libomp-dev valgrind)  # make fuzz (libFuzzer), valgrind-test
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

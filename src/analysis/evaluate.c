@@ -10,6 +10,9 @@
 void mvmoe_eval_result_free(mvmoe_eval_result *r) {
     free(r->confusion);
     free(r->per_class);
+    free(r->moe.expert_load);
+    free(r->moe.expert_images);
+    free(r->moe.expert_acc);
     memset(r, 0, sizeof *r);
 }
 
@@ -44,6 +47,22 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
         mvmoe_eval_result_free(r);
         MVMOE_FAIL(MVMOE_ERR_NOMEM, "confusion matrix for %d classes", K);
     }
+    int moe = c->routing != MVMOE_ROUTING_DENSE, E = c->experts, k = c->top_k;
+    int image = moe && c->routing != MVMOE_ROUTING_TOKEN_LEARNED;
+    int64_t *expert_correct = NULL, router_ok = 0;
+    if (moe) {
+        r->moe.experts = E;
+        r->moe.expert_load = calloc((size_t)E, sizeof *r->moe.expert_load);
+        r->moe.expert_images = calloc((size_t)E, sizeof *r->moe.expert_images);
+        r->moe.expert_acc = calloc((size_t)E, sizeof *r->moe.expert_acc);
+        expert_correct = calloc((size_t)E, sizeof *expert_correct);
+        if (!r->moe.expert_load || !r->moe.expert_images || !r->moe.expert_acc || !expert_correct) {
+            free(bidx);
+            free(expert_correct);
+            mvmoe_eval_result_free(r);
+            MVMOE_FAIL(MVMOE_ERR_NOMEM, "expert statistics for %d experts", E);
+        }
+    }
     int64_t top1 = 0, top5 = 0;
     double loss = 0;
     for (int i0 = 0; i0 < n; i0 += batch) {
@@ -68,10 +87,26 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
             top1 += best == y;
             top5 += rank < 5;
             r->confusion[(size_t)y * K + best]++;
+            if (image) { /* the image's top-1 expert: router accuracy, accuracy per expert */
+                int e = a->plans[0].expert[(size_t)i * k];
+                r->moe.expert_images[e]++;
+                expert_correct[e] += best == y;
+                if (c->superclass_of) router_ok += c->superclass_of[y] == e;
+            }
+        }
+        for (int pl = 0; moe && pl < a->n_plans; pl++) { /* load: every kept choice */
+            const mvmoe_plan *P = &a->plans[pl];
+            for (int e = 0; e < E; e++) r->moe.expert_load[e] += P->start[e + 1] - P->start[e];
         }
         if (logits_out) memcpy(logits_out + (size_t)i0 * K, a->logits, sizeof(float) * (size_t)B * K);
     }
     free(bidx);
+    if (moe) {
+        r->moe.router_acc = image && c->superclass_of && n ? (double)router_ok / n : -1;
+        for (int e = 0; e < E; e++)
+            r->moe.expert_acc[e] = r->moe.expert_images[e] ? (double)expert_correct[e] / r->moe.expert_images[e] : -1;
+        free(expert_correct);
+    }
     r->top1 = n ? (double)top1 / n : 0;
     r->top5 = n ? (double)top5 / n : 0;
     r->loss = n ? loss / n : 0;

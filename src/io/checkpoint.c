@@ -84,30 +84,53 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     if (off < n) snprintf(buf + off, n - off, "]");
 }
 
+/* The file's tensor for layout entry ti, if its shape is the one the model needs (pos_embed:
+ * at the checkpoint's own grid, resampled when read). */
+static mvmoe_status find_matching(const mvmoe_st_file *f, const mvmoe_tensor_info *ti, int src_grid,
+                                  const mvmoe_st_tensor **out) {
+    const mvmoe_st_tensor *t = mvmoe_st_find(f, ti->name);
+    if (!t)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%s' is missing (the config needs it)", f->path,
+                   ti->name);
+    int64_t want[4];
+    for (int d = 0; d < ti->ndim; d++) want[d] = ti->shape[d];
+    if (strcmp(ti->name, "pos_embed") == 0) want[1] = 1 + (int64_t)src_grid * src_grid;
+    int same = t->ndim == ti->ndim;
+    for (int d = 0; same && d < ti->ndim; d++) same = t->shape[d] == want[d];
+    if (!same) {
+        char a[96], b[96];
+        shape_str(a, sizeof a, t->ndim, t->shape);
+        shape_str(b, sizeof b, ti->ndim, want);
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model needs %s", f->path,
+                   ti->name, a, b);
+    }
+    *out = t;
+    return MVMOE_OK;
+}
+
+/* Every tensor the config needs is in the file with its shape, and nothing else is. Checked
+ * on the layout alone, before the weights are allocated: a small file whose config claims a
+ * huge model must fail here, not after allocating and zeroing the gigabytes it claims. */
+static mvmoe_status check_tensors(const mvmoe_layout *L, const mvmoe_st_file *f, int src_grid) {
+    const mvmoe_st_tensor *t;
+    for (int i = 0; i < L->n; i++) MVMOE_TRY(find_matching(f, &L->t[i], src_grid, &t));
+    for (int i = 0; i < f->n_tensors; i++)
+        if (!mvmoe_layout_find(L, f->tensors[i].name))
+            MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                       "%s: unexpected tensor '%s' (not part of the model its config describes)",
+                       f->path, f->tensors[i].name);
+    return MVMOE_OK;
+}
+
 static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src_grid) {
     const mvmoe_layout *L = &m->layout;
     for (int i = 0; i < L->n; i++) {
         const mvmoe_tensor_info *ti = &L->t[i];
-        const mvmoe_st_tensor *t = mvmoe_st_find(f, ti->name);
-        if (!t)
-            MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%s' is missing (the config needs it)", f->path,
-                       ti->name);
+        const mvmoe_st_tensor *t;
+        MVMOE_TRY(find_matching(f, ti, src_grid, &t));
         float *dst = m->param_mem + ti->offset;
-        int is_pos = strcmp(ti->name, "pos_embed") == 0;
-        int64_t want[4];
-        for (int d = 0; d < ti->ndim; d++) want[d] = ti->shape[d];
-        if (is_pos) want[1] = 1 + (int64_t)src_grid * src_grid;
-        int same = t->ndim == ti->ndim;
-        for (int d = 0; same && d < ti->ndim; d++) same = t->shape[d] == want[d];
-        if (!same) {
-            char a[96], b[96];
-            shape_str(a, sizeof a, t->ndim, t->shape);
-            shape_str(b, sizeof b, ti->ndim, want);
-            MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model needs %s", f->path,
-                       ti->name, a, b);
-        }
-        if (is_pos && want[1] != ti->shape[1]) {
-            size_t cnt = (size_t)want[1] * (size_t)ti->shape[2];
+        if (strcmp(ti->name, "pos_embed") == 0 && t->shape[1] != ti->shape[1]) {
+            size_t cnt = (size_t)t->shape[1] * (size_t)ti->shape[2];
             float *tmp;
             MVMOE_ALLOC(tmp, cnt, "pos_embed resampling");
             mvmoe_status s = mvmoe_st_read_f32(f, t, tmp, cnt);
@@ -121,11 +144,6 @@ static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src
             MVMOE_TRY(mvmoe_st_read_f32(f, t, dst, ti->count));
         }
     }
-    for (int i = 0; i < f->n_tensors; i++)
-        if (!mvmoe_layout_find(L, f->tensors[i].name))
-            MVMOE_FAIL(MVMOE_ERR_FORMAT,
-                       "%s: unexpected tensor '%s' (not part of the model its config describes)",
-                       f->path, f->tensors[i].name);
     return MVMOE_OK;
 }
 
@@ -157,6 +175,12 @@ mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_l
                                 "image size %d is not a multiple of the checkpoint's patch %d",
                                 o->img_size, c.patch);
         c.img_size = o->img_size; /* pos_embed is resampled (bicubic) in load_tensors */
+    }
+    if (s == MVMOE_OK) {
+        mvmoe_layout layout;
+        s = mvmoe_layout_build(&layout, &c);
+        if (s == MVMOE_OK) s = check_tensors(&layout, &f, src_grid);
+        mvmoe_layout_free(&layout);
     }
     mvmoe_model *m = NULL;
     if (s == MVMOE_OK) s = mvmoe_model_alloc(&m, &c);

@@ -112,8 +112,8 @@ mvmoe_status mvmoe_config_validate(const mvmoe_config *c) {
                 c->moe_layers);
     } else {
         REQUIRE(c->experts >= 1 && c->experts <= 1024, "experts %d not in 1..1024", c->experts);
-        REQUIRE(c->top_k >= 1 && c->top_k <= c->experts, "top_k %d must be in 1..experts (%d)",
-                c->top_k, c->experts);
+        REQUIRE(c->top_k >= 1 && c->top_k <= c->experts && c->top_k <= 64,
+                "top_k %d must be in 1..experts (%d) and at most 64", c->top_k, c->experts);
         REQUIRE(c->moe_layers >= 1 && c->moe_layers <= c->depth,
                 "moe_layers %d must be in 1..depth (%d)", c->moe_layers, c->depth);
         REQUIRE(c->routing == MVMOE_ROUTING_TOKEN_LEARNED || c->moe_layers < c->depth,
@@ -164,6 +164,14 @@ size_t mvmoe_config_num_params(const mvmoe_config *c) {
     for (int i = 0; i < L.n; i++) n += L.t[i].count;
     mvmoe_layout_free(&L);
     return n;
+}
+
+size_t mvmoe_config_active_params(const mvmoe_config *c) {
+    size_t all = mvmoe_config_num_params(c);
+    if (c->routing == MVMOE_ROUTING_DENSE || all == 0) return all;
+    /* an image (or token) uses k of the E experts of each MoE block */
+    size_t D = (size_t)c->dim, H = (size_t)c->mlp_dim, mlp = 2 * D * H + H + D;
+    return all - (size_t)c->moe_layers * (size_t)(c->experts - c->top_k) * mlp;
 }
 
 /* ---------------------------------------------------------------- ownership */
@@ -291,7 +299,16 @@ static mvmoe_status parse_object(mvmoe_config *c, const cJSON *o) {
     MVMOE_TRY(get_int(o, "depth", &c->depth, 1));
     MVMOE_TRY(get_int(o, "heads", &c->heads, 1));
     MVMOE_TRY(get_int(o, "mlp_dim", &c->mlp_dim, 1));
+    int old_classes = c->num_classes;
     MVMOE_TRY(get_int(o, "num_classes", &c->num_classes, 1));
+    if (c->num_classes != old_classes) {
+        /* names / a map kept from before have old_classes entries: they no longer fit (and
+         * freeing them by the new count would overrun them) */
+        int k = c->num_classes;
+        c->num_classes = old_classes;
+        mvmoe_config_free(c);
+        c->num_classes = k;
+    }
     MVMOE_TRY(get_int(o, "experts", &c->experts, 0));
     MVMOE_TRY(get_int(o, "top_k", &c->top_k, 0));
     MVMOE_TRY(get_int(o, "moe_layers", &c->moe_layers, 0));
@@ -352,8 +369,17 @@ static mvmoe_status parse_object(mvmoe_config *c, const cJSON *o) {
 mvmoe_status mvmoe_config_from_json(mvmoe_config *c, const char *json, size_t len) {
     cJSON *o = cJSON_ParseWithLength(json, len);
     if (!o) MVMOE_FAIL(MVMOE_ERR_FORMAT, "config metadata is not valid JSON");
-    mvmoe_status s = parse_object(c, o);
+    /* parsed into a copy, so that a text rejected halfway leaves c as it was */
+    mvmoe_config t;
+    mvmoe_status s = mvmoe_config_copy(&t, c);
+    if (s == MVMOE_OK) s = parse_object(&t, o);
     cJSON_Delete(o);
-    if (s != MVMOE_OK) return s;
-    return mvmoe_config_validate(c);
+    if (s == MVMOE_OK) s = mvmoe_config_validate(&t);
+    if (s != MVMOE_OK) {
+        mvmoe_config_free(&t);
+        return s;
+    }
+    mvmoe_config_free(c);
+    *c = t;
+    return MVMOE_OK;
 }

@@ -26,7 +26,51 @@ mvmoe_status mvmoe_model_alloc(mvmoe_model **out, const mvmoe_config *c) {
         return s;
     }
     mvmoe_params_view(&m->p, m->param_mem, &m->cfg);
+    m->superclass_lambda = 0.3f;
+    m->aux_weight = 0.01f;
+    m->capacity_ratio = 1.05f;
+    m->route_noise = 1;
     *out = m;
+    return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_model_upcycle(mvmoe_model *moe, const mvmoe_model *dense) {
+    const mvmoe_config *a = &moe->cfg, *b = &dense->cfg;
+    if (b->routing != MVMOE_ROUTING_DENSE)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "upcycling starts from a dense model; this one has routing '%s'",
+                   mvmoe_routing_name(b->routing));
+    if (a->img_size != b->img_size || a->in_chans != b->in_chans || a->patch != b->patch ||
+        a->dim != b->dim || a->depth != b->depth || a->mlp_dim != b->mlp_dim ||
+        a->num_classes != b->num_classes)
+        MVMOE_FAIL(MVMOE_ERR_INVALID,
+                   "upcycling needs the same shape: MoE img %d ch %d patch %d dim %d depth %d mlp %d "
+                   "classes %d vs dense img %d ch %d patch %d dim %d depth %d mlp %d classes %d",
+                   a->img_size, a->in_chans, a->patch, a->dim, a->depth, a->mlp_dim, a->num_classes,
+                   b->img_size, b->in_chans, b->patch, b->dim, b->depth, b->mlp_dim, b->num_classes);
+    const mvmoe_params *s = &dense->p;
+    mvmoe_params *d = &moe->p;
+    size_t D = (size_t)a->dim, H = (size_t)a->mlp_dim, T = (size_t)mvmoe_config_tokens(a),
+           CPP = (size_t)a->in_chans * a->patch * a->patch, L = (size_t)a->depth, K = (size_t)a->num_classes;
+#define COPY(f, n) memcpy(d->f, s->f, sizeof(float) * (n))
+    COPY(patch_w, D * CPP); COPY(patch_b, D); COPY(cls, D); COPY(pos, T * D);
+    COPY(ln1_w, L * D); COPY(ln1_b, L * D); COPY(qkv_w, L * 3 * D * D); COPY(qkv_b, L * 3 * D);
+    COPY(proj_w, L * D * D); COPY(proj_b, L * D); COPY(ln2_w, L * D); COPY(ln2_b, L * D);
+    COPY(norm_w, D); COPY(norm_b, D); COPY(head_w, K * D); COPY(head_b, K);
+#undef COPY
+    /* every expert of a MoE block starts as that block's dense MLP (sparse upcycling,
+     * Komatsuzaki et al. 2023); the router keeps its fresh init */
+    int E = a->routing == MVMOE_ROUTING_DENSE ? 1 : a->experts;
+    for (int l = 0; l < a->depth; l++) {
+        size_t from = (size_t)mvmoe_mlp_slot(b, l, 0);
+        int ne = l >= a->depth - (a->routing == MVMOE_ROUTING_DENSE ? 0 : a->moe_layers) ? E : 1;
+        for (int e = 0; e < ne; e++) {
+            size_t to = (size_t)mvmoe_mlp_slot(a, l, e);
+            memcpy(d->fc1_w + to * H * D, s->fc1_w + from * H * D, sizeof(float) * H * D);
+            memcpy(d->fc1_b + to * H, s->fc1_b + from * H, sizeof(float) * H);
+            memcpy(d->fc2_w + to * D * H, s->fc2_w + from * D * H, sizeof(float) * D * H);
+            memcpy(d->fc2_b + to * D, s->fc2_b + from * D, sizeof(float) * D);
+        }
+    }
     return MVMOE_OK;
 }
 

@@ -6,6 +6,7 @@
 #define MVMOE_MODEL_MODEL_H
 
 #include "model/layout.h"
+#include "model/router.h"
 #include "mvmoe.h"
 
 /* Activations of one forward pass for a batch of B images. In training mode every per-layer
@@ -53,6 +54,27 @@ typedef struct mvmoe_acts {
     float *d_lnf;     /* [B, D] */
     float *d_logits;  /* [B, K] */
     float *d_pe;      /* [B, N, D] */
+    /* MoE blocks (routing != dense). R = B·T·k grouped rows; Lm = moe_layers copies when
+     * training (saved for backward), else 1. Router tensors: Lr plans over n items each —
+     * per-image routing: one router, Lr = 1, n = B; per-token: Lr = moe_layers, n = B·T. */
+    size_t layer_moe_rd, layer_moe_rh;  /* per-MoE-layer strides (0 in inference) */
+    int n_route, n_plans;               /* n and Lr above */
+    float *moe_xg;    /* [Lm?, R, D] expert inputs, grouped by expert */
+    float *moe_h;     /* [Lm?, R, H] fc1 outputs */
+    float *moe_hg;    /* [Lm?, R, H] GELU(fc1) */
+    float *moe_y;     /* [Lm?, R, D] expert outputs */
+    float *rz;        /* [Lr, n, E] clean router logits */
+    float *rp;        /* [Lr, n, E] router probabilities softmax(z + noise) */
+    float *rnoise;    /* [Lr, n, E] router noise (training, learned routing), else unused */
+    float *rgate;     /* [Lr, n, k] plan gates */
+    float *d_moe;     /* [R, D] scratch (training) */
+    float *d_moe_h, *d_moe_hg; /* [R, H] scratch (training) */
+    float *rdz, *rdp; /* [Lr, n, E] gradients at the router logits / probabilities (training) */
+    float *rdgate;    /* [Lr, n, k] (training) */
+    int32_t *rtarget; /* [n] super-class targets of the per-image router */
+    mvmoe_plan *plans; /* [Lr] dispatch plans (their int arrays live in imem) */
+    int *imem;
+    double loss_ce, loss_router, loss_aux; /* parts of the last mvmoe_vit_loss */
     float *mem;       /* the one allocation behind all of the above */
 } mvmoe_acts;
 
@@ -68,6 +90,11 @@ struct mvmoe_model {
     int64_t step;       /* optimizer steps taken */
     mvmoe_acts train_acts;
     mvmoe_acts infer_acts;
+    /* MoE training settings (set by the trainer; defaults from mvmoe_model_alloc) */
+    float superclass_lambda; /* λ of CE(router, superclass) (paper Sec. 3.2) */
+    float aux_weight;        /* weight of the importance and load losses (learned routing) */
+    float capacity_ratio;    /* token-learned expert capacity factor in training; 0: none */
+    int route_noise;         /* learned routing adds N(0, 1/E²) noise to router logits in training */
 };
 
 mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training);
@@ -80,8 +107,11 @@ mvmoe_status mvmoe_model_train_init(mvmoe_model *m, int B);
  * drop_path > 0 only when training (needs `seed`/`step` for the per-sample masks). */
 void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, uint64_t seed,
                        int64_t step);
-/* Loss on a->targets (filled by the caller): fills probs/losses, returns the mean. */
-double mvmoe_vit_loss(mvmoe_acts *a, int B, int K);
+/* Loss on a->targets (filled by the caller): mean CE, plus for MoE models the router losses
+ * (super-class CE on labels' super-classes, or importance + load); returns the total and keeps
+ * the parts in a->loss_*. Prepares the router-loss gradients for mvmoe_vit_backward.
+ * labels [B] may be NULL for dense models. */
+double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels);
 /* Backward of the mean loss: zeroes and fills m->grad_mem. Needs a forward in training mode. */
 void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B);
 

@@ -8,6 +8,7 @@
 #include "core/status.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#include "model/moe.h"
 
 #define LN_EPS 1e-6f
 
@@ -19,6 +20,11 @@ mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int tr
            S = (size_t)c->img_size, C = (size_t)c->in_chans, P = (size_t)c->patch;
     size_t Bz = (size_t)B, L = training ? (size_t)c->depth : 1;
     size_t BT = Bz * T;
+    /* MoE: grouped expert rows R = B·T·k; router items nr per plan, Lr plans */
+    int moe = c->routing != MVMOE_ROUTING_DENSE, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
+    size_t E = moe ? (size_t)c->experts : 0, k = moe ? (size_t)c->top_k : 0;
+    size_t Lm = moe ? (training ? (size_t)c->moe_layers : 1) : 0, R = BT * k;
+    size_t Lr = moe ? (token ? (size_t)c->moe_layers : 1) : 0, nr = token ? BT : Bz;
     a->B = B;
     a->training = training;
     a->layer_bt = training ? BT : 0;
@@ -42,6 +48,12 @@ mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int tr
         {&a->d_fch, training ? BT * H : 0},      {&a->d_fch_gelu, training ? BT * H : 0},
         {&a->d_clsx, training ? Bz * D : 0},     {&a->d_lnf, training ? Bz * D : 0},
         {&a->d_logits, training ? Bz * K : 0},   {&a->d_pe, training ? Bz * N * D : 0},
+        {&a->moe_xg, Lm * R * D}, {&a->moe_h, Lm * R * H}, {&a->moe_hg, Lm * R * H},
+        {&a->moe_y, Lm * R * D},  {&a->rz, Lr * nr * E},   {&a->rp, Lr * nr * E},
+        {&a->rnoise, Lr * nr * E}, {&a->rgate, Lr * nr * k},
+        {&a->d_moe, training ? R * D : 0}, {&a->d_moe_h, training ? R * H : 0},
+        {&a->d_moe_hg, training ? R * H : 0}, {&a->rdz, training ? Lr * nr * E : 0},
+        {&a->rdp, training ? Lr * nr * E : 0}, {&a->rdgate, training ? Lr * nr * k : 0},
     };
     size_t n = sizeof r / sizeof r[0], total = 0;
     for (size_t i = 0; i < n; i++) total += (r[i].n + 15) / 16 * 16;
@@ -52,10 +64,37 @@ mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int tr
         off += (r[i].n + 15) / 16 * 16;
     }
     for (size_t i = 0; i < (size_t)c->depth * 2 * Bz; i++) a->keep[i] = 1.0f;
+    if (moe) {
+        a->layer_moe_rd = training ? R * D : 0;
+        a->layer_moe_rh = training ? R * H : 0;
+        a->n_route = (int)nr;
+        a->n_plans = (int)Lr;
+        size_t per_plan = 3 * nr * k + E + 1, ni = Lr * per_plan + nr;
+        a->plans = calloc(Lr, sizeof *a->plans);
+        a->imem = malloc(sizeof(int) * ni);
+        if (!a->plans || !a->imem) {
+            mvmoe_acts_free(a);
+            MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot allocate %zu routing plans (%zu integers)", Lr, ni);
+        }
+        for (size_t l = 0; l < Lr; l++) {
+            int *base = a->imem + l * per_plan;
+            mvmoe_plan *pl = &a->plans[l];
+            pl->expert = base;
+            pl->pos = base + nr * k;
+            pl->src = base + 2 * nr * k;
+            pl->start = base + 3 * nr * k;
+            pl->gate = a->rgate + l * nr * k;
+            pl->n = 0;
+            pl->start[0] = 0;
+        }
+        a->rtarget = (int32_t *)(a->imem + Lr * per_plan);
+    }
     return MVMOE_OK;
 }
 
 void mvmoe_acts_free(mvmoe_acts *a) {
+    free(a->plans);
+    free(a->imem);
     free(a->mem);
     memset(a, 0, sizeof *a);
 }
@@ -86,6 +125,39 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
     }
 }
 
+/* The weights of block l's experts (consecutive layout slots). */
+static mvmoe_experts experts_at(const mvmoe_params *p, const mvmoe_config *c, int l) {
+    size_t s = (size_t)mvmoe_mlp_slot(c, l, 0), D = (size_t)c->dim, H = (size_t)c->mlp_dim;
+    mvmoe_experts w = {p->fc1_w + s * H * D, p->fc1_b + s * H, p->fc2_w + s * D * H, p->fc2_b + s * D};
+    return w;
+}
+
+/* Runs router `plan_index` on n items (x rows at stride ldx) with weights W. Learned routing
+ * in training adds V-MoE's noise ε ~ N(0, 1/E²) to the logits (a pure function of
+ * (seed, step, plan) so finite differences and resumption see the same noise); otherwise the
+ * noise buffer is zero, which the load loss then reads as "no noise". Token-learned routing
+ * caps each expert at ceil(capacity_ratio·k·n/E) items in training. */
+static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x, int ldx,
+                  const float *W, int n, int rows, uint64_t seed, int64_t step) {
+    const mvmoe_config *c = &m->cfg;
+    const int E = c->experts, k = c->top_k, D = c->dim;
+    size_t off = (size_t)plan_index * a->n_route * E;
+    float *noise = a->rnoise + off;
+    int learned = c->routing == MVMOE_ROUTING_IMAGE_LEARNED || c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
+    if (a->training && learned && m->route_noise) {
+        mvmoe_rng r;
+        mvmoe_rng_init(&r, seed ^ 0x0A0153u, (uint64_t)step * 1024u + (uint64_t)plan_index);
+        for (size_t i = 0; i < (size_t)n * E; i++) noise[i] = mvmoe_rng_normal(&r) / (float)E;
+    } else {
+        memset(noise, 0, sizeof(float) * (size_t)n * E);
+    }
+    int capacity = 0;
+    if (a->training && c->routing == MVMOE_ROUTING_TOKEN_LEARNED && m->capacity_ratio > 0)
+        capacity = (int)ceil((double)m->capacity_ratio * k * n / E);
+    mvmoe_router_forward(&a->plans[plan_index], a->rz + off, a->rp + off, x, ldx, W,
+                         noise, n, D, E, k, capacity, rows);
+}
+
 /* ---------------------------------------------------------------- forward */
 void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, uint64_t seed,
                        int64_t step) {
@@ -94,6 +166,8 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
     const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
               K = c->num_classes, CPP = c->in_chans * c->patch * c->patch;
     const int BT = B * T;
+    const int first_moe = c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
+    const int E = c->experts;
 
     if (a->training) {
         if (drop_path > 0)
@@ -142,11 +216,27 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
         /* x = x + mlp(norm2(x)) */
         mvmoe_layernorm_forward(ln2, m2, r2, res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
                                 BT, D, LN_EPS);
-        mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, p->fc1_b + (size_t)slot * H,
-                             BT, D, H);
-        mvmoe_gelu_forward(fcg, fch, (size_t)BT * H);
-        mvmoe_linear_forward(a->branch, fcg, p->fc2_w + (size_t)slot * D * H,
-                             p->fc2_b + (size_t)slot * D, BT, H, D);
+        if (l < first_moe) {
+            mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, p->fc1_b + (size_t)slot * H,
+                                 BT, D, H);
+            mvmoe_gelu_forward(fcg, fch, (size_t)BT * H);
+            mvmoe_linear_forward(a->branch, fcg, p->fc2_w + (size_t)slot * D * H,
+                                 p->fc2_b + (size_t)slot * D, BT, H, D);
+        } else {
+            /* MoE block: the per-image router runs once, on the class-token row of the
+             * residual stream after the last dense block (`in` here), and every MoE block uses
+             * its plan (paper Sec. 3.1); per-token routers run in each block on norm2(x). */
+            int lm = l - first_moe;
+            if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED)
+                route(m, a, lm, ln2, D, p->trouter_w + (size_t)lm * E * D, BT, 1, seed, step);
+            else if (lm == 0)
+                route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
+            mvmoe_plan *plan = &a->plans[c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? lm : 0];
+            mvmoe_experts w = experts_at(p, c, l);
+            mvmoe_moe_forward(a->branch, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
+                              a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, ln2, &w,
+                              plan, D, H);
+        }
         residual_add(res2, res1, a->branch, keep + B, B, T, D);
         in = res2;
     }
@@ -158,8 +248,38 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
     mvmoe_linear_forward(a->logits, a->lnf, p->head_w, p->head_b, B, D, K);
 }
 
-double mvmoe_vit_loss(mvmoe_acts *a, int B, int K) {
-    return mvmoe_softmax_ce_forward(a->losses, a->probs, a->logits, a->targets, B, K);
+double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels) {
+    const mvmoe_config *c = &m->cfg;
+    a->loss_ce = mvmoe_softmax_ce_forward(a->losses, a->probs, a->logits, a->targets, B,
+                                          c->num_classes);
+    a->loss_router = a->loss_aux = 0;
+    if (c->routing == MVMOE_ROUTING_DENSE) return a->loss_ce;
+    const int E = c->experts, n = a->n_route;
+    const size_t nE = (size_t)n * E;
+    if (a->training) {
+        memset(a->rdz, 0, sizeof(float) * a->n_plans * nE);
+        memset(a->rdp, 0, sizeof(float) * a->n_plans * nE);
+        memset(a->rdgate, 0, sizeof(float) * a->n_plans * (size_t)n * c->top_k);
+    }
+    if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS) {
+        /* CE(logits, y) + λ·CE(router, superclass(y)) (paper Sec. 3.2), on clean logits */
+        if (labels && c->superclass_of) {
+            for (int b = 0; b < B; b++) a->rtarget[b] = c->superclass_of[labels[b]];
+            a->loss_router = mvmoe_aux_router_ce(a->training ? a->rdz : NULL, a->rz, a->rtarget,
+                                                 B, E, m->superclass_lambda);
+        }
+    } else {
+        /* learned routing: V-MoE's importance + load losses, summed over routers */
+        for (int l = 0; l < a->n_plans; l++) {
+            size_t off = (size_t)l * nE;
+            a->loss_aux += mvmoe_aux_importance(a->training ? a->rdp + off : NULL, a->rp + off,
+                                                n, E, m->aux_weight);
+            a->loss_aux += mvmoe_aux_load(a->training ? a->rdz + off : NULL, a->rz + off,
+                                          a->rnoise + off, n, E, c->top_k, 1.0f / (float)E,
+                                          m->aux_weight);
+        }
+    }
+    return a->loss_ce + a->loss_router + a->loss_aux;
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -184,6 +304,8 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
     const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
               K = c->num_classes, CPP = c->in_chans * c->patch * c->patch;
     const int BT = B * T;
+    const int first_moe = c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
+    const int E = c->experts;
 
     memset(m->grad_mem, 0, sizeof(float) * m->layout.total);
 
@@ -212,14 +334,32 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
         /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
         const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
-        memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)BT * H);
-        mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
-                              p->fc2_w + slot * D * H, BT, H, D);
-        memset(a->d_fch, 0, sizeof(float) * (size_t)BT * H);
-        mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
         memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
-        mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
-                              p->fc1_w + slot * H * D, BT, D, H);
+        if (l < first_moe) {
+            memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)BT * H);
+            mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr,
+                                  fcg, p->fc2_w + slot * D * H, BT, H, D);
+            memset(a->d_fch, 0, sizeof(float) * (size_t)BT * H);
+            mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
+            mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch,
+                                  ln2, p->fc1_w + slot * H * D, BT, D, H);
+        } else {
+            int lm = l - first_moe, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
+            int pi = token ? lm : 0;
+            mvmoe_plan *plan = &a->plans[pi];
+            mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
+            size_t nE = (size_t)a->n_route * E, nk = (size_t)a->n_route * c->top_k;
+            mvmoe_moe_backward(a->d_ln, a->rdgate + pi * nk, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg,
+                               dbr, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
+                               a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd,
+                               &w, plan, D, H);
+            if (token) { /* this block's router read norm2(x): its gradient joins d_ln */
+                mvmoe_plan_gate_backward(a->rdp + pi * nE, a->rdgate + pi * nk, plan);
+                mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->rdz + pi * nE,
+                                      a->rdp + pi * nE, a->rp + pi * nE, ln2, D,
+                                      p->trouter_w + (size_t)lm * E * D, BT, D, E);
+            }
+        }
         /* d(res1) = d(res2) + LN2ᵀ(d_ln): accumulate into d_res in place */
         mvmoe_layernorm_backward(a->d_res, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln,
                                  m2, r2, res1, p->ln2_w + (size_t)l * D, BT, D);
@@ -237,6 +377,14 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
         mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
                                  m1, r1, in, p->ln1_w + (size_t)l * D, BT, D);
         /* d_res now holds d(in) */
+        if (l == first_moe && c->routing != MVMOE_ROUTING_DENSE &&
+            c->routing != MVMOE_ROUTING_TOKEN_LEARNED) {
+            /* the per-image router read `in`'s class-token rows: its gradient (gates of every
+             * MoE block + the router loss) joins d(in) there */
+            mvmoe_plan_gate_backward(a->rdp, a->rdgate, &a->plans[0]);
+            mvmoe_router_backward(a->d_res, T * D, g->router_w, a->rdz, a->rdp, a->rp, in, T * D,
+                                  p->router_w, B, D, E);
+        }
     }
 
     /* embedding: x0[b,0] = cls + pos[0]; x0[b,1+n] = pe[b,n] + pos[1+n] */

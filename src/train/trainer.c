@@ -38,6 +38,8 @@ void mvmoe_train_options_default(mvmoe_train_options *o) {
     o->crop_pad = 2;
     o->hflip = 1;
     o->superclass_lambda = 0.3f;
+    o->aux_weight = 0.01f;
+    o->capacity_ratio = 1.05f;
     o->eval_every = 1;
 }
 
@@ -67,6 +69,8 @@ static mvmoe_status check_options(const mvmoe_train_options *o, int n_train) {
     REQ(o->erase_prob >= 0 && o->erase_prob <= 1, "erase probability must be in [0, 1]");
     REQ(o->crop_pad >= 0, "crop padding must be >= 0");
     REQ(o->randaug_n >= 0 && o->randaug_m >= 0 && o->randaug_m <= 30, "randaug n, m out of range");
+    REQ(o->superclass_lambda >= 0 && o->aux_weight >= 0 && o->capacity_ratio >= 0,
+        "router loss weights and capacity ratio must be >= 0");
     REQ(o->ema_decay == 0, "--ema is not implemented yet (weights EMA); run without it");
 #undef REQ
     return MVMOE_OK;
@@ -125,9 +129,14 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                          const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user) {
     const mvmoe_config *c = &m->cfg;
     MVMOE_TRY(check_options(o, n_train));
-    if (c->routing != MVMOE_ROUTING_DENSE)
-        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "training routing '%s' is not implemented yet (dense only)",
-                   mvmoe_routing_name(c->routing));
+    if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS && !c->superclass_of)
+        MVMOE_FAIL(MVMOE_ERR_INVALID,
+                   "image-superclass routing trains its router on each label's super-class, but the "
+                   "model has no class -> super-class map; pass --superclasses MAP.json (made by "
+                   "'mvmoe superclasses') or use --routing image-learned");
+    m->superclass_lambda = o->superclass_lambda;
+    m->aux_weight = o->aux_weight;
+    m->capacity_ratio = o->capacity_ratio;
     if (ds->c != c->in_chans)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset %s has %d channels, the model expects %d",
                    ds->source ? ds->source : "", ds->c, c->in_chans);
@@ -196,7 +205,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                             (uint64_t)m->step);
 
         mvmoe_vit_forward(m, a, B, o->drop_path, o->seed, m->step);
-        double loss = mvmoe_vit_loss(a, B, K);
+        double loss = mvmoe_vit_loss(m, a, B, labels);
         mvmoe_vit_backward(m, a, B);
         double gnorm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, o->clip_norm);
         if (!isfinite(loss) || !isfinite(gnorm)) {

@@ -58,12 +58,21 @@ int main(int argc, char **argv) {
                      .beta2 = (float)meta_num(&bf, "beta2"), .eps = (float)meta_num(&bf, "eps"),
                      .weight_decay = (float)meta_num(&bf, "weight_decay")};
     float clip = (float)meta_num(&bf, "clip_norm");
+    /* MoE settings (optional metadata; the model's defaults otherwise) */
+    const char *mv;
+    if ((mv = mvmoe_st_meta(&bf, "superclass_lambda"))) m->superclass_lambda = (float)atof(mv);
+    if ((mv = mvmoe_st_meta(&bf, "aux_weight"))) m->aux_weight = (float)atof(mv);
+    if ((mv = mvmoe_st_meta(&bf, "capacity_ratio"))) m->capacity_ratio = (float)atof(mv);
+    if ((mv = mvmoe_st_meta(&bf, "route_noise"))) m->route_noise = atoi(mv);
     int steps = (int)meta_num(&bf, "steps");
 
     if (mvmoe_model_train_init(m, B)) die("allocating training state");
     mvmoe_acts *a = &m->train_acts;
     const mvmoe_layout *L = &m->layout;
-    int n_out = 2 + L->n * (1 + steps);
+    int n_out = 4 + L->n * (1 + steps);
+    float losses[3] = {0};
+    float *noise = NULL;
+    size_t noise_n = 0;
     mvmoe_st_out *out = calloc((size_t)n_out, sizeof *out);
     char (*names)[96] = calloc((size_t)n_out, sizeof *names);
     float *snap = malloc(sizeof(float) * L->total * (1 + steps));
@@ -78,11 +87,19 @@ int main(int argc, char **argv) {
         }
         mvmoe_targets_smoothed(a->targets, labels, B, K, smoothing);
         mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
-        double loss = mvmoe_vit_loss(a, B, K);
+        double loss = mvmoe_vit_loss(m, a, B, labels);
         if (s == steps) break;
         mvmoe_vit_backward(m, a, B);
         if (s == 0) {
             loss1 = (float)loss;
+            losses[0] = (float)a->loss_ce, losses[1] = (float)a->loss_router, losses[2] = (float)a->loss_aux;
+            if (c->routing != MVMOE_ROUTING_DENSE) {
+                /* the router noise this step used (learned routing), for the reference to reuse */
+                noise_n = (size_t)a->n_plans * a->n_route * c->experts;
+                noise = malloc(sizeof(float) * noise_n);
+                if (!noise) return 1;
+                memcpy(noise, a->rnoise, sizeof(float) * noise_n);
+            }
             memcpy(logits, a->logits, sizeof(float) * (size_t)B * K);
             memcpy(snap, m->grad_mem, sizeof(float) * L->total);
         }
@@ -94,6 +111,12 @@ int main(int argc, char **argv) {
     int n = 0;
     out[n++] = (mvmoe_st_out){.name = "logits", .ndim = 2, .shape = {B, K}, .data = logits};
     out[n++] = (mvmoe_st_out){.name = "loss", .ndim = 1, .shape = {1}, .data = &loss1};
+    /* loss parts: CE, router (super-class) loss, auxiliary (importance + load) losses */
+    out[n++] = (mvmoe_st_out){.name = "loss_parts", .ndim = 1, .shape = {3}, .data = losses};
+    if (noise)
+        out[n++] = (mvmoe_st_out){.name = "route_noise", .ndim = 3,
+                                  .shape = {m->train_acts.n_plans, m->train_acts.n_route, c->experts},
+                                  .data = noise};
     for (int s = 0; s <= steps; s++)
         for (int i = 0; i < L->n; i++) {
             const mvmoe_tensor_info *t = &L->t[i];
@@ -110,6 +133,6 @@ int main(int argc, char **argv) {
     if (mvmoe_st_write(argv[3], out, n, NULL, NULL, 0)) die("writing output");
     mvmoe_st_close(&bf);
     mvmoe_model_free(m);
-    free(img), free(lab), free(labels), free(out), free(names), free(snap), free(logits);
+    free(img), free(lab), free(labels), free(out), free(names), free(snap), free(logits), free(noise);
     return 0;
 }

@@ -1,0 +1,153 @@
+#!/usr/bin/python3
+"""Joins the per-framework results of bench/compare.sh into one table of absolute numbers and
+ratios; prints it and writes DIR/summary.json and DIR/summary.md.
+
+    bench/report.py DIR MODEL...
+
+Reads, per MODEL: DIR/MODEL.mvmoe.json (`mvmoe bench --json`), DIR/MODEL.torch.tN.json
+(torch_bench.py, one per thread count N) and, if present, DIR/MODEL.ort.json (ort_bench.js).
+Every ratio is "mvmoe's advantage": > 1 means mvmoe is faster (their time / our time, or our
+images/s / their images/s), measured in this one run.
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def sci(v):
+    return "-" if v is None else f"{v:.2e}"
+
+
+def model_summary(d, name):
+    ours = load(os.path.join(d, f"{name}.mvmoe.json"))
+    torch = {}
+    for p in glob.glob(os.path.join(d, f"{name}.torch.t*.json")):
+        r = load(p)
+        torch[int(r["threads"])] = r
+    ort_path = os.path.join(d, f"{name}.ort.json")
+    ort = {int(r["threads"]): r for r in load(ort_path)["runs"]} if os.path.exists(ort_path) else {}
+    ours_t = {int(r["threads"]): r for r in ours["runs"]}
+    threads = sorted(ours_t)
+    cfg = ours["config"]
+    rows = []  # (measure, threads, mvmoe, torch eager, torchscript, ort, ratios...)
+
+    def get(dct, t, *keys):
+        v = dct.get(t)
+        for k in keys:
+            if v is None:
+                return None
+            v = v.get(k)
+        return v
+
+    for t in threads:
+        o, te = ours_t[t]["train_images_per_s"], get(torch, t, "train", "train_images_per_s")
+        rows.append({"measure": "train images/s", "threads": t, "mvmoe": o, "torch_eager": te,
+                     "vs_torch_eager": ratio(o, te)})
+    for t in threads:
+        o = ours_t[t]["latency_ms_median"]
+        te, ts, on = (get(torch, t, "eager", "latency_ms_median"),
+                      get(torch, t, "torchscript", "latency_ms_median"), get(ort, t, "latency_ms_median"))
+        rows.append({"measure": "latency batch 1, ms", "threads": t, "mvmoe": o, "torch_eager": te,
+                     "torchscript": ts, "ort": on, "vs_torch_eager": ratio(te, o),
+                     "vs_torchscript": ratio(ts, o), "vs_ort": ratio(on, o)})
+    for t in threads:
+        o = ours_t[t]["infer_images_per_s"]
+        te, ts, on = (get(torch, t, "eager", "infer_images_per_s"),
+                      get(torch, t, "torchscript", "infer_images_per_s"), get(ort, t, "infer_images_per_s"))
+        rows.append({"measure": f"inference batch {ours['options']['infer_batch']}, images/s",
+                     "threads": t, "mvmoe": o, "torch_eager": te, "torchscript": ts, "ort": on,
+                     "vs_torch_eager": ratio(o, te), "vs_torchscript": ratio(o, ts), "vs_ort": ratio(o, on)})
+    best_ours = min(r["latency_ms_median"] for r in ours["runs"])
+    best_ort = min((r["latency_ms_median"] for r in ort.values()), default=None)
+    return {
+        "model": name,
+        "shape": f"{cfg['img_size']}x{cfg['img_size']}x{cfg['in_chans']}, {cfg['num_classes']} classes, "
+                 f"{ours['params'] / 1e6:.2f} M params, {ours['flops_per_image'] / 1e9:.3f} GFLOPs/image",
+        "train_batch": ours["options"]["batch"],
+        "rows": rows,
+        "latency_best_threads": {"mvmoe_ms": best_ours, "ort_ms": best_ort,
+                                 "vs_ort": ratio(best_ort, best_ours)},
+        "train_mfu": {t: ours_t[t]["train_mfu"] for t in threads},
+        "peak_gflops": {t: ours_t[t]["peak_gflops"] for t in threads},
+        "rss_over_analytic": max(r["rss_over_analytic"] for r in ours["runs"]),
+        "analytic_train_mib": ours["runs"][0]["bytes_train_total"] / 2**20,
+        "peak_rss_mib": max(r["peak_rss_bytes"] for r in ours["runs"]) / 2**20,
+        "check_max_abs_diff": {
+            "torch": max((r.get("check_max_abs_diff", 0) for r in torch.values()), default=None),
+            "ort": max((r.get("check_max_abs_diff", 0) for r in ort.values()), default=None),
+            "max_abs_logit": next((r.get("check_max_abs_logit") for r in torch.values()), None)},
+        "ort_available": bool(ort),
+    }
+
+
+COLS = [("measure", "measure"), ("threads", "thr"), ("mvmoe", "mvmoe"), ("torch_eager", "torch eager"),
+        ("torchscript", "torchscript"), ("ort", "ORT"), ("vs_torch_eager", "x eager"),
+        ("vs_torchscript", "x script"), ("vs_ort", "x ORT")]
+
+
+def markdown(summaries):
+    out = ["# mvmoe vs PyTorch vs ONNX Runtime", "",
+           "Ratios are mvmoe's advantage measured in this run (> 1: mvmoe faster).", ""]
+    for s in summaries:
+        out += [f"## {s['model']} ({s['shape']}; training batch {s['train_batch']})", "",
+                "| " + " | ".join(h for _, h in COLS) + " |",
+                "|" + "---|" * len(COLS)]
+        for r in s["rows"]:
+            out.append("| " + " | ".join(
+                fmt(r.get(k), 2 if k.startswith("vs_") else 1) if k != "threads" else str(r[k])
+                for k, _ in COLS) + " |")
+        lb = s["latency_best_threads"]
+        chk = s["check_max_abs_diff"]
+        mfu = ", ".join(f"{t} thr {100 * v:.1f}% of {s['peak_gflops'][t]:.0f} GFLOP/s"
+                        for t, v in s["train_mfu"].items())
+        out += ["",
+                f"- batch-1 latency, best thread setting: mvmoe {fmt(lb['mvmoe_ms'], 3)} ms, "
+                f"ORT {fmt(lb['ort_ms'], 3)} ms, x ORT {fmt(lb['vs_ort'], 2)}",
+                f"- training MFU (mvmoe): {mfu}",
+                f"- memory: peak RSS {s['peak_rss_mib']:.1f} MiB vs analytic (params+grads+AdamW+"
+                f"activations) {s['analytic_train_mib']:.1f} MiB: {s['rss_over_analytic']:.2f}x",
+                f"- same function: max |logits - mvmoe's| torch {sci(chk['torch'])}, ORT "
+                f"{sci(chk['ort']) if s['ort_available'] else '- (not run)'}"
+                f" (max |logit| {sci(chk['max_abs_logit'])})", ""]
+    return "\n".join(out)
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit("usage: bench/report.py DIR MODEL...")
+    d, names = sys.argv[1], sys.argv[2:]
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", n):
+            sys.exit(f"report: odd model name '{n}'")
+    summaries = [model_summary(d, n) for n in names]
+    with open(os.path.join(d, "summary.json"), "w") as f:
+        json.dump({"models": summaries}, f, indent=1)
+    md = markdown(summaries)
+    with open(os.path.join(d, "summary.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

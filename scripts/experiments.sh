@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The paper's comparisons at small scale on Fashion-MNIST (issue: "Experiments"):
+#   - dense vs Mobile V-MoE (image-superclass, E=4, k=1, L=2) at three widths, matched
+#     inference FLOPs (a k=1 MoE costs the dense model's FLOPs + the router's 2·D·E);
+#   - ablations at width 48 over E (3, 4, 5), L (1, 2, 4), k (1, 2) and the routing mode
+#     (image-superclass, image-learned, token-learned);
+#   - every configuration over SEEDS seeds.
+# Runs JOBS trainings at a time with THREADS threads each; a run whose eval file exists is
+# skipped, so the script can be stopped and started again (or split over machines).
+#
+# Usage: bash scripts/experiments.sh            (after `make`; hours on 2 cores)
+# Environment (defaults in brackets): MVMOE [build/mvmoe] DATA [/usr/share/datasets/fashion-mnist]
+#   MAPS [runs/maps: fmnist_E{3,4,5}.json from `mvmoe superclasses`; made from DENSE if missing]
+#   DENSE [a dense checkpoint for the maps] OUT [runs/experiments] EPOCHS [3] SEEDS ["0 1"]
+#   JOBS [1] THREADS [2] DEADLINE [unix time after which no new run starts; 0: none]
+#   ONLY [regex: run only jobs whose name matches] FULL [1: also E=5, L=1, L=4]
+#   MAX_IMAGES [0: all; else train on the first N training images (test: always all)] JOB_END [unix time at which unfinished runs
+#   are stopped; they start over on the next invocation]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MVMOE=${MVMOE:-build/mvmoe}
+DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+OUT=${OUT:-runs/experiments}
+MAPS=${MAPS:-runs/maps}
+EPOCHS=${EPOCHS:-3}
+SEEDS=${SEEDS:-"0 1"}
+JOBS=${JOBS:-1}
+THREADS=${THREADS:-2}
+DEADLINE=${DEADLINE:-0}
+ONLY=${ONLY:-.}
+mkdir -p "$OUT" "$MAPS"
+
+for E in 3 4 5; do
+    if [ ! -f "$MAPS/fmnist_E$E.json" ]; then
+        if [ -z "${DENSE:-}" ]; then
+            echo "experiments: $MAPS/fmnist_E$E.json is missing; set DENSE=CKPT (a trained dense model) to make it" >&2
+            exit 1
+        fi
+        OMP_NUM_THREADS=$THREADS "$MVMOE" superclasses --model "$DENSE" --data "$DATA" --experts "$E" \
+            --out "$MAPS/fmnist_E$E.json" --listing "$MAPS/fmnist_E$E.txt" || exit 1
+    fi
+done
+
+# name | model flags. Widths: 32 (2 heads), 48 (3 heads), 64 (4 heads); MLP 4x; depth 12; patch 4.
+width() { echo "--preset vit-12x64 --dim $1 --heads $(($1 / 16)) --mlp-dim $(($1 * 4))"; }
+SC="--routing image-superclass"
+jobs_list() { # longest first, so a parallel queue ends together
+    for w in 64 32 48; do
+        echo "dense-w$w|$(width $w)"
+        echo "moe-sc-E4-k1-L2-w$w|$(width $w) $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 2"
+    done
+    local w48; w48=$(width 48)
+    echo "moe-sc-E3-k1-L2-w48|$w48 $SC --superclasses $MAPS/fmnist_E3.json --top-k 1 --moe-layers 2"
+    echo "moe-sc-E4-k2-L2-w48|$w48 $SC --superclasses $MAPS/fmnist_E4.json --top-k 2 --moe-layers 2"
+    echo "moe-il-E4-k1-L2-w48|$w48 --routing image-learned --experts 4 --top-k 1 --moe-layers 2"
+    echo "moe-tl-E4-k1-L2-w48|$w48 --routing token-learned --experts 4 --top-k 1 --moe-layers 2"
+    if [ "${FULL:-0}" = 1 ]; then
+        echo "moe-sc-E5-k1-L2-w48|$w48 $SC --superclasses $MAPS/fmnist_E5.json --top-k 1 --moe-layers 2"
+        echo "moe-sc-E4-k1-L1-w48|$w48 $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 1"
+        echo "moe-sc-E4-k1-L4-w48|$w48 $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 4"
+    fi
+}
+
+run_one() { # name seed flags...
+    local name=$1 seed=$2; shift 2
+    local dir="$OUT/$name-s$seed"
+    [ -f "$dir/test.json" ] && return 0
+    if [ "$DEADLINE" != 0 ] && [ "$(date +%s)" -ge "$DEADLINE" ]; then return 0; fi
+    mkdir -p "$dir"
+    local limit=()
+    if [ "${JOB_END:-0}" != 0 ]; then
+        local left=$((JOB_END - $(date +%s)))
+        [ "$left" -gt 10 ] || return 0
+        limit=(timeout "$left")
+    fi
+    local cap=()
+    [ "${MAX_IMAGES:-0}" != 0 ] && cap=(--max-images "$MAX_IMAGES")
+    # shellcheck disable=SC2086
+    if OMP_NUM_THREADS=$THREADS "${limit[@]}" "$MVMOE" train --data "$DATA" --out "$dir/model.safetensors" \
+           --epochs "$EPOCHS" --batch 128 --lr 2e-3 --warmup 1 --seed "$seed" --threads "$THREADS" \
+           --eval-every 0 "${cap[@]}" "$@" > "$dir/train.log" 2>&1 &&
+       OMP_NUM_THREADS=$THREADS "$MVMOE" eval --model "$dir/model.safetensors" --data "$DATA" \
+           --split test --json > "$dir/test.json.tmp" 2>> "$dir/train.log"; then
+        mv "$dir/test.json.tmp" "$dir/test.json"
+        echo "done: $name seed $seed: $(grep -o '"top1":[0-9.]*' "$dir/test.json")"
+    else
+        echo "FAILED: $name seed $seed (see $dir/train.log)" >&2
+    fi
+}
+
+# the queue: every (job, seed), JOBS at a time
+running=0
+while IFS='|' read -r name flags; do
+    [[ "$name" =~ $ONLY ]] || continue
+    for seed in $SEEDS; do
+        # shellcheck disable=SC2086
+        run_one "$name" "$seed" $flags &
+        running=$((running + 1))
+        if [ "$running" -ge "$JOBS" ]; then
+            wait -n
+            running=$((running - 1))
+        fi
+    done
+done < <(jobs_list)
+wait
+
+# the summary: one report over every finished run (runs with the same name = seeds)
+args=()
+for f in "$OUT"/*/test.json; do
+    [ -f "$f" ] || continue
+    d=$(basename "$(dirname "$f")")
+    args+=(--run "${d%-s*}=$f")
+done
+if [ ${#args[@]} -gt 0 ]; then
+    "$MVMOE" report --out "$OUT/report.html" --json "$OUT/report.json" \
+        --title "Mobile V-MoE experiments on Fashion-MNIST ($EPOCHS epochs)" \
+        --superclasses "$MAPS/fmnist_E4.json" "${args[@]}" ||
+        echo "experiments: the report could not be written" >&2
+fi

@@ -1,0 +1,463 @@
+/* Super-class partition (paper Sec. 3.2) and map files: planted confusion blocks recovered
+ * exactly by METIS and spectral clustering, balanced non-empty groups on any graph (random,
+ * all-zero, disconnected, K = 1000), the E = 1 / E = K / invalid-E cases, determinism, and
+ * map save -> load round trips plus hostile map files. */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/rng.h"
+#include "mvmoe.h"
+#include "test_util.h"
+
+static const mvmoe_partition_method METHODS[2] = {MVMOE_PARTITION_METIS, MVMOE_PARTITION_SPECTRAL};
+static const char *METHOD_NAMES[2] = {"metis", "spectral"};
+
+/* Confusion with planted blocks: `group[i]` is class i's true group; heavy confusion inside a
+ * group, light noise across. */
+static void planted(int64_t *C, int K, const int *group, uint64_t seed, int inside, int across) {
+    mvmoe_rng r;
+    mvmoe_rng_init(&r, seed, 7);
+    for (int i = 0; i < K; i++)
+        for (int j = 0; j < K; j++) {
+            int64_t v;
+            if (i == j) v = 500;
+            else if (group[i] == group[j]) v = inside + (int64_t)mvmoe_rng_below(&r, (uint32_t)inside + 1);
+            else v = (int64_t)mvmoe_rng_below(&r, (uint32_t)across + 1);
+            C[(size_t)i * K + j] = v;
+        }
+}
+
+/* Same partition up to the labels of the groups. */
+static int same_partition(const int *a, const int *b, int K) {
+    for (int i = 0; i < K; i++)
+        for (int j = 0; j < K; j++)
+            if ((a[i] == a[j]) != (b[i] == b[j])) return 0;
+    return 1;
+}
+
+/* Every label in 0..E-1, every group non-empty, sizes within [lo, hi]. */
+static int check_groups(const int *p, int K, int E, int lo, int hi, const char *what) {
+    int *n = calloc((size_t)E, sizeof *n), ok = 1;
+    for (int i = 0; i < K; i++) {
+        if (p[i] < 0 || p[i] >= E) {
+            fprintf(stderr, "%s: class %d in group %d of %d\n", what, i, p[i], E);
+            free(n);
+            return 0;
+        }
+        n[p[i]]++;
+    }
+    for (int g = 0; g < E; g++)
+        if (n[g] < lo || n[g] > hi) {
+            fprintf(stderr, "%s: group %d has %d classes, want %d..%d\n", what, g, n[g], lo, hi);
+            ok = 0;
+        }
+    free(n);
+    return ok;
+}
+
+static double within_weight(const int64_t *C, int K, const int *p) {
+    double s = 0;
+    for (int i = 0; i < K; i++)
+        for (int j = 0; j < K; j++)
+            if (i != j && p[i] == p[j]) s += (double)C[(size_t)i * K + j];
+    return s;
+}
+
+static void test_planted_small(void) {
+    enum { K = 10 };
+    const int truth[K] = {0, 0, 0, 1, 1, 1, 1, 2, 2, 2};
+    int64_t C[K * K];
+    int p[K];
+    for (int m = 0; m < 2; m++)
+        for (uint64_t seed = 0; seed < 5; seed++) {
+            planted(C, K, truth, 100 + seed, 20, 3);
+            mvmoe_status s = mvmoe_superclass_partition(C, K, 3, METHODS[m], seed, p);
+            CHECK(s == MVMOE_OK, "%s: %s", METHOD_NAMES[m], mvmoe_last_error());
+            CHECK(same_partition(p, truth, K), "%s seed %llu: planted 3/4/3 blocks not recovered",
+                  METHOD_NAMES[m], (unsigned long long)seed);
+            /* canonical labels: numbered by first appearance */
+            CHECK(p[0] == 0 && p[3] == 1 && p[7] == 2, "%s: labels not canonical (%d %d %d)",
+                  METHOD_NAMES[m], p[0], p[3], p[7]);
+        }
+}
+
+/* 100 classes in 10 shuffled blocks of 10, like CIFAR-100's super-classes. */
+static void test_planted_shuffled(void) {
+    enum { K = 100, E = 10 };
+    int truth[K];
+    int32_t perm[K];
+    for (int i = 0; i < K; i++) perm[i] = i;
+    mvmoe_rng r;
+    mvmoe_rng_init(&r, 5, 1);
+    mvmoe_rng_shuffle_i32(&r, perm, K);
+    for (int i = 0; i < K; i++) truth[perm[i]] = i / 10;
+    int64_t *C = malloc(sizeof *C * K * K);
+    int p[K];
+    planted(C, K, truth, 9, 6, 2);
+    for (int m = 0; m < 2; m++) {
+        mvmoe_status s = mvmoe_superclass_partition(C, K, E, METHODS[m], 0, p);
+        CHECK(s == MVMOE_OK, "%s: %s", METHOD_NAMES[m], mvmoe_last_error());
+        CHECK(same_partition(p, truth, K), "%s: 10 shuffled blocks of 10 not recovered", METHOD_NAMES[m]);
+    }
+    free(C);
+}
+
+/* Random confusion (no structure): balance is all that can be asked, plus beating a random
+ * balanced assignment on within-group weight. */
+static void test_balance_random(void) {
+    const int Ks[4] = {10, 10, 37, 1000}, Es[4] = {4, 3, 5, 10};
+    const int lo[4] = {2, 3, 7, 97}, hi[4] = {3, 4, 8, 103};
+    for (int t = 0; t < 4; t++) {
+        int K = Ks[t], E = Es[t];
+        int64_t *C = malloc(sizeof *C * (size_t)K * K);
+        int *p = malloc(sizeof *p * (size_t)K), *base = malloc(sizeof *base * (size_t)K);
+        mvmoe_rng r;
+        mvmoe_rng_init(&r, 3 + (uint64_t)t, 2);
+        for (int i = 0; i < K * K; i++) C[i] = mvmoe_rng_below(&r, 4) == 0 ? mvmoe_rng_below(&r, 50) : 0;
+        for (int i = 0; i < K; i++) base[i] = i % E;
+        for (int m = 0; m < 2; m++) {
+            char what[64];
+            snprintf(what, sizeof what, "%s K=%d E=%d", METHOD_NAMES[m], K, E);
+            clock_t t0 = clock();
+            mvmoe_status s = mvmoe_superclass_partition(C, K, E, METHODS[m], 1, p);
+            double sec = (double)(clock() - t0) / CLOCKS_PER_SEC;
+            CHECK(s == MVMOE_OK, "%s: %s", what, mvmoe_last_error());
+            CHECK(check_groups(p, K, E, lo[t], hi[t], what), "%s: unbalanced", what);
+            CHECK(within_weight(C, K, p) > within_weight(C, K, base),
+                  "%s: within-group confusion %.0f not above a round-robin split's %.0f", what,
+                  within_weight(C, K, p), within_weight(C, K, base));
+            if (K >= 1000) printf("%s: %.2f s CPU\n", what, sec);
+        }
+        free(C);
+        free(p);
+        free(base);
+    }
+}
+
+/* Exhaustive search over balanced partitions of a small graph: the best within-group
+ * confusion any partition with sizes in [lo, hi] reaches. */
+typedef struct {
+    const int64_t *C;
+    int K, E, lo, hi, p[12], size[12];
+    double best;
+} brute;
+
+static void brute_rec(brute *b, int i, int used) {
+    if (used + (b->K - i) < b->E) return; /* too few classes left to open every group */
+    if (i == b->K) {
+        for (int g = 0; g < b->E; g++)
+            if (b->size[g] < b->lo) return;
+        double w = within_weight(b->C, b->K, b->p);
+        if (w > b->best) b->best = w;
+        return;
+    }
+    for (int g = 0; g < (used < b->E ? used + 1 : b->E); g++) {
+        if (b->size[g] >= b->hi) continue;
+        b->p[i] = g;
+        b->size[g]++;
+        brute_rec(b, i + 1, g == used ? used + 1 : used);
+        b->size[g]--;
+    }
+}
+
+/* Random sparse confusion on 8..11 classes into 3 or 4 groups, against the exhaustive
+ * optimum. Measured when written (200 graphs, seed 0): METIS optimal on 185, mean ratio
+ * 0.998, worst 0.934; spectral optimal on 162, mean 0.992, worst 0.823. The bounds below
+ * leave margin; a broken refinement or balance pass falls far below them. */
+static void test_quality(void) {
+    enum { N = 100 };
+    double sum[2] = {0, 0}, worst[2] = {1, 1};
+    int optimal[2] = {0, 0};
+    for (int t = 0; t < N; t++) {
+        brute b = {0};
+        int64_t C[11 * 11];
+        mvmoe_rng r;
+        mvmoe_rng_init(&r, (uint64_t)t, 99);
+        b.K = 8 + t % 4;
+        b.E = 3 + t % 2;
+        b.C = C;
+        for (int i = 0; i < b.K * b.K; i++) C[i] = mvmoe_rng_below(&r, 3) == 0 ? mvmoe_rng_below(&r, 40) : 0;
+        b.lo = b.K / b.E;                  /* the library's bounds at this size: */
+        b.hi = (b.K + b.E - 1) / b.E;      /* as even as integers allow */
+        b.best = -1;
+        brute_rec(&b, 0, 0);
+        for (int m = 0; m < 2; m++) {
+            int p[11];
+            CHECK(mvmoe_superclass_partition(C, b.K, b.E, METHODS[m], 0, p) == MVMOE_OK, "%s", mvmoe_last_error());
+            CHECK(check_groups(p, b.K, b.E, b.lo, b.hi, "quality"), "graph %d unbalanced", t);
+            double f = b.best > 0 ? within_weight(C, b.K, p) / b.best : 1.0;
+            sum[m] += f;
+            if (f < worst[m]) worst[m] = f;
+            optimal[m] += f >= 1.0;
+        }
+    }
+    for (int m = 0; m < 2; m++)
+        printf("%s vs exhaustive search, %d graphs: optimal %d, mean ratio %.4f, worst %.4f\n",
+               METHOD_NAMES[m], N, optimal[m], sum[m] / N, worst[m]);
+    CHECK(sum[0] / N >= 0.99 && worst[0] >= 0.90 && optimal[0] >= N * 8 / 10,
+          "METIS: mean %.4f worst %.4f optimal %d of %d", sum[0] / N, worst[0], optimal[0], N);
+    CHECK(sum[1] / N >= 0.98 && worst[1] >= 0.75 && optimal[1] >= N * 7 / 10,
+          "spectral: mean %.4f worst %.4f optimal %d of %d", sum[1] / N, worst[1], optimal[1], N);
+}
+
+static void test_degenerate_graphs(void) {
+    enum { K = 10 };
+    int64_t C[K * K];
+    int p[K];
+    /* no confusion at all: only the diagonal */
+    memset(C, 0, sizeof C);
+    for (int i = 0; i < K; i++) C[i * K + i] = 100;
+    for (int m = 0; m < 2; m++) {
+        mvmoe_status s = mvmoe_superclass_partition(C, K, 3, METHODS[m], 0, p);
+        CHECK(s == MVMOE_OK && check_groups(p, K, 3, 3, 4, "zero graph"), "%s zero graph: %s",
+              METHOD_NAMES[m], mvmoe_last_error());
+    }
+    /* two disconnected components of 5, into 4 groups: a zero cut exists (3+2 per side) */
+    const int comp[K] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
+    planted(C, K, comp, 4, 10, 0);
+    for (int m = 0; m < 2; m++) {
+        mvmoe_status s = mvmoe_superclass_partition(C, K, 4, METHODS[m], 0, p);
+        CHECK(s == MVMOE_OK && check_groups(p, K, 4, 2, 3, "disconnected"), "%s disconnected: %s",
+              METHOD_NAMES[m], mvmoe_last_error());
+        int mixed = 0;
+        for (int i = 0; i < K; i++)
+            for (int j = 0; j < K; j++) mixed |= p[i] == p[j] && comp[i] != comp[j];
+        CHECK(!mixed, "%s: a group spans both disconnected components", METHOD_NAMES[m]);
+    }
+    /* one isolated class (no confusion either way) among a confused clique */
+    for (int i = 0; i < K * K; i++) C[i] = (i / K == 9 || i % K == 9) ? 0 : 5;
+    for (int m = 0; m < 2; m++) {
+        mvmoe_status s = mvmoe_superclass_partition(C, K, 5, METHODS[m], 0, p);
+        CHECK(s == MVMOE_OK && check_groups(p, K, 5, 2, 2, "isolated"), "%s isolated class: %s",
+              METHOD_NAMES[m], mvmoe_last_error());
+    }
+}
+
+static void test_edge_cases(void) {
+    enum { K = 6 };
+    int64_t C[K * K];
+    int p[K];
+    for (int i = 0; i < K * K; i++) C[i] = i % 7;
+    for (int m = 0; m < 2; m++) {
+        for (int i = 0; i < K; i++) p[i] = -5;
+        CHECK(mvmoe_superclass_partition(C, K, 1, METHODS[m], 0, p) == MVMOE_OK, "E=1");
+        int zeros = 1, ident = 1;
+        for (int i = 0; i < K; i++) zeros &= p[i] == 0;
+        CHECK(zeros, "%s: E=1 must put every class in super-class 0", METHOD_NAMES[m]);
+        CHECK(mvmoe_superclass_partition(C, K, K, METHODS[m], 0, p) == MVMOE_OK, "E=K");
+        for (int i = 0; i < K; i++) ident &= p[i] == i;
+        CHECK(ident, "%s: E=K must be the identity", METHOD_NAMES[m]);
+        const int bad[3] = {0, -1, K + 1};
+        for (int b = 0; b < 3; b++) {
+            mvmoe_status s = mvmoe_superclass_partition(C, K, bad[b], METHODS[m], 0, p);
+            CHECK(s == MVMOE_ERR_INVALID && strstr(mvmoe_last_error(), "super-classes"),
+                  "E=%d: status %d, message '%s'", bad[b], (int)s, mvmoe_last_error());
+        }
+    }
+    CHECK(mvmoe_superclass_partition(C, 0, 1, MVMOE_PARTITION_METIS, 0, p) == MVMOE_ERR_INVALID, "K=0");
+    CHECK(mvmoe_superclass_partition(NULL, K, 2, MVMOE_PARTITION_METIS, 0, p) == MVMOE_ERR_INVALID, "NULL");
+    CHECK(mvmoe_superclass_partition(C, K, 2, (mvmoe_partition_method)7, 0, p) == MVMOE_ERR_INVALID,
+          "unknown method");
+    C[3] = -1;
+    mvmoe_status s = mvmoe_superclass_partition(C, K, 2, MVMOE_PARTITION_METIS, 0, p);
+    CHECK(s == MVMOE_ERR_INVALID && strstr(mvmoe_last_error(), "negative"), "negative count: '%s'",
+          mvmoe_last_error());
+    /* counts near INT64_MAX must not overflow the edge weights */
+    for (int i = 0; i < K * K; i++) C[i] = (i % 5 == 0) ? INT64_MAX / 2 : 1;
+    for (int m = 0; m < 2; m++) {
+        s = mvmoe_superclass_partition(C, K, 2, METHODS[m], 0, p);
+        CHECK(s == MVMOE_OK && check_groups(p, K, 2, 3, 3, "huge counts"), "%s huge counts: %s",
+              METHOD_NAMES[m], mvmoe_last_error());
+    }
+}
+
+static void test_determinism(void) {
+    enum { K = 30, E = 4 };
+    int64_t C[K * K];
+    int a[K], b[K];
+    mvmoe_rng r;
+    mvmoe_rng_init(&r, 11, 3);
+    for (int i = 0; i < K * K; i++) C[i] = mvmoe_rng_below(&r, 20);
+    for (int m = 0; m < 2; m++)
+        for (uint64_t seed = 0; seed < 3; seed++) {
+            CHECK(mvmoe_superclass_partition(C, K, E, METHODS[m], seed, a) == MVMOE_OK, "run 1");
+            CHECK(mvmoe_superclass_partition(C, K, E, METHODS[m], seed, b) == MVMOE_OK, "run 2");
+            CHECK(memcmp(a, b, sizeof a) == 0, "%s seed %llu: two runs differ", METHOD_NAMES[m],
+                  (unsigned long long)seed);
+        }
+}
+
+/* ---------------------------------------------------------------- map files */
+
+static char tmpdir[] = "/tmp/test_superclass_XXXXXX";
+
+static const char *write_tmp(const char *name, const char *text) {
+    static char path[256];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+    return path;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static void test_map_round_trip(void) {
+    enum { K = 5 };
+    const int map[K] = {0, 2, 1, 2, 0};
+    const char *names[K] = {"cat", NULL, "dog", "tiger \"stripes\"", "lynx"};
+    char path[256];
+    snprintf(path, sizeof path, "%s/map.json", tmpdir);
+    mvmoe_status s = mvmoe_superclass_map_save(path, map, K, 3, names, "metis", "unit test");
+    CHECK(s == MVMOE_OK, "save: %s", mvmoe_last_error());
+    int back[K], E = 0;
+    s = mvmoe_superclass_map_load(path, K, back, &E);
+    CHECK(s == MVMOE_OK && E == 3 && memcmp(back, map, sizeof map) == 0, "round trip: %s",
+          mvmoe_last_error());
+    char *text = slurp(path);
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    CHECK(o != NULL, "saved map is not JSON");
+    if (o) {
+        const cJSON *g = cJSON_GetObjectItem(o, "groups"), *sz = cJSON_GetObjectItem(o, "sizes");
+        const cJSON *g2 = cJSON_GetArrayItem(g, 2), *g0 = cJSON_GetArrayItem(g, 0);
+        CHECK(cJSON_GetArraySize(g) == 3 && cJSON_GetArraySize(sz) == 3, "groups/sizes length");
+        CHECK(cJSON_GetArrayItem(sz, 0)->valueint == 2 && cJSON_GetArrayItem(sz, 2)->valueint == 2,
+              "sizes");
+        CHECK(g2 && strcmp(cJSON_GetArrayItem(g2, 0)->valuestring, "1") == 0 &&
+                  strcmp(cJSON_GetArrayItem(g2, 1)->valuestring, "tiger \"stripes\"") == 0,
+              "group 2 names (NULL name -> index)");
+        CHECK(g0 && strcmp(cJSON_GetArrayItem(g0, 1)->valuestring, "lynx") == 0, "group 0 names");
+        CHECK(cJSON_GetObjectItem(o, "experts")->valueint == 3, "experts");
+        CHECK(strcmp(cJSON_GetObjectItem(o, "method")->valuestring, "metis") == 0, "method");
+        cJSON_Delete(o);
+    }
+    /* all names NULL, no method/source */
+    s = mvmoe_superclass_map_save(path, map, K, 3, NULL, NULL, NULL);
+    CHECK(s == MVMOE_OK && mvmoe_superclass_map_load(path, K, back, &E) == MVMOE_OK && E == 3,
+          "save without names: %s", mvmoe_last_error());
+    /* no temp file left behind */
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    CHECK(access(tmp, F_OK) != 0, "temporary file left behind");
+
+    /* plain text of K integers */
+    const char *tp = write_tmp("map.txt", "0 1\n 1\t2  0\n");
+    s = mvmoe_superclass_map_load(tp, K, back, &E);
+    CHECK(s == MVMOE_OK && E == 3 && back[0] == 0 && back[3] == 2, "text map: %s", mvmoe_last_error());
+
+    /* save rejects bad maps and unwritable places, leaving nothing */
+    const int bad[K] = {0, 3, 1, 2, 0};
+    CHECK(mvmoe_superclass_map_save(path, bad, K, 3, NULL, NULL, NULL) == MVMOE_ERR_INVALID, "range");
+    const int gap[K] = {0, 2, 0, 2, 0};
+    CHECK(mvmoe_superclass_map_save(path, gap, K, 3, NULL, NULL, NULL) == MVMOE_ERR_INVALID, "unused");
+    CHECK(mvmoe_superclass_map_save(path, map, K, 6, NULL, NULL, NULL) == MVMOE_ERR_INVALID, "E > K");
+    char nodir[300];
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/map.json", tmpdir);
+    s = mvmoe_superclass_map_save(nodir, map, K, 3, NULL, NULL, NULL);
+    CHECK(s == MVMOE_ERR_IO && strstr(mvmoe_last_error(), nodir), "unwritable: %d '%s'", (int)s,
+          mvmoe_last_error());
+}
+
+typedef struct {
+    const char *name, *text, *needle;
+} hostile;
+
+static void test_map_hostile(void) {
+    enum { K = 5 };
+    const hostile cases[] = {
+        {"count.json", "{\"superclass_of\": [0, 1, 1, 0]}", "4 classes"},
+        {"count.txt", "0 1 1 0", "4 entries"},
+        {"many.txt", "0 1 1 0 1 0", "more than 5"},
+        {"range.json", "{\"superclass_of\": [0, 1, 9, 0, 1]}", "superclass_of[2]"},
+        {"neg.json", "{\"superclass_of\": [0, -1, 1, 0, 1]}", "superclass_of[1]"},
+        {"frac.json", "{\"superclass_of\": [0, 1.5, 1, 0, 1]}", "1.5"},
+        {"str.json", "{\"superclass_of\": [0, \"1\", 1, 0, 1]}", "superclass_of[1]"},
+        {"range.txt", "0 1 5 0 1", "entry 2"},
+        {"neg.txt", "0 1 -2 0 1", "entry 2"},
+        {"unused.json", "{\"superclass_of\": [0, 0, 2, 2, 2]}", "super-class 1"},
+        {"unused.txt", "3 3 0 1 1", "super-class 2"},
+        {"experts.json", "{\"experts\": 3, \"superclass_of\": [0, 0, 1, 1, 1]}", "\"experts\": 3"},
+        {"notjson.json", "{\"superclass_of\": [0, 1, 1", "not valid JSON"},
+        {"noarray.json", "{\"map\": [0, 1, 1, 0, 1]}", "superclass_of"},
+        {"garbage.txt", "0 1 x 0 1", "'x'"},
+        {"array.json", "[0, 1, 1, 0, 1]", "not an integer"},
+        {"empty.txt", "", "0 entries"},
+        {"big.txt", "0 1 99999999999999999999 0 1", "entry 2"},
+    };
+    int sentinel[K];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *p = write_tmp(cases[c].name, cases[c].text);
+        for (int i = 0; i < K; i++) sentinel[i] = -7;
+        int E = -7;
+        mvmoe_status s = mvmoe_superclass_map_load(p, K, sentinel, &E);
+        CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), cases[c].needle) &&
+                  strstr(mvmoe_last_error(), p),
+              "%s: status %d, message '%s' (want '%s' and the path)", cases[c].name, (int)s,
+              mvmoe_last_error(), cases[c].needle);
+        CHECK(sentinel[0] == -7 && E == -7, "%s: output written on failure", cases[c].name);
+    }
+    /* binary (NUL inside) */
+    char path[256];
+    snprintf(path, sizeof path, "%s/nul.txt", tmpdir);
+    FILE *f = fopen(path, "wb");
+    fwrite("0 1\0 1 0 1", 1, 10, f);
+    fclose(f);
+    int m[K], E;
+    CHECK(mvmoe_superclass_map_load(path, K, m, &E) == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "binary"),
+          "NUL byte: '%s'", mvmoe_last_error());
+    /* huge (sparse) file: refused by size before reading */
+    snprintf(path, sizeof path, "%s/huge.json", tmpdir);
+    f = fopen(path, "wb");
+    CHECK(f && ftruncate(fileno(f), 64L * 1024 * 1024) == 0, "cannot make the huge file");
+    if (f) fclose(f);
+    mvmoe_status s = mvmoe_superclass_map_load(path, K, m, &E);
+    CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "bytes"), "huge file: %d '%s'", (int)s,
+          mvmoe_last_error());
+    /* missing file, a folder */
+    snprintf(path, sizeof path, "%s/missing.json", tmpdir);
+    s = mvmoe_superclass_map_load(path, K, m, &E);
+    CHECK(s == MVMOE_ERR_IO && strstr(mvmoe_last_error(), path), "missing: %d '%s'", (int)s, mvmoe_last_error());
+    s = mvmoe_superclass_map_load(tmpdir, K, m, &E);
+    CHECK(s == MVMOE_ERR_IO, "folder: %d '%s'", (int)s, mvmoe_last_error());
+    CHECK(mvmoe_superclass_map_load(path, 0, m, &E) == MVMOE_ERR_INVALID, "K = 0");
+}
+
+static void cleanup(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmpdir);
+}
+
+int main(void) {
+    test_planted_small();
+    test_planted_shuffled();
+    test_balance_random();
+    test_quality();
+    test_degenerate_graphs();
+    test_edge_cases();
+    test_determinism();
+    if (!mkdtemp(tmpdir)) {
+        CHECK(0, "mkdtemp: %s", strerror(errno));
+        TEST_MAIN_END("test_superclass");
+    }
+    test_map_round_trip();
+    test_map_hostile();
+    cleanup();
+    TEST_MAIN_END("test_superclass");
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Resource limits and crash safety of `mvmoe train` / `mvmoe eval` (docs/RELIABILITY.md), fast:
+#  1. --max-memory: a model + batch that cannot fit is refused before allocating, in well under
+#     a second, with a message giving the need and the limit (the default limit, 80 % of the
+#     memory available, refuses vit-12x384 at batch 65536, ~1 TiB); a bad size is a usage error.
+#  2. disk full while saving (RLIMIT_FSIZE, SIGXFSZ ignored so writes fail with EFBIG): exit 1
+#     with a message, the previous checkpoint byte-for-byte intact, no temp file left; a later
+#     --resume finishes with weights bit-identical to an uninterrupted run.
+#  3. one SIGKILL at a random moment, then --resume until done: bit-identical weights
+#     (tests/long/kill_resume.sh repeats this many times: make kill-resume-test).
+# Usage: tests/e2e/test_reliability.sh BUILD_DIR
+set -u
+BUILD=${1:-build}
+MV="$BUILD/mvmoe"
+DATA=/usr/share/datasets/fashion-mnist
+pass=0; fail=0
+ok()  { pass=$((pass+1)); echo "ok: $*"; }
+bad() { fail=$((fail+1)); echo "FAIL: $*"; }
+if [ ! -x "$MV" ] || [ ! -e "$DATA/train-images-idx3-ubyte.gz" ]; then
+  echo "FAIL: needs $MV (make) and $DATA (bash scripts/setup.sh)"; echo "0 passed, 1 failed"; exit 1
+fi
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+MODEL=(--dim 16 --depth 2 --heads 2 --mlp-dim 32 --patch 7)
+RUN=(--data "$DATA" --max-images 1000 --batch 50 --epochs 2 --lr 2e-3 --seed 5 --val-fraction 0.1)
+
+# ---- 1. memory limit
+start=$(date +%s%N)
+"$MV" train "${RUN[@]}" --preset vit-12x384 --batch 65536 --out "$T/big.safetensors" > "$T/big.out" 2> "$T/big.err"
+rc=$?
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ $rc -eq 1 ] && grep -q "not enough memory" "$T/big.err" && grep -q "TiB" "$T/big.err" \
+  && ok "vit-12x384 at batch 65536 refused (exit 1, ${ms} ms): $(head -c 160 "$T/big.err")" \
+  || { bad "vit-12x384 at batch 65536: exit $rc"; cat "$T/big.err"; }
+[ $ms -lt 5000 ] && ok "refused in ${ms} ms (< 5 s, nothing allocated)" || bad "refusal took ${ms} ms"
+[ ! -e "$T/big.safetensors" ] && ok "no checkpoint written" || bad "a checkpoint was written"
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --max-memory 100K --out "$T/small.safetensors" > /dev/null 2> "$T/small.err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "100.0 KiB (--max-memory)" "$T/small.err" && ok "--max-memory 100K refuses a 2-layer model" \
+  || { bad "--max-memory 100K: exit $rc"; cat "$T/small.err"; }
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --max-memory 12X --out "$T/small.safetensors" > /dev/null 2> "$T/usage.err"
+rc=$?
+[ $rc -eq 2 ] && grep -q -- "--max-memory" "$T/usage.err" && ok "--max-memory 12X is a usage error (exit 2)" \
+  || { bad "--max-memory 12X: exit $rc"; cat "$T/usage.err"; }
+
+# ---- reference: the uninterrupted run
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --max-memory 0 --out "$T/ref.safetensors" > "$T/ref.log" 2>&1 \
+  && ok "reference run (--max-memory 0: no limit)" || { bad "reference run failed"; tail -5 "$T/ref.log"; }
+"$MV" eval --model "$T/ref.safetensors" --data "$DATA" --max-images 200 --max-memory 1K > /dev/null 2> "$T/eval.err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "not enough memory" "$T/eval.err" && ok "eval --max-memory 1K refused" \
+  || { bad "eval --max-memory 1K: exit $rc"; cat "$T/eval.err"; }
+"$MV" eval --model "$T/ref.safetensors" --data "$DATA" --max-images 200 > /dev/null 2>&1 \
+  && ok "eval under the default limit runs" || bad "eval under the default limit failed"
+
+# ---- 2. disk full at the second checkpoint write
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --max-steps 18 --out "$T/d.safetensors" > "$T/d1.log" 2>&1 \
+  && ok "first part (18 steps) saved" || { bad "first part failed"; tail -5 "$T/d1.log"; }
+cp "$T/d.safetensors" "$T/d.before"; cp "$T/d.safetensors.state.safetensors" "$T/d.state.before"
+size=$(stat -c %s "$T/d.safetensors")
+# Files may grow to half the checkpoint: the next save cannot complete.
+( trap '' XFSZ; ulimit -f $(( size / 2048 )); exec "$MV" train "${RUN[@]}" --resume --out "$T/d.safetensors" ) > "$T/d2.log" 2>&1
+rc=$?
+[ $rc -eq 1 ] && ok "disk full: exit 1" || { bad "disk full: exit $rc"; tail -5 "$T/d2.log"; }
+grep -qiE "file too large|no space|cannot write" "$T/d2.log" && ok "disk full: message: $(grep -iE 'error' "$T/d2.log" | head -c 200)" \
+  || { bad "disk full: no write error message"; tail -5 "$T/d2.log"; }
+cmp -s "$T/d.safetensors" "$T/d.before" && cmp -s "$T/d.safetensors.state.safetensors" "$T/d.state.before" \
+  && ok "disk full: previous checkpoint and state intact" || bad "disk full: previous checkpoint changed"
+left=$(find "$T" -name '*.tmp.*' | wc -l)  # mvmoe_st_write's temp files: PATH.tmp.PID
+[ "$left" -eq 0 ] && ok "disk full: no temp file left" || { bad "disk full: $left temp files left"; ls -la "$T"; }
+"$MV" train "${RUN[@]}" --resume --out "$T/d.safetensors" > "$T/d3.log" 2>&1 \
+  && ok "resume after disk full" || { bad "resume after disk full failed"; tail -5 "$T/d3.log"; }
+cmp -s "$T/d.safetensors" "$T/ref.safetensors" && ok "disk full + resume: weights bit-identical" \
+  || bad "disk full + resume: weights differ from the uninterrupted run"
+
+# ---- 3. SIGKILL at a random moment, then resume until done (a longer run, so the kill lands)
+LONG=(--data "$DATA" --max-images 6000 --batch 50 --epochs 2 --lr 2e-3 --seed 7 --val-fraction 0.1)
+t0=$(date +%s%N)
+"$MV" train "${LONG[@]}" "${MODEL[@]}" --out "$T/kref.safetensors" > "$T/kref.log" 2>&1 \
+  || { bad "long reference run failed"; tail -5 "$T/kref.log"; }
+wall=$(awk -v n=$(( $(date +%s%N) - t0 )) 'BEGIN{printf "%.3f", n / 1e9}')
+killed=0
+for attempt in 1 2 3; do  # a kill that comes after the run ended does not count: try again
+  rm -f "$T/k.safetensors" "$T"/k.safetensors.*
+  "$MV" train "${LONG[@]}" "${MODEL[@]}" --out "$T/k.safetensors" > "$T/k1.log" 2>&1 &
+  pid=$!
+  delay=$(awk -v r=$RANDOM -v t="$wall" 'BEGIN{printf "%.3f", (0.05 + 0.85 * r / 32768) * t}')
+  sleep "$delay"; kill -KILL $pid 2>/dev/null; { wait $pid; } 2>/dev/null; rc=$?
+  [ $rc -eq 137 ] && { killed=1; break; }
+done
+[ $killed -eq 1 ] && ok "SIGKILL landed after ${delay} s of a ${wall} s run" || bad "no SIGKILL landed in 3 tries (run ${wall} s)"
+tries=0
+until [ $tries -ge 5 ]; do
+  tries=$((tries+1))
+  if [ -e "$T/k.safetensors" ]; then
+    "$MV" train "${LONG[@]}" --resume --out "$T/k.safetensors" > "$T/k2.log" 2>&1 && break
+  else
+    "$MV" train "${LONG[@]}" "${MODEL[@]}" --out "$T/k.safetensors" > "$T/k2.log" 2>&1 && break
+  fi
+done
+cmp -s "$T/k.safetensors" "$T/kref.safetensors" && ok "SIGKILL + resume: weights bit-identical" \
+  || { bad "SIGKILL + resume: weights differ"; tail -3 "$T/k2.log"; }
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
