@@ -30,7 +30,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: mvmoe COMMAND [flags]   (mvmoe COMMAND --help for its flags)\n\n"
                "Trains, evaluates and runs small Vision Transformers on the CPU.\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n  --help     this message\n  --version  print the version\n");
 }
 
