@@ -44,7 +44,7 @@ for trial in $(seq 1 "$TRIALS"); do
     pid=$!
     if [ $kills -lt "$KILLS" ]; then
       # a random moment within the reference run's length (later kills may find it finished)
-      delay=$(awk -v r=$RANDOM -v t="$ref_s" 'BEGIN{printf "%.3f", (r / 32768) * t}')
+      delay=$(awk -v r=$RANDOM -v t="$ref_s" 'BEGIN{printf "%.3f", (0.02 + 0.9 * r / 32768) * t}')
       sleep "$delay"
       kill -KILL $pid 2>/dev/null
     fi
