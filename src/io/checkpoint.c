@@ -24,9 +24,13 @@ mvmoe_status mvmoe_model_save(const mvmoe_model *m, const char *path) {
     char *json = NULL;
     mvmoe_status s = mvmoe_config_to_json(&m->cfg, &json);
     if (s == MVMOE_OK) {
-        const char *keys[] = {"config", "format"};
-        const char *vals[] = {json, "mvmoe-0.1"};
-        s = mvmoe_st_write(path, t, L->n, keys, vals, 2);
+        /* the optimizer step these weights are at: --resume checks it against the state file,
+         * so a crash between writing the two files cannot silently mix them */
+        char step[32];
+        snprintf(step, sizeof step, "%lld", (long long)m->step);
+        const char *keys[] = {"config", "format", "step"};
+        const char *vals[] = {json, "mvmoe-0.1", step};
+        s = mvmoe_st_write(path, t, L->n, keys, vals, 3);
     }
     free(json);
     free(t);
@@ -185,6 +189,12 @@ mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_l
     mvmoe_model *m = NULL;
     if (s == MVMOE_OK) s = mvmoe_model_alloc(&m, &c);
     if (s == MVMOE_OK) s = load_tensors(m, &f, src_grid);
+    if (s == MVMOE_OK) {
+        const char *step = mvmoe_st_meta(&f, "step");
+        char *end = NULL;
+        long long v = step ? strtoll(step, &end, 10) : -1;
+        m->ckpt_step = step && end && !*end && v >= 0 ? v : -1;
+    }
     mvmoe_config_free(&c);
     mvmoe_st_close(&f);
     if (s != MVMOE_OK) {

@@ -30,6 +30,7 @@ mvmoe_status mvmoe_model_alloc(mvmoe_model **out, const mvmoe_config *c) {
     m->aux_weight = 0.01f;
     m->capacity_ratio = 1.05f;
     m->route_noise = 1;
+    m->ckpt_step = -1;
     *out = m;
     return MVMOE_OK;
 }

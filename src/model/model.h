@@ -88,6 +88,7 @@ struct mvmoe_model {
     mvmoe_params g;
     float *adam_m, *adam_v; /* [layout.total] each */
     int64_t step;       /* optimizer steps taken */
+    int64_t ckpt_step;  /* the step recorded in the loaded checkpoint (-1: none / not loaded) */
     mvmoe_acts train_acts;
     mvmoe_acts infer_acts;
     /* MoE training settings (set by the trainer; defaults from mvmoe_model_alloc) */

@@ -88,8 +88,8 @@ static mvmoe_status save_all(const mvmoe_model *m, const char *out) {
     mvmoe_st_out t[2] = {{.name = "adamw.exp_avg", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_m},
                          {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_v}};
     const char *keys[] = {"step", "arena_floats"}, *vals[] = {step, total};
-    /* state first: a crash between the two leaves a state one epoch ahead of the model, which
-     * resume detects by the step check rather than silently mixing them */
+    /* state first, then the weights; both record the step, so a crash between the two writes
+     * is detected by --resume (load_state) instead of silently mixing them */
     MVMOE_TRY(mvmoe_st_write(sp, t, 2, keys, vals, 2));
     return mvmoe_model_save(m, out);
 }
@@ -109,6 +109,12 @@ static mvmoe_status load_state(mvmoe_model *m, const char *path) {
                             "%s: not an mvmoe optimizer state (needs step, adamw.exp_avg, adamw.exp_avg_sq)", sp);
     if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tm, m->adam_m, m->layout.total);
     if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tv, m->adam_v, m->layout.total);
+    if (s == MVMOE_OK && m->ckpt_step >= 0 && m->ckpt_step != st)
+        s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
+                            "%s is at step %lld but its optimizer state %s is at step %lld (the run was "
+                            "stopped between writing the two); restart from an earlier copy or train "
+                            "anew with --init %s",
+                            path, (long long)m->ckpt_step, sp, st, path);
     if (s == MVMOE_OK) m->step = st;
     mvmoe_st_close(&f);
     return s;

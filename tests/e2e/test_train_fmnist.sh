@@ -47,6 +47,12 @@ PY
 "$MV" train "${COMMON[@]}" --epochs 1 --max-steps 18 --out "$T/b.safetensors" --resume > "$T/b2.log" 2>&1 \
   && ok "resume exits 0" || { bad "resume failed"; tail -5 "$T/b2.log"; }
 cmp -s "$T/a.safetensors" "$T/b.safetensors" && ok "resumed weights are bit-identical" || bad "resumed weights differ"
+# weights and optimizer state from different steps (a crash between the two writes) are refused
+"$MV" train "${COMMON[@]}" "${MODEL[@]}" --epochs 1 --max-steps 5 --out "$T/c.safetensors" > /dev/null 2>&1
+cp "$T/c.safetensors.state.safetensors" "$T/a.safetensors.state.safetensors"
+"$MV" train "${COMMON[@]}" --epochs 1 --max-steps 5 --out "$T/a.safetensors" --resume > "$T/mix.log" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "is at step 30 but its optimizer state" "$T/mix.log" && ok "mixed weights/state refused" \
+  || { bad "mixed weights/state: rc $rc"; tail -2 "$T/mix.log"; }
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
