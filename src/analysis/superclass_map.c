@@ -15,6 +15,7 @@
 
 #include "analysis/superclass.h"
 #include "core/status.h"
+#include "io/atomic.h"
 
 /* Far above any real map (K ints plus K names), far below anything that hurts to read. */
 #define MAP_MAX_BYTES (16L * 1024 * 1024)
@@ -247,71 +248,11 @@ static char *build_json(const int *map, int K, int E, const char *const *names, 
     return text;
 }
 
-/* Writes text to tmp and syncs it; removes tmp on failure. */
-static mvmoe_status write_tmp(const char *path, const char *tmp, const char *text) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0)
-        MVMOE_FAIL(MVMOE_ERR_IO,
-                   "%s: cannot create the temporary file '%s': %s; check that the folder exists "
-                   "and is writable",
-                   path, tmp, strerror(errno));
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        MVMOE_FAIL(MVMOE_ERR_IO, "%s: cannot open a stream on '%s': %s", path, tmp, strerror(e));
-    }
-    const char *step = "writing";
+/* The map's JSON text and a final newline, for mvmoe_atomic_write. */
+static int map_body(FILE *fp, void *ctx) {
+    const char *text = ctx;
     size_t len = strlen(text);
-    errno = 0;
-    int e = (fwrite(text, 1, len, fp) != len || fputc('\n', fp) == EOF) ? (errno ? errno : EIO) : 0;
-    errno = 0;
-    if (!e && fflush(fp) != 0) {
-        e = errno ? errno : EIO;
-        step = "flushing";
-    }
-    if (!e && fsync(fileno(fp)) != 0) {
-        e = errno;
-        step = "syncing";
-    }
-    errno = 0;
-    if (fclose(fp) != 0 && !e) { /* a delayed write error (e.g. disk full) shows up here */
-        e = errno ? errno : EIO;
-        step = "closing";
-    }
-    if (e) {
-        unlink(tmp);
-        MVMOE_FAIL(MVMOE_ERR_IO,
-                   "%s: %s the temporary file '%s' failed: %s; the previous file (if any) is "
-                   "unchanged; check free disk space",
-                   path, step, tmp, strerror(e));
-    }
-    return MVMOE_OK;
-}
-
-/* After the rename: sync the folder so the new entry survives a crash. */
-static mvmoe_status sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    size_t len = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
-    char *dir;
-    MVMOE_ALLOC(dir, len + 1, "super-class map folder name");
-    memcpy(dir, slash ? path : ".", len);
-    int e = 0, fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        e = errno;
-    } else {
-        if (fsync(fd) != 0 && errno != EINVAL) e = errno; /* some file systems cannot */
-        close(fd);
-    }
-    mvmoe_status s = MVMOE_OK;
-    if (e)
-        s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
-                            "%s: written, but syncing its folder '%s' failed: %s; the new file may "
-                            "not survive a crash",
-                            path, dir, strerror(e));
-    free(dir);
-    return s;
+    return fwrite(text, 1, len, fp) != len || fputc('\n', fp) == EOF ? (errno ? errno : EIO) : 0;
 }
 
 mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_of, int K, int E,
@@ -340,26 +281,7 @@ mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_o
     free(count);
     char *text = build_json(superclass_of, K, E, class_names, method, source);
     if (!text) MVMOE_FAIL(MVMOE_ERR_NOMEM, "super-class map '%s': out of memory building the JSON", path);
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = malloc(tmp_len);
-    mvmoe_status s;
-    if (!tmp) {
-        s = mvmoe_error_set(MVMOE_ERR_NOMEM, __FILE__, __LINE__,
-                            "%s: out of memory for the temporary file name", path);
-    } else {
-        snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-        s = write_tmp(path, tmp, text);
-        if (s == MVMOE_OK && rename(tmp, path) != 0) {
-            int e = errno;
-            unlink(tmp);
-            s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
-                                "%s: cannot rename the temporary file '%s' over it: %s; the "
-                                "previous file (if any) is unchanged",
-                                path, tmp, strerror(e));
-        }
-        if (s == MVMOE_OK) s = sync_dir(path);
-    }
-    free(tmp);
+    mvmoe_status s = mvmoe_atomic_write(path, map_body, text);
     cJSON_free(text);
     return s;
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/status.h"
+#include "io/atomic.h"
 
 /* mvmoe_st_open reads the whole file into memory; far beyond any model this project trains. */
 #define ST_MAX_FILE ((uint64_t)64 << 30)
@@ -925,73 +926,17 @@ static int st_write_body(FILE *fp, const char *json, size_t jlen, size_t pad,
     return e;
 }
 
-/* Creates tmp, writes and syncs it. On failure removes tmp (if we created it). */
-static mvmoe_status st_write_tmp(const char *path, const char *tmp, const char *json, size_t jlen,
-                                 size_t pad, const mvmoe_st_out *tensors, int n) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        MVMOE_FAIL(MVMOE_ERR_IO,
-                   "%s: cannot create the temporary file '%s': %s; check that the directory "
-                   "exists and is writable",
-                   path, tmp, strerror(errno));
-    }
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        MVMOE_FAIL(MVMOE_ERR_IO, "%s: cannot open a stream on '%s': %s", path, tmp, strerror(e));
-    }
-    const char *step = "writing";
-    int e = st_write_body(fp, json, jlen, pad, tensors, n);
-    errno = 0;
-    if (!e && fflush(fp) != 0) {
-        e = errno ? errno : EIO;
-        step = "flushing";
-    }
-    if (!e && fsync(fileno(fp)) != 0) {
-        e = errno;
-        step = "syncing";
-    }
-    errno = 0;
-    if (fclose(fp) != 0 && !e) { /* a delayed write error (e.g. disk full) shows up here */
-        e = errno ? errno : EIO;
-        step = "closing";
-    }
-    if (e) {
-        unlink(tmp);
-        MVMOE_FAIL(MVMOE_ERR_IO,
-                   "%s: %s the temporary file '%s' failed: %s; the previous file (if any) is "
-                   "unchanged; check free disk space",
-                   path, step, tmp, strerror(e));
-    }
-    return MVMOE_OK;
-}
+/* The file's bytes, for mvmoe_atomic_write. */
+typedef struct {
+    const char *json;
+    size_t jlen, pad;
+    const mvmoe_st_out *tensors;
+    int n;
+} st_body_ctx;
 
-/* After rename: sync the directory so the new entry survives a crash. */
-static mvmoe_status st_sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    size_t len = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
-    char *dir;
-    MVMOE_ALLOC(dir, len + 1, "safetensors directory name");
-    memcpy(dir, slash ? path : ".", len);
-    int e = 0, fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        e = errno;
-    } else {
-        /* Some file systems cannot sync directories (EINVAL): nothing more can be done. */
-        if (fsync(fd) != 0 && errno != EINVAL) e = errno;
-        close(fd);
-    }
-    mvmoe_status s = MVMOE_OK;
-    if (e) {
-        s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
-                            "%s: written, but syncing its directory '%s' failed: %s; the new file "
-                            "may not survive a crash",
-                            path, dir, strerror(e));
-    }
-    free(dir);
-    return s;
+static int st_body(FILE *fp, void *ctx) {
+    const st_body_ctx *c = ctx;
+    return st_write_body(fp, c->json, c->jlen, c->pad, c->tensors, c->n);
 }
 
 mvmoe_status mvmoe_st_write(const char *path, const mvmoe_st_out *tensors, int n,
@@ -1001,26 +946,8 @@ mvmoe_status mvmoe_st_write(const char *path, const mvmoe_st_out *tensors, int n
     char *json = st_build_header(path, tensors, n, meta_keys, meta_values, n_meta);
     if (!json) return MVMOE_ERR_NOMEM;
     size_t jlen = strlen(json), pad = (8 - jlen % 8) % 8; /* data starts 8-byte aligned */
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = malloc(tmp_len);
-    mvmoe_status s;
-    if (!tmp) {
-        s = mvmoe_error_set(MVMOE_ERR_NOMEM, __FILE__, __LINE__,
-                            "%s: out of memory for the temporary file name", path);
-    } else {
-        snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-        s = st_write_tmp(path, tmp, json, jlen, pad, tensors, n);
-        if (s == MVMOE_OK && rename(tmp, path) != 0) {
-            int e = errno;
-            unlink(tmp);
-            s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
-                                "%s: cannot rename the temporary file '%s' over it: %s; the "
-                                "previous file (if any) is unchanged",
-                                path, tmp, strerror(e));
-        }
-        if (s == MVMOE_OK) s = st_sync_dir(path);
-    }
-    free(tmp);
+    st_body_ctx c = {json, jlen, pad, tensors, n};
+    mvmoe_status s = mvmoe_atomic_write(path, st_body, &c);
     cJSON_free(json);
     return s;
 }

@@ -1,0 +1,98 @@
+/* Atomic file replacement (see atomic.h). */
+#include "io/atomic.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/status.h"
+
+/* Creates tmp, writes and syncs it. On failure removes tmp (if we created it). */
+static mvmoe_status write_tmp(const char *path, const char *tmp, mvmoe_atomic_body body, void *ctx) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        MVMOE_FAIL(MVMOE_ERR_IO,
+                   "%s: cannot create the temporary file '%s': %s; check that the directory "
+                   "exists and is writable",
+                   path, tmp, strerror(errno));
+    }
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        MVMOE_FAIL(MVMOE_ERR_IO, "%s: cannot open a stream on '%s': %s", path, tmp, strerror(e));
+    }
+    const char *step = "writing";
+    errno = 0;
+    int e = body(fp, ctx);
+    errno = 0;
+    if (!e && fflush(fp) != 0) {
+        e = errno ? errno : EIO;
+        step = "flushing";
+    }
+    if (!e && fsync(fileno(fp)) != 0) {
+        e = errno;
+        step = "syncing";
+    }
+    errno = 0;
+    if (fclose(fp) != 0 && !e) { /* a delayed write error (e.g. disk full) shows up here */
+        e = errno ? errno : EIO;
+        step = "closing";
+    }
+    if (e) {
+        unlink(tmp);
+        MVMOE_FAIL(MVMOE_ERR_IO,
+                   "%s: %s the temporary file '%s' failed: %s; the previous file (if any) is "
+                   "unchanged; check free disk space",
+                   path, step, tmp, strerror(e));
+    }
+    return MVMOE_OK;
+}
+
+/* After rename: sync the directory so the new entry survives a crash. */
+static mvmoe_status sync_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
+    char *dir;
+    MVMOE_ALLOC(dir, len + 1, "folder name");
+    memcpy(dir, slash ? path : ".", len);
+    int e = 0, fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        e = errno;
+    } else {
+        /* Some file systems cannot sync directories (EINVAL): nothing more can be done. */
+        if (fsync(fd) != 0 && errno != EINVAL) e = errno;
+        close(fd);
+    }
+    mvmoe_status s = MVMOE_OK;
+    if (e) {
+        s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
+                            "%s: written, but syncing its directory '%s' failed: %s; the new file "
+                            "may not survive a crash",
+                            path, dir, strerror(e));
+    }
+    free(dir);
+    return s;
+}
+
+mvmoe_status mvmoe_atomic_write(const char *path, mvmoe_atomic_body body, void *ctx) {
+    size_t tmp_len = strlen(path) + 32;
+    char *tmp = malloc(tmp_len);
+    if (!tmp) MVMOE_FAIL(MVMOE_ERR_NOMEM, "%s: out of memory for the temporary file name", path);
+    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
+    mvmoe_status s = write_tmp(path, tmp, body, ctx);
+    if (s == MVMOE_OK && rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
+                            "%s: cannot rename the temporary file '%s' over it: %s; the "
+                            "previous file (if any) is unchanged",
+                            path, tmp, strerror(e));
+    }
+    if (s == MVMOE_OK) s = sync_dir(path);
+    free(tmp);
+    return s;
+}
