@@ -8,6 +8,7 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
+#include "memlimit.h"
 #include "mvmoe.h"
 
 #define MAX_THREAD_SETTINGS 8
@@ -40,7 +41,8 @@ static void print_help(void) {
            "  --threads N,N,... (0: all cores) [1,2]\n"
            "  --infer-batch N [%d]  --infer-reps N [%d]  --latency-reps N [%d]\n"
            "  --seed N [%llu]       random weights (--preset), inputs and labels\n"
-           "  --peak-gflops X,...   FP32 peak per thread setting instead of measuring it\n\n"
+           "  --peak-gflops X,...   FP32 peak per thread setting instead of measuring it\n"
+           MVMOE_CLI_MEMLIMIT_HELP "\n"
            "Output:\n"
            "  --save-weights CKPT  write the model's weights (before any step) to CKPT\n"
            "  --check-out FILE     write 8 random images and their logits (before any step)\n"
@@ -61,6 +63,7 @@ typedef struct bench_args {
     int routing_given;
     mvmoe_routing routing;
     mvmoe_bench_options o;
+    mvmoe_cli_memlimit mem;
 } bench_args;
 
 typedef struct {
@@ -141,6 +144,7 @@ static int parse(bench_args *b, int argc, char **argv) {
     while (rc == 0 && (kind = mvmoe_args_next(&a, &pos)) >= 0) {
         if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (give the model with --preset NAME or --model CKPT)", pos);
         if (table_flag(&a, b, &rc)) continue;
+        if (mvmoe_cli_memlimit_flag(&a, &b->mem, &rc)) continue;
         if (mvmoe_args_is(&a, "--preset")) rc = mvmoe_args_str(&a, &b->preset);
         else if (mvmoe_args_is(&a, "--model")) rc = mvmoe_args_str(&a, &b->model);
         else if (mvmoe_args_is(&a, "--save-weights")) rc = mvmoe_args_str(&a, &b->save_weights);
@@ -314,13 +318,19 @@ static int print_json(const bench_args *b, const mvmoe_config *c, const mvmoe_be
 static int run(bench_args *b) {
     mvmoe_model *m = NULL;
     int rc = 0;
+    /* training and inference arenas both live while benchmarking: bound them by the larger
+     * batch, before a preset's weights are allocated (a checkpoint's are, once loaded) */
+    int batch = b->o.batch > b->o.infer_batch ? b->o.batch : b->o.infer_batch;
     if (b->preset) {
         mvmoe_config c;
         if ((rc = preset_config(b, &c)) != 0) return rc;
-        if (mvmoe_model_create(&m, &c, b->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("bench");
+        rc = mvmoe_cli_memlimit_check("bench", &b->mem, &c, batch, 1, 0);
+        if (rc == 0 && mvmoe_model_create(&m, &c, b->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("bench");
         mvmoe_config_free(&c);
     } else if (mvmoe_model_load(&m, b->model, NULL) != MVMOE_OK) {
         rc = mvmoe_cli_fail("bench");
+    } else {
+        rc = mvmoe_cli_memlimit_check("bench", &b->mem, mvmoe_model_config(m), batch, 1, 1);
     }
     if (rc == 0 && b->save_weights && mvmoe_model_save(m, b->save_weights) != MVMOE_OK)
         rc = mvmoe_cli_fail("bench");

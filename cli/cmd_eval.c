@@ -18,7 +18,7 @@
 static const char SYNOPSIS[] =
     "usage: mvmoe eval --model M.safetensors --data DIR [--split test] [--logits OUT.f32]\n"
     "                  [--json] [--batch 256] [--threads 0] [--max-images 0]\n"
-    "                  [--heads N --mean a,b,c --std a,b,c --img-size N]\n";
+    "                  [--heads N --mean a,b,c --std a,b,c --img-size N] [--adaptive-k P]\n";
 
 static void print_help(void) {
     printf("%s\n", SYNOPSIS);
@@ -135,6 +135,16 @@ static int write_logits(const char *path, float *logits, size_t count) {
 
 /* ---------------------------------------------------------------- reports */
 
+/* FLOPs per image at the measured experts per item: the expert MLPs are linear in k, so
+ * f(k) = f(1) + (k - 1)·(f(2) - f(1)); equals mvmoe_config_flops when every choice ran. */
+static double measured_flops(const mvmoe_config *c, const mvmoe_moe_eval *me) {
+    mvmoe_config one = *c, two = *c;
+    one.top_k = 1;
+    two.top_k = 2;
+    double f1 = mvmoe_config_flops(&one);
+    return f1 + (me->experts_per_item - 1) * (mvmoe_config_flops(&two) - f1);
+}
+
 static int64_t row_total(const mvmoe_eval_result *r, int k) {
     int64_t s = 0;
     for (int j = 0; j < r->num_classes; j++) s += r->confusion[(size_t)k * (size_t)r->num_classes + (size_t)j];
@@ -174,7 +184,12 @@ static void print_text(const eval_args *e, const mvmoe_config *c, const mvmoe_da
         const mvmoe_moe_eval *me = &r->moe;
         int64_t total = 0;
         for (int x = 0; x < me->experts; x++) total += me->expert_load[x];
-        printf("\nrouting: %s, %d experts, top-%d\n", mvmoe_routing_name(c->routing), me->experts, c->top_k);
+        printf("\nrouting: %s, %d experts, top-%d", mvmoe_routing_name(c->routing), me->experts, c->top_k);
+        if (e->load.o.adaptive_k > 0)
+            printf(" adaptive (below top probability %g): %.3f experts per %s, %.2f MFLOPs per image",
+                   (double)e->load.o.adaptive_k, me->experts_per_item,
+                   c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? "token" : "image", measured_flops(c, me) / 1e6);
+        printf("\n");
         if (me->router_acc >= 0) printf("router accuracy (top-1 expert = super-class of the label): %.2f%%\n", 100.0 * me->router_acc);
         printf("  %6s  %8s  %7s  %9s\n", "expert", "load", "images", "accuracy");
         for (int x = 0; x < me->experts; x++) {
@@ -248,12 +263,15 @@ static int print_json(const eval_args *e, const mvmoe_config *c, const mvmoe_dat
     }
     ok &= cJSON_AddNumberToObject(o, "params", (double)mvmoe_config_num_params(c)) != NULL;
     ok &= cJSON_AddNumberToObject(o, "active_params", (double)mvmoe_config_active_params(c)) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "flops", mvmoe_config_flops(c)) != NULL;
+    /* the FLOPs actually spent: with adaptive k, fewer than the config's top_k */
+    ok &= cJSON_AddNumberToObject(o, "flops", r->moe.experts > 0 ? measured_flops(c, &r->moe) : mvmoe_config_flops(c)) != NULL;
     if (ok && r->moe.experts > 0) {
         const mvmoe_moe_eval *me = &r->moe;
         cJSON *moe = cJSON_AddObjectToObject(o, "moe");
         ok &= moe != NULL;
         ok &= ok && cJSON_AddNumberToObject(moe, "experts", me->experts) != NULL;
+        ok &= ok && cJSON_AddNumberToObject(moe, "experts_per_item", me->experts_per_item) != NULL;
+        ok &= ok && cJSON_AddNumberToObject(moe, "adaptive_k", e->load.o.adaptive_k) != NULL;
         ok &= ok && (me->router_acc >= 0 ? cJSON_AddNumberToObject(moe, "router_acc", me->router_acc)
                                          : cJSON_AddNullToObject(moe, "router_acc")) != NULL;
         cJSON *load = ok ? cJSON_AddArrayToObject(moe, "expert_load") : NULL;

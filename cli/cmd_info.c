@@ -50,8 +50,9 @@ static int parse(info_args *in, int argc, char **argv) {
     if (rc) return rc;
     if (!in->ckpt == !in->preset)
         return mvmoe_args_error(&a, "give either a checkpoint or --preset NAME (exactly one)");
-    if (in->preset && (in->load.n_mean || in->load.n_std || in->load.o.heads || in->load.o.img_size))
-        return mvmoe_args_error(&a, "--img-size, --heads, --mean and --std apply to checkpoints, not to --preset");
+    if (in->preset && (in->load.n_mean || in->load.n_std || in->load.o.heads || in->load.o.img_size ||
+                       in->load.o.adaptive_k > 0))
+        return mvmoe_args_error(&a, "--img-size, --heads, --mean, --std and --adaptive-k apply to checkpoints, not to --preset");
     return mvmoe_cli_load_finish(&a, &in->load);
 }
 

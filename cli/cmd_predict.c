@@ -8,6 +8,7 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
+#include "memlimit.h"
 #include "mvmoe.h"
 
 
@@ -27,6 +28,7 @@ static void print_help(void) {
            "  --json              print one JSON object instead of text\n"
            "  --threads N         threads (0: all cores)\n"
            MVMOE_CLI_LOAD_FLAGS
+           MVMOE_CLI_MEMLIMIT_HELP
            "\nExit status: 0 done, 1 failure (message names the file), 2 usage error.\n");
 }
 
@@ -35,6 +37,7 @@ typedef struct predict_args {
     const char **images;
     int n_images, top, json, threads, threads_given;
     mvmoe_cli_load load;
+    mvmoe_cli_memlimit mem;
 } predict_args;
 
 static int parse(predict_args *p, int argc, char **argv) {
@@ -54,6 +57,7 @@ static int parse(predict_args *p, int argc, char **argv) {
     while (rc == 0 && (kind = mvmoe_args_next(&a, &pos)) >= 0) {
         if (kind == 0) { p->images[p->n_images++] = pos; continue; }
         if (mvmoe_cli_load_flag(&a, &p->load, &rc)) continue;
+        if (mvmoe_cli_memlimit_flag(&a, &p->mem, &rc)) continue;
         if (mvmoe_args_is(&a, "--model")) rc = mvmoe_args_str(&a, &p->model);
         else if (mvmoe_args_is(&a, "--top")) rc = mvmoe_args_int(&a, 1, 100000, &p->top);
         else if (mvmoe_args_is(&a, "--json")) { rc = mvmoe_args_switch(&a); p->json = 1; }
@@ -135,6 +139,9 @@ static int run(const predict_args *a) {
         goto done;
     }
     const mvmoe_config *c = mvmoe_model_config(m);
+    if ((rc = mvmoe_cli_memlimit_check("predict", &a->mem, c,
+                                       a->n_images < PREDICT_BATCH ? a->n_images : PREDICT_BATCH, 0, 1)) != 0)
+        goto done;
     int K = c->num_classes, S = c->img_size, C = c->in_chans;
     int top = a->top < K ? a->top : K;
     size_t img_bytes = (size_t)C * (size_t)S * (size_t)S;

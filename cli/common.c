@@ -142,6 +142,8 @@ int mvmoe_cli_load_flag(mvmoe_args *a, mvmoe_cli_load *l, int *rc) {
         *rc = mvmoe_args_int(a, 1, 4096, &l->o.heads);
     } else if (mvmoe_args_is(a, "--mean")) {
         *rc = mvmoe_args_floats(a, 0.0, 1.0, MVMOE_MAX_CHANNELS, l->o.mean, &l->n_mean);
+    } else if (mvmoe_args_is(a, "--adaptive-k")) {
+        *rc = mvmoe_args_float(a, 0.0, 1.0, 1, &l->o.adaptive_k);
     } else if (mvmoe_args_is(a, "--std")) {
         /* a std of 0 would divide by zero when normalizing */
         *rc = mvmoe_args_floats(a, 1e-6, 1e6, MVMOE_MAX_CHANNELS, l->o.std, &l->n_std);

@@ -34,7 +34,9 @@ typedef struct mvmoe_cli_load {
     "  --img-size N        run at this image size (position embeddings resampled)\n"          \
     "  --heads N           attention heads, for plain timm checkpoints (no config inside)\n"  \
     "  --mean a,b,c        per-channel input mean (0..1), for plain timm checkpoints\n"       \
-    "  --std a,b,c         per-channel input std, for plain timm checkpoints\n"
+    "  --std a,b,c         per-channel input std, for plain timm checkpoints\n"          \
+    "  --adaptive-k P      MoE with top_k >= 2: an image uses its 2nd..k-th experts only when\n" \
+    "                      its top router probability is below P (docs/MOE.md, Adaptive k)\n"
 
 void mvmoe_cli_load_init(mvmoe_cli_load *l);
 /* If the current flag is one of the load flags: reads it into l, sets *rc (0 or

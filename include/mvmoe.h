@@ -87,6 +87,8 @@ typedef struct mvmoe_load_options {
     int heads;              /* > 0: for checkpoints without config (plain timm); else 0 */
     int in_chans_mean_std;  /* number of valid entries in mean/std below (0: none given) */
     float mean[MVMOE_MAX_CHANNELS], std[MVMOE_MAX_CHANNELS];
+    float adaptive_k;       /* > 0 (MoE with top_k >= 2 only): an item uses its 2nd..k-th experts
+                               only when its top router probability is below this; 0: off */
 } mvmoe_load_options;
 
 /* Loads a safetensors checkpoint (ours, or a plain timm ViT). opts may be NULL. */
@@ -192,6 +194,8 @@ typedef struct mvmoe_moe_eval {
     int64_t *expert_load;     /* [experts] assignments per expert (all k choices, all blocks) */
     int64_t *expert_images;   /* [experts] images whose top-1 expert is e (image-* routing) */
     double *expert_acc;       /* [experts] top-1 accuracy of those images (< 0 if none) */
+    double experts_per_item;  /* kept choices per router item (image, or token per block): top_k,
+                                 or fewer with adaptive k */
 } mvmoe_moe_eval;
 
 typedef struct mvmoe_eval_result {

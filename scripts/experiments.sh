@@ -2,8 +2,9 @@
 # The paper's comparisons at small scale on Fashion-MNIST (issue: "Experiments"):
 #   - dense vs Mobile V-MoE (image-superclass, E=4, k=1, L=2) at three widths, matched
 #     inference FLOPs (a k=1 MoE costs the dense model's FLOPs + the router's 2·D·E);
-#   - ablations at width 48 over E (3, 4, 5), L (1, 2, 4), k (1, 2) and the routing mode
-#     (image-superclass, image-learned, token-learned);
+#   - ablations at width ABL_W (32: the cheapest, and where capacity limits most) over E (3, 4, 5),
+#     L (1, 2, 4), k (1, 2), the routing mode (image-superclass, image-learned, token-learned) and
+#     the start (from scratch, or upcycled from the dense run against that run trained on as long);
 #   - every configuration over SEEDS seeds.
 # Runs JOBS trainings at a time with THREADS threads each; a run whose eval file exists is
 # skipped, so the script can be stopped and started again (or split over machines).
@@ -12,8 +13,9 @@
 # Environment (defaults in brackets): MVMOE [build/mvmoe] DATA [/usr/share/datasets/fashion-mnist]
 #   MAPS [runs/maps: fmnist_E{3,4,5}.json from `mvmoe superclasses`; made from DENSE if missing]
 #   DENSE [a dense checkpoint for the maps] OUT [runs/experiments] EPOCHS [3] SEEDS ["0 1"]
-#   JOBS [1] THREADS [2] DEADLINE [unix time after which no new run starts; 0: none]
+#   ABL_W [32] JOBS [1] THREADS [2] DEADLINE [unix time after which no new run starts; 0: none]
 #   ONLY [regex: run only jobs whose name matches] FULL [1: also E=5, L=1, L=4]
+#   ADAPTIVE ["0.5 0.7 0.9": adaptive-k thresholds for the top-2 runs]
 #   MAX_IMAGES [0: all; else train on the first N training images (test: always all)] JOB_END [unix time at which unfinished runs
 #   are stopped; they start over on the next invocation]
 set -uo pipefail
@@ -42,22 +44,29 @@ for E in 3 4 5; do
 done
 
 # name | model flags. Widths: 32 (2 heads), 48 (3 heads), 64 (4 heads); MLP 4x; depth 12; patch 4.
+# @SEED@ in the flags is replaced by the run's seed (upcycling starts from the same seed's dense run).
 width() { echo "--preset vit-12x64 --dim $1 --heads $(($1 / 16)) --mlp-dim $(($1 * 4))"; }
 SC="--routing image-superclass"
-jobs_list() { # longest first, so a parallel queue ends together
-    for w in 64 32 48; do
+ABL_W=${ABL_W:-32}
+jobs_list() { # in order of importance: the width comparison first, then the ablations
+    for w in 32 48 64; do
         echo "dense-w$w|$(width $w)"
         echo "moe-sc-E4-k1-L2-w$w|$(width $w) $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 2"
     done
-    local w48; w48=$(width 48)
-    echo "moe-sc-E3-k1-L2-w48|$w48 $SC --superclasses $MAPS/fmnist_E3.json --top-k 1 --moe-layers 2"
-    echo "moe-sc-E4-k2-L2-w48|$w48 $SC --superclasses $MAPS/fmnist_E4.json --top-k 2 --moe-layers 2"
-    echo "moe-il-E4-k1-L2-w48|$w48 --routing image-learned --experts 4 --top-k 1 --moe-layers 2"
-    echo "moe-tl-E4-k1-L2-w48|$w48 --routing token-learned --experts 4 --top-k 1 --moe-layers 2"
+    local a; a=$(width "$ABL_W")
+    local dense="$OUT/dense-w$ABL_W-s@SEED@/model.safetensors"
+    # upcycling: the MoE starts from the dense run; its control is the dense run trained on
+    # for the same number of epochs (same total compute)
+    echo "moe-up-E4-k1-L2-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 2 --upcycle $dense"
+    echo "dense-cont-w$ABL_W|$a --init $dense"
+    echo "moe-sc-E4-k2-L2-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E4.json --top-k 2 --moe-layers 2"
+    echo "moe-il-E4-k1-L2-w$ABL_W|$a --routing image-learned --experts 4 --top-k 1 --moe-layers 2"
+    echo "moe-tl-E4-k1-L2-w$ABL_W|$a --routing token-learned --experts 4 --top-k 1 --moe-layers 2"
+    echo "moe-sc-E3-k1-L2-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E3.json --top-k 1 --moe-layers 2"
     if [ "${FULL:-0}" = 1 ]; then
-        echo "moe-sc-E5-k1-L2-w48|$w48 $SC --superclasses $MAPS/fmnist_E5.json --top-k 1 --moe-layers 2"
-        echo "moe-sc-E4-k1-L1-w48|$w48 $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 1"
-        echo "moe-sc-E4-k1-L4-w48|$w48 $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 4"
+        echo "moe-sc-E5-k1-L2-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E5.json --top-k 1 --moe-layers 2"
+        echo "moe-sc-E4-k1-L1-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 1"
+        echo "moe-sc-E4-k1-L4-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 4"
     fi
 }
 
@@ -65,6 +74,15 @@ run_one() { # name seed flags...
     local name=$1 seed=$2; shift 2
     local dir="$OUT/$name-s$seed"
     [ -f "$dir/test.json" ] && return 0
+    local args=() a
+    for a in "$@"; do args+=("${a//@SEED@/$seed}"); done
+    set -- "${args[@]}"
+    for a in "$@"; do # a run that starts from another one waits for a later invocation
+        if [[ "$a" == */model.safetensors ]] && [ ! -f "$(dirname "$a")/test.json" ]; then
+            echo "skipped: $name seed $seed needs $(dirname "$a") to finish first" >&2
+            return 0
+        fi
+    done
     if [ "$DEADLINE" != 0 ] && [ "$(date +%s)" -ge "$DEADLINE" ]; then return 0; fi
     mkdir -p "$dir"
     local limit=()
@@ -104,12 +122,30 @@ while IFS='|' read -r name flags; do
 done < <(jobs_list)
 wait
 
+# adaptive k (not in the paper): every finished top-2 MoE evaluated again with its second
+# expert used only where the top router probability is below t; each t is a run of its own
+for f in "$OUT"/*-k2-*/test.json; do
+    [ -f "$f" ] || continue
+    d=$(dirname "$f")
+    for t in ${ADAPTIVE:-0.5 0.7 0.9}; do
+        a="$d/test_adaptive$t.json"
+        [ -f "$a" ] && continue
+        OMP_NUM_THREADS=$THREADS "$MVMOE" eval --model "$d/model.safetensors" --data "$DATA" --split test \
+            --json --adaptive-k "$t" > "$a.tmp" 2>> "$d/train.log" && mv "$a.tmp" "$a" &&
+            echo "done: $(basename "$d") adaptive k $t: $(grep -o '"top1":[0-9.]*' "$a")"
+    done
+done
+
 # the summary: one report over every finished run (runs with the same name = seeds)
 args=()
-for f in "$OUT"/*/test.json; do
+for f in "$OUT"/*/test.json "$OUT"/*/test_adaptive*.json; do
     [ -f "$f" ] || continue
     d=$(basename "$(dirname "$f")")
-    args+=(--run "${d%-s*}=$f")
+    name=${d%-s*}
+    case $f in
+    *test_adaptive*) t=${f##*test_adaptive}; name=${name/-k2-/-k2a${t%.json}-} ;;
+    esac
+    args+=(--run "$name=$f")
 done
 if [ ${#args[@]} -gt 0 ]; then
     "$MVMOE" report --out "$OUT/report.html" --json "$OUT/report.json" \

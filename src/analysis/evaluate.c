@@ -49,7 +49,7 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
     }
     int moe = c->routing != MVMOE_ROUTING_DENSE, E = c->experts, k = c->top_k;
     int image = moe && c->routing != MVMOE_ROUTING_TOKEN_LEARNED;
-    int64_t *expert_correct = NULL, router_ok = 0;
+    int64_t *expert_correct = NULL, router_ok = 0, items = 0, kept = 0;
     if (moe) {
         r->moe.experts = E;
         r->moe.expert_load = calloc((size_t)E, sizeof *r->moe.expert_load);
@@ -97,12 +97,15 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
         for (int pl = 0; moe && pl < a->n_plans; pl++) { /* load: every kept choice */
             const mvmoe_plan *P = &a->plans[pl];
             for (int e = 0; e < E; e++) r->moe.expert_load[e] += P->start[e + 1] - P->start[e];
+            items += P->n;
+            kept += P->start[E];
         }
         if (logits_out) memcpy(logits_out + (size_t)i0 * K, a->logits, sizeof(float) * (size_t)B * K);
     }
     free(bidx);
     if (moe) {
         r->moe.router_acc = image && c->superclass_of && n ? (double)router_ok / n : -1;
+        r->moe.experts_per_item = items ? (double)kept / (double)items : 0;
         for (int e = 0; e < E; e++)
             r->moe.expert_acc[e] = r->moe.expert_images[e] ? (double)expert_correct[e] / r->moe.expert_images[e] : -1;
         free(expert_correct);

@@ -166,6 +166,17 @@ mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_l
         snprintf(msg, sizeof msg, "%s", mvmoe_last_error());
         mvmoe_error_set(s, __FILE__, __LINE__, "%s: %s", path, msg);
     }
+    if (s == MVMOE_OK && o && o->adaptive_k != 0) {
+        if (!(o->adaptive_k > 0 && o->adaptive_k <= 1))
+            s = mvmoe_error_set(MVMOE_ERR_INVALID, __FILE__, __LINE__,
+                                "adaptive-k threshold %g is not in (0, 1]: it is a router probability",
+                                (double)o->adaptive_k);
+        else if (c.routing == MVMOE_ROUTING_DENSE || c.top_k < 2)
+            s = mvmoe_error_set(MVMOE_ERR_INVALID, __FILE__, __LINE__,
+                                "%s: adaptive k needs a MoE model with top_k >= 2; this one is %s with top_k %d "
+                                "(train one with --top-k 2)",
+                                path, mvmoe_routing_name(c.routing), c.routing == MVMOE_ROUTING_DENSE ? 0 : c.top_k);
+    }
     if (s == MVMOE_OK && o) {
         for (int k = 0; k < o->in_chans_mean_std && k < MVMOE_MAX_CHANNELS; k++) {
             c.mean[k] = o->mean[k];
@@ -194,6 +205,7 @@ mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_l
         char *end = NULL;
         long long v = step ? strtoll(step, &end, 10) : -1;
         m->ckpt_step = step && end && !*end && v >= 0 ? v : -1;
+        if (o) m->adaptive_k = o->adaptive_k;
     }
     mvmoe_config_free(&c);
     mvmoe_st_close(&f);

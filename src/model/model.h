@@ -96,6 +96,8 @@ struct mvmoe_model {
     float aux_weight;        /* weight of the importance and load losses (learned routing) */
     float capacity_ratio;    /* token-learned expert capacity factor in training; 0: none */
     int route_noise;         /* learned routing adds N(0, 1/E²) noise to router logits in training */
+    float adaptive_k;        /* > 0: choices after the first run only where the top router
+                                probability is below this (docs/MOE.md, "Adaptive k"); 0: off */
 };
 
 mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training);

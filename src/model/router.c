@@ -10,7 +10,7 @@
 /* ---------------------------------------------------------------- forward */
 void mvmoe_router_forward(mvmoe_plan *plan, float *z, float *p, const float *x, int ldx,
                           const float *W, const float *noise, int n, int D, int E, int k,
-                          int capacity, int rows) {
+                          int capacity, float single_above, int rows) {
     plan->n = n;
     plan->k = k;
     plan->E = E;
@@ -51,14 +51,16 @@ void mvmoe_router_forward(mvmoe_plan *plan, float *z, float *p, const float *x, 
             plan->gate[(size_t)i * k + r] = pi[best];
         }
     }
-    /* capacity and grouping: serial, O(n·k + E), deterministic */
+    /* adaptive k, capacity and grouping: serial, O(n·k + E), deterministic */
     int *count = plan->start; /* counts first, prefix sums after */
     for (int e = 0; e <= E; e++) count[e] = 0;
     for (int r = 0; r < k; r++)
         for (int i = 0; i < n; i++) {
             size_t j = (size_t)i * k + r;
             int e = plan->expert[j];
-            if (capacity > 0 && count[e] >= capacity) {
+            int sure = r > 0 && single_above > 0 &&
+                       p[(size_t)i * E + plan->expert[(size_t)i * k]] >= single_above;
+            if (sure || (capacity > 0 && count[e] >= capacity)) {
                 plan->pos[j] = -1;
                 plan->gate[j] = 0.0f;
             } else {

@@ -23,12 +23,15 @@ typedef struct mvmoe_plan {
 /* Router forward. x: item inputs, row i at x + i·ldx, [n, D]; W [E, D].
  * z[n,E] = x·Wᵀ (clean logits, saved); noise[n,E] (NULL: none) is added before the softmax
  * (V-MoE's noisy top-k, training only); p[n,E] = softmax(z + noise) (saved).
- * Top-k of p per item (ties: lower index first). capacity > 0 caps the items each expert
- * takes, filled choice-major then in item order (V-MoE without batch priority); a choice over
- * capacity is dropped: pos = -1, gate = 0. The plan's arrays must hold n·k (+E+1) entries. */
+ * Top-k of p per item (ties: lower index first). Adaptive k: single_above > 0 drops every
+ * choice after the first of an item whose top probability is >= single_above, so a second
+ * expert runs only where the router is unsure (docs/MOE.md, "Adaptive k"). capacity > 0 caps
+ * the items each expert takes, filled choice-major then in item order (V-MoE without batch
+ * priority). A dropped choice has pos = -1, gate = 0. The plan's arrays must hold n·k (+E+1)
+ * entries. */
 void mvmoe_router_forward(mvmoe_plan *plan, float *z, float *p, const float *x, int ldx,
                           const float *W, const float *noise, int n, int D, int E, int k,
-                          int capacity, int rows);
+                          int capacity, float single_above, int rows);
 
 /* Router backward. dz[n,E] holds gradients that act on the logits directly (aux losses) and
  * gets the softmax backward of dp[n,E] added: dz += p ⊙ (dp − Σ_e p·dp).

@@ -1,6 +1,8 @@
 /* The Vision Transformer's forward and backward passes (pre-norm blocks, class token, learned
  * position embedding; shared/CHECKPOINT_FORMAT.md "Forward pass"), built from src/kernels. */
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,15 @@
 /* ---------------------------------------------------------------- activations arena */
 mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training) {
     memset(a, 0, sizeof *a);
+    /* The sizes below are size_t products of config values and B; refuse, before computing
+     * them, a batch whose arena could not even be addressed (the estimate computes the same
+     * total in double and saturates) or whose token rows overflow the int row indices that
+     * routing plans and kernels use. */
+    if (B < 1) MVMOE_FAIL(MVMOE_ERR_INVALID, "batch %d: need at least 1 image", B);
+    double rows = (double)B * mvmoe_config_tokens(c) * (c->routing != MVMOE_ROUTING_DENSE ? c->top_k : 1);
+    if (rows > INT_MAX || mvmoe_model_memory_estimate(c, B, training) == SIZE_MAX)
+        MVMOE_FAIL(MVMOE_ERR_NOMEM, "batch %d of %d-token images (%.3g token rows) is beyond what this "
+                   "program can address; use a smaller batch", B, mvmoe_config_tokens(c), rows);
     size_t T = (size_t)mvmoe_config_tokens(c), N = T - 1, D = (size_t)c->dim,
            H = (size_t)c->mlp_dim, K = (size_t)c->num_classes, NH = (size_t)c->heads,
            S = (size_t)c->img_size, C = (size_t)c->in_chans, P = (size_t)c->patch;
@@ -155,7 +166,7 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
     if (a->training && c->routing == MVMOE_ROUTING_TOKEN_LEARNED && m->capacity_ratio > 0)
         capacity = (int)ceil((double)m->capacity_ratio * k * n / E);
     mvmoe_router_forward(&a->plans[plan_index], a->rz + off, a->rp + off, x, ldx, W,
-                         noise, n, D, E, k, capacity, rows);
+                         noise, n, D, E, k, capacity, m->adaptive_k, rows);
 }
 
 /* ---------------------------------------------------------------- forward */

@@ -51,6 +51,15 @@ rc=$?
   || { bad "eval --max-memory 1K: exit $rc"; cat "$T/eval.err"; }
 "$MV" eval --model "$T/ref.safetensors" --data "$DATA" --max-images 200 > /dev/null 2>&1 \
   && ok "eval under the default limit runs" || bad "eval under the default limit failed"
+printf 'P5\n28 28\n255\n' > "$T/img.pgm"; head -c 784 /dev/zero >> "$T/img.pgm"
+"$MV" predict --model "$T/ref.safetensors" --max-memory 1K "$T/img.pgm" > /dev/null 2> "$T/pred.err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "not enough memory" "$T/pred.err" && ok "predict --max-memory 1K refused" \
+  || { bad "predict --max-memory 1K: exit $rc"; cat "$T/pred.err"; }
+"$MV" bench --preset vit-12x64 --threads 1 --max-memory 10M > /dev/null 2> "$T/bench.err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "not enough memory" "$T/bench.err" && ok "bench --max-memory 10M refused before allocating" \
+  || { bad "bench --max-memory 10M: exit $rc"; cat "$T/bench.err"; }
 
 # ---- 2. disk full at the second checkpoint write
 "$MV" train "${RUN[@]}" "${MODEL[@]}" --max-steps 18 --out "$T/d.safetensors" > "$T/d1.log" 2>&1 \

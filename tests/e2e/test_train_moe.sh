@@ -57,6 +57,30 @@ for r in image-learned token-learned; do
   cmp -s "$T/$r-a.safetensors" "$T/$r-b.safetensors" && ok "$r resume is bit-identical" || bad "$r resume differs"
 done
 
+# adaptive k on the k = 2 model: a threshold no top probability reaches keeps both experts
+# (same logits as without it), a tiny one keeps only the first; in between, in between.
+ML="$T/image-learned-a.safetensors"
+EV=(--data "$DATA" --split test --max-images 500 --json)
+"$MV" eval --model "$ML" "${EV[@]}" --logits "$T/k2.f32" > "$T/k2.json" 2>&1 &&
+"$MV" eval --model "$ML" "${EV[@]}" --logits "$T/a1.f32" --adaptive-k 1 > "$T/a1.json" 2>&1 &&
+"$MV" eval --model "$ML" "${EV[@]}" --adaptive-k 1e-6 > "$T/a0.json" 2>&1 &&
+"$MV" eval --model "$ML" "${EV[@]}" --adaptive-k 0.5 > "$T/a5.json" 2>&1 \
+  && ok "eval --adaptive-k runs" || { bad "eval --adaptive-k"; tail -3 "$T"/a*.json; }
+cmp -s "$T/k2.f32" "$T/a1.f32" && ok "adaptive k at threshold 1 = plain k = 2" || bad "adaptive k 1 changed the logits"
+/usr/bin/python3 - "$T" <<'PY' && ok "adaptive k: experts per image and FLOPs follow the threshold" || bad "adaptive k measures"
+import json, sys
+j = lambda n: json.load(open(f"{sys.argv[1]}/{n}.json"))
+k2, a0, a5 = j("k2"), j("a0"), j("a5")
+print("experts/image", k2["moe"]["experts_per_item"], a5["moe"]["experts_per_item"], a0["moe"]["experts_per_item"],
+      "flops", k2["flops"], a5["flops"], a0["flops"])
+assert k2["moe"]["experts_per_item"] == 2 and a0["moe"]["experts_per_item"] == 1
+assert 1 <= a5["moe"]["experts_per_item"] <= 2
+assert a0["flops"] < a5["flops"] <= k2["flops"]
+assert sum(a0["moe"]["expert_load"]) == a0["n"] and sum(k2["moe"]["expert_load"]) == 2 * k2["n"]
+PY
+"$MV" eval --model "$T/moe.safetensors" "${EV[@]}" --adaptive-k 0.5 > "$T/x.log" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "top_k >= 2" "$T/x.log" && ok "adaptive k on a k = 1 model: clear error" || { bad "adaptive k1 (rc $rc)"; cat "$T/x.log"; }
+
 # errors: superclass routing without a map; a map with the wrong class count
 "$MV" train "${COMMON[@]}" "${MODEL[@]}" --routing image-superclass --epochs 1 --out "$T/x.safetensors" > "$T/x.log" 2>&1; rc=$?
 [ $rc -ne 0 ] && grep -q "superclasses" "$T/x.log" && ok "image-superclass without a map: clear error" || { bad "no-map error (rc $rc)"; tail -3 "$T/x.log"; }

@@ -97,6 +97,13 @@ int main(void) {
           "estimate grows with the batch");
     c.dim = 16384, c.heads = 16384, c.depth = 256, c.img_size = 1024, c.patch = 4;
     CHECK(mvmoe_model_memory_estimate(&c, 65536, 1) == SIZE_MAX, "beyond size_t saturates");
+    /* the arena itself refuses such sizes instead of wrapping around size_t or int */
+    mvmoe_acts a;
+    CHECK(mvmoe_acts_init(&a, &c, 65536, 1) == MVMOE_ERR_NOMEM && a.mem == NULL, "arena beyond size_t refused");
+    mvmoe_config v = preset("vit-12x64");
+    CHECK(mvmoe_acts_init(&a, &v, 2147483647, 0) == MVMOE_ERR_NOMEM && a.mem == NULL,
+          "a batch of 2^31 - 1 images (token rows beyond int) refused");
+    CHECK(mvmoe_acts_init(&a, &v, 0, 0) == MVMOE_ERR_INVALID, "batch 0 refused");
     c.heads = 5; /* does not divide dim */
     CHECK(mvmoe_model_memory_estimate(&c, 1, 0) == SIZE_MAX, "invalid config gives SIZE_MAX");
     CHECK(mvmoe_model_memory_estimate(NULL, 1, 0) == SIZE_MAX, "NULL config gives SIZE_MAX");

@@ -48,11 +48,14 @@ static void test_plan(void) {
     fill(W, sizeof W / sizeof *W, &r, 1);
     fill(noise, sizeof noise / sizeof *noise, &r, 0.2f);
     for (int k = 1; k <= 3; k++)
-        for (int cap = 0; cap <= 9; cap += 9) {
+        for (int cap = 0; cap <= 9; cap += 9)
+            for (int ad = 0; ad < 2; ad++) {
+            /* adaptive k: choices after the first only where the top probability < tau */
+            float tau = ad ? 0.6f : 0.0f;
             plan_buf b;
             plan_alloc(&b, n, k, E);
-            mvmoe_router_forward(&b.p, z, p, x, D, W, noise, n, D, E, k, cap, 1);
-            int used[5] = {0}, total = 0;
+            mvmoe_router_forward(&b.p, z, p, x, D, W, noise, n, D, E, k, cap, tau, 1);
+            int used[5] = {0}, total = 0, sure = 0, unsure = 0;
             for (int i = 0; i < n; i++) {
                 double s = 0;
                 for (int e = 0; e < E; e++) {
@@ -62,6 +65,10 @@ static void test_plan(void) {
                     s += p[i * E + e];
                 }
                 CHECK(fabs(s - 1) < 1e-5, "probabilities of item %d sum to %g", i, s);
+                float top = p[i * E + b.p.expert[i * k]];
+                int single = tau > 0 && top >= tau;
+                sure += single;
+                unsure += !single;
                 for (int q = 0; q < k; q++) {
                     int e = b.p.expert[i * k + q];
                     /* exactly q experts beat the q-th choice */
@@ -76,8 +83,10 @@ static void test_plan(void) {
                         used[e]++;
                         total++;
                     } else {
-                        CHECK(cap > 0 && b.p.gate[i * k + q] == 0, "dropped only under capacity");
+                        CHECK((cap > 0 || (q > 0 && single)) && b.p.gate[i * k + q] == 0,
+                              "dropped only under capacity or adaptive k");
                     }
+                    if (q > 0 && single) CHECK(j < 0, "item %d (top p %.3f >= %.2f) keeps choice %d", i, top, tau, q);
                 }
             }
             CHECK(b.p.start[E] == total, "start[E] = kept assignments");
@@ -85,9 +94,11 @@ static void test_plan(void) {
                 CHECK(b.p.start[e + 1] - b.p.start[e] == used[e], "group size of expert %d", e);
                 if (cap > 0) CHECK(used[e] <= cap, "expert %d over capacity", e);
             }
-            if (cap == 0) CHECK(total == n * k, "nothing dropped without capacity");
+            if (cap == 0 && !ad) CHECK(total == n * k, "nothing dropped without capacity");
+            if (cap == 0 && ad) CHECK(total == n * k - sure * (k - 1), "adaptive k keeps exactly the unsure items' extra choices");
+            if (ad) CHECK(sure > 0 && unsure > 0, "the adaptive threshold splits the items (%d sure, %d unsure)", sure, unsure);
             plan_free(&b);
-        }
+            }
 }
 
 /* ------------------------------------------------------------ sparse vs dense oracle */
@@ -105,7 +116,9 @@ static void test_sparse_vs_oracle(void) {
     /* per-image (rows = 5 tokens) and per-token (rows = 1), k = 1 and 2, with/without capacity */
     for (int mode = 0; mode < 2; mode++)
         for (int k = 1; k <= 2; k++)
-            for (int cap = 0; cap <= 3; cap += 3) {
+            for (int cap = 0; cap <= 3; cap += 3)
+                for (int ad = 0; ad < 1 + (k == 2 && cap == 0); ad++) {
+                float tau = ad ? 0.5f : 0.0f; /* adaptive k: drops behave like capacity drops */
                 int rows = mode == 0 ? 5 : 1, n = mode == 0 ? 6 : 30, M = n * rows;
                 float *u = malloc(sizeof(float) * M * D), *x = malloc(sizeof(float) * n * D),
                       *W = malloc(sizeof(float) * E * D), *z = malloc(sizeof(float) * n * E),
@@ -115,7 +128,7 @@ static void test_sparse_vs_oracle(void) {
                 for (int i = 0; i < n; i++) memcpy(x + i * D, u + (size_t)i * rows * D, sizeof(float) * D);
                 plan_buf b;
                 plan_alloc(&b, n, k, E);
-                mvmoe_router_forward(&b.p, z, p, x, D, W, NULL, n, D, E, k, cap, rows);
+                mvmoe_router_forward(&b.p, z, p, x, D, W, NULL, n, D, E, k, cap, tau, rows);
                 size_t R = (size_t)M * k;
                 float *out = malloc(sizeof(float) * M * D), *ref = malloc(sizeof(float) * M * D),
                       *xg = malloc(sizeof(float) * R * D), *h = malloc(sizeof(float) * R * H),
@@ -124,7 +137,7 @@ static void test_sparse_vs_oracle(void) {
                 mvmoe_moe_forward(out, xg, h, hg, y, u, &w, &b.p, D, H);
                 mvmoe_moe_forward_dense_ref(ref, scr, u, &w, &b.p, D, H);
                 double err = tu_rel_err(out, ref, (size_t)M * D, 1e-3);
-                CHECK(err < 1e-5, "mode %d k %d cap %d: sparse vs oracle %.3g", mode, k, cap, err);
+                CHECK(err < 1e-5, "mode %d k %d cap %d tau %.1f: sparse vs oracle %.3g", mode, k, cap, (double)tau, err);
                 /* backward vs finite differences of L = Σ out·R on a few inputs/weights/gates */
                 float *Rw = malloc(sizeof(float) * M * D), *du = calloc((size_t)M * D, sizeof(float)),
                       *dg = calloc((size_t)n * k, sizeof(float)), *sd = malloc(sizeof(float) * R * D),
@@ -173,7 +186,7 @@ static void test_sparse_vs_oracle(void) {
         fill(W, sizeof W / sizeof *W, &r, 1);
         plan_buf b;
         plan_alloc(&b, n, 1, E);
-        mvmoe_router_forward(&b.p, z, p, u, D, W, NULL, n, D, E, 1, 0, rows);
+        mvmoe_router_forward(&b.p, z, p, u, D, W, NULL, n, D, E, 1, 0, 0.0f, rows);
         int chosen = b.p.expert[0];
         float *save = malloc(sizeof(float) * E * H * D);
         memcpy(save, w1, sizeof(float) * E * H * D);
