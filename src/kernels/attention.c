@@ -227,10 +227,10 @@ static void att_combo(float *d0, float *d1, const float *c0, const float *c1, si
     }
 }
 
-/* S[i, j] = scale · a_i · b_j for i, j < T; a_i, b_j rows of hd floats at strides lda, ldb;
- * S rows at stride T. `tile` holds ATT_TILE floats. */
-static void att_scores(float *S, const float *a, size_t lda, const float *bm, size_t ldb, int T,
-                       int hd, float scale, float *tile) {
+/* S[i, j] = scale · a_i · b_j for i < Tq, j < T; a_i, b_j rows of hd floats at strides lda,
+ * ldb; S rows at stride T. `tile` holds ATT_TILE floats. */
+static void att_scores(float *S, const float *a, size_t lda, const float *bm, size_t ldb, int Tq,
+                       int T, int hd, float scale, float *tile) {
 #if MVMOE_SIMD_AVX2
     const int jb = (ATT_TILE / hd) & ~7; /* keys per tile block, a multiple of 8 */
     if (jb >= 8) {
@@ -241,7 +241,7 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
                 for (int c = 0; c < hd; c++) tile[(size_t)c * njp + j] = j < nj ? br[c] : 0.0f;
             }
             int i = 0;
-            for (; i + 2 <= T; i += 2) {
+            for (; i + 2 <= Tq; i += 2) {
                 float *s0 = S + (size_t)i * T + j0, *s1 = s0 + T;
                 const float *a0 = a + (size_t)i * lda, *a1 = a0 + lda;
                 int j = 0;
@@ -253,7 +253,7 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
                 }
                 if (j < njp) att_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 1);
             }
-            if (i < T) {
+            if (i < Tq) {
                 float *s0 = S + (size_t)i * T + j0;
                 const float *a0 = a + (size_t)i * lda;
                 int j = 0;
@@ -265,82 +265,97 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
     }
 #endif
     (void)tile;
-    for (int i = 0; i < T; i++)
+    for (int i = 0; i < Tq; i++)
         for (int j = 0; j < T; j++)
             S[(size_t)i * T + j] = scale * mvmoe_simd_dot(a + (size_t)i * lda, bm + (size_t)j * ldb, hd);
 }
 
 /* ---------------------------------------------------------------- fast: per (b, h) pair */
 
-static void att_forward_pair(float *out, float *att, const float *qkv, int b, int h, int T, int D,
-                             int NH) {
+/* The first nq query rows of image b, head h: A[nq, T] at att + (b·NH + h)·nq·T, output rows
+ * at out + b·nq·D. */
+static void att_forward_pair(float *out, float *att, const float *qkv, int b, int h, int T, int nq,
+                             int D, int NH) {
     _Alignas(32) float tile[ATT_TILE];
     const int hd = D / NH;
     const size_t ld = (size_t)3 * D;
     const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd, *k = q + D, *v = q + 2 * D;
-    float *A = att + ((size_t)b * NH + h) * T * T;
-    float *o = out + (size_t)b * T * D + (size_t)h * hd;
-    att_scores(A, q, ld, k, ld, T, hd, 1.0f / sqrtf((float)hd), tile);
-    for (int i = 0; i < T; i++) { /* stable softmax: subtract the row max */
+    float *A = att + ((size_t)b * NH + h) * nq * T;
+    float *o = out + (size_t)b * nq * D + (size_t)h * hd;
+    att_scores(A, q, ld, k, ld, nq, T, hd, 1.0f / sqrtf((float)hd), tile);
+    for (int i = 0; i < nq; i++) { /* stable softmax: subtract the row max */
         float *row = A + (size_t)i * T;
         float m = mvmoe_simd_max(row, T);
         float sum = mvmoe_simd_exp_shift_sum(row, row, m, T);
         mvmoe_simd_scale(row, 1.0f / sum, T);
     }
     int i = 0; /* o_i = Σ_j A_ij v_j */
-    for (; i + 2 <= T; i += 2)
+    for (; i + 2 <= nq; i += 2)
         att_combo(o + (size_t)i * D, o + (size_t)(i + 1) * D, A + (size_t)i * T,
                   A + (size_t)(i + 1) * T, 1, v, ld, T, hd, 0);
-    if (i < T) att_combo(o + (size_t)i * D, NULL, A + (size_t)i * T, NULL, 1, v, ld, T, hd, 0);
+    if (i < nq) att_combo(o + (size_t)i * D, NULL, A + (size_t)i * T, NULL, 1, v, ld, T, hd, 0);
 }
 
+/* Backward of att_forward_pair for its first nq query rows (dout [nq rows per image], att and
+ * datt [nq, T] per pair); keys and values get the gradient from those rows only. */
 static void att_backward_pair(float *dqkv, float *datt, const float *dout, const float *att,
-                              const float *qkv, int b, int h, int T, int D, int NH) {
+                              const float *qkv, int b, int h, int T, int nq, int D, int NH) {
     _Alignas(32) float tile[ATT_TILE];
     const int hd = D / NH;
     const size_t ld = (size_t)3 * D, off = (size_t)b * T * ld + (size_t)h * hd;
     const float *q = qkv + off, *k = q + D, *v = q + 2 * D;
     float *dq = dqkv + off, *dk = dq + D, *dv = dq + 2 * D;
-    const float *dO = dout + (size_t)b * T * D + (size_t)h * hd;
-    const float *A = att + ((size_t)b * NH + h) * T * T;
-    float *dS = datt + ((size_t)b * NH + h) * T * T;
+    const float *dO = dout + (size_t)b * nq * D + (size_t)h * hd;
+    const float *A = att + ((size_t)b * NH + h) * nq * T;
+    float *dS = datt + ((size_t)b * NH + h) * nq * T;
     const float scale = 1.0f / sqrtf((float)hd);
 
-    att_scores(dS, dO, (size_t)D, v, ld, T, hd, 1.0f, tile); /* dA = dO·Vᵀ */
-    for (int i = 0; i < T; i++) { /* dS = A ⊙ (dA - rowsum(dA ⊙ A)), times 1/√hd */
+    att_scores(dS, dO, (size_t)D, v, ld, nq, T, hd, 1.0f, tile); /* dA = dO·Vᵀ */
+    for (int i = 0; i < nq; i++) { /* dS = A ⊙ (dA - rowsum(dA ⊙ A)), times 1/√hd */
         float *ds = dS + (size_t)i * T;
         const float *a = A + (size_t)i * T;
         const float r = mvmoe_simd_dot(ds, a, T);
         for (int j = 0; j < T; j++) ds[j] = a[j] * (ds[j] - r) * scale;
     }
     int i = 0; /* dq_i += Σ_j dS_ij k_j */
-    for (; i + 2 <= T; i += 2)
+    for (; i + 2 <= nq; i += 2)
         att_combo(dq + i * ld, dq + (i + 1) * ld, dS + (size_t)i * T, dS + (size_t)(i + 1) * T, 1,
                   k, ld, T, hd, 1);
-    if (i < T) att_combo(dq + i * ld, NULL, dS + (size_t)i * T, NULL, 1, k, ld, T, hd, 1);
-    int j = 0; /* dk_j += Σ_i dS_ij q_i ; dv_j += Σ_i A_ij dO_i (columns: coefficient stride T) */
+    if (i < nq) att_combo(dq + i * ld, NULL, dS + (size_t)i * T, NULL, 1, k, ld, T, hd, 1);
+    /* dk_j += Σ_{i<nq} dS_ij q_i ; dv_j += Σ_{i<nq} A_ij dO_i (columns: coefficient stride T) */
+    int j = 0;
     for (; j + 2 <= T; j += 2) {
-        att_combo(dk + j * ld, dk + (j + 1) * ld, dS + j, dS + j + 1, (size_t)T, q, ld, T, hd, 1);
-        att_combo(dv + j * ld, dv + (j + 1) * ld, A + j, A + j + 1, (size_t)T, dO, (size_t)D, T,
+        att_combo(dk + j * ld, dk + (j + 1) * ld, dS + j, dS + j + 1, (size_t)T, q, ld, nq, hd, 1);
+        att_combo(dv + j * ld, dv + (j + 1) * ld, A + j, A + j + 1, (size_t)T, dO, (size_t)D, nq,
                   hd, 1);
     }
     if (j < T) {
-        att_combo(dk + j * ld, NULL, dS + j, NULL, (size_t)T, q, ld, T, hd, 1);
-        att_combo(dv + j * ld, NULL, A + j, NULL, (size_t)T, dO, (size_t)D, T, hd, 1);
+        att_combo(dk + j * ld, NULL, dS + j, NULL, (size_t)T, q, ld, nq, hd, 1);
+        att_combo(dv + j * ld, NULL, A + j, NULL, (size_t)T, dO, (size_t)D, nq, hd, 1);
     }
 }
 
 void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH) {
+    mvmoe_attention_forward_rows(out, att, qkv, B, T, D, NH, T);
+}
+
+void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
+                                  int NH, int nq) {
     const int pairs = B * NH;
 #pragma omp parallel for schedule(static) if (pairs > 1)
-    for (int p = 0; p < pairs; p++) att_forward_pair(out, att, qkv, p / NH, p % NH, T, D, NH);
+    for (int p = 0; p < pairs; p++) att_forward_pair(out, att, qkv, p / NH, p % NH, T, nq, D, NH);
 }
 
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
                               const float *qkv, int B, int T, int D, int NH) {
+    mvmoe_attention_backward_rows(dqkv, datt, dout, att, qkv, B, T, D, NH, T);
+}
+
+void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
+                                   const float *qkv, int B, int T, int D, int NH, int nq) {
     if (!dqkv) return;
     const int pairs = B * NH;
 #pragma omp parallel for schedule(static) if (pairs > 1)
     for (int p = 0; p < pairs; p++)
-        att_backward_pair(dqkv, datt, dout, att, qkv, p / NH, p % NH, T, D, NH);
+        att_backward_pair(dqkv, datt, dout, att, qkv, p / NH, p % NH, T, nq, D, NH);
 }

@@ -52,6 +52,13 @@ void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, siz
  * out[B,T,D]: out[b,i,h·hd + c] = Σ_j att[b,h,i,j] · v[b,j,h·hd + c].
  * Backward: dqkv[B,T,3D] += ; datt[B,NH,T,T] is scratch (overwritten, not accumulated). */
 void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH);
+/* Only the first nq (1..T) query rows of each image, all T keys and values: out[B,nq,D],
+ * att[B,NH,nq,T]; backward: dout[B,nq,D], datt[B,NH,nq,T] scratch, dqkv[B,T,3D] += (q rows
+ * beyond nq get nothing). For the last block, which only the class token leaves. */
+void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
+                                  int NH, int nq);
+void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
+                                   const float *qkv, int B, int T, int D, int NH, int nq);
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
                               const float *qkv, int B, int T, int D, int NH);
 void mvmoe_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,

@@ -169,6 +169,131 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
                          noise, n, D, E, k, capacity, m->adaptive_k, rows);
 }
 
+/* The last block for the class-token rows only, since the head reads nothing else: all T
+ * rows still feed the keys and values, but the attention queries, projection, residuals,
+ * norm2 and MLP (or the image's experts) run on B rows instead of B·T, about 1/depth of the
+ * FLOPs saved, forward and backward. Exact up to float summation order (the skipped rows'
+ * outputs are never read). Layer-l buffers: ln1 [B·T, D], qkv [B·T, 3D] as usual; att
+ * [B, NH, 1, T]; atty, res1, ln2 [B, D]; fch, fch_gelu [B, H]; MoE rows: one per image. Writes
+ * a->clsx [B, D]. Per-token routing keeps the full block (its routers see every token, its
+ * capacity counts them, and eval's load statistics too). */
+static int class_only_last(const mvmoe_config *c) { return c->routing != MVMOE_ROUTING_TOKEN_LEARNED; }
+
+typedef struct last_bufs {
+    float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fcg;
+    float *xg, *h, *hg, *y; /* MoE */
+    const float *keep;      /* [2B]: attention, MLP branch */
+} last_bufs;
+
+static last_bufs last_block_bufs(mvmoe_acts *a, const mvmoe_config *c, int B, int l, int first_moe) {
+    size_t lm = l >= first_moe ? (size_t)(l - first_moe) : 0;
+    last_bufs u = {a->ln1 + l * a->layer_bt_d, a->ln1_mean + l * a->layer_bt, a->ln1_rstd + l * a->layer_bt,
+                   a->qkv + l * a->layer_bt_3d, a->att + l * a->layer_att, a->atty + l * a->layer_bt_d,
+                   a->res1 + l * a->layer_bt_d, a->ln2 + l * a->layer_bt_d, a->ln2_mean + l * a->layer_bt,
+                   a->ln2_rstd + l * a->layer_bt, a->fch + l * a->layer_bt_h, a->fch_gelu + l * a->layer_bt_h,
+                   NULL, NULL, NULL, NULL, a->keep + (size_t)l * 2 * B};
+    if (c->routing != MVMOE_ROUTING_DENSE) {
+        u.xg = a->moe_xg + lm * a->layer_moe_rd, u.h = a->moe_h + lm * a->layer_moe_rh;
+        u.hg = a->moe_hg + lm * a->layer_moe_rh, u.y = a->moe_y + lm * a->layer_moe_rd;
+    }
+    return u;
+}
+
+static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int first_moe,
+                               const float *in, uint64_t seed, int64_t step) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim, NH = c->heads;
+    const int slot = mvmoe_mlp_slot(c, l, 0);
+    last_bufs u = last_block_bufs(a, c, B, l, first_moe);
+    mvmoe_layernorm_forward(u.ln1, u.m1, u.r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
+                            B * T, D, LN_EPS);
+    mvmoe_linear_forward(u.qkv, u.ln1, p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D,
+                         B * T, D, 3 * D);
+    mvmoe_attention_forward_rows(u.atty, u.att, u.qkv, B, T, D, NH, 1);
+    mvmoe_linear_forward(a->branch, u.atty, p->proj_w + (size_t)l * D * D, p->proj_b + (size_t)l * D,
+                         B, D, D);
+    for (int b = 0; b < B; b++)
+        for (int d = 0; d < D; d++)
+            u.res1[(size_t)b * D + d] = in[(size_t)b * T * D + d] + u.keep[b] * a->branch[(size_t)b * D + d];
+    mvmoe_layernorm_forward(u.ln2, u.m2, u.r2, u.res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
+                            B, D, LN_EPS);
+    if (l < first_moe) {
+        mvmoe_linear_forward(u.fch, u.ln2, p->fc1_w + (size_t)slot * H * D, p->fc1_b + (size_t)slot * H,
+                             B, D, H);
+        mvmoe_gelu_forward(u.fcg, u.fch, (size_t)B * H);
+        mvmoe_linear_forward(a->branch, u.fcg, p->fc2_w + (size_t)slot * D * H,
+                             p->fc2_b + (size_t)slot * D, B, H, D);
+    } else {
+        /* per-image routing: the plan's items are images; here each carries one row */
+        if (l == first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
+        mvmoe_plan *plan = &a->plans[0];
+        mvmoe_experts w = experts_at(p, c, l);
+        int rows = plan->rows;
+        plan->rows = 1;
+        mvmoe_moe_forward(a->branch, u.xg, u.h, u.hg, u.y, u.ln2, &w, plan, D, H);
+        plan->rows = rows;
+    }
+    for (int b = 0; b < B; b++)
+        for (int d = 0; d < D; d++)
+            a->clsx[(size_t)b * D + d] = u.res1[(size_t)b * D + d] + u.keep[B + b] * a->branch[(size_t)b * D + d];
+}
+
+/* Backward of last_block_forward: from a->d_clsx to d(in) in a->d_res [B·T, D] (overwritten). */
+static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int first_moe,
+                                const float *in) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    mvmoe_params *g = &m->g;
+    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim, NH = c->heads, BT = B * T;
+    const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0), BD = (size_t)B * D;
+    last_bufs u = last_block_bufs(a, c, B, l, first_moe);
+    /* compact [B, D] gradients in the [B·T, D] scratch of d_branch (T >= 2) */
+    float *dres1 = a->d_branch, *dbr = a->d_branch + BD;
+    for (int b = 0; b < B; b++)
+        for (int d = 0; d < D; d++) {
+            float v = a->d_clsx[(size_t)b * D + d];
+            dres1[(size_t)b * D + d] = v;
+            dbr[(size_t)b * D + d] = u.keep[B + b] * v;
+        }
+    memset(a->d_ln, 0, sizeof(float) * BD);
+    if (l < first_moe) {
+        memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)B * H);
+        mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg,
+                              p->fc2_w + slot * D * H, B, H, D);
+        memset(a->d_fch, 0, sizeof(float) * (size_t)B * H);
+        mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H);
+        mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2,
+                              p->fc1_w + slot * H * D, B, D, H);
+    } else {
+        mvmoe_plan *plan = &a->plans[0];
+        mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
+        int rows = plan->rows;
+        plan->rows = 1;
+        mvmoe_moe_backward(a->d_ln, a->rdgate, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg, dbr, u.xg, u.h,
+                           u.hg, u.y, &w, plan, D, H);
+        plan->rows = rows;
+    }
+    mvmoe_layernorm_backward(dres1, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln, u.m2,
+                             u.r2, u.res1, p->ln2_w + (size_t)l * D, B, D);
+    /* attention branch on the class rows; keys and values of every row get gradient */
+    for (int b = 0; b < B; b++)
+        for (int d = 0; d < D; d++) dbr[(size_t)b * D + d] = u.keep[b] * dres1[(size_t)b * D + d];
+    memset(a->d_atty, 0, sizeof(float) * BD);
+    mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
+                          p->proj_w + (size_t)l * D * D, B, D, D);
+    memset(a->d_qkv, 0, sizeof(float) * (size_t)BT * 3 * D);
+    mvmoe_attention_backward_rows(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1);
+    memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+    mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
+                          u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
+    /* d(in) = the residual path (class rows) + LN1ᵀ(d_ln) (every row) */
+    memset(a->d_res, 0, sizeof(float) * (size_t)BT * D);
+    for (int b = 0; b < B; b++) memcpy(a->d_res + (size_t)b * T * D, dres1 + (size_t)b * D, sizeof(float) * D);
+    mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln, u.m1,
+                             u.r1, in, p->ln1_w + (size_t)l * D, BT, D);
+}
+
 /* ---------------------------------------------------------------- forward */
 void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, uint64_t seed,
                        int64_t step) {
@@ -203,7 +328,12 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
     }
 
     const float *in = a->x0;
+    const int class_only = class_only_last(c);
     for (int l = 0; l < c->depth; l++) {
+        if (class_only && l == c->depth - 1) {
+            last_block_forward(m, a, B, l, first_moe, in, seed, step);
+            break;
+        }
         float *ln1 = a->ln1 + l * a->layer_bt_d, *ln2 = a->ln2 + l * a->layer_bt_d;
         float *m1 = a->ln1_mean + l * a->layer_bt, *r1 = a->ln1_rstd + l * a->layer_bt;
         float *m2 = a->ln2_mean + l * a->layer_bt, *r2 = a->ln2_rstd + l * a->layer_bt;
@@ -253,7 +383,8 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
     }
 
     /* logits = head(norm(x)[class token]): only the class-token rows need the final norm */
-    for (int b = 0; b < B; b++) memcpy(a->clsx + (size_t)b * D, in + (size_t)b * T * D, sizeof(float) * D);
+    if (!class_only)
+        for (int b = 0; b < B; b++) memcpy(a->clsx + (size_t)b * D, in + (size_t)b * T * D, sizeof(float) * D);
     mvmoe_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->clsx, p->norm_w, p->norm_b, B, D,
                             LN_EPS);
     mvmoe_linear_forward(a->logits, a->lnf, p->head_w, p->head_b, B, D, K);
@@ -328,9 +459,12 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
     memset(a->d_clsx, 0, sizeof(float) * (size_t)B * D);
     mvmoe_layernorm_backward(a->d_clsx, g->norm_w, g->norm_b, a->d_lnf, a->lnf_mean, a->lnf_rstd,
                              a->clsx, p->norm_w, B, D);
-    memset(a->d_res, 0, sizeof(float) * (size_t)BT * D);
-    for (int b = 0; b < B; b++)
-        memcpy(a->d_res + (size_t)b * T * D, a->d_clsx + (size_t)b * D, sizeof(float) * D);
+    const int class_only = class_only_last(c);
+    if (!class_only) { /* else last_block_backward starts from d_clsx */
+        memset(a->d_res, 0, sizeof(float) * (size_t)BT * D);
+        for (int b = 0; b < B; b++)
+            memcpy(a->d_res + (size_t)b * T * D, a->d_clsx + (size_t)b * D, sizeof(float) * D);
+    }
 
     for (int l = c->depth - 1; l >= 0; l--) {
         const float *in = l == 0 ? a->x0 : a->res2 + (l - 1) * a->layer_bt_d;
@@ -341,52 +475,56 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
         const float *atty = a->atty + l * a->layer_bt_d, *res1 = a->res1 + l * a->layer_bt_d;
         const float *fch = a->fch + l * a->layer_bt_h, *fcg = a->fch_gelu + l * a->layer_bt_h;
         const float *keep = a->keep + (size_t)l * 2 * B;
-        size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
-
-        /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
-        const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
-        memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
-        if (l < first_moe) {
-            memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)BT * H);
-            mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr,
-                                  fcg, p->fc2_w + slot * D * H, BT, H, D);
-            memset(a->d_fch, 0, sizeof(float) * (size_t)BT * H);
-            mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
-            mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch,
-                                  ln2, p->fc1_w + slot * H * D, BT, D, H);
+        if (class_only && l == c->depth - 1) {
+            last_block_backward(m, a, B, l, first_moe, in);
         } else {
-            int lm = l - first_moe, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
-            int pi = token ? lm : 0;
-            mvmoe_plan *plan = &a->plans[pi];
-            mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
-            size_t nE = (size_t)a->n_route * E, nk = (size_t)a->n_route * c->top_k;
-            mvmoe_moe_backward(a->d_ln, a->rdgate + pi * nk, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg,
-                               dbr, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
-                               a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd,
-                               &w, plan, D, H);
-            if (token) { /* this block's router read norm2(x): its gradient joins d_ln */
-                mvmoe_plan_gate_backward(a->rdp + pi * nE, a->rdgate + pi * nk, plan);
-                mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->rdz + pi * nE,
-                                      a->rdp + pi * nE, a->rp + pi * nE, ln2, D,
-                                      p->trouter_w + (size_t)lm * E * D, BT, D, E);
-            }
-        }
-        /* d(res1) = d(res2) + LN2ᵀ(d_ln): accumulate into d_res in place */
-        mvmoe_layernorm_backward(a->d_res, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln,
-                                 m2, r2, res1, p->ln2_w + (size_t)l * D, BT, D);
+            size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
 
-        /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))) */
-        dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
-        memset(a->d_atty, 0, sizeof(float) * (size_t)BT * D);
-        mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
-                              atty, p->proj_w + (size_t)l * D * D, BT, D, D);
-        memset(a->d_qkv, 0, sizeof(float) * (size_t)BT * 3 * D);
-        mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH);
-        memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
-        mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
-                              a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
-        mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
-                                 m1, r1, in, p->ln1_w + (size_t)l * D, BT, D);
+            /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
+            const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
+            memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+            if (l < first_moe) {
+                memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)BT * H);
+                mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr,
+                                      fcg, p->fc2_w + slot * D * H, BT, H, D);
+                memset(a->d_fch, 0, sizeof(float) * (size_t)BT * H);
+                mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
+                mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch,
+                                      ln2, p->fc1_w + slot * H * D, BT, D, H);
+            } else {
+                int lm = l - first_moe, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
+                int pi = token ? lm : 0;
+                mvmoe_plan *plan = &a->plans[pi];
+                mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
+                size_t nE = (size_t)a->n_route * E, nk = (size_t)a->n_route * c->top_k;
+                mvmoe_moe_backward(a->d_ln, a->rdgate + pi * nk, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg,
+                                   dbr, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
+                                   a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd,
+                                   &w, plan, D, H);
+                if (token) { /* this block's router read norm2(x): its gradient joins d_ln */
+                    mvmoe_plan_gate_backward(a->rdp + pi * nE, a->rdgate + pi * nk, plan);
+                    mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->rdz + pi * nE,
+                                          a->rdp + pi * nE, a->rp + pi * nE, ln2, D,
+                                          p->trouter_w + (size_t)lm * E * D, BT, D, E);
+                }
+            }
+            /* d(res1) = d(res2) + LN2ᵀ(d_ln): accumulate into d_res in place */
+            mvmoe_layernorm_backward(a->d_res, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln,
+                                     m2, r2, res1, p->ln2_w + (size_t)l * D, BT, D);
+
+            /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))) */
+            dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
+            memset(a->d_atty, 0, sizeof(float) * (size_t)BT * D);
+            mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
+                                  atty, p->proj_w + (size_t)l * D * D, BT, D, D);
+            memset(a->d_qkv, 0, sizeof(float) * (size_t)BT * 3 * D);
+            mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH);
+            memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+            mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
+                                  a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
+            mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
+                                     m1, r1, in, p->ln1_w + (size_t)l * D, BT, D);
+        }
         /* d_res now holds d(in) */
         if (l == first_moe && c->routing != MVMOE_ROUTING_DENSE &&
             c->routing != MVMOE_ROUTING_TOKEN_LEARNED) {

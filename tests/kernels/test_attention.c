@@ -128,6 +128,61 @@ static void test_fast_vs_ref(void) {
     omp_set_num_threads(1);
 }
 
+/* mvmoe_attention_forward_rows: the first nq query rows equal the reference's rows, and a
+ * query row the caller did not ask for is never written (the output holds nq rows per image).
+ * mvmoe_attention_backward_rows equals the reference backward with dout zero beyond row nq. */
+static void test_rows(void) {
+    const int shapes[][4] = {{3, 50, 64, 4}, {2, 197, 192, 3}, {2, 13, 40, 1}, {2, 5, 12, 3}};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 34, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int B = shapes[s][0], T = shapes[s][1], D = shapes[s][2], NH = shapes[s][3];
+        const size_t n3 = (size_t)B * T * 3 * D;
+        float *qkv = kc_alloc(n3), *outr = kc_alloc((size_t)B * T * D),
+              *attr = kc_alloc((size_t)B * NH * T * T), *dattr = kc_alloc((size_t)B * NH * T * T),
+              *doutr = kc_alloc((size_t)B * T * D), *g0 = kc_alloc(n3);
+        kc_fill_normal(qkv, n3, &rng, 1.0f);
+        kc_fill_normal(g0, n3, &rng, 1.0f);
+        mvmoe_attention_forward_ref(outr, attr, qkv, B, T, D, NH);
+        for (int nq = 1; nq <= 3 && nq <= T; nq += 2)
+            for (int th = 1; th <= 2; th++) {
+                omp_set_num_threads(th);
+                size_t no = (size_t)B * nq * D, na = (size_t)B * NH * nq * T;
+                float *out = kc_alloc(no + 8), *att = kc_alloc(na + 8), *wo = kc_alloc(no), *wa = kc_alloc(na);
+                for (size_t i = 0; i < no + 8; i++) out[i] = NAN;
+                for (size_t i = 0; i < na + 8; i++) att[i] = NAN;
+                mvmoe_attention_forward_rows(out, att, qkv, B, T, D, NH, nq);
+                for (int b = 0; b < B; b++) {
+                    memcpy(wo + (size_t)b * nq * D, outr + (size_t)b * T * D, sizeof(float) * nq * D);
+                    for (int h = 0; h < NH; h++)
+                        memcpy(wa + ((size_t)b * NH + h) * nq * T, attr + ((size_t)b * NH + h) * T * T,
+                               sizeof(float) * nq * T);
+                }
+                char what[128];
+                snprintf(what, sizeof what, "attention rows nq=%d B=%d T=%d D=%d NH=%d thr=%d", nq, B, T, D, NH, th);
+                KC_CHECK_CLOSE(what, out, wo, no);
+                KC_CHECK_CLOSE(what, att, wa, na);
+                int untouched = 1;
+                for (int i = 0; i < 8; i++) untouched &= isnan(out[no + i]) && isnan(att[na + i]);
+                CHECK(untouched, "%s: wrote beyond its nq rows", what);
+                /* backward: dout on the nq rows; the reference sees zeros on the others */
+                float *dout = kc_alloc(no), *datt = kc_alloc(na), *g = kc_dup(g0, n3), *gr = kc_dup(g0, n3);
+                kc_fill_normal(dout, no, &rng, 1.0f);
+                memset(doutr, 0, sizeof(float) * (size_t)B * T * D);
+                for (int b = 0; b < B; b++)
+                    memcpy(doutr + (size_t)b * T * D, dout + (size_t)b * nq * D, sizeof(float) * nq * D);
+                mvmoe_attention_backward_ref(gr, dattr, doutr, attr, qkv, B, T, D, NH);
+                mvmoe_attention_backward_rows(g, datt, dout, att, qkv, B, T, D, NH, nq);
+                for (size_t i = 0; i < n3; i++) g[i] -= g0[i], gr[i] -= g0[i];
+                snprintf(what, sizeof what, "attention rows backward nq=%d B=%d T=%d D=%d NH=%d thr=%d", nq, B, T, D, NH, th);
+                KC_CHECK_CLOSE(what, g, gr, n3);
+                free(out), free(att), free(wo), free(wa), free(dout), free(datt), free(g), free(gr);
+            }
+        free(qkv), free(outr), free(attr), free(dattr), free(doutr), free(g0);
+    }
+    omp_set_num_threads(1);
+}
+
 static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
     const size_t nq = (size_t)B * T * 3 * D, no = (size_t)B * T * D, na = (size_t)B * NH * T * T;
     mvmoe_rng rng;
@@ -172,6 +227,7 @@ int main(void) {
     omp_set_num_threads(1);
     test_known_values();
     test_fast_vs_ref();
+    test_rows();
     grad_check(2, 5, 12, 3, 33); /* hd = 4: plain-loop row combinations */
     grad_check(1, 6, 16, 1, 34); /* hd = 16: AVX2 path, even T */
     grad_check(1, 7, 48, 2, 35); /* hd = 24, odd T */

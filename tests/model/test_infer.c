@@ -1,0 +1,69 @@
+/* Inference forward (class-token-only last block, src/model/vit.c) against the full forward
+ * that training runs: same logits (up to float summation order) and the same routing, for
+ * every routing mode and for MoE blocks at the last position, before it, and everywhere. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "model/model.h"
+#include "test_util.h"
+
+static void check(const char *name, mvmoe_config c, int B) {
+    mvmoe_model *m = NULL;
+    CHECK(mvmoe_model_create(&m, &c, 5) == MVMOE_OK, "%s: create: %s", name, mvmoe_last_error());
+    if (!m) return;
+    /* the training forward without noise and capacity is inference's */
+    m->route_noise = 0;
+    m->capacity_ratio = 0;
+    /* larger weights than the init's 0.02 so every block matters to the logits */
+    mvmoe_rng r;
+    mvmoe_rng_init(&r, 11, 0);
+    for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] += 0.2f * mvmoe_rng_normal(&r);
+    CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train init", name);
+    mvmoe_acts inf;
+    CHECK(mvmoe_acts_init(&inf, &c, B, 0) == MVMOE_OK, "%s: acts init", name);
+    size_t ni = (size_t)B * c.in_chans * c.img_size * c.img_size;
+    for (size_t i = 0; i < ni; i++) m->train_acts.img[i] = inf.img[i] = mvmoe_rng_normal(&r);
+
+    mvmoe_vit_forward(m, &m->train_acts, B, 0.0f, 0, 0);
+    mvmoe_vit_forward(m, &inf, B, 0.0f, 0, 0);
+    size_t nl = (size_t)B * c.num_classes;
+    double err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3), spread = 0;
+    for (size_t i = 1; i < nl; i++) spread = fmax(spread, fabs(inf.logits[i] - inf.logits[0]));
+    CHECK(err < 1e-5, "%s: inference vs full forward logits rel err %.3g", name, err);
+    CHECK(spread > 1e-2, "%s: logits nearly constant (%.3g): the check would be vacuous", name, spread);
+    if (c.routing != MVMOE_ROUTING_DENSE) {
+        const mvmoe_plan *p = &inf.plans[0], *q = &m->train_acts.plans[0];
+        int same = p->n == q->n && p->rows == q->rows;
+        for (int i = 0; same && i < p->n * p->k; i++) same = p->expert[i] == q->expert[i] && p->pos[i] == q->pos[i];
+        CHECK(same, "%s: routing differs between inference and the full forward", name);
+    }
+    mvmoe_acts_free(&inf);
+    mvmoe_model_free(m);
+}
+
+int main(void) {
+    mvmoe_config c;
+    memset(&c, 0, sizeof c);
+    CHECK(mvmoe_config_preset(&c, "vit-test-tiny") == MVMOE_OK, "preset");
+    c.img_size = 12, c.patch = 3, c.in_chans = 2, c.dim = 24, c.heads = 3, c.mlp_dim = 40;
+    c.num_classes = 7, c.depth = 3;
+    check("dense", c, 5);
+    c.routing = MVMOE_ROUTING_IMAGE_SUPERCLASS, c.experts = 3, c.top_k = 1, c.moe_layers = 1;
+    check("image-superclass E3 k1 L1 (router and experts in the last block)", c, 5);
+    c.moe_layers = 2;
+    check("image-superclass E3 k1 L2", c, 6);
+    c.depth = 4, c.moe_layers = 3;
+    check("image-superclass E3 k1 L3 of 4", c, 4);
+    c.depth = 3;
+    c.routing = MVMOE_ROUTING_IMAGE_LEARNED, c.experts = 4, c.top_k = 2, c.moe_layers = 2;
+    check("image-learned E4 k2 L2", c, 7);
+    c.routing = MVMOE_ROUTING_TOKEN_LEARNED;
+    check("token-learned E4 k2 L2 (full last block)", c, 3);
+    c.routing = MVMOE_ROUTING_DENSE, c.experts = 0, c.top_k = 1, c.moe_layers = 0;
+    c.depth = 1;
+    check("dense, depth 1", c, 2);
+    TEST_MAIN_END("test_infer");
+}
