@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "kernels/activations_avx512.h"
 #include "kernels/kernels.h"
 #include "kernels/simd.h"
 
@@ -40,6 +41,11 @@ void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, siz
 static void gelu_forward_span(float *out, const float *in, size_t n) {
     size_t i = 0;
 #if MVMOE_SIMD_AVX2
+    if (mvmoe_isa_width() == 512) {
+        mvmoe_gelu_forward_span_avx512(out, in, n, mvmoe_simd_erf_coef, mvmoe_simd_erf_centers,
+                                       (float)GELU_INV_SQRT2);
+        return;
+    }
     const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f),
                  k = _mm256_set1_ps((float)GELU_INV_SQRT2);
     for (; i + 8 <= n; i += 8) {
@@ -61,6 +67,11 @@ static void gelu_forward_span(float *out, const float *in, size_t n) {
 static void gelu_backward_span(float *din, const float *dout, const float *in, size_t n) {
     size_t i = 0;
 #if MVMOE_SIMD_AVX2
+    if (mvmoe_isa_width() == 512) {
+        mvmoe_gelu_backward_span_avx512(din, dout, in, n, mvmoe_simd_erf_coef, mvmoe_simd_erf_centers,
+                                        (float)GELU_INV_SQRT2, (float)GELU_INV_SQRT2PI);
+        return;
+    }
     const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f),
                  k = _mm256_set1_ps((float)GELU_INV_SQRT2),
                  kp = _mm256_set1_ps((float)GELU_INV_SQRT2PI);

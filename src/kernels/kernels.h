@@ -39,7 +39,13 @@ void mvmoe_layernorm_backward_ref(float *din, float *dw, float *db, const float 
                                   const float *mean, const float *rstd, const float *in,
                                   const float *w, int M, int D);
 
-/* ---- exact GELU (activations.c): out = x · Φ(x) = 0.5·x·(1 + erf(x/√2)). n elements. */
+/* ---- instruction set (isa.c): 512 when the AVX-512 kernel versions run, else 256.
+ * mvmoe_isa_force(256 | 512 | 0 = automatic) is for tests and benchmarks; -1 if unsupported. */
+int mvmoe_isa_width(void);
+int mvmoe_isa_force(int width);
+
+/* ---- exact GELU (activations.c): out = x · Φ(x) = 0.5·x·(1 + erf(x/√2)). n elements.
+ * AVX-512 version (activations_avx512.c) when mvmoe_isa_width() is 512: same bits. */
 void mvmoe_gelu_forward(float *out, const float *in, size_t n);
 void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n);
 void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);

@@ -151,8 +151,46 @@ static void test_gradients(void) {
     free(c.x), free(c.r), free(c.out), free(num), free(ga), free(gr), free(twice), free(rt);
 }
 
+/* The AVX-512 and AVX2 versions give the same bits (chosen at run time, isa.c), on ordinary
+ * values, every tail length, huge/tiny/signed zero/inf/NaN inputs; the AVX-512 run is skipped
+ * with a message on a CPU without it. */
+static void test_isa_same_bits(void) {
+    if (mvmoe_isa_force(512) != 0) {
+        printf("skip: this CPU has no AVX-512F/DQ; only the AVX2 GELU runs here\n");
+        return;
+    }
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 77, 0);
+    const size_t N = 40000 + 13;
+    float *x = malloc(sizeof(float) * N), *dy = malloc(sizeof(float) * N);
+    for (size_t i = 0; i < N; i++) {
+        x[i] = 4.0f * mvmoe_rng_normal(&rng);
+        dy[i] = mvmoe_rng_normal(&rng);
+    }
+    const float special[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 3.9999f, 4.0f, -4.5f, 30.0f, -30.0f,
+                             100.0f, -100.0f, INFINITY, -INFINITY, NAN};
+    memcpy(x, special, sizeof special);
+    for (size_t n = 1; n <= N; n = n < 40 ? n + 1 : n * 3) {
+        float *o[2], *g[2];
+        for (int w = 0; w < 2; w++) {
+            CHECK(mvmoe_isa_force(w ? 512 : 256) == 0 && mvmoe_isa_width() == (w ? 512 : 256), "force isa");
+            o[w] = malloc(sizeof(float) * n);
+            g[w] = malloc(sizeof(float) * n);
+            for (size_t i = 0; i < n; i++) g[w][i] = 0.25f;
+            mvmoe_gelu_forward(o[w], x, n);
+            mvmoe_gelu_backward(g[w], dy, x, n);
+        }
+        CHECK(!memcmp(o[0], o[1], sizeof(float) * n), "n=%zu: AVX-512 GELU forward differs from AVX2", n);
+        CHECK(!memcmp(g[0], g[1], sizeof(float) * n), "n=%zu: AVX-512 GELU backward differs from AVX2", n);
+        for (int w = 0; w < 2; w++) free(o[w]), free(g[w]);
+    }
+    mvmoe_isa_force(0);
+    free(x), free(dy);
+}
+
 int main(void) {
     omp_set_num_threads(1);
+    test_isa_same_bits();
     test_known_values();
     test_dense_accuracy();
     test_fast_vs_ref();

@@ -1,0 +1,32 @@
+/* Which vector width the kernels use, chosen once at run time: the build's baseline is AVX2 +
+ * FMA (x86-64-v3); kernels with an AVX-512 version take it when the CPU has AVX-512F/DQ, unless
+ * MVMOE_ISA=avx2 is set in the environment (or a test forces it). The AVX-512 versions compute
+ * every element exactly as the AVX2 ones do (same polynomials, same operation order; only
+ * element-wise kernels have one), so the choice never changes a result. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "mvmoe.h"
+
+static int isa_forced = 0; /* 0: not forced; else 256 or 512 */
+
+int mvmoe_isa_width(void) {
+    if (isa_forced) return isa_forced;
+    static int width = 0; /* racing first calls compute the same value */
+    if (!width) {
+        const char *env = getenv("MVMOE_ISA");
+        int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+        width = avx512 && !(env && strcmp(env, "avx2") == 0) ? 512 : 256;
+    }
+    return width;
+}
+
+int mvmoe_isa_force(int width) {
+    int ok = width == 0 || width == 256 ||
+             (width == 512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"));
+    if (ok) isa_forced = width;
+    return ok ? 0 : -1;
+}
+
+const char *mvmoe_kernel_isa(void) { return mvmoe_isa_width() == 512 ? "avx512" : "avx2"; }
