@@ -97,5 +97,7 @@ void mvmoe_patchify_ref(float *patches, const float *img, int B, int C, int H, i
 /* ---- elementwise helpers (elementwise.c) */
 /* y[n] += x[n] */
 void mvmoe_add_inplace(float *y, const float *x, size_t n);
+/* y[n] = 0, threaded for large n. */
+void mvmoe_zero(float *y, size_t n);
 
 #endif

@@ -6,9 +6,13 @@
 
 #include "kernels/kernels.h"
 
+/* Columns per thread block of the bias-gradient sum (a multiple of the vector width). */
+#define DB_COLS 32
+
 void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,
                           int N) {
-    if (b) {
+    if (b) { /* threaded: a serial fill of B·T·N floats per call limited the 2-thread speed-up */
+#pragma omp parallel for schedule(static) if ((size_t)M * N >= 65536)
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) out[(size_t)i * N + j] = b[j];
     }
@@ -25,9 +29,16 @@ void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dout, N, in, K, 1.0f,
                     dw, K);
     if (db) {
-        for (int i = 0; i < M; i++) {
-            const float *row = dout + (size_t)i * N;
-            for (int j = 0; j < N; j++) db[j] += row[j];
+        /* threads own blocks of columns and each column is summed over rows in order, so the
+         * result is the serial one for any thread count */
+        const int nb = (N + DB_COLS - 1) / DB_COLS;
+#pragma omp parallel for schedule(static) if ((size_t)M * N >= 65536 && nb > 1)
+        for (int jb = 0; jb < nb; jb++) {
+            const int j0 = jb * DB_COLS, j1 = j0 + DB_COLS < N ? j0 + DB_COLS : N;
+            for (int i = 0; i < M; i++) {
+                const float *row = dout + (size_t)i * N;
+                for (int j = j0; j < j1; j++) db[j] += row[j];
+            }
         }
     }
 }

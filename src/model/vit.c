@@ -256,12 +256,12 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
             dres1[(size_t)b * D + d] = v;
             dbr[(size_t)b * D + d] = u.keep[B + b] * v;
         }
-    memset(a->d_ln, 0, sizeof(float) * BD);
+    mvmoe_zero(a->d_ln, BD);
     if (l < first_moe) {
-        memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)B * H);
+        mvmoe_zero(a->d_fch_gelu, (size_t)B * H);
         mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg,
                               p->fc2_w + slot * D * H, B, H, D);
-        memset(a->d_fch, 0, sizeof(float) * (size_t)B * H);
+        mvmoe_zero(a->d_fch, (size_t)B * H);
         mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H);
         mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2,
                               p->fc1_w + slot * H * D, B, D, H);
@@ -279,16 +279,16 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
     /* attention branch on the class rows; keys and values of every row get gradient */
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++) dbr[(size_t)b * D + d] = u.keep[b] * dres1[(size_t)b * D + d];
-    memset(a->d_atty, 0, sizeof(float) * BD);
+    mvmoe_zero(a->d_atty, BD);
     mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
                           p->proj_w + (size_t)l * D * D, B, D, D);
-    memset(a->d_qkv, 0, sizeof(float) * (size_t)BT * 3 * D);
+    mvmoe_zero(a->d_qkv, (size_t)BT * 3 * D);
     mvmoe_attention_backward_rows(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1);
-    memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+    mvmoe_zero(a->d_ln, (size_t)BT * D);
     mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
                           u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
     /* d(in) = the residual path (class rows) + LN1ᵀ(d_ln) (every row) */
-    memset(a->d_res, 0, sizeof(float) * (size_t)BT * D);
+    mvmoe_zero(a->d_res, (size_t)BT * D);
     for (int b = 0; b < B; b++) memcpy(a->d_res + (size_t)b * T * D, dres1 + (size_t)b * D, sizeof(float) * D);
     mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln, u.m1,
                              u.r1, in, p->ln1_w + (size_t)l * D, BT, D);
@@ -449,7 +449,7 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
     const int first_moe = c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
     const int E = c->experts;
 
-    memset(m->grad_mem, 0, sizeof(float) * m->layout.total);
+    mvmoe_zero(m->grad_mem, m->layout.total);
 
     /* loss = mean_b CE → dlogits = (probs - targets) / B */
     memset(a->d_logits, 0, sizeof(float) * (size_t)B * K);
@@ -461,7 +461,7 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
                              a->clsx, p->norm_w, B, D);
     const int class_only = class_only_last(c);
     if (!class_only) { /* else last_block_backward starts from d_clsx */
-        memset(a->d_res, 0, sizeof(float) * (size_t)BT * D);
+        mvmoe_zero(a->d_res, (size_t)BT * D);
         for (int b = 0; b < B; b++)
             memcpy(a->d_res + (size_t)b * T * D, a->d_clsx + (size_t)b * D, sizeof(float) * D);
     }
@@ -482,12 +482,12 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
             /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
             const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
-            memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+            mvmoe_zero(a->d_ln, (size_t)BT * D);
             if (l < first_moe) {
-                memset(a->d_fch_gelu, 0, sizeof(float) * (size_t)BT * H);
+                mvmoe_zero(a->d_fch_gelu, (size_t)BT * H);
                 mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr,
                                       fcg, p->fc2_w + slot * D * H, BT, H, D);
-                memset(a->d_fch, 0, sizeof(float) * (size_t)BT * H);
+                mvmoe_zero(a->d_fch, (size_t)BT * H);
                 mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
                 mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch,
                                       ln2, p->fc1_w + slot * H * D, BT, D, H);
@@ -514,12 +514,12 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
             /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))) */
             dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
-            memset(a->d_atty, 0, sizeof(float) * (size_t)BT * D);
+            mvmoe_zero(a->d_atty, (size_t)BT * D);
             mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
                                   atty, p->proj_w + (size_t)l * D * D, BT, D, D);
-            memset(a->d_qkv, 0, sizeof(float) * (size_t)BT * 3 * D);
+            mvmoe_zero(a->d_qkv, (size_t)BT * 3 * D);
             mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH);
-            memset(a->d_ln, 0, sizeof(float) * (size_t)BT * D);
+            mvmoe_zero(a->d_ln, (size_t)BT * D);
             mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
                                   a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
             mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
