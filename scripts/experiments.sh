@@ -58,7 +58,7 @@ jobs_list() { # in order of importance: the width comparison first, then the abl
     # upcycling: the MoE starts from the dense run; its control is the dense run trained on
     # for the same number of epochs (same total compute)
     echo "moe-up-E4-k1-L2-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 2 --upcycle $dense"
-    echo "dense-cont-w$ABL_W|$a --init $dense"
+    echo "dense-cont-w$ABL_W|--init $dense" # the shape comes from the checkpoint
     echo "moe-sc-E4-k2-L2-w$ABL_W|$a $SC --superclasses $MAPS/fmnist_E4.json --top-k 2 --moe-layers 2"
     echo "moe-il-E4-k1-L2-w$ABL_W|$a --routing image-learned --experts 4 --top-k 1 --moe-layers 2"
     echo "moe-tl-E4-k1-L2-w$ABL_W|$a --routing token-learned --experts 4 --top-k 1 --moe-layers 2"
