@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's comparisons at small scale on Fashion-MNIST (issue: "Experiments"):
-#   - dense vs Mobile V-MoE (image-superclass, E=4, k=1, L=2) at three widths, matched
+#   - dense vs Mobile V-MoE (image-superclass, E=4, k=1, L=2) at the WIDTHS, matched
 #     inference FLOPs (a k=1 MoE costs the dense model's FLOPs + the router's 2·D·E);
 #   - ablations at width ABL_W (32: the cheapest, and where capacity limits most) over E (3, 4, 5),
 #     L (1, 2, 4), k (1, 2), the routing mode (image-superclass, image-learned, token-learned) and
@@ -13,7 +13,7 @@
 # Environment (defaults in brackets): MVMOE [build/mvmoe] DATA [/usr/share/datasets/fashion-mnist]
 #   MAPS [runs/maps: fmnist_E{3,4,5}.json from `mvmoe superclasses`; made from DENSE if missing]
 #   DENSE [a dense checkpoint for the maps] OUT [runs/experiments] EPOCHS [3] SEEDS ["0 1"]
-#   ABL_W [32] JOBS [1] THREADS [2] DEADLINE [unix time after which no new run starts; 0: none]
+#   WIDTHS ["24 32 48": the dense vs MoE comparison] ABL_W [32] JOBS [1] THREADS [2] DEADLINE [unix time after which no new run starts; 0: none]
 #   ONLY [regex: run only jobs whose name matches] FULL [1: also E=5, L=1, L=4]
 #   ADAPTIVE ["0.5 0.7 0.9": adaptive-k thresholds for the top-2 runs]
 #   MAX_IMAGES [0: all; else train on the first N training images (test: always all)] JOB_END [unix time at which unfinished runs
@@ -43,13 +43,15 @@ for E in 3 4 5; do
     fi
 done
 
-# name | model flags. Widths: 32 (2 heads), 48 (3 heads), 64 (4 heads); MLP 4x; depth 12; patch 4.
+# name | model flags. Width w: w/16 heads of 16 (24: 1 head, 32: 2, 48: 3, 64: 4); MLP 4x;
+# depth 12; patch 4.
 # @SEED@ in the flags is replaced by the run's seed (upcycling starts from the same seed's dense run).
 width() { echo "--preset vit-12x64 --dim $1 --heads $(($1 / 16)) --mlp-dim $(($1 * 4))"; }
 SC="--routing image-superclass"
 ABL_W=${ABL_W:-32}
+WIDTHS=${WIDTHS:-"24 32 48"}
 jobs_list() { # in order of importance: the width comparison first, then the ablations
-    for w in 32 48 64; do
+    for w in $WIDTHS; do
         echo "dense-w$w|$(width $w)"
         echo "moe-sc-E4-k1-L2-w$w|$(width $w) $SC --superclasses $MAPS/fmnist_E4.json --top-k 1 --moe-layers 2"
     done
