@@ -12,7 +12,7 @@
 # Usage: bash scripts/experiments.sh            (after `make`; hours on 2 cores)
 # Environment (defaults in brackets): MVMOE [build/mvmoe] DATA [/usr/share/datasets/fashion-mnist]
 #   MAPS [runs/maps: fmnist_E{3,4,5}.json from `mvmoe superclasses`; made from DENSE if missing]
-#   DENSE [a dense checkpoint for the maps] OUT [runs/experiments] EPOCHS [3] SEEDS ["0 1"]
+#   DENSE [a dense checkpoint for the maps] OUT [runs/experiments] EPOCHS [5] SEEDS ["0 1"]
 #   WIDTHS ["24 32 48": the dense vs MoE comparison] ABL_W [32] JOBS [1] THREADS [2] DEADLINE [unix time after which no new run starts; 0: none]
 #   ONLY [regex: run only jobs whose name matches] FULL [1: also E=5, L=1, L=4]
 #   ADAPTIVE ["0.5 0.7 0.9": adaptive-k thresholds for the top-2 runs]
@@ -24,7 +24,7 @@ MVMOE=${MVMOE:-build/mvmoe}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 OUT=${OUT:-runs/experiments}
 MAPS=${MAPS:-runs/maps}
-EPOCHS=${EPOCHS:-3}
+EPOCHS=${EPOCHS:-5}
 SEEDS=${SEEDS:-"0 1"}
 JOBS=${JOBS:-1}
 THREADS=${THREADS:-2}
