@@ -208,7 +208,7 @@ static void restore_handlers(const struct sigaction *old_int, const struct sigac
 
 /* ---------------------------------------------------------------- test split */
 
-static int evaluate_test(const train_args *t, mvmoe_model *m, int load_size) {
+static int evaluate_test(const train_args *t, mvmoe_model *m, int load_size, const char *which) {
     mvmoe_dataset test;
     memset(&test, 0, sizeof test);
     if (mvmoe_dataset_load(&test, t->data, "test", load_size, t->max_images) != MVMOE_OK) {
@@ -223,7 +223,7 @@ static int evaluate_test(const train_args *t, mvmoe_model *m, int load_size) {
     if (mvmoe_evaluate(m, &test, NULL, test.n, TEST_BATCH, &r, NULL) != MVMOE_OK) {
         rc = mvmoe_cli_fail("train");
     } else {
-        printf("test: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%d images of '%s')\n", 100.0 * r.top1,
+        printf("test%s: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%d images of '%s')\n", which, 100.0 * r.top1,
                100.0 * r.top5, r.loss, r.n, t->data);
     }
     mvmoe_eval_result_free(&r);
@@ -373,7 +373,28 @@ static int run(train_args *t) {
     }
     printf("saved: '%s'\n", t->out);
     fflush(stdout);
-    rc = evaluate_test(t, m, load_size);
+    rc = evaluate_test(t, m, load_size, "");
+    if (rc == 0 && t->o.ema_decay > 0) { /* the EMA weights were saved next to the checkpoint */
+        size_t n = strlen(t->out) + 32;
+        char *ep = malloc(n);
+        mvmoe_model *me = NULL;
+        mvmoe_load_options lo;
+        memset(&lo, 0, sizeof lo);
+        lo.img_size = mvmoe_model_config(m)->img_size;
+        if (!ep) {
+            fprintf(stderr, "mvmoe train: error: out of memory\n");
+            rc = MVMOE_EXIT_FAIL;
+        } else {
+            snprintf(ep, n, "%s.ema.safetensors", t->out);
+            if (mvmoe_model_load(&me, ep, &lo) != MVMOE_OK) rc = mvmoe_cli_fail("train");
+            else {
+                printf("saved: '%s' (EMA of the weights, decay %g)\n", ep, (double)t->o.ema_decay);
+                rc = evaluate_test(t, me, load_size, " (EMA weights)");
+            }
+        }
+        mvmoe_model_free(me);
+        free(ep);
+    }
 
 done:
     if (prog_open && mvmoe_cli_progress_close(&prog) != 0 && rc == 0) rc = MVMOE_EXIT_FAIL;

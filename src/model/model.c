@@ -121,6 +121,7 @@ void mvmoe_model_free(mvmoe_model *m) {
     free(m->grad_mem);
     free(m->adam_m);
     free(m->adam_v);
+    free(m->ema_mem);
     mvmoe_acts_free(&m->train_acts);
     mvmoe_acts_free(&m->infer_acts);
     free(m);

@@ -87,6 +87,7 @@ struct mvmoe_model {
     float *grad_mem;    /* [layout.total] */
     mvmoe_params g;
     float *adam_m, *adam_v; /* [layout.total] each */
+    float *ema_mem;     /* [layout.total] exponential moving average of the weights (--ema), or NULL */
     int64_t step;       /* optimizer steps taken */
     int64_t ckpt_step;  /* the step recorded in the loaded checkpoint (-1: none / not loaded) */
     mvmoe_acts train_acts;

@@ -71,7 +71,6 @@ static mvmoe_status check_options(const mvmoe_train_options *o, int n_train) {
     REQ(o->randaug_n >= 0 && o->randaug_m >= 0 && o->randaug_m <= 30, "randaug n, m out of range");
     REQ(o->superclass_lambda >= 0 && o->aux_weight >= 0 && o->capacity_ratio >= 0,
         "router loss weights and capacity ratio must be >= 0");
-    REQ(o->ema_decay == 0, "--ema is not implemented yet (weights EMA); run without it");
 #undef REQ
     return MVMOE_OK;
 }
@@ -79,19 +78,36 @@ static mvmoe_status check_options(const mvmoe_train_options *o, int n_train) {
 /* Optimizer state beside the checkpoint: OUT.state.safetensors. */
 static void state_path(char *buf, size_t n, const char *out) { snprintf(buf, n, "%s.state.safetensors", out); }
 
-static mvmoe_status save_all(const mvmoe_model *m, const char *out) {
+static void ema_path(char *buf, size_t n, const char *out) { snprintf(buf, n, "%s.ema.safetensors", out); }
+
+/* The EMA weights as a checkpoint of their own (what `mvmoe eval` takes): swapped into the
+ * parameter arena around the save, with the gradient arena (free between steps) as scratch. */
+static mvmoe_status save_ema(mvmoe_model *m, const char *out) {
+    char ep[4096];
+    ema_path(ep, sizeof ep, out);
+    size_t bytes = sizeof(float) * m->layout.total;
+    memcpy(m->grad_mem, m->param_mem, bytes);
+    memcpy(m->param_mem, m->ema_mem, bytes);
+    mvmoe_status s = mvmoe_model_save(m, ep);
+    memcpy(m->param_mem, m->grad_mem, bytes);
+    return s;
+}
+
+static mvmoe_status save_all(mvmoe_model *m, const char *out) {
     char sp[4096];
     state_path(sp, sizeof sp, out);
     char step[32], total[32];
     snprintf(step, sizeof step, "%lld", (long long)m->step);
     snprintf(total, sizeof total, "%zu", m->layout.total);
-    mvmoe_st_out t[2] = {{.name = "adamw.exp_avg", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_m},
-                         {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_v}};
+    mvmoe_st_out t[3] = {{.name = "adamw.exp_avg", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_m},
+                         {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_v},
+                         {.name = "ema.weights", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->ema_mem}};
     const char *keys[] = {"step", "arena_floats"}, *vals[] = {step, total};
     /* state first, then the weights; both record the step, so a crash between the two writes
      * is detected by --resume (load_state) instead of silently mixing them */
-    MVMOE_TRY(mvmoe_st_write(sp, t, 2, keys, vals, 2));
-    return mvmoe_model_save(m, out);
+    MVMOE_TRY(mvmoe_st_write(sp, t, m->ema_mem ? 3 : 2, keys, vals, 2));
+    MVMOE_TRY(mvmoe_model_save(m, out));
+    return m->ema_mem ? save_ema(m, out) : MVMOE_OK;
 }
 
 static mvmoe_status load_state(mvmoe_model *m, const char *path) {
@@ -109,6 +125,15 @@ static mvmoe_status load_state(mvmoe_model *m, const char *path) {
                             "%s: not an mvmoe optimizer state (needs step, adamw.exp_avg, adamw.exp_avg_sq)", sp);
     if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tm, m->adam_m, m->layout.total);
     if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tv, m->adam_v, m->layout.total);
+    if (s == MVMOE_OK && m->ema_mem) {
+        const mvmoe_st_tensor *te = mvmoe_st_find(&f, "ema.weights");
+        if (!te)
+            s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
+                                "%s has no weight EMA (the run was started without --ema); resume "
+                                "without --ema, or start a new run with it", sp);
+        else
+            s = mvmoe_st_read_f32(&f, te, m->ema_mem, m->layout.total);
+    }
     if (s == MVMOE_OK && m->ckpt_step >= 0 && m->ckpt_step != st)
         s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
                             "%s is at step %lld but its optimizer state %s is at step %lld (the run was "
@@ -156,6 +181,12 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     const int64_t total = (int64_t)steps_per_epoch * o->epochs;
     const int64_t warmup = (int64_t)llround((double)o->warmup_epochs * steps_per_epoch);
     MVMOE_TRY(mvmoe_model_train_init(m, B));
+    free(m->ema_mem);
+    m->ema_mem = NULL;
+    if (o->ema_decay > 0) { /* starts at the initial weights; a resumed run reads its own */
+        MVMOE_ALLOC_ALIGNED(m->ema_mem, m->layout.total, "weight EMA");
+        memcpy(m->ema_mem, m->param_mem, sizeof(float) * m->layout.total);
+    }
     if (o->resume_path) {
         MVMOE_TRY(load_state(m, o->resume_path));
         if (m->step > total)
@@ -225,6 +256,13 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         h.lr = lr;
         m->step++;
         mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &h, m->step);
+        if (m->ema_mem) { /* DeiT/timm ModelEma: ema = d·ema + (1 − d)·w after every step */
+            const float d = o->ema_decay, *w = m->param_mem;
+            float *e = m->ema_mem;
+            const long long nt = (long long)m->layout.total;
+#pragma omp parallel for schedule(static) if (nt > 65536)
+            for (long long i = 0; i < nt; i++) e[i] = d * e[i] + (1.0f - d) * w[i];
+        }
 
         for (int i = 0; i < B; i++) {
             const float *row = a->logits + (size_t)i * K;
