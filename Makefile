@@ -6,10 +6,11 @@ OPT     ?= -O3 -march=x86-64-v3 -mtune=native
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -ffp-contract=fast \
            -fopenmp -Iinclude -Isrc -I/usr/include/cjson -MMD -MP
-# OpenBLAS, OpenMP build, by explicit path: chosen by measurement (docs/PERFORMANCE.md), and
-# independent of which BLAS the system alternatives point at.
+# GEMM: oneDNN (its OpenMP build), chosen by measurement over OpenBLAS, BLIS and LIBXSMM
+# (docs/PERFORMANCE.md, src/kernels/matmul.c). LAPACK (the spectral clustering's eigensolver):
+# OpenBLAS's OpenMP build, by explicit path, independent of the system's BLAS alternative.
 BLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS  += $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR) -lcjson -lmetis -lpng -ljpeg -lz -lm
+LDLIBS  += -ldnnl $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR) -lcjson -lmetis -lpng -ljpeg -lz -lm
 LDFLAGS += -fopenmp
 
 LIB_SRC  := $(shell find src -name '*.c' | sort)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs mvmoe's Debian dependencies. Idempotent: does nothing when all are present.
 set -euo pipefail
-PKGS=(build-essential libopenblas-dev libopenblas0-openmp libcjson-dev libmetis-dev libpng-dev
+PKGS=(build-essential libdnnl-dev libopenblas-dev libopenblas0-openmp libcjson-dev libmetis-dev libpng-dev
       libjpeg62-turbo-dev zlib1g-dev python3-torch python3-numpy dataset-fashion-mnist
       clang libclang-rt-14-dev libomp-dev valgrind)  # make fuzz (libFuzzer), valgrind-test
 missing=()

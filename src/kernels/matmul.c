@@ -1,33 +1,94 @@
-/* Linear layers through BLAS sgemm. OpenBLAS (its OpenMP build) was chosen by measurement over
- * BLIS: about 2x faster on every ViT-shaped product here (docs/PERFORMANCE.md). The OpenMP build
- * runs single-threaded when called inside our own parallel regions, so the two never fight. */
-#include <cblas.h>
+/* Linear layers through oneDNN's sgemm, threaded by us.
+ *
+ * Why oneDNN: measured against OpenBLAS 0.3.21 (the previous backend), BLIS 0.9 and LIBXSMM 1.17
+ * on the products a ViT step issues (docs/PERFORMANCE.md, "GEMM library"), oneDNN 2.6's JIT
+ * sgemm is 10-30 % faster on one thread and up to 2x faster on the weight-gradient products (a
+ * reduction over all B·T rows), where OpenBLAS packs a lot for little arithmetic.
+ *
+ * Why we thread it ourselves: oneDNN's own threading of these small products is erratic (some
+ * calls of 50 rows ran at a tenth of their one-thread speed). So every product is split into
+ * disjoint row slices of its output (rows of out and din, rows of dw); each thread runs one
+ * single-threaded sgemm on its slice (oneDNN stays single-threaded inside a parallel region);
+ * no element is summed by two threads. oneDNN allocates its packing buffers inside sgemm; our
+ * code allocates nothing. */
+#include <dnnl.h>
+#include <omp.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "kernels/kernels.h"
 
 /* Columns per thread block of the bias-gradient sum (a multiple of the vector width). */
 #define DB_COLS 32
+/* Products smaller than this many multiply-adds run on one thread: a fork-join costs ~2 µs. */
+#define SPLIT_MIN_MACS (64 * 64 * 64)
+/* Slices start at multiples of this many rows, rounded to the nearest (50 rows split 24 + 26). */
+#define ROW_ALIGN 8
+
+/* oneDNN fails only on invalid arguments, which the callers rule out: a failure is a bug. */
+static void sgemm_or_die(char ta, char tb, int M, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    if (st != dnnl_success) {
+        fprintf(stderr,
+                "mvmoe: internal error: dnnl_sgemm(%c%c, M=%d N=%d K=%d) failed with status %d "
+                "(%s:%d); please report this\n",
+                ta, tb, M, N, K, (int)st, __FILE__, __LINE__);
+        abort();
+    }
+}
+
+/* C[m0:m1, :] = bias[N] broadcast over rows. */
+static void fill_bias(float *C, int ldc, const float *bias, int m0, int m1, int N) {
+    for (int i = m0; i < m1; i++)
+        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = bias[j];
+}
+
+/* First row of thread t's slice: t·M/n rounded to the nearest multiple of ROW_ALIGN. */
+static int split_point(int M, int t, int n) {
+    if (t >= n) return M;
+    const long long r = (long long)M * t / n;
+    return (int)((r + ROW_ALIGN / 2) / ROW_ALIGN * ROW_ALIGN);
+}
+
+/* C[M,N] = op(A)·op(B) + beta·C, all row-major: op(A) = A[M,K] (ta 'N') or A[K,M]ᵀ ('T'),
+ * op(B) = B[K,N] ('N') or B[N,K]ᵀ ('T'). The M rows of C are split between the threads. With a
+ * bias (beta must then be 1), each thread first fills its own rows of C with it: next to the
+ * product, where it needs no fork-join of its own and leaves the rows in cache. */
+static void gemm_rows(char ta, char tb, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, const float *bias, float beta, float *C, int ldc) {
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if ((double)M * N * K < SPLIT_MIN_MACS || M < 2 * ROW_ALIGN) nt = 1;
+    if (nt == 1) {
+        /* oneDNN threads a call made outside a parallel region by itself: tell it not to */
+        const int saved = omp_get_max_threads();
+        if (saved > 1 && !omp_in_parallel()) omp_set_num_threads(1);
+        if (bias) fill_bias(C, ldc, bias, 0, M, N);
+        sgemm_or_die(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        if (saved > 1 && !omp_in_parallel()) omp_set_num_threads(saved);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int m0 = split_point(M, t, n), m1 = split_point(M, t + 1, n);
+        if (bias) fill_bias(C, ldc, bias, m0, m1, N);
+        sgemm_or_die(ta, tb, m1 - m0, N, K, ta == 'N' ? A + (size_t)m0 * lda : A + m0, lda, B, ldb,
+                     beta, C + (size_t)m0 * ldc, ldc);
+    }
+}
 
 void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,
                           int N) {
-    if (b) { /* threaded: a serial fill of B·T·N floats per call limited the 2-thread speed-up */
-#pragma omp parallel for schedule(static) if ((size_t)M * N >= 65536)
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) out[(size_t)i * N + j] = b[j];
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, in, K, w, K, b ? 1.0f : 0.0f,
-                out, N);
+    gemm_rows('N', 'T', M, N, K, in, K, w, K, b, b ? 1.0f : 0.0f, out, N);
 }
 
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                            const float *w, int M, int K, int N) {
-    if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dout, N, w, K, 1.0f,
-                    din, K);
-    if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dout, N, in, K, 1.0f,
-                    dw, K);
+    if (din) gemm_rows('N', 'N', M, K, N, dout, N, w, K, NULL, 1.0f, din, K);
+    if (dw) gemm_rows('T', 'N', N, K, M, dout, N, in, K, NULL, 1.0f, dw, K);
     if (db) {
         /* threads own blocks of columns and each column is summed over rows in order, so the
          * result is the serial one for any thread count */
@@ -37,7 +98,8 @@ void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, 
             const int j0 = jb * DB_COLS, j1 = j0 + DB_COLS < N ? j0 + DB_COLS : N;
             for (int i = 0; i < M; i++) {
                 const float *row = dout + (size_t)i * N;
-                for (int j = j0; j < j1; j++) db[j] += row[j];
+                for (int j = j0; j < j1; j++)
+                    db[j] += row[j];
             }
         }
     }
@@ -49,13 +111,14 @@ void mvmoe_linear_forward_ref(float *out, const float *in, const float *w, const
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double acc = b ? b[j] : 0.0;
-            for (int k = 0; k < K; k++) acc += (double)in[(size_t)i * K + k] * w[(size_t)j * K + k];
+            for (int k = 0; k < K; k++)
+                acc += (double)in[(size_t)i * K + k] * w[(size_t)j * K + k];
             out[(size_t)i * N + j] = (float)acc;
         }
 }
 
-void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
-                               const float *in, const float *w, int M, int K, int N) {
+void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout, const float *in,
+                               const float *w, int M, int K, int N) {
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float g = dout[(size_t)i * N + j];

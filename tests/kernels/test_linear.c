@@ -40,7 +40,7 @@ static void test_known_values(void) {
 static void test_fast_vs_ref(void) {
     /* the last two are above the threading threshold of the bias fill and bias gradient */
     const int shapes[][3] = {{5, 24, 10}, {50, 64, 192}, {33, 1000, 10}, {7, 192, 1000}, {1, 1, 1},
-                             {1300, 8, 64}, {700, 16, 100}};
+                             {1300, 8, 64}, {700, 16, 100}, {1601, 64, 192}, {99, 256, 64}};
     mvmoe_rng rng;
     mvmoe_rng_init(&rng, 51, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
@@ -60,7 +60,7 @@ static void test_fast_vs_ref(void) {
         mvmoe_linear_forward_ref(or_, in, w, b, M, K, N);
         mvmoe_linear_forward_ref(orn, in, w, NULL, M, K, N);
         mvmoe_linear_backward_ref(dir, dwr, dbr, dy, in, w, M, K, N);
-        float *db1 = kc_alloc(N), *o1 = kc_alloc(no);
+        float *db1 = kc_alloc(N), *o1 = kc_alloc(no), *di1 = kc_alloc(ni), *dw1 = kc_alloc(nw);
         for (int th = 1; th <= 2; th++) {
             omp_set_num_threads(th);
             float *o = kc_alloc(no), *on = kc_alloc(no);
@@ -83,12 +83,20 @@ static void test_fast_vs_ref(void) {
             if (th == 1) {
                 memcpy(db1, db, sizeof(float) * N);
                 memcpy(o1, o, sizeof(float) * no);
-            } else { /* the threaded bias gradient keeps the serial order: same bits */
+                memcpy(di1, di, sizeof(float) * ni);
+                memcpy(dw1, dw, sizeof(float) * nw);
+            } else {
+                /* the threaded bias gradient keeps the serial order, and the products are split
+                 * into disjoint output rows, each computed by one single-threaded sgemm call:
+                 * the same bits as on one thread */
                 CHECK(!memcmp(db, db1, sizeof(float) * N), "linear db M=%d N=%d: 1 and 2 threads differ", M, N);
+                CHECK(!memcmp(o, o1, sizeof(float) * no) && !memcmp(di, di1, sizeof(float) * ni) &&
+                          !memcmp(dw, dw1, sizeof(float) * nw),
+                      "linear M=%d K=%d N=%d: out, din or dw differ between 1 and 2 threads", M, K, N);
             }
             free(o), free(on), free(di), free(dw), free(db);
         }
-        free(db1), free(o1);
+        free(db1), free(o1), free(di1), free(dw1);
         free(in), free(w), free(b), free(dy), free(di0), free(dw0), free(db0);
         free(or_), free(orn), free(dir), free(dwr), free(dbr);
     }
