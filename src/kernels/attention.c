@@ -17,6 +17,7 @@
  *    row loads, with the head dim held in registers (hd a multiple of 8; else a plain loop);
  *  - softmax rows use the vector exp of simd.h. No heap memory is touched. */
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 
 #include "kernels/kernels.h"
@@ -272,32 +273,50 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
 
 /* ---------------------------------------------------------------- fast: per (b, h) pair */
 
-/* The first nq query rows of image b, head h: A[nq, T] at att + (b·NH + h)·nq·T, output rows
- * at out + b·nq·D. */
-static void att_forward_pair(float *out, float *att, const float *qkv, int b, int h, int T, int nq,
-                             int D, int NH) {
+/* Where oneDNN's sgemm (mvmoe_gemm_serial, single-threaded inside our loops) beats the tile
+ * kernels above, measured on one core (docs/PERFORMANCE.md): for the products over the key
+ * index (A·V, dS·K, dSᵀ·Q, Aᵀ·dO) at every head width once a pair has 8 query rows (T = 50,
+ * hd = 16: 0.75 µs against ~1.7 µs), and for the hd-deep products (Q·Kᵀ, dO·Vᵀ) from hd = 32
+ * on (hd = 64: 170 GFLOP/s, about twice the AVX2 tile kernel; at hd = 16 sgemm's fixed cost
+ * makes it no faster). The choice depends only on the shapes, never on the thread count. */
+#define ATT_GEMM_MIN_HD 32
+#define ATT_GEMM_MIN_ROWS 8
+
+/* Query rows [i0, i1) of the first nq of image b, head h: A[nq, T] at att + (b·NH + h)·nq·T,
+ * output rows at out + b·nq·D. Every row is computed the same way whatever the block. */
+static void att_forward_block(float *out, float *att, const float *qkv, int b, int h, int T,
+                              int nq, int D, int NH, int i0, int i1) {
     _Alignas(32) float tile[ATT_TILE];
-    const int hd = D / NH;
+    const int hd = D / NH, nr = i1 - i0;
     const size_t ld = (size_t)3 * D;
     const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd, *k = q + D, *v = q + 2 * D;
-    float *A = att + ((size_t)b * NH + h) * nq * T;
-    float *o = out + (size_t)b * nq * D + (size_t)h * hd;
-    att_scores(A, q, ld, k, ld, nq, T, hd, 1.0f / sqrtf((float)hd), tile);
-    for (int i = 0; i < nq; i++) { /* stable softmax: subtract the row max */
+    float *A = att + ((size_t)b * NH + h) * nq * T + (size_t)i0 * T;
+    float *o = out + ((size_t)b * nq + i0) * D + (size_t)h * hd;
+    q += (size_t)i0 * ld;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (hd >= ATT_GEMM_MIN_HD)
+        mvmoe_gemm_serial('N', 'T', nr, T, hd, scale, q, (int)ld, k, (int)ld, 0.0f, A, T);
+    else
+        att_scores(A, q, ld, k, ld, nr, T, hd, scale, tile);
+    for (int i = 0; i < nr; i++) { /* stable softmax: subtract the row max */
         float *row = A + (size_t)i * T;
         float m = mvmoe_simd_max(row, T);
         float sum = mvmoe_simd_exp_shift_sum(row, row, m, T);
         mvmoe_simd_scale(row, 1.0f / sum, T);
     }
+    if (nq >= ATT_GEMM_MIN_ROWS) { /* O = A·V */
+        mvmoe_gemm_serial('N', 'N', nr, hd, T, 1.0f, A, T, v, (int)ld, 0.0f, o, D);
+        return;
+    }
     int i = 0; /* o_i = Σ_j A_ij v_j */
-    for (; i + 2 <= nq; i += 2)
+    for (; i + 2 <= nr; i += 2)
         att_combo(o + (size_t)i * D, o + (size_t)(i + 1) * D, A + (size_t)i * T,
                   A + (size_t)(i + 1) * T, 1, v, ld, T, hd, 0);
-    if (i < nq) att_combo(o + (size_t)i * D, NULL, A + (size_t)i * T, NULL, 1, v, ld, T, hd, 0);
+    if (i < nr) att_combo(o + (size_t)i * D, NULL, A + (size_t)i * T, NULL, 1, v, ld, T, hd, 0);
 }
 
-/* Backward of att_forward_pair for its first nq query rows (dout [nq rows per image], att and
- * datt [nq, T] per pair); keys and values get the gradient from those rows only. */
+/* Backward of att_forward_block for the first nq query rows of a pair (dout [nq rows per
+ * image], att and datt [nq, T] per pair); keys and values get the gradient from those rows only. */
 static void att_backward_pair(float *dqkv, float *datt, const float *dout, const float *att,
                               const float *qkv, int b, int h, int T, int nq, int D, int NH) {
     _Alignas(32) float tile[ATT_TILE];
@@ -310,12 +329,22 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
     float *dS = datt + ((size_t)b * NH + h) * nq * T;
     const float scale = 1.0f / sqrtf((float)hd);
 
-    att_scores(dS, dO, (size_t)D, v, ld, nq, T, hd, 1.0f, tile); /* dA = dO·Vᵀ */
+    if (hd >= ATT_GEMM_MIN_HD) /* dA = dO·Vᵀ */
+        mvmoe_gemm_serial('N', 'T', nq, T, hd, 1.0f, dO, D, v, (int)ld, 0.0f, dS, T);
+    else
+        att_scores(dS, dO, (size_t)D, v, ld, nq, T, hd, 1.0f, tile);
     for (int i = 0; i < nq; i++) { /* dS = A ⊙ (dA - rowsum(dA ⊙ A)), times 1/√hd */
         float *ds = dS + (size_t)i * T;
         const float *a = A + (size_t)i * T;
         const float r = mvmoe_simd_dot(ds, a, T);
         for (int j = 0; j < T; j++) ds[j] = a[j] * (ds[j] - r) * scale;
+    }
+    if (nq >= ATT_GEMM_MIN_ROWS) {
+        const int l = (int)ld;
+        mvmoe_gemm_serial('N', 'N', nq, hd, T, 1.0f, dS, T, k, l, 1.0f, dq, l);  /* dQ += dS·K */
+        mvmoe_gemm_serial('T', 'N', T, hd, nq, 1.0f, dS, T, q, l, 1.0f, dk, l);  /* dK += dSᵀ·Q */
+        mvmoe_gemm_serial('T', 'N', T, hd, nq, 1.0f, A, T, dO, D, 1.0f, dv, l);  /* dV += Aᵀ·dO */
+        return;
     }
     int i = 0; /* dq_i += Σ_j dS_ij k_j */
     for (; i + 2 <= nq; i += 2)
@@ -342,8 +371,23 @@ void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, in
 void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
                                   int NH, int nq) {
     const int pairs = B * NH;
-#pragma omp parallel for schedule(static) if (pairs > 1)
-    for (int p = 0; p < pairs; p++) att_forward_pair(out, att, qkv, p / NH, p % NH, T, nq, D, NH);
+    /* Few pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) leave threads idle: then the
+     * query rows are split into blocks too, about 4 tasks per thread. Rows are independent and
+     * every block has at least 16 rows (see MIN_SLICE_ROWS in matmul.c), so the result does
+     * not depend on the blocks. */
+    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    int blocks = 1;
+    if (nt > 1 && pairs < 4 * nt) {
+        blocks = (4 * nt + pairs - 1) / pairs;
+        if (blocks > nq / 16) blocks = nq / 16 > 1 ? nq / 16 : 1;
+    }
+    const int tasks = pairs * blocks;
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int t = 0; t < tasks; t++) {
+        const int p = t / blocks, blk = t % blocks;
+        const int i0 = (int)((long long)nq * blk / blocks), i1 = (int)((long long)nq * (blk + 1) / blocks);
+        att_forward_block(out, att, qkv, p / NH, p % NH, T, nq, D, NH, i0, i1);
+    }
 }
 
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,

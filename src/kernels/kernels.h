@@ -21,6 +21,10 @@ void mvmoe_linear_forward(float *out, const float *in, const float *w, const flo
 /* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                            const float *w, int M, int K, int N);
+/* C[M,N] = alpha·op(A)·op(B) + beta·C on the calling thread only (op 'N' or 'T', row-major,
+ * BLAS argument order): the small products inside other kernels' parallel loops. */
+void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc);
 void mvmoe_linear_forward_ref(float *out, const float *in, const float *w, const float *b, int M,
                               int K, int N);
 void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout,

@@ -23,14 +23,17 @@
 #define DB_COLS 32
 /* Products smaller than this many multiply-adds run on one thread: a fork-join costs ~2 µs. */
 #define SPLIT_MIN_MACS (64 * 64 * 64)
-/* Slices start at multiples of this many rows, rounded to the nearest (50 rows split 24 + 26). */
-#define ROW_ALIGN 8
+/* Every slice has at least this many rows. oneDNN 2.6 computes each row of C with the same
+ * arithmetic whatever M is, except for 'N','T' products of fewer than 16 rows and 1-row
+ * 'T','N' products, which take other paths (tested bit by bit on the shapes we issue; see
+ * test_linear). Slices of 16 rows or more therefore give the bits of the unsplit product. */
+#define MIN_SLICE_ROWS 16
 
 /* oneDNN fails only on invalid arguments, which the callers rule out: a failure is a bug. */
-static void sgemm_or_die(char ta, char tb, int M, int N, int K, const float *A, int lda,
-                         const float *B, int ldb, float beta, float *C, int ldc) {
+static void sgemm_or_die(char ta, char tb, int M, int N, int K, float alpha, const float *A,
+                         int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (st != dnnl_success) {
         fprintf(stderr,
                 "mvmoe: internal error: dnnl_sgemm(%c%c, M=%d N=%d K=%d) failed with status %d "
@@ -46,12 +49,8 @@ static void fill_bias(float *C, int ldc, const float *bias, int m0, int m1, int 
         for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = bias[j];
 }
 
-/* First row of thread t's slice: t·M/n rounded to the nearest multiple of ROW_ALIGN. */
-static int split_point(int M, int t, int n) {
-    if (t >= n) return M;
-    const long long r = (long long)M * t / n;
-    return (int)((r + ROW_ALIGN / 2) / ROW_ALIGN * ROW_ALIGN);
-}
+/* First row of thread t's slice of M rows split n ways. */
+static int split_point(int M, int t, int n) { return (int)((long long)M * t / n); }
 
 /* C[M,N] = op(A)·op(B) + beta·C, all row-major: op(A) = A[M,K] (ta 'N') or A[K,M]ᵀ ('T'),
  * op(B) = B[K,N] ('N') or B[N,K]ᵀ ('T'). The M rows of C are split between the threads. With a
@@ -60,13 +59,14 @@ static int split_point(int M, int t, int n) {
 static void gemm_rows(char ta, char tb, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, const float *bias, float beta, float *C, int ldc) {
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-    if ((double)M * N * K < SPLIT_MIN_MACS || M < 2 * ROW_ALIGN) nt = 1;
+    if (nt > M / MIN_SLICE_ROWS) nt = M / MIN_SLICE_ROWS;
+    if ((double)M * N * K < SPLIT_MIN_MACS || nt < 1) nt = 1;
     if (nt == 1) {
         /* oneDNN threads a call made outside a parallel region by itself: tell it not to */
         const int saved = omp_get_max_threads();
         if (saved > 1 && !omp_in_parallel()) omp_set_num_threads(1);
         if (bias) fill_bias(C, ldc, bias, 0, M, N);
-        sgemm_or_die(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        sgemm_or_die(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
         if (saved > 1 && !omp_in_parallel()) omp_set_num_threads(saved);
         return;
     }
@@ -75,9 +75,21 @@ static void gemm_rows(char ta, char tb, int M, int N, int K, const float *A, int
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int m0 = split_point(M, t, n), m1 = split_point(M, t + 1, n);
         if (bias) fill_bias(C, ldc, bias, m0, m1, N);
-        sgemm_or_die(ta, tb, m1 - m0, N, K, ta == 'N' ? A + (size_t)m0 * lda : A + m0, lda, B, ldb,
+        sgemm_or_die(ta, tb, m1 - m0, N, K, 1.0f, ta == 'N' ? A + (size_t)m0 * lda : A + m0, lda, B, ldb,
                      beta, C + (size_t)m0 * ldc, ldc);
     }
+}
+
+void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc) {
+    if (omp_in_parallel()) {
+        sgemm_or_die(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const int saved = omp_get_max_threads(); /* see gemm_rows */
+    if (saved > 1) omp_set_num_threads(1);
+    sgemm_or_die(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (saved > 1) omp_set_num_threads(saved);
 }
 
 void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,

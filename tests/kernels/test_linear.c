@@ -40,7 +40,7 @@ static void test_known_values(void) {
 static void test_fast_vs_ref(void) {
     /* the last two are above the threading threshold of the bias fill and bias gradient */
     const int shapes[][3] = {{5, 24, 10}, {50, 64, 192}, {33, 1000, 10}, {7, 192, 1000}, {1, 1, 1},
-                             {1300, 8, 64}, {700, 16, 100}, {1601, 64, 192}, {99, 256, 64}};
+                             {1300, 8, 64}, {700, 16, 100}, {1601, 64, 192}, {99, 256, 64}, {32, 96, 128}};
     mvmoe_rng rng;
     mvmoe_rng_init(&rng, 51, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
