@@ -5,10 +5,14 @@
 # a crash, leak, UB report or timeout is saved under BUILD/artifacts/NAME/ and fails the run.
 # Prints one line per harness with libFuzzer's executed-unit count, then "N passed, N failed".
 # Usage: fuzz/run.sh [BUILD=build-fuzz] [SECONDS=60]     (make fuzz FUZZ_SECONDS=N runs it)
+# FUZZ_TIMEOUT (default 10 s): one input running longer is a hang. libFuzzer measures it in
+# wall-clock time, so a run that is paused (SIGSTOP, to free the cores for a benchmark) needs
+# a timeout longer than its pauses, or it reports every pause as a hang.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-fuzz}
 SECONDS_EACH=${2:-60}
+TIMEOUT=${FUZZ_TIMEOUT:-10}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 # detect_leaks: leaks count as failures; the harnesses free everything they get.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
@@ -26,9 +30,9 @@ for bin in "$BUILD"/fuzz/fuzz_*; do
   seeds=()
   for d in "fuzz/corpus/$name" "tests/regressions/$name"; do [ -d "$d" ] && seeds+=("$d"); done
   log="$BUILD/fuzz-$name.log"
-  # -timeout: one input taking 10 s is a hang; -rss_limit_mb/-malloc_limit_mb: an input that
+  # -timeout: one input taking TIMEOUT s is a hang; -rss_limit_mb/-malloc_limit_mb: an input that
   # makes a reader ask for more than 2 GB is a failure (readers must bound their allocations).
-  nice -n 19 "$bin" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+  nice -n 19 "$bin" -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
     -malloc_limit_mb=2048 -dict=fuzz/fuzz.dict -print_final_stats=1 \
     -artifact_prefix="$art/" "$work" "${seeds[@]}" > "$log" 2>&1
   rc=$?

@@ -22,6 +22,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/simd.h"
+#include "kernels/softmax_avx512.h"
 
 /* Floats in the per-thread transposed tile: 32 KiB, L1-sized, safe on any thread stack. */
 #define ATT_TILE 8192
@@ -282,15 +283,31 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
 #define ATT_GEMM_MIN_HD 32
 #define ATT_GEMM_MIN_ROWS 8
 
-/* Query rows [i0, i1) of the first nq of image b, head h: A[nq, T] at att + (b·NH + h)·nq·T,
+/* Each row of A[rows, T] replaced by its softmax (stable: the row max is subtracted first).
+ * The AVX-512 version gives the same bits (softmax_avx512.c). */
+static void softmax_rows(float *A, int rows, int T) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (mvmoe_isa_width() == 512) {
+        mvmoe_softmax_rows_avx512(A, rows, T);
+        return;
+    }
+#endif
+    for (int i = 0; i < rows; i++) {
+        float *row = A + (size_t)i * T;
+        float m = mvmoe_simd_max(row, T);
+        float sum = mvmoe_simd_exp_shift_sum(row, row, m, T);
+        mvmoe_simd_scale(row, 1.0f / sum, T);
+    }
+}
+
+/* Query rows [i0, i1) of the first nq of image b, head h; their probabilities go to A[i1-i0, T],
  * output rows at out + b·nq·D. Every row is computed the same way whatever the block. */
-static void att_forward_block(float *out, float *att, const float *qkv, int b, int h, int T,
+static void att_forward_block(float *out, float *A, const float *qkv, int b, int h, int T,
                               int nq, int D, int NH, int i0, int i1) {
     _Alignas(32) float tile[ATT_TILE];
     const int hd = D / NH, nr = i1 - i0;
     const size_t ld = (size_t)3 * D;
     const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd, *k = q + D, *v = q + 2 * D;
-    float *A = att + ((size_t)b * NH + h) * nq * T + (size_t)i0 * T;
     float *o = out + ((size_t)b * nq + i0) * D + (size_t)h * hd;
     q += (size_t)i0 * ld;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -298,12 +315,7 @@ static void att_forward_block(float *out, float *att, const float *qkv, int b, i
         mvmoe_gemm_serial('N', 'T', nr, T, hd, scale, q, (int)ld, k, (int)ld, 0.0f, A, T);
     else
         att_scores(A, q, ld, k, ld, nr, T, hd, scale, tile);
-    for (int i = 0; i < nr; i++) { /* stable softmax: subtract the row max */
-        float *row = A + (size_t)i * T;
-        float m = mvmoe_simd_max(row, T);
-        float sum = mvmoe_simd_exp_shift_sum(row, row, m, T);
-        mvmoe_simd_scale(row, 1.0f / sum, T);
-    }
+    softmax_rows(A, nr, T);
     if (nq >= ATT_GEMM_MIN_ROWS) { /* O = A·V */
         mvmoe_gemm_serial('N', 'N', nr, hd, T, 1.0f, A, T, v, (int)ld, 0.0f, o, D);
         return;
@@ -368,25 +380,30 @@ void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, in
     mvmoe_attention_forward_rows(out, att, qkv, B, T, D, NH, T);
 }
 
-void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH, int nq) {
-    const int pairs = B * NH;
-    /* Few pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) leave threads idle: then the
-     * query rows are split into blocks too, about 4 tasks per thread. Rows are independent and
-     * every block has at least 16 rows (see MIN_SLICE_ROWS in matmul.c), so the result does
-     * not depend on the blocks. */
+/* The forward's tasks: B·NH pairs, each split into `blocks` blocks of query rows. With few
+ * pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) threads would idle: then the query rows
+ * are split too, about 4 tasks per thread. Rows are independent and every block has at least
+ * 16 rows (see MIN_SLICE_ROWS in matmul.c), so the result does not depend on the blocks. */
+static int att_blocks(int pairs, int nq) {
     const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     int blocks = 1;
-    if (nt > 1 && pairs < 4 * nt) {
+    if (nt > 1 && pairs < 4 * nt && nq >= 32) {
         blocks = (4 * nt + pairs - 1) / pairs;
-        if (blocks > nq / 16) blocks = nq / 16 > 1 ? nq / 16 : 1;
+        while (blocks < nq / 16 && (pairs * blocks) % nt) blocks++; /* equal shares: 3 x 4 = 12 */
+        if (blocks > nq / 16) blocks = nq / 16;
     }
-    const int tasks = pairs * blocks;
+    return blocks;
+}
+
+void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
+                                  int NH, int nq) {
+    const int pairs = B * NH, blocks = att_blocks(pairs, nq), tasks = pairs * blocks;
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int t = 0; t < tasks; t++) {
         const int p = t / blocks, blk = t % blocks;
         const int i0 = (int)((long long)nq * blk / blocks), i1 = (int)((long long)nq * (blk + 1) / blocks);
-        att_forward_block(out, att, qkv, p / NH, p % NH, T, nq, D, NH, i0, i1);
+        att_forward_block(out, att + ((size_t)p * nq + i0) * T, qkv, p / NH, p % NH, T, nq, D, NH,
+                          i0, i1);
     }
 }
 

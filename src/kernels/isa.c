@@ -1,8 +1,9 @@
 /* Which vector width the kernels use, chosen once at run time: the build's baseline is AVX2 +
  * FMA (x86-64-v3); kernels with an AVX-512 version take it when the CPU has AVX-512F/DQ, unless
  * MVMOE_ISA=avx2 is set in the environment (or a test forces it). The AVX-512 versions compute
- * every element exactly as the AVX2 ones do (same polynomials, same operation order; only
- * element-wise kernels have one), so the choice never changes a result. */
+ * every element exactly as the AVX2 ones do (same polynomials, same operation order: GELU, and
+ * the attention softmax, whose sums keep AVX2's 8 partial sums), so the choice never changes
+ * a result of our own kernels. (oneDNN's GEMMs choose their own kernels by CPU.) */
 #include <stdlib.h>
 #include <string.h>
 

@@ -43,7 +43,8 @@ void mvmoe_layernorm_backward_ref(float *din, float *dw, float *db, const float 
                                   const float *mean, const float *rstd, const float *in,
                                   const float *w, int M, int D);
 
-/* ---- instruction set (isa.c): 512 when the AVX-512 kernel versions run, else 256.
+/* ---- instruction set (isa.c): 512 when the AVX-512 kernel versions (GELU, attention's
+ * softmax; same bits as AVX2) run, else 256.
  * mvmoe_isa_force(256 | 512 | 0 = automatic) is for tests and benchmarks; -1 if unsupported. */
 int mvmoe_isa_width(void);
 int mvmoe_isa_force(int width);

@@ -223,8 +223,40 @@ static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
     free(c.qkv), free(c.r), free(c.out), free(c.att), free(num), free(datt);
 }
 
+/* The AVX-512 softmax (softmax_avx512.c) must give the AVX2 path's bits: every T from 1 to 70
+ * (all tails of 8 and 16 lanes) and 197, scores from tiny to clamped-exp size. */
+static void test_isa_same_bits(void) {
+    if (mvmoe_isa_force(512) != 0) {
+        printf("  (no AVX-512 on this CPU: softmax ISA comparison skipped)\n");
+        return;
+    }
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 77, 0);
+    int checked = 0, same = 0;
+    for (int T = 1; T <= 71; T++) {
+        const int t = T == 71 ? 197 : T, B = 2, D = 32, NH = 2;
+        const size_t nqkv = (size_t)B * t * 3 * D, no = (size_t)B * t * D,
+                     na = (size_t)B * NH * t * t;
+        float *qkv = kc_alloc(nqkv), *o[2], *a[2];
+        kc_fill_normal(qkv, nqkv, &rng, T % 3 == 0 ? 6.0f : 1.0f); /* scores up to ~±300 */
+        for (int w = 0; w < 2; w++) {
+            o[w] = kc_alloc(no), a[w] = kc_alloc(na);
+            mvmoe_isa_force(w ? 512 : 256);
+            mvmoe_attention_forward(o[w], a[w], qkv, B, t, D, NH);
+        }
+        checked++;
+        same += !memcmp(o[0], o[1], no * sizeof(float)) && !memcmp(a[0], a[1], na * sizeof(float));
+        CHECK(!memcmp(o[0], o[1], no * sizeof(float)) && !memcmp(a[0], a[1], na * sizeof(float)),
+              "attention T=%d: AVX2 and AVX-512 softmax differ", t);
+        free(qkv), free(o[0]), free(o[1]), free(a[0]), free(a[1]);
+    }
+    mvmoe_isa_force(0);
+    printf("  softmax AVX2 vs AVX-512: %d of %d shapes bit-identical\n", same, checked);
+}
+
 int main(void) {
     omp_set_num_threads(1);
+    test_isa_same_bits();
     test_known_values();
     test_fast_vs_ref();
     test_rows();
