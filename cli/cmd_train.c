@@ -298,10 +298,13 @@ static int run(train_args *t) {
     if (m) {
         rc = check_loaded(t, m, &ds);
         if (rc == 0) /* before the training state is allocated; the weights already are */
-            rc = mvmoe_cli_memlimit_check("train", &t->mem, mvmoe_model_config(m), t->o.batch, 1, 1);
+            rc = mvmoe_cli_memlimit_check("train", &t->mem, mvmoe_model_config(m), t->o.batch,
+                                          t->o.ema_decay > 0 ? 2 : 1, 1);
     } else {
         rc = dataset_config(t, &ds, train_idx, n_train, &cfg);
-        if (rc == 0) rc = mvmoe_cli_memlimit_check("train", &t->mem, &cfg, t->o.batch, 1, 0);
+        if (rc == 0)
+            rc = mvmoe_cli_memlimit_check("train", &t->mem, &cfg, t->o.batch,
+                                          t->o.ema_decay > 0 ? 2 : 1, 0);
         if (rc == 0 && mvmoe_model_create(&m, &cfg, t->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("train");
         if (rc == 0 && t->upcycle) {
             mvmoe_model *dense = NULL;

@@ -89,9 +89,13 @@ static void human(char *buf, size_t n, double bytes) {
 
 int mvmoe_cli_memlimit_check(const char *cmd, const mvmoe_cli_memlimit *l, const mvmoe_config *c,
                              int batch, int training, int weights_allocated) {
-    size_t total = mvmoe_model_memory_estimate(c, batch, training);
+    size_t total = mvmoe_model_memory_estimate(c, batch, training != 0);
     size_t weights = mvmoe_model_memory_estimate(c, 0, 0);
     size_t state = training ? mvmoe_model_memory_estimate(c, 0, 1) - weights : 0;
+    if (training == 2 && total != SIZE_MAX) { /* --ema: the EMA of the weights, one more copy */
+        total = total > SIZE_MAX - weights ? SIZE_MAX : total + weights;
+        state += weights;
+    }
     if (total == SIZE_MAX) {
         fprintf(stderr, "mvmoe %s: error: the model (%s) at batch %d needs more memory than can "
                 "even be addressed; lower --batch or choose a smaller model\n", cmd,
@@ -114,15 +118,15 @@ int mvmoe_cli_memlimit_check(const char *cmd, const mvmoe_cli_memlimit *l, const
     }
     size_t need = weights_allocated ? total - weights : total;
     if (need <= limit) return 0;
-    char t[32], w[32], st[32], act[32], lim[32], parts[160];
+    char t[32], w[32], st[32], act[32], lim[32], parts[224];
     human(t, sizeof t, (double)need);
     human(w, sizeof w, (double)weights);
     human(st, sizeof st, (double)state);
     human(act, sizeof act, (double)(total - weights - state));
     human(lim, sizeof lim, (double)limit);
     if (training)
-        snprintf(parts, sizeof parts, "weights %s%s, gradients + AdamW %s, activations for batch %d: %s",
-                 w, weights_allocated ? " (loaded)" : "", st, batch, act);
+        snprintf(parts, sizeof parts, "weights %s%s, gradients + AdamW%s %s, activations for batch %d: %s",
+                 w, weights_allocated ? " (loaded)" : "", training == 2 ? " + EMA" : "", st, batch, act);
     else
         snprintf(parts, sizeof parts, "weights %s%s, activations for batch %d: %s", w,
                  weights_allocated ? " (loaded)" : "", batch, act);

@@ -36,9 +36,9 @@ int mvmoe_cli_memlimit_flag(mvmoe_args *a, mvmoe_cli_memlimit *l, int *rc);
  * is applied; 0 if unknown. */
 uint64_t mvmoe_cli_memory_available(void);
 
-/* Checks a model of config c at `batch` (training or inference) against the limit. When
- * weights_allocated, the model is already loaded: its weights are in use and not counted
- * again. 0 if it fits (or there is no limit), else prints why on stderr and returns
+/* Checks a model of config c at `batch` (training: 1, training with --ema: 2, which keeps one
+ * more copy of the weights; inference: 0) against the limit. When weights_allocated, the
+ * model is already loaded: its weights are in use and not counted again. 0 if it fits (or there is no limit), else prints why on stderr and returns
  * MVMOE_EXIT_FAIL. */
 int mvmoe_cli_memlimit_check(const char *cmd, const mvmoe_cli_memlimit *l, const mvmoe_config *c,
                              int batch, int training, int weights_allocated);

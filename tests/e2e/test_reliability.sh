@@ -37,6 +37,10 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 rc=$?
 [ $rc -eq 1 ] && grep -q "100.0 KiB (--max-memory)" "$T/small.err" && ok "--max-memory 100K refuses a 2-layer model" \
   || { bad "--max-memory 100K: exit $rc"; cat "$T/small.err"; }
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --ema 0.99 --max-memory 100K --out "$T/small.safetensors" > /dev/null 2> "$T/ema.err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "gradients + AdamW + EMA" "$T/ema.err" \
+  && ok "--max-memory counts the --ema copy of the weights" || { bad "--ema --max-memory: exit $rc"; cat "$T/ema.err"; }
 "$MV" train "${RUN[@]}" "${MODEL[@]}" --max-memory 12X --out "$T/small.safetensors" > /dev/null 2> "$T/usage.err"
 rc=$?
 [ $rc -eq 2 ] && grep -q -- "--max-memory" "$T/usage.err" && ok "--max-memory 12X is a usage error (exit 2)" \
