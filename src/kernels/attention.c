@@ -22,7 +22,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/simd.h"
-#include "kernels/softmax_avx512.h"
+#include "kernels/attention_avx512.h"
 
 /* Floats in the per-thread transposed tile: 32 KiB, L1-sized, safe on any thread stack. */
 #define ATT_TILE 8192
@@ -284,7 +284,7 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
 #define ATT_GEMM_MIN_ROWS 8
 
 /* Each row of A[rows, T] replaced by its softmax (stable: the row max is subtracted first).
- * The AVX-512 version gives the same bits (softmax_avx512.c). */
+ * The AVX-512 version gives the same bits (attention_avx512.c). */
 static void softmax_rows(float *A, int rows, int T) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (mvmoe_isa_width() == 512) {
@@ -311,20 +311,32 @@ static void att_forward_block(float *out, float *A, const float *qkv, int b, int
     float *o = out + ((size_t)b * nq + i0) * D + (size_t)h * hd;
     q += (size_t)i0 * ld;
     const float scale = 1.0f / sqrtf((float)hd);
+    const int small = hd == 16 && T <= 64; /* see attention_avx512.c */
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (small && mvmoe_isa_width() == 512) {
+        mvmoe_attention_small_avx512(o, (size_t)D, A, q, k, v, ld, T, nr, scale);
+        return;
+    }
+#endif
     if (hd >= ATT_GEMM_MIN_HD)
         mvmoe_gemm_serial('N', 'T', nr, T, hd, scale, q, (int)ld, k, (int)ld, 0.0f, A, T);
     else
         att_scores(A, q, ld, k, ld, nr, T, hd, scale, tile);
     softmax_rows(A, nr, T);
-    if (nq >= ATT_GEMM_MIN_ROWS) { /* O = A·V */
+    if (nq >= ATT_GEMM_MIN_ROWS && !small) { /* O = A·V */
         mvmoe_gemm_serial('N', 'N', nr, hd, T, 1.0f, A, T, v, (int)ld, 0.0f, o, D);
         return;
     }
-    int i = 0; /* o_i = Σ_j A_ij v_j */
+    /* o_i = Σ_j A_ij v_j, two rows at a time, each summed in key order (the fused AVX-512
+     * block's order too). An odd last row is computed as a pair with itself, into the tile
+     * (free by now), so a row's bits never depend on which block or pair it fell in. */
+    int i = 0;
     for (; i + 2 <= nr; i += 2)
         att_combo(o + (size_t)i * D, o + (size_t)(i + 1) * D, A + (size_t)i * T,
                   A + (size_t)(i + 1) * T, 1, v, ld, T, hd, 0);
-    if (i < nr) att_combo(o + (size_t)i * D, NULL, A + (size_t)i * T, NULL, 1, v, ld, T, hd, 0);
+    if (i < nr)
+        att_combo(o + (size_t)i * D, hd <= ATT_TILE ? tile : NULL, A + (size_t)i * T,
+                  A + (size_t)i * T, 1, v, ld, T, hd, 0);
 }
 
 /* Backward of att_forward_block for the first nq query rows of a pair (dout [nq rows per

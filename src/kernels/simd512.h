@@ -1,5 +1,5 @@
 /* AVX-512 helpers shared by the run-time-chosen AVX-512 kernels (activations_avx512.c,
- * softmax_avx512.c); private to src/kernels. Functions carry a target attribute instead of
+ * attention_avx512.c); private to src/kernels. Functions carry a target attribute instead of
  * the files being built with -mavx512f, so nothing else in the binary assumes AVX-512. */
 #ifndef MVMOE_KERNELS_SIMD512_H
 #define MVMOE_KERNELS_SIMD512_H
@@ -9,7 +9,7 @@
 
 #define AVX512 __attribute__((target("avx512f,avx512dq")))
 
-/* exp(x), as mvmoe_simd_exp8 (simd.h) */
+/* exp(x), as mvmoe_simd_exp8 (simd.h), lane for lane */
 AVX512 static inline __m512 exp16(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x);
     x = _mm512_min_ps(_mm512_set1_ps(88.3f), x);
@@ -25,8 +25,10 @@ AVX512 static inline __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    /* p·2^n in one instruction: n is an integer in [-126, 127] (x is clamped), so 2^n is a
+     * normal float and scalef rounds exactly as exp8's multiplication by the 2^n it builds in
+     * the exponent bits: the same bits, 3 instructions fewer */
+    return _mm512_scalef_ps(p, n);
 }
 
 #endif

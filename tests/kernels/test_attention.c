@@ -223,7 +223,8 @@ static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
     free(c.qkv), free(c.r), free(c.out), free(c.att), free(num), free(datt);
 }
 
-/* The AVX-512 softmax (softmax_avx512.c) must give the AVX2 path's bits: every T from 1 to 70
+/* The AVX-512 attention (attention_avx512.c: softmax rows, and the fused block for hd = 16,
+ * T <= 64, which D = 32, NH = 2 takes) must give the AVX2 path's bits: every T from 1 to 70
  * (all tails of 8 and 16 lanes) and 197, scores from tiny to clamped-exp size. */
 static void test_isa_same_bits(void) {
     if (mvmoe_isa_force(512) != 0) {
