@@ -25,8 +25,10 @@ TOOL_BIN := $(TOOL_SRC:%.c=$(BUILD)/%)
 .PHONY: all bench test test-c test-parity test-e2e setup clean
 all: $(BUILD)/mvmoe $(TEST_BIN) $(TOOL_BIN) $(BUILD)/bench/peak
 
+# rebuilt from scratch: `ar r` into an old archive would keep objects of renamed sources
 $(BUILD)/libmvmoe.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/mvmoe: $(CLI_OBJ) $(BUILD)/libmvmoe.a
