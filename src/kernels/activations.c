@@ -26,6 +26,12 @@ void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n) {
     }
 }
 
+void mvmoe_gelu_bias_forward_ref(float *out, float *pre, const float *b, size_t M, int N) {
+    for (size_t i = 0; i < M; i++) /* pre[M,N] += b[N]; out = pre·Φ(pre) */
+        for (int j = 0; j < N; j++) pre[i * N + j] += b[j];
+    mvmoe_gelu_forward_ref(out, pre, M * (size_t)N);
+}
+
 void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n) {
     if (!din) return;
     for (size_t i = 0; i < n; i++) { /* din[n] += dout·(Φ(x) + x·φ(x)) */
@@ -100,6 +106,22 @@ void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
     for (size_t c = 0; c < chunks; c++) {
         size_t lo = c * GELU_CHUNK, len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
         gelu_forward_span(out + lo, in + lo, len);
+    }
+}
+
+/* The bias of the linear layer before GELU, added here, row by row, right before the row is
+ * read: the GEMM then runs with beta = 0 and needs no bias-fill pass over its output. */
+void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N) {
+    const size_t rows = GELU_CHUNK / (size_t)N > 0 ? GELU_CHUNK / (size_t)N : 1;
+    const size_t chunks = (M + rows - 1) / rows;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        const size_t r0 = c * rows, r1 = r0 + rows < M ? r0 + rows : M;
+        for (size_t i = r0; i < r1; i++) {
+            float *p = pre + i * N;
+            for (int j = 0; j < N; j++) p[j] += b[j];
+        }
+        gelu_forward_span(out + r0 * N, pre + r0 * N, (r1 - r0) * N);
     }
 }
 

@@ -54,6 +54,9 @@ int mvmoe_isa_force(int width);
 void mvmoe_gelu_forward(float *out, const float *in, size_t n);
 void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n);
 void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);
+/* pre[M,N] += b[N] (each row), then out = gelu(pre): the fc1 bias folded into GELU's pass. */
+void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N);
+void mvmoe_gelu_bias_forward_ref(float *out, float *pre, const float *b, size_t M, int N);
 void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n);
 
 /* ---- multi-head self-attention core (attention.c), no projections.

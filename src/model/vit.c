@@ -358,9 +358,9 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
         mvmoe_layernorm_forward(ln2, m2, r2, res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
                                 BT, D, LN_EPS);
         if (l < first_moe) {
-            mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, p->fc1_b + (size_t)slot * H,
-                                 BT, D, H);
-            mvmoe_gelu_forward(fcg, fch, (size_t)BT * H);
+            /* fc1's bias is added inside GELU's pass (no bias fill before the GEMM) */
+            mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, NULL, BT, D, H);
+            mvmoe_gelu_bias_forward(fcg, fch, p->fc1_b + (size_t)slot * H, BT, H);
             mvmoe_linear_forward(a->branch, fcg, p->fc2_w + (size_t)slot * D * H,
                                  p->fc2_b + (size_t)slot * D, BT, H, D);
         } else {
