@@ -112,14 +112,20 @@ void mvmoe_acts_free(mvmoe_acts *a) {
 
 /* ---------------------------------------------------------------- helpers */
 /* y[b, t, :] = x[b, t, :] + keep[b] · br[b, t, :] */
-static void residual_add(float *y, const float *x, const float *br, const float *keep, int B, int T,
-                         int D) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        float k = keep[b];
-        size_t base = (size_t)b * T * D;
-        for (size_t i = 0; i < (size_t)T * D; i++) y[base + i] = x[base + i] + k * br[base + i];
-    }
+static void residual_add(float *y, const float *x, const float *br, const float *bias,
+                         const float *keep, int B, int T, int D) {
+    /* y = x + keep·(br + bias): the bias of the linear layer that made br is added here, where
+     * br is read anyway, rather than filled into its output before the GEMM (bias may be NULL) */
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * D >= 16384)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float k = keep[b];
+            const size_t base = ((size_t)b * T + t) * D;
+            if (bias)
+                for (int d = 0; d < D; d++) y[base + d] = x[base + d] + k * (br[base + d] + bias[d]);
+            else
+                for (int d = 0; d < D; d++) y[base + d] = x[base + d] + k * br[base + d];
+        }
 }
 
 /* Stochastic depth (Huang et al. 2016, as in DeiT): each residual branch of each sample is
@@ -350,9 +356,8 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
         mvmoe_linear_forward(qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D,
                              BT, D, 3 * D);
         mvmoe_attention_forward(atty, att, qkv, B, T, D, NH);
-        mvmoe_linear_forward(a->branch, atty, p->proj_w + (size_t)l * D * D, p->proj_b + (size_t)l * D,
-                             BT, D, D);
-        residual_add(res1, in, a->branch, keep, B, T, D);
+        mvmoe_linear_forward(a->branch, atty, p->proj_w + (size_t)l * D * D, NULL, BT, D, D);
+        residual_add(res1, in, a->branch, p->proj_b + (size_t)l * D, keep, B, T, D);
 
         /* x = x + mlp(norm2(x)) */
         mvmoe_layernorm_forward(ln2, m2, r2, res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
@@ -361,8 +366,7 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
             /* fc1's bias is added inside GELU's pass (no bias fill before the GEMM) */
             mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, NULL, BT, D, H);
             mvmoe_gelu_bias_forward(fcg, fch, p->fc1_b + (size_t)slot * H, BT, H);
-            mvmoe_linear_forward(a->branch, fcg, p->fc2_w + (size_t)slot * D * H,
-                                 p->fc2_b + (size_t)slot * D, BT, H, D);
+            mvmoe_linear_forward(a->branch, fcg, p->fc2_w + (size_t)slot * D * H, NULL, BT, H, D);
         } else {
             /* MoE block: the per-image router runs once, on the class-token row of the
              * residual stream after the last dense block (`in` here), and every MoE block uses
@@ -378,7 +382,9 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
                               a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, ln2, &w,
                               plan, D, H);
         }
-        residual_add(res2, res1, a->branch, keep + B, B, T, D);
+        /* fc2's bias here for dense blocks; the MoE combine already added its experts' */
+        residual_add(res2, res1, a->branch, l < first_moe ? p->fc2_b + (size_t)slot * D : NULL,
+                     keep + B, B, T, D);
         in = res2;
     }
 
