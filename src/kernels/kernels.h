@@ -34,6 +34,12 @@ void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *do
  * mean[M], rstd[M] = 1/sqrt(var+eps) are saved for backward. */
 void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
                              const float *b, int M, int D, float eps);
+/* res[M,D] = x + keep[r/T]·(br + bias[D]) per row r (bias may be NULL; keep: one factor per
+ * image of T rows), then out, mean, rstd = LayerNorm(res) exactly as mvmoe_layernorm_forward. */
+void mvmoe_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
+                                      const float *x, const float *br, const float *bias,
+                                      const float *keep, int T, const float *w, const float *b,
+                                      int M, int D, float eps);
 void mvmoe_layernorm_backward(float *din, float *dw, float *db, const float *dout,
                               const float *mean, const float *rstd, const float *in,
                               const float *w, int M, int D);

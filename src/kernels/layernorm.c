@@ -70,18 +70,40 @@ void mvmoe_layernorm_backward_ref(float *din, float *dw, float *db, const float 
 
 /* ---------------------------------------------------------------- fast */
 
+/* One row: y[D] = LayerNorm(x[D]); its mean and rstd to *mean, *rstd. */
+static inline void ln_row_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
+                                  const float *b, int D, float eps) {
+    float m = mvmoe_simd_sum(x, D) / (float)D;
+    float var = mvmoe_simd_sqdev(x, m, D) / (float)D; /* two-pass: no cancellation */
+    float rs = 1.0f / sqrtf(var + eps);
+    for (int c = 0; c < D; c++) y[c] = (x[c] - m) * rs * w[c] + b[c];
+    *mean = m;
+    *rstd = rs;
+}
+
 void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
                              const float *b, int M, int D, float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)M * D >= LN_PAR_MIN)
+    for (int r = 0; r < M; r++)
+        ln_row_forward(out + (size_t)r * D, mean + r, rstd + r, in + (size_t)r * D, w, b, D, eps);
+}
+
+/* The residual add and the LayerNorm that reads its result, in one pass over the rows: each
+ * row is normalized while it is still in L1, and the block saves a fork-join. */
+void mvmoe_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
+                                      const float *x, const float *br, const float *bias,
+                                      const float *keep, int T, const float *w, const float *b,
+                                      int M, int D, float eps) {
+#pragma omp parallel for schedule(static) if ((size_t)M * D >= LN_PAR_MIN)
     for (int r = 0; r < M; r++) {
-        const float *x = in + (size_t)r * D;
-        float *y = out + (size_t)r * D;
-        float m = mvmoe_simd_sum(x, D) / (float)D;
-        float var = mvmoe_simd_sqdev(x, m, D) / (float)D; /* two-pass: no cancellation */
-        float rs = 1.0f / sqrtf(var + eps);
-        for (int c = 0; c < D; c++) y[c] = (x[c] - m) * rs * w[c] + b[c];
-        mean[r] = m;
-        rstd[r] = rs;
+        const size_t base = (size_t)r * D;
+        const float k = keep[r / T];
+        float *y = res + base;
+        if (bias)
+            for (int d = 0; d < D; d++) y[d] = x[base + d] + k * (br[base + d] + bias[d]);
+        else
+            for (int d = 0; d < D; d++) y[d] = x[base + d] + k * br[base + d];
+        ln_row_forward(out + base, mean + r, rstd + r, y, w, b, D, eps);
     }
 }
 

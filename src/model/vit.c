@@ -357,11 +357,12 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
                              BT, D, 3 * D);
         mvmoe_attention_forward(atty, att, qkv, B, T, D, NH);
         mvmoe_linear_forward(a->branch, atty, p->proj_w + (size_t)l * D * D, NULL, BT, D, D);
-        residual_add(res1, in, a->branch, p->proj_b + (size_t)l * D, keep, B, T, D);
+        /* res1 = x + attn (with proj's bias), then norm2(res1), fused */
+        mvmoe_residual_layernorm_forward(res1, ln2, m2, r2, in, a->branch, p->proj_b + (size_t)l * D,
+                                         keep, T, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
+                                         BT, D, LN_EPS);
 
         /* x = x + mlp(norm2(x)) */
-        mvmoe_layernorm_forward(ln2, m2, r2, res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
-                                BT, D, LN_EPS);
         if (l < first_moe) {
             /* fc1's bias is added inside GELU's pass (no bias fill before the GEMM) */
             mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, NULL, BT, D, H);

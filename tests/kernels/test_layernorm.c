@@ -169,7 +169,45 @@ static void test_gradients(void) {
     free(nx), free(nw), free(nb);
 }
 
+/* The fused residual + LayerNorm: the bits of the residual add followed by
+ * mvmoe_layernorm_forward, with and without a bias, 1 and 2 threads, a keep factor per image. */
+static void test_residual_fused(void) {
+    const int B = 3, T = 50, D = 72, M = B * T;
+    const size_t n = (size_t)M * D;
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 95, 0);
+    float *x = kc_alloc(n), *br = kc_alloc(n), *bias = kc_alloc(D), *w = kc_alloc(D), *b = kc_alloc(D);
+    float keep[3] = {1.0f, 0.0f, 1.25f};
+    kc_fill_normal(x, n, &rng, 1.0f);
+    kc_fill_normal(br, n, &rng, 1.0f);
+    kc_fill_normal(bias, D, &rng, 0.5f);
+    kc_fill_normal(w, D, &rng, 1.0f);
+    kc_fill_normal(b, D, &rng, 1.0f);
+    float *res = kc_alloc(n), *out = kc_alloc(n), *mean = kc_alloc(M), *rstd = kc_alloc(M);
+    float *res2 = kc_alloc(n), *out2 = kc_alloc(n), *mean2 = kc_alloc(M), *rstd2 = kc_alloc(M);
+    for (int with_bias = 0; with_bias < 2; with_bias++)
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            for (int r = 0; r < M; r++)
+                for (int d = 0; d < D; d++) {
+                    const size_t i = (size_t)r * D + d;
+                    res2[i] = x[i] + keep[r / T] * (with_bias ? br[i] + bias[d] : br[i]);
+                }
+            mvmoe_layernorm_forward(out2, mean2, rstd2, res2, w, b, M, D, 1e-6f);
+            mvmoe_residual_layernorm_forward(res, out, mean, rstd, x, br, with_bias ? bias : NULL, keep,
+                                             T, w, b, M, D, 1e-6f);
+            CHECK(!memcmp(res, res2, n * sizeof(float)) && !memcmp(out, out2, n * sizeof(float)) &&
+                      !memcmp(mean, mean2, M * sizeof(float)) && !memcmp(rstd, rstd2, M * sizeof(float)),
+                  "residual+layernorm (bias %d, threads %d): not the bits of the two separate steps",
+                  with_bias, th);
+        }
+    omp_set_num_threads(1);
+    free(x), free(br), free(bias), free(w), free(b), free(res), free(out), free(mean), free(rstd);
+    free(res2), free(out2), free(mean2), free(rstd2);
+}
+
 int main(void) {
+    test_residual_fused();
     omp_set_num_threads(1);
     test_known_values();
     test_fast_vs_ref();
