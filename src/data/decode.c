@@ -54,6 +54,28 @@ static mvmoe_status check_dims(const char *path, long long w, long long h) {
     return MVMOE_OK;
 }
 
+/* A file cannot hold more pixels than its coding allows. Without these bounds 380 bytes that
+ * declare 2052x55812 pixels made libjpeg decode 114 M pixels of garbage (22 s and ~450 MB in
+ * the fuzz build; found by fuzz_image). Both bounds are lower bounds on the size of any valid
+ * file, so no real image is refused:
+ *  - Huffman-coded JPEG (baseline or progressive): every 8x8 block of a full-resolution
+ *    component costs at least one bit (its DC symbol), so pixels <= 512 per byte; we allow
+ *    4x that. Arithmetic coding can go below a bit per block and is not bounded here.
+ *  - PNG: deflate expands at most 1032:1, and a row holds at least 1 + ceil(W/8) bytes (a
+ *    filter byte and 1-bit pixels), so H·(1 + ceil(W/8)) <= 1032 per byte. */
+#define JPEG_MAX_PIXELS_PER_BYTE 2048
+#define DEFLATE_MAX_RATIO 1032
+
+static mvmoe_status check_density(const char *path, const char *kind, long long w, long long h,
+                                  long long need, long long cap, size_t len) {
+    if (need > cap) {
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s %s declares %lldx%lld pixels but has only %zu bytes, "
+                   "fewer than any valid file of that size; it is truncated or corrupt: "
+                   "re-encode or remove it", kind, path, w, h, len);
+    }
+    return MVMOE_OK;
+}
+
 typedef struct {
     struct jpeg_error_mgr pub;
     jmp_buf jump;
@@ -95,6 +117,10 @@ static mvmoe_status decode_jpeg(const char *path, const uint8_t *data, size_t le
     jpeg_mem_src(&cinfo, data, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
     mvmoe_status s = check_dims(path, cinfo.image_width, cinfo.image_height);
+    if (s == MVMOE_OK && !cinfo.arith_code)
+        s = check_density(path, "JPEG", cinfo.image_width, cinfo.image_height,
+                          (long long)cinfo.image_width * cinfo.image_height,
+                          (long long)len * JPEG_MAX_PIXELS_PER_BYTE, len);
     if (s != MVMOE_OK) {
         jpeg_destroy_decompress(&cinfo);
         return s;
@@ -148,6 +174,10 @@ static mvmoe_status decode_png(const char *path, const uint8_t *data, size_t len
                    img.message);
     }
     mvmoe_status s = check_dims(path, img.width, img.height);
+    if (s == MVMOE_OK)
+        s = check_density(path, "PNG", img.width, img.height,
+                          (long long)img.height * (1 + ((long long)img.width + 7) / 8),
+                          (long long)len * DEFLATE_MAX_RATIO, len);
     if (s != MVMOE_OK) {
         png_image_free(&img);
         return s;
