@@ -211,8 +211,9 @@ static void print_text(const bench_args *b, const mvmoe_config *c, const mvmoe_b
     printf("%s %s\n", b->preset ? "preset" : "checkpoint", b->preset ? b->preset : b->model);
     mvmoe_cli_print_config(stdout, c, 1);
     printf("training batch %d (%d warm-up + %d timed steps); inference batch %d; latency reps %d; "
-           "element-wise kernels %s\n",
-           b->o.batch, b->o.warmup, b->o.steps, b->o.infer_batch, b->o.latency_reps, mvmoe_kernel_isa());
+           "kernels %s, GEMMs %s\n",
+           b->o.batch, b->o.warmup, b->o.steps, b->o.infer_batch, b->o.latency_reps, mvmoe_kernel_isa(),
+           mvmoe_gemm_library());
     for (int i = 0; i < n; i++) {
         const mvmoe_bench_result *x = &r[i];
         printf("\nthreads %d  (FP32 peak %.1f GFLOP/s, %s)\n", x->threads, x->peak_gflops,
@@ -283,6 +284,7 @@ static int print_json(const bench_args *b, const mvmoe_config *c, const mvmoe_be
         ok &= (b->preset ? cJSON_AddStringToObject(o, "preset", b->preset)
                          : cJSON_AddStringToObject(o, "checkpoint", b->model)) != NULL;
         ok &= cJSON_AddStringToObject(o, "kernel_isa", mvmoe_kernel_isa()) != NULL;
+        ok &= cJSON_AddStringToObject(o, "gemm_library", mvmoe_gemm_library()) != NULL;
         ok &= cJSON_AddItemToObject(o, "config", cfg);
         if (ok) cfg = NULL;
         ok &= cJSON_AddNumberToObject(o, "params", (double)mvmoe_config_num_params(c)) != NULL;

@@ -288,9 +288,12 @@ typedef struct mvmoe_bench_result {
 } mvmoe_bench_result;
 
 void mvmoe_bench_options_default(mvmoe_bench_options *o);
-/* The vector width the element-wise kernels run at: "avx512" or "avx2" (chosen at run time;
- * MVMOE_ISA=avx2 in the environment forces the narrower one). Results do not depend on it. */
+/* The vector width our own kernels (GELU, attention) run at: "avx512" or "avx2" (chosen at
+ * run time; MVMOE_ISA=avx2 in the environment forces the narrower one). Their results do not
+ * depend on it. */
 const char *mvmoe_kernel_isa(void);
+/* The GEMM library and its version, e.g. "oneDNN 2.6.3" (its kernels are chosen by CPU). */
+const char *mvmoe_gemm_library(void);
 /* Measures training steps, then batch-1 latency and batch throughput at o->threads. Takes
  * optimizer steps on m (its weights change; save them first if they matter). */
 mvmoe_status mvmoe_bench_run(mvmoe_model *m, const mvmoe_bench_options *o, mvmoe_bench_result *r);

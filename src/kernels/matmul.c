@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "kernels/kernels.h"
+#include "mvmoe.h"
 
 /* Columns per thread block of the bias-gradient sum (a multiple of the vector width). */
 #define DB_COLS 32
@@ -78,6 +79,15 @@ static void gemm_rows(char ta, char tb, int M, int N, int K, const float *A, int
         sgemm_or_die(ta, tb, m1 - m0, N, K, 1.0f, ta == 'N' ? A + (size_t)m0 * lda : A + m0, lda, B, ldb,
                      beta, C + (size_t)m0 * ldc, ldc);
     }
+}
+
+const char *mvmoe_gemm_library(void) {
+    static char name[48];
+    if (!name[0]) { /* racing first calls write the same bytes */
+        const dnnl_version_t *v = dnnl_version();
+        snprintf(name, sizeof name, "oneDNN %d.%d.%d", v->major, v->minor, v->patch);
+    }
+    return name;
 }
 
 void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
