@@ -63,12 +63,8 @@ static void gemm_rows(char ta, char tb, int M, int N, int K, const float *A, int
     if (nt > M / MIN_SLICE_ROWS) nt = M / MIN_SLICE_ROWS;
     if ((double)M * N * K < SPLIT_MIN_MACS || nt < 1) nt = 1;
     if (nt == 1) {
-        /* oneDNN threads a call made outside a parallel region by itself: tell it not to */
-        const int saved = omp_get_max_threads();
-        if (saved > 1 && !omp_in_parallel()) omp_set_num_threads(1);
         if (bias) fill_bias(C, ldc, bias, 0, M, N);
-        sgemm_or_die(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-        if (saved > 1 && !omp_in_parallel()) omp_set_num_threads(saved);
+        mvmoe_gemm_serial(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
         return;
     }
 #pragma omp parallel num_threads(nt)
@@ -96,7 +92,8 @@ void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const
         sgemm_or_die(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    const int saved = omp_get_max_threads(); /* see gemm_rows */
+    /* oneDNN threads a call made outside a parallel region by itself: tell it not to */
+    const int saved = omp_get_max_threads();
     if (saved > 1) omp_set_num_threads(1);
     sgemm_or_die(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (saved > 1) omp_set_num_threads(saved);
