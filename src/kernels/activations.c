@@ -6,6 +6,7 @@
  * cannot be vectorized and would cost as much as the MLP matmuls. Evaluation order follows
  * PyTorch's CPU kernel, x·0.5·(1 + erf(x·(1/√2))), so the two agree to float rounding. */
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 
 #include "kernels/activations_avx512.h"
@@ -114,7 +115,8 @@ void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
 void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N) {
     const size_t rows = GELU_CHUNK / (size_t)N > 0 ? GELU_CHUNK / (size_t)N : 1;
     const size_t chunks = (M + rows - 1) / rows;
-#pragma omp parallel for schedule(static) if (chunks > 1)
+    const int par = chunks > 1 && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (par)
     for (size_t c = 0; c < chunks; c++) {
         const size_t r0 = c * rows, r1 = r0 + rows < M ? r0 + rows : M;
         for (size_t i = r0; i < r1; i++) {

@@ -394,29 +394,44 @@ void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, in
 
 /* The forward's tasks: B·NH pairs, each split into `blocks` blocks of query rows. With few
  * pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) threads would idle: then the query rows
- * are split too, about 4 tasks per thread. Rows are independent and every block has at least
- * 16 rows (see MIN_SLICE_ROWS in matmul.c), so the result does not depend on the blocks. */
-static int att_blocks(int pairs, int nq) {
-    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+ * are split too, into about 2 tasks per thread (4 was 5 % slower on ViT-Tiny's batch 1: twice
+ * the sgemm calls of half the rows). Rows are independent and every block has at least 16 rows
+ * (see MIN_SLICE_ROWS in matmul.c), so the result does not depend on the blocks. */
+static int att_blocks(int pairs, int nq, int nt) {
     int blocks = 1;
-    if (nt > 1 && pairs < 4 * nt && nq >= 32) {
-        blocks = (4 * nt + pairs - 1) / pairs;
-        while (blocks < nq / 16 && (pairs * blocks) % nt) blocks++; /* equal shares: 3 x 4 = 12 */
+    if (nt > 1 && pairs < 2 * nt && nq >= 32) {
+        blocks = (2 * nt + pairs - 1) / pairs;
+        while (blocks < nq / 16 && (pairs * blocks) % nt) blocks++; /* equal shares: 3 x 2 = 6 */
         if (blocks > nq / 16) blocks = nq / 16;
     }
     return blocks;
 }
 
-void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH, int nq) {
-    const int pairs = B * NH, blocks = att_blocks(pairs, nq), tasks = pairs * blocks;
-#pragma omp parallel for schedule(static) if (tasks > 1)
+/* The tasks of the forward, shared out by an orphaned `omp for` among the threads of the
+ * enclosing parallel region (run alone when there is none). */
+static void att_forward_tasks(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
+                              int nq, int blocks) {
+    const int tasks = B * NH * blocks;
+#pragma omp for schedule(static)
     for (int t = 0; t < tasks; t++) {
         const int p = t / blocks, blk = t % blocks;
         const int i0 = (int)((long long)nq * blk / blocks), i1 = (int)((long long)nq * (blk + 1) / blocks);
         att_forward_block(out, att + ((size_t)p * nq + i0) * T, qkv, p / NH, p % NH, T, nq, D, NH,
                           i0, i1);
     }
+}
+
+void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
+                                  int NH, int nq) {
+    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int blocks = att_blocks(B * NH, nq, nt);
+#pragma omp parallel if (nt > 1 && B * NH * blocks > 1)
+    att_forward_tasks(out, att, qkv, B, T, D, NH, nq, blocks);
+}
+
+void mvmoe_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D,
+                                  int NH) {
+    att_forward_tasks(out, att, qkv, B, T, D, NH, T, att_blocks(B * NH, T, omp_get_num_threads()));
 }
 
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,

@@ -34,12 +34,13 @@ void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *do
  * mean[M], rstd[M] = 1/sqrt(var+eps) are saved for backward. */
 void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
                              const float *b, int M, int D, float eps);
-/* res[M,D] = x + keep[r/T]·(br + bias[D]) per row r (bias may be NULL; keep: one factor per
- * image of T rows), then out, mean, rstd = LayerNorm(res) exactly as mvmoe_layernorm_forward. */
+/* res[M,D] = x + keep[(r0+r)/T]·(br + bias[D]) per row r of a slice that starts at row r0 of
+ * its batch (bias may be NULL; keep: one factor per image of T rows; mvmoe_residual_add), then
+ * out, mean, rstd = LayerNorm(res) exactly as mvmoe_layernorm_forward. */
 void mvmoe_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
                                       const float *x, const float *br, const float *bias,
-                                      const float *keep, int T, const float *w, const float *b,
-                                      int M, int D, float eps);
+                                      const float *keep, int T, int r0, const float *w,
+                                      const float *b, int M, int D, float eps);
 void mvmoe_layernorm_backward(float *din, float *dw, float *db, const float *dout,
                               const float *mean, const float *rstd, const float *in,
                               const float *w, int M, int D);
@@ -77,6 +78,11 @@ void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, in
  * beyond nq get nothing). For the last block, which only the class token leaves. */
 void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
                                   int NH, int nq);
+/* mvmoe_attention_forward for the threads of a parallel region: every thread of the team
+ * calls it with the same arguments, and the work is shared out among them (an orphaned
+ * `omp for`, with its barrier at the end). The same bits as mvmoe_attention_forward. */
+void mvmoe_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D,
+                                  int NH);
 void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
                                    const float *qkv, int B, int T, int D, int NH, int nq);
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
@@ -113,5 +119,12 @@ void mvmoe_patchify_ref(float *patches, const float *img, int B, int C, int H, i
 void mvmoe_add_inplace(float *y, const float *x, size_t n);
 /* y[n] = 0, threaded for large n. */
 void mvmoe_zero(float *y, size_t n);
+/* Residual add over the M rows of a slice that starts at row r0 of a batch of T-row images:
+ * y[r,:] = x[r,:] + keep[(r0+r)/T]·(br[r,:] + bias[D]) (bias may be NULL; keep: one factor
+ * per image, the stochastic-depth scale). y may alias x. */
+void mvmoe_residual_add(float *y, const float *x, const float *br, const float *bias,
+                        const float *keep, int T, int r0, int M, int D);
+/* The same for one row with factor k. */
+void mvmoe_residual_row(float *y, const float *x, const float *br, const float *bias, float k, int D);
 
 #endif

@@ -7,6 +7,7 @@
  * over column blocks, so every output element is summed by one thread in a fixed order:
  * results do not depend on the thread count (bit-identical resume) and need no scratch. */
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 
 #include "kernels/kernels.h"
@@ -83,7 +84,8 @@ static inline void ln_row_forward(float *y, float *mean, float *rstd, const floa
 
 void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
                              const float *b, int M, int D, float eps) {
-#pragma omp parallel for schedule(static) if ((size_t)M * D >= LN_PAR_MIN)
+    const int par = (size_t)M * D >= LN_PAR_MIN && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (par)
     for (int r = 0; r < M; r++)
         ln_row_forward(out + (size_t)r * D, mean + r, rstd + r, in + (size_t)r * D, w, b, D, eps);
 }
@@ -92,18 +94,14 @@ void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *
  * row is normalized while it is still in L1, and the block saves a fork-join. */
 void mvmoe_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
                                       const float *x, const float *br, const float *bias,
-                                      const float *keep, int T, const float *w, const float *b,
-                                      int M, int D, float eps) {
-#pragma omp parallel for schedule(static) if ((size_t)M * D >= LN_PAR_MIN)
+                                      const float *keep, int T, int r0, const float *w,
+                                      const float *b, int M, int D, float eps) {
+    const int par = (size_t)M * D >= LN_PAR_MIN && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (par)
     for (int r = 0; r < M; r++) {
         const size_t base = (size_t)r * D;
-        const float k = keep[r / T];
-        float *y = res + base;
-        if (bias)
-            for (int d = 0; d < D; d++) y[d] = x[base + d] + k * (br[base + d] + bias[d]);
-        else
-            for (int d = 0; d < D; d++) y[d] = x[base + d] + k * br[base + d];
-        ln_row_forward(out + base, mean + r, rstd + r, y, w, b, D, eps);
+        mvmoe_residual_row(res + base, x + base, br + base, bias, keep[(r0 + r) / T], D);
+        ln_row_forward(out + base, mean + r, rstd + r, res + base, w, b, D, eps);
     }
 }
 

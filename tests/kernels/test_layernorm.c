@@ -170,7 +170,9 @@ static void test_gradients(void) {
 }
 
 /* The fused residual + LayerNorm: the bits of the residual add followed by
- * mvmoe_layernorm_forward, with and without a bias, 1 and 2 threads, a keep factor per image. */
+ * mvmoe_layernorm_forward, with and without a bias, 1 and 2 threads, a keep factor per image;
+ * the same for slices of rows that start inside an image (r0), each called by one thread of a
+ * parallel region (the kernels then run on the calling thread), and for mvmoe_residual_add. */
 static void test_residual_fused(void) {
     const int B = 3, T = 50, D = 72, M = B * T;
     const size_t n = (size_t)M * D;
@@ -195,10 +197,36 @@ static void test_residual_fused(void) {
                 }
             mvmoe_layernorm_forward(out2, mean2, rstd2, res2, w, b, M, D, 1e-6f);
             mvmoe_residual_layernorm_forward(res, out, mean, rstd, x, br, with_bias ? bias : NULL, keep,
-                                             T, w, b, M, D, 1e-6f);
+                                             T, 0, w, b, M, D, 1e-6f);
             CHECK(!memcmp(res, res2, n * sizeof(float)) && !memcmp(out, out2, n * sizeof(float)) &&
                       !memcmp(mean, mean2, M * sizeof(float)) && !memcmp(rstd, rstd2, M * sizeof(float)),
                   "residual+layernorm (bias %d, threads %d): not the bits of the two separate steps",
+                  with_bias, th);
+            memset(res, 0, n * sizeof(float));
+            mvmoe_residual_add(res, x, br, with_bias ? bias : NULL, keep, T, 0, M, D);
+            CHECK(!memcmp(res, res2, n * sizeof(float)), "residual add (bias %d, threads %d): wrong bits",
+                  with_bias, th);
+            memset(res, 0, n * sizeof(float));
+            memset(out, 0, n * sizeof(float));
+            const int cut[4] = {0, 37, 101, M}; /* slices starting inside images 0 and 2 */
+#pragma omp parallel for schedule(static)
+            for (int s = 0; s < 3; s++) {
+                const size_t o = (size_t)cut[s] * D;
+                mvmoe_residual_layernorm_forward(res + o, out + o, mean + cut[s], rstd + cut[s], x + o, br + o,
+                                                 with_bias ? bias : NULL, keep, T, cut[s], w, b,
+                                                 cut[s + 1] - cut[s], D, 1e-6f);
+            }
+            CHECK(!memcmp(res, res2, n * sizeof(float)) && !memcmp(out, out2, n * sizeof(float)),
+                  "residual+layernorm on slices (bias %d, threads %d): not the bits of the whole", with_bias,
+                  th);
+            memset(res, 0, n * sizeof(float));
+#pragma omp parallel for schedule(static)
+            for (int s = 0; s < 3; s++) {
+                const size_t o = (size_t)cut[s] * D;
+                mvmoe_residual_add(res + o, x + o, br + o, with_bias ? bias : NULL, keep, T, cut[s],
+                                   cut[s + 1] - cut[s], D);
+            }
+            CHECK(!memcmp(res, res2, n * sizeof(float)), "residual add on slices (bias %d, threads %d): wrong",
                   with_bias, th);
         }
     omp_set_num_threads(1);

@@ -1,12 +1,17 @@
 /* Inference forward (class-token-only last block, src/model/vit.c) against the full forward
  * that training runs: same logits (up to float summation order) and the same routing, for
- * every routing mode and for MoE blocks at the last position, before it, and everywhere. */
+ * every routing mode and for MoE blocks at the last position, before it, and everywhere.
+ * And the bits do not depend on the thread count: logits (inference and training, with
+ * stochastic depth) and every gradient on 1 and 2 threads, for batches whose rows split
+ * between the threads inside an image. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/rng.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -44,6 +49,54 @@ static void check(const char *name, mvmoe_config c, int B) {
     mvmoe_model_free(m);
 }
 
+/* logits (inference, then training forward), then every gradient, on `threads` threads */
+static void run_threads(mvmoe_model *m, mvmoe_acts *inf, int B, int threads, float *out) {
+    const mvmoe_config *c = &m->cfg;
+    const size_t nl = (size_t)B * c->num_classes;
+    omp_set_num_threads(threads);
+    mvmoe_vit_forward(m, inf, B, 0.0f, 0, 0);
+    memcpy(out, inf->logits, nl * sizeof(float));
+    mvmoe_acts *a = &m->train_acts;
+    mvmoe_vit_forward(m, a, B, 0.3f, 17, 2);
+    memcpy(out + nl, a->logits, nl * sizeof(float));
+    int32_t labels[64];
+    for (int b = 0; b < B; b++) labels[b] = (b * 5 + 1) % c->num_classes;
+    mvmoe_targets_smoothed(a->targets, labels, B, c->num_classes, 0.1f);
+    mvmoe_vit_loss(m, a, B, labels);
+    mvmoe_vit_backward(m, a, B);
+    memcpy(out + 2 * nl, m->grad_mem, m->layout.total * sizeof(float));
+    omp_set_num_threads(1);
+}
+
+static void check_threads(const char *name, mvmoe_config c, int B) {
+    mvmoe_model *m = NULL;
+    CHECK(B <= 64 && mvmoe_model_create(&m, &c, 6) == MVMOE_OK, "%s: create: %s", name, mvmoe_last_error());
+    if (!m) return;
+    mvmoe_rng r;
+    mvmoe_rng_init(&r, 12, 0);
+    for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] += 0.2f * mvmoe_rng_normal(&r);
+    CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train init", name);
+    mvmoe_acts inf;
+    CHECK(mvmoe_acts_init(&inf, &c, B, 0) == MVMOE_OK, "%s: acts init", name);
+    size_t ni = (size_t)B * c.in_chans * c.img_size * c.img_size;
+    for (size_t i = 0; i < ni; i++) m->train_acts.img[i] = inf.img[i] = mvmoe_rng_normal(&r);
+    const size_t n = 2 * (size_t)B * c.num_classes + m->layout.total;
+    float *one = calloc(n, sizeof(float)), *two = calloc(n, sizeof(float));
+    CHECK(one && two, "%s: alloc", name);
+    if (one && two) {
+        run_threads(m, &inf, B, 1, one);
+        run_threads(m, &inf, B, 2, two);
+        double gmax = 0;
+        for (size_t i = 2 * (size_t)B * c.num_classes; i < n; i++) gmax = fmax(gmax, fabs(one[i]));
+        CHECK(gmax > 0, "%s: all gradients zero: the comparison would be vacuous", name);
+        CHECK(!memcmp(one, two, n * sizeof(float)),
+              "%s, batch %d: logits or gradients differ between 1 and 2 threads", name, B);
+    }
+    free(one), free(two);
+    mvmoe_acts_free(&inf);
+    mvmoe_model_free(m);
+}
+
 int main(void) {
     mvmoe_config c;
     memset(&c, 0, sizeof c);
@@ -65,5 +118,14 @@ int main(void) {
     c.routing = MVMOE_ROUTING_DENSE, c.experts = 0, c.top_k = 1, c.moe_layers = 0;
     c.depth = 1;
     check("dense, depth 1", c, 2);
+
+    /* 17 tokens per image: batch 5 has 85 rows, split 42/43 inside image 2 */
+    c.depth = 3;
+    check_threads("dense", c, 5);
+    check_threads("dense, batch 1 (17 rows: one thread)", c, 1);
+    c.routing = MVMOE_ROUTING_IMAGE_SUPERCLASS, c.experts = 3, c.top_k = 1, c.moe_layers = 1;
+    check_threads("image-superclass E3 k1 L1", c, 5);
+    c.routing = MVMOE_ROUTING_TOKEN_LEARNED, c.experts = 4, c.top_k = 2, c.moe_layers = 2;
+    check_threads("token-learned E4 k2 L2", c, 3);
     TEST_MAIN_END("test_infer");
 }
