@@ -157,6 +157,7 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
         double gnorm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, d.clip_norm);
         m->step++;
         mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &h, m->step);
+        mvmoe_model_params_changed(m);
         double dt = now_s() - t0;
         if (!isfinite(loss) || !isfinite(gnorm)) {
             s = mvmoe_error_set(MVMOE_ERR_NUMERIC, __FILE__, __LINE__,

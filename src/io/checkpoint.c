@@ -148,6 +148,7 @@ static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src
             MVMOE_TRY(mvmoe_st_read_f32(f, t, dst, ti->count));
         }
     }
+    mvmoe_model_params_changed(m);
     return MVMOE_OK;
 }
 

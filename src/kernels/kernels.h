@@ -18,6 +18,19 @@
 /* ---- linear (matmul.c): out[M,N] = in[M,K] · w[N,K]ᵀ + b[N] (b may be NULL). BLAS sgemm. */
 void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,
                           int N);
+/* The same with row strides: out rows at stride ldo (>= N), in rows at stride ldi (>= K). */
+void mvmoe_linear_forward_strided(float *out, int ldo, const float *in, int ldi, const float *w,
+                                  const float *b, int M, int K, int N);
+/* ---- the forward with packed weights (matmul_packed.c): inference, whose weights stay put.
+ * mvmoe_linear_packed_size: floats of the packed copy of a weight w[N,K], 0 if packing is
+ * unavailable. mvmoe_linear_pack: w into dst in that layout (0, or -1 if unavailable).
+ * mvmoe_linear_forward_packed: out[M,N] = in[M,K]·wᵀ + b (b may be NULL) from the packed
+ * copy wp (NULL: use w), w being the plain weights it was packed from (its fallback).
+ * Threaded by rows like mvmoe_linear_forward; the bits do not depend on the thread count. */
+size_t mvmoe_linear_packed_size(int N, int K);
+int mvmoe_linear_pack(float *dst, const float *w, int N, int K);
+void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, const float *w,
+                                 const float *b, int M, int K, int N);
 /* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                            const float *w, int M, int K, int N);

@@ -29,6 +29,15 @@
  * 'T','N' products, which take other paths (tested bit by bit on the shapes we issue; see
  * test_linear). Slices of 16 rows or more therefore give the bits of the unsplit product. */
 #define MIN_SLICE_ROWS 16
+/* Forward products ('N','T') too short to split by rows (a last block's class rows, the head,
+ * at small batches) are split by columns of C, in blocks of COL_ALIGN, once the weights hold
+ * COL_SPLIT_MIN_WEIGHTS floats: such a product is a read of the weights, which two cores share
+ * (1 row x 768 x 192: 22 -> 11 us; 192 x 192: 4.9 -> 2.1 us). Column blocks at multiples of 16
+ * give the bits of the unsplit product (checked bit by bit on the shapes we issue, M = 1..39,
+ * and by test_linear). Products of more rows stay split by rows: their consumers read rows,
+ * and measured in place a column split of 197-row products was slower. */
+#define COL_ALIGN 16
+#define COL_SPLIT_MIN_WEIGHTS 32768
 
 /* oneDNN fails only on invalid arguments, which the callers rule out: a failure is a bug. */
 static void sgemm_or_die(char ta, char tb, int M, int N, int K, float alpha, const float *A,
@@ -44,36 +53,47 @@ static void sgemm_or_die(char ta, char tb, int M, int N, int K, float alpha, con
     }
 }
 
-/* C[m0:m1, :] = bias[N] broadcast over rows. */
-static void fill_bias(float *C, int ldc, const float *bias, int m0, int m1, int N) {
+/* C[m0:m1, n0:n1] = bias[n0:n1] broadcast over rows. */
+static void fill_bias(float *C, int ldc, const float *bias, int m0, int m1, int n0, int n1) {
     for (int i = m0; i < m1; i++)
-        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = bias[j];
+        for (int j = n0; j < n1; j++) C[(size_t)i * ldc + j] = bias[j];
 }
 
 /* First row of thread t's slice of M rows split n ways. */
 static int split_point(int M, int t, int n) { return (int)((long long)M * t / n); }
 
 /* C[M,N] = op(A)·op(B) + beta·C, all row-major: op(A) = A[M,K] (ta 'N') or A[K,M]ᵀ ('T'),
- * op(B) = B[K,N] ('N') or B[N,K]ᵀ ('T'). The M rows of C are split between the threads. With a
- * bias (beta must then be 1), each thread first fills its own rows of C with it: next to the
- * product, where it needs no fork-join of its own and leaves the rows in cache. */
+ * op(B) = B[K,N] ('N') or B[N,K]ᵀ ('T'). C is split between the threads by rows, or for a
+ * forward product of few rows by columns. With a bias (beta must then be 1), each thread first
+ * fills its own part of C with it: next to the product, where it needs no fork-join of its own
+ * and leaves the part in cache. */
 static void gemm_rows(char ta, char tb, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, const float *bias, float beta, float *C, int ldc) {
+    const int by_cols = ta == 'N' && tb == 'T' && M < 2 * MIN_SLICE_ROWS &&
+                        (double)N * K >= COL_SPLIT_MIN_WEIGHTS;
+    const int parts = by_cols ? N / COL_ALIGN : M / MIN_SLICE_ROWS;
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-    if (nt > M / MIN_SLICE_ROWS) nt = M / MIN_SLICE_ROWS;
-    if ((double)M * N * K < SPLIT_MIN_MACS || nt < 1) nt = 1;
+    if (nt > parts) nt = parts;
+    if ((!by_cols && (double)M * N * K < SPLIT_MIN_MACS) || nt < 1) nt = 1;
     if (nt == 1) {
-        if (bias) fill_bias(C, ldc, bias, 0, M, N);
+        if (bias) fill_bias(C, ldc, bias, 0, M, 0, N);
         mvmoe_gemm_serial(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
-        const int m0 = split_point(M, t, n), m1 = split_point(M, t + 1, n);
-        if (bias) fill_bias(C, ldc, bias, m0, m1, N);
-        sgemm_or_die(ta, tb, m1 - m0, N, K, 1.0f, ta == 'N' ? A + (size_t)m0 * lda : A + m0, lda, B, ldb,
-                     beta, C + (size_t)m0 * ldc, ldc);
+        if (by_cols) {
+            const int n0 = split_point(parts, t, n) * COL_ALIGN;
+            const int n1 = t + 1 == n ? N : split_point(parts, t + 1, n) * COL_ALIGN;
+            if (bias) fill_bias(C, ldc, bias, 0, M, n0, n1);
+            sgemm_or_die(ta, tb, M, n1 - n0, K, 1.0f, A, lda, B + (size_t)n0 * ldb, ldb, beta, C + n0, ldc);
+        } else {
+            const int m0 = split_point(M, t, n), m1 = split_point(M, t + 1, n);
+            if (bias) fill_bias(C, ldc, bias, m0, m1, 0, N);
+            sgemm_or_die(ta, tb, m1 - m0, N, K, 1.0f, ta == 'N' ? A + (size_t)m0 * lda : A + m0, lda, B,
+                         ldb, beta, C + (size_t)m0 * ldc, ldc);
+        }
     }
 }
 
@@ -102,6 +122,11 @@ void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const
 void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,
                           int N) {
     gemm_rows('N', 'T', M, N, K, in, K, w, K, b, b ? 1.0f : 0.0f, out, N);
+}
+
+void mvmoe_linear_forward_strided(float *out, int ldo, const float *in, int ldi, const float *w,
+                                  const float *b, int M, int K, int N) {
+    gemm_rows('N', 'T', M, N, K, in, ldi, w, K, b, b ? 1.0f : 0.0f, out, ldo);
 }
 
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,

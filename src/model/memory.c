@@ -4,8 +4,8 @@
  *
  * It mirrors the allocations of src/model/layout.c (parameter arena: regions padded to 16
  * floats; tensor table), mvmoe_model_train_init (gradients, AdamW m and v), mvmoe_acts_init
- * (one arena of 16-float-padded buffers, plus the MoE routing plans) and mvmoe_evaluate
- * (confusion matrix). tests/model/test_memory.c checks the mirror against the sizes those
+ * (one arena of 16-float-padded buffers, plus the MoE routing plans), mvmoe_evaluate
+ * (confusion matrix) and mvmoe_model_prepare_inference (packed weights). tests/model/test_memory.c checks the mirror against the sizes those
  * functions really allocate, so a buffer added there without adding it here fails a test.
  * Sums are taken in double: a hostile config can ask for more than SIZE_MAX bytes, and then
  * the answer is SIZE_MAX rather than a wrapped-around small number. */
@@ -92,8 +92,11 @@ size_t mvmoe_model_memory_estimate(const mvmoe_config *c, int batch, int trainin
     double total = params + table_bytes(c);
     if (batch > 0) {
         /* mvmoe_evaluate's inference arena (also validation during training), its confusion
-         * matrix, per-class accuracies and batch indices */
+         * matrix, per-class accuracies and batch indices, and the packed copies of the
+         * weights that inference makes (model.c; their size as oneDNN reports it) */
         total += acts_bytes(c, B, 0) + K * K * sizeof(int64_t) + K * sizeof(double) + B * 4;
+        const double packed = (double)mvmoe_model_packed_floats(c);
+        if (packed > 0) total += pad64b(packed * sizeof(float));
         if (training) total += 3 * params + acts_bytes(c, B, 1); /* gradients, AdamW m, v */
     } else if (training) {
         total += 3 * params;

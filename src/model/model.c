@@ -7,6 +7,7 @@
 #include "core/rng.h"
 #include "core/status.h"
 #include "data/augment.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 
 mvmoe_status mvmoe_model_alloc(mvmoe_model **out, const mvmoe_config *c) {
@@ -31,6 +32,7 @@ mvmoe_status mvmoe_model_alloc(mvmoe_model **out, const mvmoe_config *c) {
     m->capacity_ratio = 1.05f;
     m->route_noise = 1;
     m->ckpt_step = -1;
+    m->packed.version = -1;
     *out = m;
     return MVMOE_OK;
 }
@@ -72,6 +74,7 @@ mvmoe_status mvmoe_model_upcycle(mvmoe_model *moe, const mvmoe_model *dense) {
             memcpy(d->fc2_b + to * D, s->fc2_b + from * D, sizeof(float) * D);
         }
     }
+    mvmoe_model_params_changed(moe);
     return MVMOE_OK;
 }
 
@@ -105,6 +108,7 @@ void mvmoe_model_init_weights(mvmoe_model *m, uint64_t seed) {
             for (size_t k = 0; k < t->count; k++) w[k] = trunc_normal(&r, 0.02f);
         } /* biases stay 0 */
     }
+    mvmoe_model_params_changed(m);
 }
 
 mvmoe_status mvmoe_model_create(mvmoe_model **out, const mvmoe_config *c, uint64_t seed) {
@@ -124,7 +128,61 @@ void mvmoe_model_free(mvmoe_model *m) {
     free(m->ema_mem);
     mvmoe_acts_free(&m->train_acts);
     mvmoe_acts_free(&m->infer_acts);
+    free(m->packed.mem);
     free(m);
+}
+
+void mvmoe_model_params_changed(mvmoe_model *m) { m->params_version++; }
+
+/* Blocks with packed copies: the dense ones before the first MoE block. */
+static int packed_blocks(const mvmoe_config *c) {
+    return c->routing == MVMOE_ROUTING_DENSE ? c->depth : c->depth - c->moe_layers;
+}
+
+size_t mvmoe_model_packed_floats(const mvmoe_config *c) {
+    const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch;
+    const size_t L = (size_t)packed_blocks(c);
+    const size_t patch = mvmoe_linear_packed_size(D, CPP), qkv = mvmoe_linear_packed_size(3 * D, D),
+                 proj = mvmoe_linear_packed_size(D, D), fc1 = mvmoe_linear_packed_size(H, D),
+                 fc2 = mvmoe_linear_packed_size(D, H);
+    if (!patch || !qkv || !proj || !fc1 || !fc2) return 0;
+    return patch + L * (qkv + proj + fc1 + fc2);
+}
+
+mvmoe_status mvmoe_model_prepare_inference(mvmoe_model *m) {
+    mvmoe_packed *k = &m->packed;
+    if (k->mem && k->version == m->params_version) return MVMOE_OK;
+    const mvmoe_config *c = &m->cfg;
+    const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch, L = packed_blocks(c);
+    if (!k->mem) {
+        const size_t total = mvmoe_model_packed_floats(c);
+        if (!total) return MVMOE_OK; /* unavailable: the plain weights serve */
+        MVMOE_ALLOC_ALIGNED(k->mem, total, "packed inference weights");
+        k->n_qkv = mvmoe_linear_packed_size(3 * D, D), k->n_proj = mvmoe_linear_packed_size(D, D);
+        k->n_fc1 = mvmoe_linear_packed_size(H, D), k->n_fc2 = mvmoe_linear_packed_size(D, H);
+        k->patch_w = k->mem;
+        k->qkv_w = k->patch_w + mvmoe_linear_packed_size(D, CPP);
+        k->proj_w = k->qkv_w + (size_t)L * k->n_qkv;
+        k->fc1_w = k->proj_w + (size_t)L * k->n_proj;
+        k->fc2_w = k->fc1_w + (size_t)L * k->n_fc1;
+    }
+    const mvmoe_params *p = &m->p;
+    int bad = mvmoe_linear_pack(k->patch_w, p->patch_w, D, CPP);
+    for (int l = 0; l < L; l++) {
+        const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
+        bad |= mvmoe_linear_pack(k->qkv_w + l * k->n_qkv, p->qkv_w + (size_t)l * 3 * D * D, 3 * D, D);
+        bad |= mvmoe_linear_pack(k->proj_w + l * k->n_proj, p->proj_w + (size_t)l * D * D, D, D);
+        bad |= mvmoe_linear_pack(k->fc1_w + l * k->n_fc1, p->fc1_w + slot * H * D, H, D);
+        bad |= mvmoe_linear_pack(k->fc2_w + l * k->n_fc2, p->fc2_w + slot * D * H, D, H);
+    }
+    if (bad) { /* cannot happen once the sizes are known; stay on the plain weights */
+        free(k->mem);
+        memset(k, 0, sizeof *k);
+        k->version = -1;
+        return MVMOE_OK;
+    }
+    k->version = m->params_version;
+    return MVMOE_OK;
 }
 
 const mvmoe_config *mvmoe_model_config(const mvmoe_model *m) { return &m->cfg; }
@@ -153,6 +211,7 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
     const mvmoe_config *c = &m->cfg;
     if (n < 0) MVMOE_FAIL(MVMOE_ERR_INVALID, "negative image count %d", n);
     int chunk = n < INFER_CHUNK ? (n > 0 ? n : 1) : INFER_CHUNK;
+    MVMOE_TRY(mvmoe_model_prepare_inference(m));
     if (m->infer_acts.B < chunk) {
         mvmoe_acts_free(&m->infer_acts);
         MVMOE_TRY(mvmoe_acts_init(&m->infer_acts, c, chunk, 0));

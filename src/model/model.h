@@ -78,6 +78,18 @@ typedef struct mvmoe_acts {
     float *mem;       /* the one allocation behind all of the above */
 } mvmoe_acts;
 
+/* Inference copies of the dense blocks' linear weights (and the patch embedding's) in oneDNN's
+ * packed layout (kernels/matmul_packed.c), made by mvmoe_model_prepare_inference from the
+ * weights of params_version. Layer l's copy of a weight is at its pointer + l·(floats per
+ * layer); only blocks before the first MoE block have copies. */
+typedef struct mvmoe_packed {
+    float *mem;                       /* the one allocation, NULL until prepared (or unavailable) */
+    float *patch_w;                   /* [1 copy] */
+    float *qkv_w, *proj_w, *fc1_w, *fc2_w; /* [dense blocks, copy] */
+    size_t n_qkv, n_proj, n_fc1, n_fc2;    /* floats per copy */
+    int64_t version;                  /* params_version packed from */
+} mvmoe_packed;
+
 struct mvmoe_model {
     mvmoe_config cfg;
     mvmoe_layout layout;
@@ -92,6 +104,10 @@ struct mvmoe_model {
     int64_t ckpt_step;  /* the step recorded in the loaded checkpoint (-1: none / not loaded) */
     mvmoe_acts train_acts;
     mvmoe_acts infer_acts;
+    /* Bumped by mvmoe_model_params_changed after every write to param_mem (optimizer step,
+     * EMA swap, load, init): inference uses `packed` only while its version matches. */
+    int64_t params_version;
+    mvmoe_packed packed;
     /* MoE training settings (set by the trainer; defaults from mvmoe_model_alloc) */
     float superclass_lambda; /* λ of CE(router, superclass) (paper Sec. 3.2) */
     float aux_weight;        /* weight of the importance and load losses (learned routing) */
@@ -103,6 +119,16 @@ struct mvmoe_model {
 
 mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training);
 void mvmoe_acts_free(mvmoe_acts *a);
+
+/* Every write to m->param_mem must be followed by this: it marks the packed inference copies
+ * of the weights stale (the sgemm path is used until they are made again). */
+void mvmoe_model_params_changed(mvmoe_model *m);
+/* Makes the packed inference copies of the weights if missing or stale (once per change of
+ * the weights; mvmoe_model_logits and mvmoe_evaluate call it). Without them, or where oneDNN
+ * cannot pack, inference uses the plain weights: slower, same results to float rounding. */
+mvmoe_status mvmoe_model_prepare_inference(mvmoe_model *m);
+/* Floats of the packed copies for config c (0 if packing is unavailable). */
+size_t mvmoe_model_packed_floats(const mvmoe_config *c);
 
 /* Allocates gradients, AdamW moments and training activations for batch B (idempotent). */
 mvmoe_status mvmoe_model_train_init(mvmoe_model *m, int B);

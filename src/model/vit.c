@@ -198,8 +198,11 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int 
     last_bufs u = last_block_bufs(a, c, B, l, first_moe);
     mvmoe_layernorm_forward(u.ln1, u.m1, u.r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
                             B * T, D, LN_EPS);
-    mvmoe_linear_forward(u.qkv, u.ln1, p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D,
-                         B * T, D, 3 * D);
+    /* keys and values of every row, queries of the class rows only: attention reads no other
+     * query here (nor does its backward), so a third of the block's qkv product is skipped */
+    const float *wqkv = p->qkv_w + (size_t)l * 3 * D * D, *bqkv = p->qkv_b + (size_t)l * 3 * D;
+    mvmoe_linear_forward_strided(u.qkv + D, 3 * D, u.ln1, D, wqkv + (size_t)D * D, bqkv + D, B * T, D, 2 * D);
+    mvmoe_linear_forward_strided(u.qkv, T * 3 * D, u.ln1, T * D, wqkv, bqkv, B, D, D);
     mvmoe_attention_forward_rows(u.atty, u.att, u.qkv, B, T, D, NH, 1);
     mvmoe_linear_forward(a->branch, u.atty, p->proj_w + (size_t)l * D * D, p->proj_b + (size_t)l * D,
                          B, D, D);
@@ -300,6 +303,13 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
 /* Rows below which a slice is not split between threads (see above). */
 #define ROW_SLICE_MIN 16
 
+/* The packed copies of the weights when this forward may use them (inference, copies made
+ * from the current weights), else NULL. */
+static const mvmoe_packed *packed_for(const mvmoe_model *m, const mvmoe_acts *a) {
+    const mvmoe_packed *k = &m->packed;
+    return !a->training && k->mem && k->version == m->params_version ? k : NULL;
+}
+
 typedef struct block_bufs {
     float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fcg, *res2;
     const float *keep; /* [2B]: attention, MLP branch */
@@ -318,13 +328,14 @@ static block_bufs block_bufs_at(mvmoe_acts *a, int B, int l) {
  * saved for the backward). */
 static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0, int n) {
     const mvmoe_params *p = &m->p;
+    const mvmoe_packed *k = packed_for(m, a);
     const int D = m->cfg.dim;
     const size_t o = (size_t)r0 * D;
     block_bufs u = block_bufs_at(a, B, l);
     mvmoe_layernorm_forward(u.ln1 + o, u.m1 + r0, u.r1 + r0, in + o, p->ln1_w + (size_t)l * D,
                             p->ln1_b + (size_t)l * D, n, D, LN_EPS);
-    mvmoe_linear_forward(u.qkv + (size_t)r0 * 3 * D, u.ln1 + o, p->qkv_w + (size_t)l * 3 * D * D,
-                         p->qkv_b + (size_t)l * 3 * D, n, D, 3 * D);
+    mvmoe_linear_forward_packed(u.qkv + (size_t)r0 * 3 * D, u.ln1 + o, k ? k->qkv_w + l * k->n_qkv : NULL,
+                                p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D, n, D, 3 * D);
 }
 
 /* Rows [r0, r0+n) of dense block l after attention: proj, residual + norm2 (with proj's
@@ -333,17 +344,21 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
                                  int r0, int n) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
+    const mvmoe_packed *k = packed_for(m, a);
     const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim;
     const size_t o = (size_t)r0 * D, oh = (size_t)r0 * H, slot = (size_t)mvmoe_mlp_slot(c, l, 0);
     block_bufs u = block_bufs_at(a, B, l);
     float *br = a->branch + o;
-    mvmoe_linear_forward(br, u.atty + o, p->proj_w + (size_t)l * D * D, NULL, n, D, D);
+    mvmoe_linear_forward_packed(br, u.atty + o, k ? k->proj_w + l * k->n_proj : NULL, p->proj_w + (size_t)l * D * D,
+                                NULL, n, D, D);
     mvmoe_residual_layernorm_forward(u.res1 + o, u.ln2 + o, u.m2 + r0, u.r2 + r0, in + o, br,
                                      p->proj_b + (size_t)l * D, u.keep, T, r0, p->ln2_w + (size_t)l * D,
                                      p->ln2_b + (size_t)l * D, n, D, LN_EPS);
-    mvmoe_linear_forward(u.fch + oh, u.ln2 + o, p->fc1_w + slot * H * D, NULL, n, D, H);
+    mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + l * k->n_fc1 : NULL, p->fc1_w + slot * H * D,
+                                NULL, n, D, H);
     mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
-    mvmoe_linear_forward(br, u.fcg + oh, p->fc2_w + slot * D * H, NULL, n, H, D);
+    mvmoe_linear_forward_packed(br, u.fcg + oh, k ? k->fc2_w + l * k->n_fc2 : NULL, p->fc2_w + slot * D * H,
+                                NULL, n, H, D);
     mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, r0, n, D);
 }
 
@@ -394,17 +409,16 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
 
     /* patch embedding (Conv2d stride P == im2col + linear), class token, position embedding */
     mvmoe_patchify(a->patches, a->img, B, c->in_chans, c->img_size, c->img_size, c->patch);
-    mvmoe_linear_forward(a->pe, a->patches, p->patch_w, p->patch_b, B * N, CPP, D);
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        float *x = a->x0 + (size_t)b * T * D;
-        for (int d = 0; d < D; d++) x[d] = p->cls[d] + p->pos[d];
-        for (int n = 0; n < N; n++) {
-            const float *e = a->pe + ((size_t)b * N + n) * D;
-            const float *pos = p->pos + (size_t)(1 + n) * D;
-            float *xr = x + (size_t)(1 + n) * D;
-            for (int d = 0; d < D; d++) xr[d] = e[d] + pos[d];
-        }
+    const mvmoe_packed *pk = packed_for(m, a);
+    mvmoe_linear_forward_packed(a->pe, a->patches, pk ? pk->patch_w : NULL, p->patch_w, p->patch_b, B * N, CPP, D);
+    /* x0 row r = (image b, token t): class token or patch t-1, plus position t (by rows, so
+     * that a batch of one image uses both cores too) */
+#pragma omp parallel for schedule(static) if ((size_t)BT * D >= 16384)
+    for (int r = 0; r < BT; r++) {
+        const int b = r / T, t = r % T;
+        const float *e = t ? a->pe + ((size_t)b * N + t - 1) * D : p->cls, *pos = p->pos + (size_t)t * D;
+        float *xr = a->x0 + (size_t)r * D;
+        for (int d = 0; d < D; d++) xr[d] = e[d] + pos[d];
     }
 
     const int class_only = class_only_last(c);

@@ -256,6 +256,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         h.lr = lr;
         m->step++;
         mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &h, m->step);
+        mvmoe_model_params_changed(m);
         if (m->ema_mem) { /* DeiT/timm ModelEma: ema = d·ema + (1 − d)·w after every step */
             const float d = o->ema_decay, *w = m->param_mem;
             float *e = m->ema_mem;

@@ -225,7 +225,9 @@ static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
 
 /* The AVX-512 attention (attention_avx512.c: softmax rows, and the fused block for hd = 16,
  * T <= 64, which D = 32, NH = 2 takes) must give the AVX2 path's bits: every T from 1 to 70
- * (all tails of 8 and 16 lanes) and 197, scores from tiny to clamped-exp size. */
+ * (all tails of 8 and 16 lanes) and 197, scores from tiny to clamped-exp size; then hd = 64
+ * (D = 128), whose scores come from sgemm, at T = 65..68 (T rows per pair: every remainder of
+ * the softmax's 4-row groups) and 197. */
 static void test_isa_same_bits(void) {
     if (mvmoe_isa_force(512) != 0) {
         printf("  (no AVX-512 on this CPU: softmax ISA comparison skipped)\n");
@@ -234,8 +236,8 @@ static void test_isa_same_bits(void) {
     mvmoe_rng rng;
     mvmoe_rng_init(&rng, 77, 0);
     int checked = 0, same = 0;
-    for (int T = 1; T <= 71; T++) {
-        const int t = T == 71 ? 197 : T, B = 2, D = 32, NH = 2;
+    for (int T = 1; T <= 76; T++) {
+        const int t = T == 71 || T == 76 ? 197 : T > 71 ? T - 7 : T, B = 2, D = T > 71 ? 128 : 32, NH = 2;
         const size_t nqkv = (size_t)B * t * 3 * D, no = (size_t)B * t * D,
                      na = (size_t)B * NH * t * t;
         float *qkv = kc_alloc(nqkv), *o[2], *a[2];
@@ -248,7 +250,7 @@ static void test_isa_same_bits(void) {
         checked++;
         same += !memcmp(o[0], o[1], no * sizeof(float)) && !memcmp(a[0], a[1], na * sizeof(float));
         CHECK(!memcmp(o[0], o[1], no * sizeof(float)) && !memcmp(a[0], a[1], na * sizeof(float)),
-              "attention T=%d: AVX2 and AVX-512 softmax differ", t);
+              "attention T=%d hd=%d: AVX2 and AVX-512 softmax differ", t, D / NH);
         free(qkv), free(o[0]), free(o[1]), free(a[0]), free(a[1]);
     }
     mvmoe_isa_force(0);

@@ -7,6 +7,7 @@
 
 #include "kernel_check.h"
 #include "kernels/kernels.h"
+#include "mvmoe.h"
 
 typedef struct {
     float *in, *w, *b, *r, *out;
@@ -38,9 +39,13 @@ static void test_known_values(void) {
 }
 
 static void test_fast_vs_ref(void) {
-    /* the last two are above the threading threshold of the bias fill and bias gradient */
-    const int shapes[][3] = {{5, 24, 10}, {50, 64, 192}, {33, 1000, 10}, {7, 192, 1000}, {1, 1, 1},
-                             {1300, 8, 64}, {700, 16, 100}, {1601, 64, 192}, {99, 256, 64}, {32, 96, 128}};
+    /* {M, K, N}: split by rows, too small to split, and below 32 rows split by columns
+     * (ViT-Tiny's class row through fc1 and fc2, the head at batch 7, a last column block
+     * narrower than 16); some above the threading threshold of the bias fill and gradient */
+    const int shapes[][3] = {{5, 24, 10},   {50, 64, 192},  {33, 1000, 10}, {7, 192, 1000},
+                             {1, 1, 1},     {1300, 8, 64},  {700, 16, 100}, {1601, 64, 192},
+                             {99, 256, 64}, {32, 96, 128},  {1, 192, 768},  {1, 768, 192},
+                             {2, 64, 600},  {31, 192, 192}};
     mvmoe_rng rng;
     mvmoe_rng_init(&rng, 51, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
@@ -87,8 +92,8 @@ static void test_fast_vs_ref(void) {
                 memcpy(dw1, dw, sizeof(float) * nw);
             } else {
                 /* the threaded bias gradient keeps the serial order, and the products are split
-                 * into disjoint output rows, each computed by one single-threaded sgemm call:
-                 * the same bits as on one thread */
+                 * into disjoint output rows or column blocks, each computed by one
+                 * single-threaded sgemm call: the same bits as on one thread */
                 CHECK(!memcmp(db, db1, sizeof(float) * N), "linear db M=%d N=%d: 1 and 2 threads differ", M, N);
                 CHECK(!memcmp(o, o1, sizeof(float) * no) && !memcmp(di, di1, sizeof(float) * ni) &&
                           !memcmp(dw, dw1, sizeof(float) * nw),
@@ -151,10 +156,61 @@ static void test_gradients(void) {
     free(c.in), free(c.w), free(c.b), free(c.r), free(c.out), free(ni), free(nw), free(nb);
 }
 
+/* The forward on packed weights (matmul_packed.c): the reference's values with and without
+ * bias; the same bits on 1 and 2 threads and for any split of the rows into slices (so the
+ * thread count never changes a result); NULL packed weights fall back to the plain ones. */
+static void test_packed(void) {
+    const int shapes[][3] = {{197, 192, 576}, {98, 768, 192}, {5, 24, 10}, {1, 192, 768},
+                             {300, 64, 256}, {33, 40, 24}, {7, 192, 1000}};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 53, 0);
+    int packed = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        const size_t ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N, np = mvmoe_linear_packed_size(N, K);
+        if (!np) continue;
+        packed++;
+        float *in = kc_alloc(ni), *w = kc_alloc(nw), *b = kc_alloc(N), *wp = kc_alloc(np);
+        float *ref = kc_alloc(no), *refn = kc_alloc(no), *o1 = kc_alloc(no), *o2 = kc_alloc(no), *o3 = kc_alloc(no);
+        kc_fill_normal(in, ni, &rng, 1.0f);
+        kc_fill_normal(w, nw, &rng, 0.1f);
+        kc_fill_normal(b, N, &rng, 1.0f);
+        CHECK(mvmoe_linear_pack(wp, w, N, K) == 0, "pack N=%d K=%d failed though its size is known", N, K);
+        mvmoe_linear_forward_ref(ref, in, w, b, M, K, N);
+        mvmoe_linear_forward_ref(refn, in, w, NULL, M, K, N);
+        char what[96];
+        for (int bias = 1; bias >= 0; bias--) {
+            const float *bb = bias ? b : NULL, *want = bias ? ref : refn;
+            omp_set_num_threads(1);
+            mvmoe_linear_forward_packed(o1, in, wp, w, bb, M, K, N);
+            snprintf(what, sizeof what, "packed linear M=%d K=%d N=%d bias %d", M, K, N, bias);
+            KC_CHECK_CLOSE(what, o1, want, no);
+            omp_set_num_threads(2);
+            mvmoe_linear_forward_packed(o2, in, wp, w, bb, M, K, N);
+            const int cut = M / 3;
+#pragma omp parallel for schedule(static)
+            for (int part = 0; part < 2; part++) {
+                const int r0 = part ? cut : 0, r1 = part ? M : cut;
+                mvmoe_linear_forward_packed(o3 + (size_t)r0 * N, in + (size_t)r0 * K, wp, w, bb, r1 - r0, K, N);
+            }
+            CHECK(!memcmp(o1, o2, no * sizeof(float)) && !memcmp(o1, o3, no * sizeof(float)),
+                  "packed linear M=%d K=%d N=%d bias %d: 1 thread, 2 threads and row slices differ", M, K, N, bias);
+            mvmoe_linear_forward_packed(o2, in, NULL, w, bb, M, K, N);
+            snprintf(what, sizeof what, "packed linear fallback M=%d K=%d N=%d bias %d", M, K, N, bias);
+            KC_CHECK_CLOSE(what, o2, want, no);
+        }
+        free(in), free(w), free(b), free(wp), free(ref), free(refn), free(o1), free(o2), free(o3);
+    }
+    omp_set_num_threads(1);
+    printf("  packed weights available for %d of %zu shapes (%s)\n", packed, sizeof shapes / sizeof *shapes,
+           mvmoe_gemm_library());
+}
+
 int main(void) {
     omp_set_num_threads(1);
     test_known_values();
     test_fast_vs_ref();
     test_gradients();
+    test_packed();
     TEST_MAIN_END("test_linear");
 }

@@ -26,6 +26,10 @@ static void check(const char *name, mvmoe_config c, int B) {
     mvmoe_rng r;
     mvmoe_rng_init(&r, 11, 0);
     for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] += 0.2f * mvmoe_rng_normal(&r);
+    mvmoe_model_params_changed(m);
+    /* inference on the packed copies of the weights (kernels/matmul_packed.c) */
+    CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare", name);
+    CHECK(m->packed.mem || !mvmoe_model_packed_floats(&c), "%s: no packed weights", name);
     CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train init", name);
     mvmoe_acts inf;
     CHECK(mvmoe_acts_init(&inf, &c, B, 0) == MVMOE_OK, "%s: acts init", name);
@@ -39,6 +43,24 @@ static void check(const char *name, mvmoe_config c, int B) {
     for (size_t i = 1; i < nl; i++) spread = fmax(spread, fabs(inf.logits[i] - inf.logits[0]));
     CHECK(err < 1e-5, "%s: inference vs full forward logits rel err %.3g", name, err);
     CHECK(spread > 1e-2, "%s: logits nearly constant (%.3g): the check would be vacuous", name, spread);
+    /* changed weights: the stale packed copies must not be used, until made again */
+    for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] *= 1.01f;
+    mvmoe_model_params_changed(m);
+    float *before = malloc(nl * sizeof(float));
+    CHECK(before != NULL, "alloc");
+    if (before) {
+        memcpy(before, inf.logits, nl * sizeof(float));
+        mvmoe_vit_forward(m, &m->train_acts, B, 0.0f, 0, 0);
+        mvmoe_vit_forward(m, &inf, B, 0.0f, 0, 0);
+        err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3);
+        CHECK(err < 1e-5 && memcmp(before, inf.logits, nl * sizeof(float)),
+              "%s: changed weights, stale packed copies: rel err %.3g", name, err);
+        CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare again", name);
+        mvmoe_vit_forward(m, &inf, B, 0.0f, 0, 0);
+        err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3);
+        CHECK(err < 1e-5, "%s: changed weights, packed again: rel err %.3g", name, err);
+        free(before);
+    }
     if (c.routing != MVMOE_ROUTING_DENSE) {
         const mvmoe_plan *p = &inf.plans[0], *q = &m->train_acts.plans[0];
         int same = p->n == q->n && p->rows == q->rows;
@@ -75,6 +97,8 @@ static void check_threads(const char *name, mvmoe_config c, int B) {
     mvmoe_rng r;
     mvmoe_rng_init(&r, 12, 0);
     for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] += 0.2f * mvmoe_rng_normal(&r);
+    mvmoe_model_params_changed(m);
+    CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare", name);
     CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train init", name);
     mvmoe_acts inf;
     CHECK(mvmoe_acts_init(&inf, &c, B, 0) == MVMOE_OK, "%s: acts init", name);

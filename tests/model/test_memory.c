@@ -1,6 +1,7 @@
 /* mvmoe_model_memory_estimate against what the model really allocates: the parameter arena
  * and tensor table (mvmoe_model_create), the inference arena (mvmoe_acts_init, training 0)
- * and the training state (mvmoe_model_train_init: gradients, AdamW moments, training
+ * and its packed weights (mvmoe_model_prepare_inference), and the training state
+ * (mvmoe_model_train_init: gradients, AdamW moments, training
  * activations), for dense and every MoE routing. The allocator's own sizes come from
  * malloc_usable_size: exact under AddressSanitizer (make asan-test), so there the estimate
  * must match to the byte; glibc rounds each block up (< 1 page + alignment), so here each
@@ -54,8 +55,10 @@ static void check_config(const char *name, const mvmoe_config *c, int B) {
     mvmoe_acts a;
     int blocks = 0;
     CHECK(mvmoe_acts_init(&a, c, B, 0) == MVMOE_OK, "%s: acts_init: %s", name, mvmoe_last_error());
-    size_t got = acts_usable(&a, &blocks);
-    check_close(name, "inference activations", eB - e0 - eval_extra, got, blocks);
+    CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare: %s", name, mvmoe_last_error());
+    size_t got = acts_usable(&a, &blocks) + usable(m->packed.mem);
+    blocks += m->packed.mem != NULL;
+    check_close(name, "inference activations + packed weights", eB - e0 - eval_extra, got, blocks);
     mvmoe_acts_free(&a);
 
     CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train_init: %s", name, mvmoe_last_error());

@@ -1,0 +1,232 @@
+/* Forward linear products with the weights packed ahead of time, through oneDNN's matmul
+ * primitive (its brgemm kernels on AVX-512).
+ *
+ * Why: an sgemm call packs its weight operand into oneDNN's blocked layout on every call,
+ * which for the few-row products of inference costs a sixth of the product. The matmul
+ * primitive takes weights already in its layout. Measured on one core (docs/PERFORMANCE.md,
+ * "Packed weights"): 98 x 576 x 192 (ViT-Tiny's qkv at batch 1, one thread's rows) 199 -> 235
+ * GFLOP/s, 3200 x 256 x 64 (12x64's fc1 at batch 128) 172 -> 224 GFLOP/s, 97 % of the core's
+ * FMA peak at best. Weights change every training step, so training keeps the sgemm path and
+ * the model packs its weights for inference only (model.c, mvmoe_model_prepare_inference).
+ *
+ * Threads and bits: like gemm_rows in matmul.c, the rows of out are split between our threads,
+ * each running one single-threaded primitive on its slice (oneDNN runs single-threaded inside
+ * an active parallel region). A primitive is made per row count (the fastest kernels need M
+ * fixed), all with the one weight layout of their (N, K), and each row of out is computed
+ * the same way whatever the slice: checked bit by bit for slices of 1..120 rows, and by
+ * test_linear for 1 and 2 threads. Primitives, per-thread streams and scratchpads are made on
+ * first use and kept for the process (a few per shape in use); anything oneDNN cannot do here
+ * falls back to the sgemm path on the plain weights, which the caller always passes too. */
+#include <dnnl.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+/* Rows of the primitive whose weight layout fixes the packed layout of an (N, K). */
+#define PACK_REF_ROWS 256
+#define MAX_LAYOUTS 64
+#define MAX_PRIMS 256
+#define MAX_THREADS 64
+/* Products smaller than this many multiply-adds run on one thread (as in matmul.c). */
+#define SPLIT_MIN_MACS (64 * 64 * 64)
+
+typedef struct layout {
+    int N, K, ok;            /* ok: packing available for this shape */
+    dnnl_memory_desc_t md;   /* packed weights, logical [K, N] */
+    dnnl_memory_desc_t user; /* plain weights w[N, K] row-major = logical [K, N], tag ba */
+    dnnl_primitive_t reorder;
+    size_t bytes;
+} layout;
+
+typedef struct prim {
+    int M, N, K, bias, ok;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t p;
+    size_t scratch;
+} prim;
+
+static dnnl_engine_t engine;
+static int engine_state; /* 0 untried, 1 ok, -1 failed */
+static layout layouts[MAX_LAYOUTS];
+static int n_layouts;
+static prim prims[MAX_PRIMS];
+static int n_prims;
+static dnnl_stream_t streams[MAX_THREADS];
+static void *scratch[MAX_THREADS];
+static size_t scratch_size[MAX_THREADS];
+
+static int engine_ready(void) {
+    if (!engine_state) engine_state = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success ? 1 : -1;
+    return engine_state > 0;
+}
+
+/* The layout entry of (N, K), made if new. Caller holds the cache lock. */
+static layout *layout_of(int N, int K) {
+    for (int i = 0; i < n_layouts; i++)
+        if (layouts[i].N == N && layouts[i].K == K) return &layouts[i];
+    if (n_layouts == MAX_LAYOUTS || !engine_ready()) return NULL;
+    layout *L = &layouts[n_layouts++];
+    memset(L, 0, sizeof *L);
+    L->N = N, L->K = K;
+    dnnl_dims_t sd = {PACK_REF_ROWS, K}, wd = {K, N}, dd = {PACK_REF_ROWS, N};
+    dnnl_memory_desc_t smd, wany, dmd;
+    dnnl_matmul_desc_t mm;
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    if (dnnl_memory_desc_init_by_tag(&smd, 2, sd, dnnl_f32, dnnl_ab) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&wany, 2, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&L->user, 2, wd, dnnl_f32, dnnl_ba) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) != dnnl_success ||
+        dnnl_matmul_desc_init(&mm, &smd, &wany, NULL, &dmd) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &mm, NULL, engine, NULL) != dnnl_success)
+        return L;
+    L->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    L->bytes = dnnl_memory_desc_get_size(&L->md);
+    if (dnnl_reorder_primitive_desc_create(&rpd, &L->user, engine, &L->md, engine, NULL) != dnnl_success)
+        return L;
+    L->ok = dnnl_primitive_create(&L->reorder, rpd) == dnnl_success;
+    dnnl_primitive_desc_destroy(rpd);
+    return L;
+}
+
+/* The primitive for M rows of (N, K), with or without bias, made if new (ok = 0 if oneDNN
+ * offers nothing but its reference code for it). */
+static prim *prim_of(int M, int N, int K, int bias) {
+    prim *r = NULL;
+#pragma omp critical(mvmoe_packed_cache)
+    {
+        for (int i = 0; i < n_prims && !r; i++)
+            if (prims[i].M == M && prims[i].N == N && prims[i].K == K && prims[i].bias == bias) r = &prims[i];
+        layout *L = r ? NULL : layout_of(N, K);
+        if (!r && L && L->ok && n_prims < MAX_PRIMS) {
+            r = &prims[n_prims++];
+            memset(r, 0, sizeof *r);
+            r->M = M, r->N = N, r->K = K, r->bias = bias;
+            dnnl_dims_t sd = {M, K}, dd = {M, N}, bd = {1, N};
+            dnnl_memory_desc_t smd, dmd, bmd;
+            dnnl_matmul_desc_t mm;
+            dnnl_primitive_attr_t attr = NULL;
+            const char *impl = "";
+            if (dnnl_memory_desc_init_by_tag(&smd, 2, sd, dnnl_f32, dnnl_ab) == dnnl_success &&
+                dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+                dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success &&
+                dnnl_matmul_desc_init(&mm, &smd, &L->md, bias ? &bmd : NULL, &dmd) == dnnl_success &&
+                dnnl_primitive_attr_create(&attr) == dnnl_success &&
+                dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+                dnnl_primitive_desc_create(&r->pd, &mm, attr, engine, NULL) == dnnl_success &&
+                dnnl_primitive_desc_query(r->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+                !strstr(impl, "ref") && dnnl_primitive_create(&r->p, r->pd) == dnnl_success) {
+                const dnnl_memory_desc_t *s = dnnl_primitive_desc_query_md(r->pd, dnnl_query_scratchpad_md, 0);
+                r->scratch = s ? dnnl_memory_desc_get_size(s) : 0;
+                r->ok = 1;
+            }
+            if (attr) dnnl_primitive_attr_destroy(attr);
+        }
+    }
+    return r && r->ok ? r : NULL;
+}
+
+/* This thread's stream and a scratchpad of at least `bytes`, made or grown on first need
+ * (only this thread touches its slot). NULL stream: unavailable. */
+static dnnl_stream_t thread_stream(size_t bytes, void **scr) {
+    const int t = omp_get_thread_num();
+    if (t >= MAX_THREADS) return NULL;
+    if (!streams[t] && dnnl_stream_create(&streams[t], engine, dnnl_stream_default_flags) != dnnl_success) {
+        streams[t] = NULL;
+        return NULL;
+    }
+    if (scratch_size[t] < bytes) {
+        free(scratch[t]);
+        scratch[t] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        scratch_size[t] = scratch[t] ? bytes : 0;
+        if (!scratch[t]) return NULL;
+    }
+    *scr = scratch[t];
+    return streams[t];
+}
+
+/* out[M,N] = in[M,K]·wᵀ (+ b) on the calling thread: the primitive on the packed weights,
+ * else sgemm on the plain ones. */
+static void packed_rows(float *out, const float *in, const float *wp, const float *w, const float *b,
+                        int M, int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    prim *r = wp ? prim_of(M, N, K, b != NULL) : NULL;
+    void *scr = NULL;
+    dnnl_stream_t st = r ? thread_stream(r->scratch, &scr) : NULL;
+    if (!st) {
+        if (b)
+            for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, b, sizeof(float) * N);
+        mvmoe_gemm_serial('N', 'T', M, N, K, 1.0f, in, K, w, K, b ? 1.0f : 0.0f, out, N);
+        return;
+    }
+    const dnnl_query_t q[5] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_weights_md,
+                               dnnl_query_dst_md, dnnl_query_scratchpad_md};
+    const int idx[5] = {0, 0, 1, 0, 0}, arg[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS,
+                                                  DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
+    void *h[5] = {(void *)in, (void *)wp, (void *)b, out, scr};
+    dnnl_exec_arg_t args[5];
+    int n = 0, ok = 1;
+    for (int i = 0; i < 5 && ok; i++) {
+        if ((i == 2 && !b) || (i == 4 && !r->scratch)) continue;
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(r->pd, q[i], idx[i]);
+        ok = md && dnnl_memory_create(&args[n].memory, md, engine, h[i]) == dnnl_success;
+        if (ok) args[n++].arg = arg[i];
+    }
+    if (ok) ok = dnnl_primitive_execute(r->p, st, n, args) == dnnl_success;
+    for (int i = 0; i < n; i++) dnnl_memory_destroy(args[i].memory);
+    if (!ok) {
+        fprintf(stderr, "mvmoe: internal error: oneDNN matmul (M=%d N=%d K=%d) failed (%s:%d); "
+                "please report this\n", M, N, K, __FILE__, __LINE__);
+        abort();
+    }
+}
+
+size_t mvmoe_linear_packed_size(int N, int K) {
+    size_t bytes = 0;
+#pragma omp critical(mvmoe_packed_cache)
+    {
+        layout *L = layout_of(N, K);
+        if (L && L->ok) bytes = L->bytes;
+    }
+    return (bytes + sizeof(float) - 1) / sizeof(float);
+}
+
+int mvmoe_linear_pack(float *dst, const float *w, int N, int K) {
+    layout *L = NULL;
+#pragma omp critical(mvmoe_packed_cache)
+    L = layout_of(N, K);
+    if (!L || !L->ok) return -1;
+    dnnl_memory_t from = NULL, to = NULL;
+    dnnl_stream_t st = NULL;
+    int ok = dnnl_stream_create(&st, engine, dnnl_stream_default_flags) == dnnl_success &&
+             dnnl_memory_create(&from, &L->user, engine, (void *)w) == dnnl_success &&
+             dnnl_memory_create(&to, &L->md, engine, dst) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+        ok = dnnl_primitive_execute(L->reorder, st, 2, a) == dnnl_success && dnnl_stream_wait(st) == dnnl_success;
+    }
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    if (st) dnnl_stream_destroy(st);
+    return ok ? 0 : -1;
+}
+
+void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, const float *w,
+                                 const float *b, int M, int K, int N) {
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (nt > M) nt = M;
+    if ((double)M * N * K < SPLIT_MIN_MACS || nt < 1) nt = 1;
+    if (nt == 1) {
+        packed_rows(out, in, wp, w, b, M, K, N);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int m0 = (int)((long long)M * t / n), m1 = (int)((long long)M * (t + 1) / n);
+        packed_rows(out + (size_t)m0 * N, in + (size_t)m0 * K, wp, w, b, m1 - m0, K, N);
+    }
+}
