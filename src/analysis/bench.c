@@ -55,6 +55,7 @@ static double quantile(const double *v, int n, double q) {
 /* The model's training passes: the one place that calls them, so a change of their
  * signatures (MoE routing) is a change here only. Returns the mean loss. */
 static double train_passes(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels) {
+    mvmoe_model_pack_weights(m); /* as the trainer does: fails only for memory, then unpacked */
     mvmoe_vit_forward(m, a, B, 0.0f, 0, m->step);
     double loss = mvmoe_vit_loss(m, a, B, labels);
     mvmoe_vit_backward(m, a, B);

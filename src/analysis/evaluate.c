@@ -29,7 +29,7 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
     if (ds->num_classes > K)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset %s has %d classes, the model only %d",
                    ds->source ? ds->source : "", ds->num_classes, K);
-    MVMOE_TRY(mvmoe_model_prepare_inference(m));
+    MVMOE_TRY(mvmoe_model_pack_weights(m));
     if (batch < 1) batch = 256;
     if (batch > n) batch = n > 0 ? n : 1;
     if (m->infer_acts.B < batch) {

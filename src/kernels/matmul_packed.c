@@ -1,13 +1,13 @@
 /* Forward linear products with the weights packed ahead of time, through oneDNN's matmul
  * primitive (its brgemm kernels on AVX-512).
  *
- * Why: an sgemm call packs its weight operand into oneDNN's blocked layout on every call,
- * which for the few-row products of inference costs a sixth of the product. The matmul
- * primitive takes weights already in its layout. Measured on one core (docs/PERFORMANCE.md,
- * "Packed weights"): 98 x 576 x 192 (ViT-Tiny's qkv at batch 1, one thread's rows) 199 -> 235
+ * Why: an sgemm call packs its weight operand into oneDNN's blocked layout on every call, and
+ * its kernels run below the primitive's: measured on one core (docs/PERFORMANCE.md, "Packed
+ * weights"), 98 x 576 x 192 (ViT-Tiny's qkv at batch 1, one thread's rows) 199 -> 235
  * GFLOP/s, 3200 x 256 x 64 (12x64's fc1 at batch 128) 172 -> 224 GFLOP/s, 97 % of the core's
- * FMA peak at best. Weights change every training step, so training keeps the sgemm path and
- * the model packs its weights for inference only (model.c, mvmoe_model_prepare_inference).
+ * FMA peak at best. The model packs its weights once per change (model.c,
+ * mvmoe_model_pack_weights): for inference once, in training once per step, a pass over the
+ * weights that costs far less than it saves (12x192 training +4 %).
  *
  * Threads and bits: like gemm_rows in matmul.c, the rows of out are split between our threads,
  * each running one single-threaded primitive on its slice (oneDNN runs single-threaded inside

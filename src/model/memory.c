@@ -5,7 +5,7 @@
  * It mirrors the allocations of src/model/layout.c (parameter arena: regions padded to 16
  * floats; tensor table), mvmoe_model_train_init (gradients, AdamW m and v), mvmoe_acts_init
  * (one arena of 16-float-padded buffers, plus the MoE routing plans), mvmoe_evaluate
- * (confusion matrix) and mvmoe_model_prepare_inference (packed weights). tests/model/test_memory.c checks the mirror against the sizes those
+ * (confusion matrix) and mvmoe_model_pack_weights (packed weights). tests/model/test_memory.c checks the mirror against the sizes those
  * functions really allocate, so a buffer added there without adding it here fails a test.
  * Sums are taken in double: a hostile config can ask for more than SIZE_MAX bytes, and then
  * the answer is SIZE_MAX rather than a wrapped-around small number. */

@@ -149,7 +149,7 @@ size_t mvmoe_model_packed_floats(const mvmoe_config *c) {
     return patch + L * (qkv + proj + fc1 + fc2);
 }
 
-mvmoe_status mvmoe_model_prepare_inference(mvmoe_model *m) {
+mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
     mvmoe_packed *k = &m->packed;
     if (k->mem && k->version == m->params_version) return MVMOE_OK;
     const mvmoe_config *c = &m->cfg;
@@ -211,7 +211,7 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
     const mvmoe_config *c = &m->cfg;
     if (n < 0) MVMOE_FAIL(MVMOE_ERR_INVALID, "negative image count %d", n);
     int chunk = n < INFER_CHUNK ? (n > 0 ? n : 1) : INFER_CHUNK;
-    MVMOE_TRY(mvmoe_model_prepare_inference(m));
+    MVMOE_TRY(mvmoe_model_pack_weights(m));
     if (m->infer_acts.B < chunk) {
         mvmoe_acts_free(&m->infer_acts);
         MVMOE_TRY(mvmoe_acts_init(&m->infer_acts, c, chunk, 0));

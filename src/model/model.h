@@ -78,9 +78,9 @@ typedef struct mvmoe_acts {
     float *mem;       /* the one allocation behind all of the above */
 } mvmoe_acts;
 
-/* Inference copies of the dense blocks' linear weights (and the patch embedding's) in oneDNN's
- * packed layout (kernels/matmul_packed.c), made by mvmoe_model_prepare_inference from the
- * weights of params_version. Layer l's copy of a weight is at its pointer + l·(floats per
+/* Copies of the dense blocks' linear weights (and the patch embedding's) in oneDNN's packed
+ * layout for the forward products (kernels/matmul_packed.c), made by mvmoe_model_pack_weights
+ * from the weights of params_version. Layer l's copy of a weight is at its pointer + l·(floats per
  * layer); only blocks before the first MoE block have copies. */
 typedef struct mvmoe_packed {
     float *mem;                       /* the one allocation, NULL until prepared (or unavailable) */
@@ -120,13 +120,14 @@ struct mvmoe_model {
 mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training);
 void mvmoe_acts_free(mvmoe_acts *a);
 
-/* Every write to m->param_mem must be followed by this: it marks the packed inference copies
- * of the weights stale (the sgemm path is used until they are made again). */
+/* Every write to m->param_mem must be followed by this: it marks the packed copies of the
+ * weights stale (the plain weights serve until they are made again). */
 void mvmoe_model_params_changed(mvmoe_model *m);
-/* Makes the packed inference copies of the weights if missing or stale (once per change of
- * the weights; mvmoe_model_logits and mvmoe_evaluate call it). Without them, or where oneDNN
- * cannot pack, inference uses the plain weights: slower, same results to float rounding. */
-mvmoe_status mvmoe_model_prepare_inference(mvmoe_model *m);
+/* Makes the packed copies of the weights for the forward products if missing or stale: once
+ * per change of the weights (mvmoe_model_logits and mvmoe_evaluate call it, and the trainer
+ * and bench before each training step's forward). Without them, or where oneDNN cannot pack,
+ * the forward uses the plain weights: slower, same results to float rounding. */
+mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m);
 /* Floats of the packed copies for config c (0 if packing is unavailable). */
 size_t mvmoe_model_packed_floats(const mvmoe_config *c);
 

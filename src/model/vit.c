@@ -303,11 +303,12 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
 /* Rows below which a slice is not split between threads (see above). */
 #define ROW_SLICE_MIN 16
 
-/* The packed copies of the weights when this forward may use them (inference, copies made
- * from the current weights), else NULL. */
+/* The packed copies of the weights when they are those of the current weights, else NULL
+ * (the products then take the plain weights: same values to float rounding). */
 static const mvmoe_packed *packed_for(const mvmoe_model *m, const mvmoe_acts *a) {
     const mvmoe_packed *k = &m->packed;
-    return !a->training && k->mem && k->version == m->params_version ? k : NULL;
+    (void)a;
+    return k->mem && k->version == m->params_version ? k : NULL;
 }
 
 typedef struct block_bufs {

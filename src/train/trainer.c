@@ -241,6 +241,9 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             mvmoe_mix_batch(a->img, a->targets, B, c->in_chans, S, K, o->mixup, o->cutmix, o->seed,
                             (uint64_t)m->step);
 
+        /* the forward's products on packed copies of this step's weights (kernels/matmul_packed.c) */
+        s = mvmoe_model_pack_weights(m);
+        if (s != MVMOE_OK) break;
         mvmoe_vit_forward(m, a, B, o->drop_path, o->seed, m->step);
         double loss = mvmoe_vit_loss(m, a, B, labels);
         mvmoe_vit_backward(m, a, B);

@@ -28,7 +28,7 @@ static void check(const char *name, mvmoe_config c, int B) {
     for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] += 0.2f * mvmoe_rng_normal(&r);
     mvmoe_model_params_changed(m);
     /* inference on the packed copies of the weights (kernels/matmul_packed.c) */
-    CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare", name);
+    CHECK(mvmoe_model_pack_weights(m) == MVMOE_OK, "%s: prepare", name);
     CHECK(m->packed.mem || !mvmoe_model_packed_floats(&c), "%s: no packed weights", name);
     CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train init", name);
     mvmoe_acts inf;
@@ -55,7 +55,7 @@ static void check(const char *name, mvmoe_config c, int B) {
         err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3);
         CHECK(err < 1e-5 && memcmp(before, inf.logits, nl * sizeof(float)),
               "%s: changed weights, stale packed copies: rel err %.3g", name, err);
-        CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare again", name);
+        CHECK(mvmoe_model_pack_weights(m) == MVMOE_OK, "%s: prepare again", name);
         mvmoe_vit_forward(m, &inf, B, 0.0f, 0, 0);
         err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3);
         CHECK(err < 1e-5, "%s: changed weights, packed again: rel err %.3g", name, err);
@@ -98,7 +98,7 @@ static void check_threads(const char *name, mvmoe_config c, int B) {
     mvmoe_rng_init(&r, 12, 0);
     for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] += 0.2f * mvmoe_rng_normal(&r);
     mvmoe_model_params_changed(m);
-    CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare", name);
+    CHECK(mvmoe_model_pack_weights(m) == MVMOE_OK, "%s: prepare", name);
     CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train init", name);
     mvmoe_acts inf;
     CHECK(mvmoe_acts_init(&inf, &c, B, 0) == MVMOE_OK, "%s: acts init", name);

@@ -1,6 +1,6 @@
 /* mvmoe_model_memory_estimate against what the model really allocates: the parameter arena
  * and tensor table (mvmoe_model_create), the inference arena (mvmoe_acts_init, training 0)
- * and its packed weights (mvmoe_model_prepare_inference), and the training state
+ * and its packed weights (mvmoe_model_pack_weights), and the training state
  * (mvmoe_model_train_init: gradients, AdamW moments, training
  * activations), for dense and every MoE routing. The allocator's own sizes come from
  * malloc_usable_size: exact under AddressSanitizer (make asan-test), so there the estimate
@@ -55,7 +55,7 @@ static void check_config(const char *name, const mvmoe_config *c, int B) {
     mvmoe_acts a;
     int blocks = 0;
     CHECK(mvmoe_acts_init(&a, c, B, 0) == MVMOE_OK, "%s: acts_init: %s", name, mvmoe_last_error());
-    CHECK(mvmoe_model_prepare_inference(m) == MVMOE_OK, "%s: prepare: %s", name, mvmoe_last_error());
+    CHECK(mvmoe_model_pack_weights(m) == MVMOE_OK, "%s: prepare: %s", name, mvmoe_last_error());
     size_t got = acts_usable(&a, &blocks) + usable(m->packed.mem);
     blocks += m->packed.mem != NULL;
     check_close(name, "inference activations + packed weights", eB - e0 - eval_extra, got, blocks);

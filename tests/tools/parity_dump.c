@@ -86,6 +86,8 @@ int main(int argc, char **argv) {
             a->img[k] = (img[k] / 255.0f - c->mean[ch]) / c->std[ch];
         }
         mvmoe_targets_smoothed(a->targets, labels, B, K, smoothing);
+        /* as the trainer does: the forward's products on packed copies of the step's weights */
+        if (mvmoe_model_pack_weights(m) != MVMOE_OK) return 1;
         mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
         double loss = mvmoe_vit_loss(m, a, B, labels);
         if (s == steps) break;
@@ -106,6 +108,7 @@ int main(int argc, char **argv) {
         mvmoe_clip_grad_norm(m->grad_mem, L, clip);
         m->step++;
         mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, L, &h, m->step);
+        mvmoe_model_params_changed(m);
         memcpy(snap + L->total * (size_t)(1 + s), m->param_mem, sizeof(float) * L->total);
     }
     int n = 0;
