@@ -134,26 +134,27 @@ void mvmoe_model_free(mvmoe_model *m) {
 
 void mvmoe_model_params_changed(mvmoe_model *m) { m->params_version++; }
 
-/* Blocks with packed copies: the dense ones before the first MoE block. */
-static int packed_blocks(const mvmoe_config *c) {
-    return c->routing == MVMOE_ROUTING_DENSE ? c->depth : c->depth - c->moe_layers;
+/* MLP slots: one per dense block, E per MoE block (layout.c, mvmoe_mlp_slot). */
+static int mlp_slots(const mvmoe_config *c) {
+    return c->routing == MVMOE_ROUTING_DENSE ? c->depth : c->depth - c->moe_layers + c->moe_layers * c->experts;
 }
 
 size_t mvmoe_model_packed_floats(const mvmoe_config *c) {
     const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch;
-    const size_t L = (size_t)packed_blocks(c);
+    const size_t L = (size_t)c->depth, S = (size_t)mlp_slots(c);
     const size_t patch = mvmoe_linear_packed_size(D, CPP), qkv = mvmoe_linear_packed_size(3 * D, D),
                  proj = mvmoe_linear_packed_size(D, D), fc1 = mvmoe_linear_packed_size(H, D),
                  fc2 = mvmoe_linear_packed_size(D, H);
     if (!patch || !qkv || !proj || !fc1 || !fc2) return 0;
-    return patch + L * (qkv + proj + fc1 + fc2);
+    return patch + L * (qkv + proj) + S * (fc1 + fc2);
 }
 
 mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
     mvmoe_packed *k = &m->packed;
     if (k->mem && k->version == m->params_version) return MVMOE_OK;
     const mvmoe_config *c = &m->cfg;
-    const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch, L = packed_blocks(c);
+    const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch, L = c->depth,
+              S = mlp_slots(c);
     if (!k->mem) {
         const size_t total = mvmoe_model_packed_floats(c);
         if (!total) return MVMOE_OK; /* unavailable: the plain weights serve */
@@ -164,16 +165,17 @@ mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
         k->qkv_w = k->patch_w + mvmoe_linear_packed_size(D, CPP);
         k->proj_w = k->qkv_w + (size_t)L * k->n_qkv;
         k->fc1_w = k->proj_w + (size_t)L * k->n_proj;
-        k->fc2_w = k->fc1_w + (size_t)L * k->n_fc1;
+        k->fc2_w = k->fc1_w + (size_t)S * k->n_fc1;
     }
     const mvmoe_params *p = &m->p;
     int bad = mvmoe_linear_pack(k->patch_w, p->patch_w, D, CPP);
     for (int l = 0; l < L; l++) {
-        const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
         bad |= mvmoe_linear_pack(k->qkv_w + l * k->n_qkv, p->qkv_w + (size_t)l * 3 * D * D, 3 * D, D);
         bad |= mvmoe_linear_pack(k->proj_w + l * k->n_proj, p->proj_w + (size_t)l * D * D, D, D);
-        bad |= mvmoe_linear_pack(k->fc1_w + l * k->n_fc1, p->fc1_w + slot * H * D, H, D);
-        bad |= mvmoe_linear_pack(k->fc2_w + l * k->n_fc2, p->fc2_w + slot * D * H, D, H);
+    }
+    for (int s = 0; s < S; s++) {
+        bad |= mvmoe_linear_pack(k->fc1_w + s * k->n_fc1, p->fc1_w + (size_t)s * H * D, H, D);
+        bad |= mvmoe_linear_pack(k->fc2_w + s * k->n_fc2, p->fc2_w + (size_t)s * D * H, D, H);
     }
     if (bad) { /* cannot happen once the sizes are known; stay on the plain weights */
         free(k->mem);

@@ -78,14 +78,15 @@ typedef struct mvmoe_acts {
     float *mem;       /* the one allocation behind all of the above */
 } mvmoe_acts;
 
-/* Copies of the dense blocks' linear weights (and the patch embedding's) in oneDNN's packed
- * layout for the forward products (kernels/matmul_packed.c), made by mvmoe_model_pack_weights
- * from the weights of params_version. Layer l's copy of a weight is at its pointer + l·(floats per
- * layer); only blocks before the first MoE block have copies. */
+/* Copies of the blocks' linear weights (and the patch embedding's) in oneDNN's packed layout
+ * for the forward products (kernels/matmul_packed.c), made by mvmoe_model_pack_weights from
+ * the weights of params_version. Block l's copy of qkv_w is at qkv_w + l·n_qkv (proj_w
+ * likewise); MLP slot s's (mvmoe_mlp_slot: a dense block or one expert) at fc1_w + s·n_fc1. */
 typedef struct mvmoe_packed {
     float *mem;                       /* the one allocation, NULL until prepared (or unavailable) */
     float *patch_w;                   /* [1 copy] */
-    float *qkv_w, *proj_w, *fc1_w, *fc2_w; /* [dense blocks, copy] */
+    float *qkv_w, *proj_w;            /* [depth, copy] */
+    float *fc1_w, *fc2_w;             /* [MLP slots, copy] */
     size_t n_qkv, n_proj, n_fc1, n_fc2;    /* floats per copy */
     int64_t version;                  /* params_version packed from */
 } mvmoe_packed;

@@ -21,8 +21,9 @@ void mvmoe_moe_forward(float *out, float *xg, float *h, float *hg, float *y, con
                        const mvmoe_experts *w, const mvmoe_plan *plan, int D, int H) {
     const int E = plan->E, k = plan->k, rows = plan->rows, used = plan->start[E];
     const size_t item_floats = (size_t)rows * D;
-    /* dispatch: grouped position j holds item src[j]/k's rows */
-#pragma omp parallel for schedule(static)
+    /* dispatch: grouped position j holds item src[j]/k's rows (a fork-join only when there is
+     * enough to copy: at batch 1 it cost more than the copy) */
+#pragma omp parallel for schedule(static) if ((size_t)used * item_floats >= 16384)
     for (int j = 0; j < used; j++)
         memcpy(xg + (size_t)j * item_floats, u + (size_t)(plan->src[j] / k) * item_floats,
                sizeof(float) * item_floats);
@@ -34,12 +35,14 @@ void mvmoe_moe_forward(float *out, float *xg, float *h, float *hg, float *y, con
         int M = n_e * rows;
         float *w1, *b1, *w2, *b2;
         expert_ptrs(w, e, D, H, &w1, &b1, &w2, &b2);
-        mvmoe_linear_forward(h + r0 * H, xg + r0 * D, w1, b1, M, D, H);
+        mvmoe_linear_forward_packed(h + r0 * H, xg + r0 * D, w->fc1_p ? w->fc1_p + e * w->n_fc1 : NULL, w1, b1,
+                                    M, D, H);
         mvmoe_gelu_forward(hg + r0 * H, h + r0 * H, (size_t)M * H);
-        mvmoe_linear_forward(y + r0 * D, hg + r0 * H, w2, b2, M, H, D);
+        mvmoe_linear_forward_packed(y + r0 * D, hg + r0 * H, w->fc2_p ? w->fc2_p + e * w->n_fc2 : NULL, w2, b2,
+                                    M, H, D);
     }
     /* combine: per item, Σ_r gate·y in choice order (deterministic, no write races) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)plan->n * k * item_floats >= 16384)
     for (int i = 0; i < plan->n; i++) {
         float *o = out + (size_t)i * item_floats;
         memset(o, 0, sizeof(float) * item_floats);

@@ -5,12 +5,17 @@
 #ifndef MVMOE_MODEL_MOE_H
 #define MVMOE_MODEL_MOE_H
 
+#include <stddef.h>
 #include "model/router.h"
 
 /* Expert weights of one MoE block, stacked: fc1_w [E, H, D], fc1_b [E, H], fc2_w [E, D, H],
  * fc2_b [E, D] (consecutive slots of the parameter layout). */
 typedef struct mvmoe_experts {
     float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    /* packed copies for the forward (model.h, mvmoe_packed; NULL: none), expert e's at
+     * fc1_p + e·n_fc1, fc2_p + e·n_fc2 */
+    const float *fc1_p, *fc2_p;
+    size_t n_fc1, n_fc2;
 } mvmoe_experts;
 
 /* out[n·rows, D] = Σ_r gate[i,r] · expert_{e(i,r)}(u rows of item i); items whose choices were

@@ -126,10 +126,31 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
     }
 }
 
+/* The packed copies of the weights when they are those of the current weights, else NULL
+ * (the products then take the plain weights: same values to float rounding). */
+static const mvmoe_packed *packed_for(const mvmoe_model *m, const mvmoe_acts *a) {
+    const mvmoe_packed *k = &m->packed;
+    (void)a;
+    return k->mem && k->version == m->params_version ? k : NULL;
+}
+
 /* The weights of block l's experts (consecutive layout slots). */
 static mvmoe_experts experts_at(const mvmoe_params *p, const mvmoe_config *c, int l) {
     size_t s = (size_t)mvmoe_mlp_slot(c, l, 0), D = (size_t)c->dim, H = (size_t)c->mlp_dim;
-    mvmoe_experts w = {p->fc1_w + s * H * D, p->fc1_b + s * H, p->fc2_w + s * D * H, p->fc2_b + s * D};
+    mvmoe_experts w = {p->fc1_w + s * H * D, p->fc1_b + s * H, p->fc2_w + s * D * H, p->fc2_b + s * D,
+                       NULL, NULL, 0, 0};
+    return w;
+}
+
+/* The same with their packed copies when the forward may use them (packed_for). */
+static mvmoe_experts experts_packed(const mvmoe_model *m, const mvmoe_acts *a, int l) {
+    mvmoe_experts w = experts_at(&m->p, &m->cfg, l);
+    const mvmoe_packed *k = packed_for(m, a);
+    if (k) {
+        const size_t s = (size_t)mvmoe_mlp_slot(&m->cfg, l, 0);
+        w.fc1_p = k->fc1_w + s * k->n_fc1, w.fc2_p = k->fc2_w + s * k->n_fc2;
+        w.n_fc1 = k->n_fc1, w.n_fc2 = k->n_fc2;
+    }
     return w;
 }
 
@@ -221,7 +242,7 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int 
         /* per-image routing: the plan's items are images; here each carries one row */
         if (l == first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
         mvmoe_plan *plan = &a->plans[0];
-        mvmoe_experts w = experts_at(p, c, l);
+        mvmoe_experts w = experts_packed(m, a, l);
         int rows = plan->rows;
         plan->rows = 1;
         mvmoe_moe_forward(a->branch, u.xg, u.h, u.hg, u.y, u.ln2, &w, plan, D, H);
@@ -303,14 +324,6 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
 /* Rows below which a slice is not split between threads (see above). */
 #define ROW_SLICE_MIN 16
 
-/* The packed copies of the weights when they are those of the current weights, else NULL
- * (the products then take the plain weights: same values to float rounding). */
-static const mvmoe_packed *packed_for(const mvmoe_model *m, const mvmoe_acts *a) {
-    const mvmoe_packed *k = &m->packed;
-    (void)a;
-    return k->mem && k->version == m->params_version ? k : NULL;
-}
-
 typedef struct block_bufs {
     float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fcg, *res2;
     const float *keep; /* [2B]: attention, MLP branch */
@@ -355,10 +368,10 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
     mvmoe_residual_layernorm_forward(u.res1 + o, u.ln2 + o, u.m2 + r0, u.r2 + r0, in + o, br,
                                      p->proj_b + (size_t)l * D, u.keep, T, r0, p->ln2_w + (size_t)l * D,
                                      p->ln2_b + (size_t)l * D, n, D, LN_EPS);
-    mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + l * k->n_fc1 : NULL, p->fc1_w + slot * H * D,
+    mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + slot * k->n_fc1 : NULL, p->fc1_w + slot * H * D,
                                 NULL, n, D, H);
     mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
-    mvmoe_linear_forward_packed(br, u.fcg + oh, k ? k->fc2_w + l * k->n_fc2 : NULL, p->fc2_w + slot * D * H,
+    mvmoe_linear_forward_packed(br, u.fcg + oh, k ? k->fc2_w + slot * k->n_fc2 : NULL, p->fc2_w + slot * D * H,
                                 NULL, n, H, D);
     mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, r0, n, D);
 }
@@ -446,10 +459,12 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
         /* x = x + attn(norm1(x)) */
         mvmoe_layernorm_forward(ln1, m1, r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
                                 BT, D, LN_EPS);
-        mvmoe_linear_forward(qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D,
-                             BT, D, 3 * D);
+        const mvmoe_packed *k = packed_for(m, a);
+        mvmoe_linear_forward_packed(qkv, ln1, k ? k->qkv_w + l * k->n_qkv : NULL, p->qkv_w + (size_t)l * 3 * D * D,
+                                    p->qkv_b + (size_t)l * 3 * D, BT, D, 3 * D);
         mvmoe_attention_forward(atty, att, qkv, B, T, D, NH);
-        mvmoe_linear_forward(a->branch, atty, p->proj_w + (size_t)l * D * D, NULL, BT, D, D);
+        mvmoe_linear_forward_packed(a->branch, atty, k ? k->proj_w + l * k->n_proj : NULL,
+                                    p->proj_w + (size_t)l * D * D, NULL, BT, D, D);
         /* res1 = x + attn (with proj's bias), then norm2(res1), fused */
         mvmoe_residual_layernorm_forward(res1, ln2, m2, r2, in, a->branch, p->proj_b + (size_t)l * D,
                                          keep, T, 0, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
@@ -458,9 +473,11 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
         /* x = x + mlp(norm2(x)) */
         if (l < first_moe) {
             /* fc1's bias is added inside GELU's pass (no bias fill before the GEMM) */
-            mvmoe_linear_forward(fch, ln2, p->fc1_w + (size_t)slot * H * D, NULL, BT, D, H);
+            mvmoe_linear_forward_packed(fch, ln2, k ? k->fc1_w + slot * k->n_fc1 : NULL,
+                                        p->fc1_w + (size_t)slot * H * D, NULL, BT, D, H);
             mvmoe_gelu_bias_forward(fcg, fch, p->fc1_b + (size_t)slot * H, BT, H);
-            mvmoe_linear_forward(a->branch, fcg, p->fc2_w + (size_t)slot * D * H, NULL, BT, H, D);
+            mvmoe_linear_forward_packed(a->branch, fcg, k ? k->fc2_w + slot * k->n_fc2 : NULL,
+                                        p->fc2_w + (size_t)slot * D * H, NULL, BT, H, D);
         } else {
             /* MoE block: the per-image router runs once, on the class-token row of the
              * residual stream after the last dense block (`in` here), and every MoE block uses
@@ -471,7 +488,7 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
             else if (lm == 0)
                 route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
             mvmoe_plan *plan = &a->plans[c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? lm : 0];
-            mvmoe_experts w = experts_at(p, c, l);
+            mvmoe_experts w = experts_packed(m, a, l);
             mvmoe_moe_forward(a->branch, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
                               a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, ln2, &w,
                               plan, D, H);

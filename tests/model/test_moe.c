@@ -112,7 +112,7 @@ static void test_sparse_vs_oracle(void) {
     fill(b1, (size_t)E * H, &r, 0.3f);
     fill(w2, (size_t)E * D * H, &r, 0.3f);
     fill(b2, (size_t)E * D, &r, 0.3f);
-    mvmoe_experts w = {w1, b1, w2, b2};
+    mvmoe_experts w = {w1, b1, w2, b2, NULL, NULL, 0, 0}; /* no packed copies */
     /* per-image (rows = 5 tokens) and per-token (rows = 1), k = 1 and 2, with/without capacity */
     for (int mode = 0; mode < 2; mode++)
         for (int k = 1; k <= 2; k++)
@@ -144,7 +144,7 @@ static void test_sparse_vs_oracle(void) {
                       *sh = malloc(sizeof(float) * R * H), *shg = malloc(sizeof(float) * R * H);
                 float *gw1 = calloc((size_t)E * H * D, sizeof(float)), *gb1 = calloc((size_t)E * H, sizeof(float)),
                       *gw2 = calloc((size_t)E * D * H, sizeof(float)), *gb2 = calloc((size_t)E * D, sizeof(float));
-                mvmoe_experts g = {gw1, gb1, gw2, gb2};
+                mvmoe_experts g = {gw1, gb1, gw2, gb2, NULL, NULL, 0, 0};
                 fill(Rw, (size_t)M * D, &r, 1);
                 mvmoe_moe_backward(du, dg, &g, sd, sh, shg, Rw, xg, h, hg, y, &w, &b.p, D, H);
                 double num_norm = 0, err_norm = 0;
