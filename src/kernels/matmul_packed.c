@@ -149,7 +149,7 @@ static dnnl_stream_t thread_stream(size_t bytes, void **scr) {
 }
 
 /* out[M,N] = in[M,K]·wᵀ (+ b) on the calling thread: the primitive on the packed weights,
- * else sgemm on the plain ones. */
+ * else the plain path on the plain ones (on this thread too inside a parallel region). */
 static void packed_rows(float *out, const float *in, const float *wp, const float *w, const float *b,
                         int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
@@ -157,9 +157,7 @@ static void packed_rows(float *out, const float *in, const float *wp, const floa
     void *scr = NULL;
     dnnl_stream_t st = r ? thread_stream(r->scratch, &scr) : NULL;
     if (!st) {
-        if (b)
-            for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, b, sizeof(float) * N);
-        mvmoe_gemm_serial('N', 'T', M, N, K, 1.0f, in, K, w, K, b ? 1.0f : 0.0f, out, N);
+        mvmoe_linear_forward(out, in, w, b, M, K, N);
         return;
     }
     const dnnl_query_t q[5] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_weights_md,

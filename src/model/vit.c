@@ -128,9 +128,8 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
 
 /* The packed copies of the weights when they are those of the current weights, else NULL
  * (the products then take the plain weights: same values to float rounding). */
-static const mvmoe_packed *packed_for(const mvmoe_model *m, const mvmoe_acts *a) {
+static const mvmoe_packed *packed_for(const mvmoe_model *m) {
     const mvmoe_packed *k = &m->packed;
-    (void)a;
     return k->mem && k->version == m->params_version ? k : NULL;
 }
 
@@ -143,9 +142,9 @@ static mvmoe_experts experts_at(const mvmoe_params *p, const mvmoe_config *c, in
 }
 
 /* The same with their packed copies when the forward may use them (packed_for). */
-static mvmoe_experts experts_packed(const mvmoe_model *m, const mvmoe_acts *a, int l) {
+static mvmoe_experts experts_packed(const mvmoe_model *m, int l) {
     mvmoe_experts w = experts_at(&m->p, &m->cfg, l);
-    const mvmoe_packed *k = packed_for(m, a);
+    const mvmoe_packed *k = packed_for(m);
     if (k) {
         const size_t s = (size_t)mvmoe_mlp_slot(&m->cfg, l, 0);
         w.fc1_p = k->fc1_w + s * k->n_fc1, w.fc2_p = k->fc2_w + s * k->n_fc2;
@@ -242,7 +241,7 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int 
         /* per-image routing: the plan's items are images; here each carries one row */
         if (l == first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
         mvmoe_plan *plan = &a->plans[0];
-        mvmoe_experts w = experts_packed(m, a, l);
+        mvmoe_experts w = experts_packed(m, l);
         int rows = plan->rows;
         plan->rows = 1;
         mvmoe_moe_forward(a->branch, u.xg, u.h, u.hg, u.y, u.ln2, &w, plan, D, H);
@@ -342,7 +341,7 @@ static block_bufs block_bufs_at(mvmoe_acts *a, int B, int l) {
  * saved for the backward). */
 static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0, int n) {
     const mvmoe_params *p = &m->p;
-    const mvmoe_packed *k = packed_for(m, a);
+    const mvmoe_packed *k = packed_for(m);
     const int D = m->cfg.dim;
     const size_t o = (size_t)r0 * D;
     block_bufs u = block_bufs_at(a, B, l);
@@ -352,15 +351,15 @@ static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, co
                                 p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D, n, D, 3 * D);
 }
 
-/* Rows [r0, r0+n) of dense block l after attention: proj, residual + norm2 (with proj's
- * bias), fc1, GELU (with fc1's bias), fc2, residual (with fc2's bias) into res2. */
-static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in,
-                                 int r0, int n) {
+/* Rows [r0, r0+n) of block l after attention: proj, then res1 = in + attention branch (with
+ * proj's bias) and norm2(res1), fused. */
+static void rows_proj_norm2(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0,
+                            int n) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
-    const mvmoe_packed *k = packed_for(m, a);
-    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim;
-    const size_t o = (size_t)r0 * D, oh = (size_t)r0 * H, slot = (size_t)mvmoe_mlp_slot(c, l, 0);
+    const mvmoe_packed *k = packed_for(m);
+    const int T = mvmoe_config_tokens(c), D = c->dim;
+    const size_t o = (size_t)r0 * D;
     block_bufs u = block_bufs_at(a, B, l);
     float *br = a->branch + o;
     mvmoe_linear_forward_packed(br, u.atty + o, k ? k->proj_w + l * k->n_proj : NULL, p->proj_w + (size_t)l * D * D,
@@ -368,6 +367,20 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
     mvmoe_residual_layernorm_forward(u.res1 + o, u.ln2 + o, u.m2 + r0, u.r2 + r0, in + o, br,
                                      p->proj_b + (size_t)l * D, u.keep, T, r0, p->ln2_w + (size_t)l * D,
                                      p->ln2_b + (size_t)l * D, n, D, LN_EPS);
+}
+
+/* Rows [r0, r0+n) of dense block l after attention: rows_proj_norm2, then fc1, GELU (with
+ * fc1's bias), fc2, residual (with fc2's bias) into res2. */
+static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in,
+                                 int r0, int n) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    const mvmoe_packed *k = packed_for(m);
+    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim;
+    const size_t o = (size_t)r0 * D, oh = (size_t)r0 * H, slot = (size_t)mvmoe_mlp_slot(c, l, 0);
+    block_bufs u = block_bufs_at(a, B, l);
+    float *br = a->branch + o;
+    rows_proj_norm2(m, a, B, l, in, r0, n);
     mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + slot * k->n_fc1 : NULL, p->fc1_w + slot * H * D,
                                 NULL, n, D, H);
     mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
@@ -423,7 +436,7 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
 
     /* patch embedding (Conv2d stride P == im2col + linear), class token, position embedding */
     mvmoe_patchify(a->patches, a->img, B, c->in_chans, c->img_size, c->img_size, c->patch);
-    const mvmoe_packed *pk = packed_for(m, a);
+    const mvmoe_packed *pk = packed_for(m);
     mvmoe_linear_forward_packed(a->pe, a->patches, pk ? pk->patch_w : NULL, p->patch_w, p->patch_b, B * N, CPP, D);
     /* x0 row r = (image b, token t): class token or patch t-1, plus position t (by rows, so
      * that a batch of one image uses both cores too) */
@@ -446,57 +459,28 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
             last_block_forward(m, a, B, l, first_moe, in, seed, step);
             break;
         }
-        float *ln1 = a->ln1 + l * a->layer_bt_d, *ln2 = a->ln2 + l * a->layer_bt_d;
-        float *m1 = a->ln1_mean + l * a->layer_bt, *r1 = a->ln1_rstd + l * a->layer_bt;
-        float *m2 = a->ln2_mean + l * a->layer_bt, *r2 = a->ln2_rstd + l * a->layer_bt;
-        float *qkv = a->qkv + l * a->layer_bt_3d, *att = a->att + l * a->layer_att;
-        float *atty = a->atty + l * a->layer_bt_d, *res1 = a->res1 + l * a->layer_bt_d;
-        float *fch = a->fch + l * a->layer_bt_h, *fcg = a->fch_gelu + l * a->layer_bt_h;
-        float *res2 = a->res2 + l * a->layer_bt_d;
-        const float *keep = a->keep + (size_t)l * 2 * B;
-        int slot = mvmoe_mlp_slot(c, l, 0);
-
-        /* x = x + attn(norm1(x)) */
-        mvmoe_layernorm_forward(ln1, m1, r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
-                                BT, D, LN_EPS);
-        const mvmoe_packed *k = packed_for(m, a);
-        mvmoe_linear_forward_packed(qkv, ln1, k ? k->qkv_w + l * k->n_qkv : NULL, p->qkv_w + (size_t)l * 3 * D * D,
-                                    p->qkv_b + (size_t)l * 3 * D, BT, D, 3 * D);
-        mvmoe_attention_forward(atty, att, qkv, B, T, D, NH);
-        mvmoe_linear_forward_packed(a->branch, atty, k ? k->proj_w + l * k->n_proj : NULL,
-                                    p->proj_w + (size_t)l * D * D, NULL, BT, D, D);
-        /* res1 = x + attn (with proj's bias), then norm2(res1), fused */
-        mvmoe_residual_layernorm_forward(res1, ln2, m2, r2, in, a->branch, p->proj_b + (size_t)l * D,
-                                         keep, T, 0, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
-                                         BT, D, LN_EPS);
-
-        /* x = x + mlp(norm2(x)) */
-        if (l < first_moe) {
-            /* fc1's bias is added inside GELU's pass (no bias fill before the GEMM) */
-            mvmoe_linear_forward_packed(fch, ln2, k ? k->fc1_w + slot * k->n_fc1 : NULL,
-                                        p->fc1_w + (size_t)slot * H * D, NULL, BT, D, H);
-            mvmoe_gelu_bias_forward(fcg, fch, p->fc1_b + (size_t)slot * H, BT, H);
-            mvmoe_linear_forward_packed(a->branch, fcg, k ? k->fc2_w + slot * k->n_fc2 : NULL,
-                                        p->fc2_w + (size_t)slot * D * H, NULL, BT, H, D);
-        } else {
-            /* MoE block: the per-image router runs once, on the class-token row of the
-             * residual stream after the last dense block (`in` here), and every MoE block uses
-             * its plan (paper Sec. 3.1); per-token routers run in each block on norm2(x). */
-            int lm = l - first_moe;
-            if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED)
-                route(m, a, lm, ln2, D, p->trouter_w + (size_t)lm * E * D, BT, 1, seed, step);
-            else if (lm == 0)
-                route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
-            mvmoe_plan *plan = &a->plans[c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? lm : 0];
-            mvmoe_experts w = experts_packed(m, a, l);
-            mvmoe_moe_forward(a->branch, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
-                              a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, ln2, &w,
-                              plan, D, H);
-        }
-        /* fc2's bias here for dense blocks; the MoE combine already added its experts' */
-        mvmoe_residual_add(res2, res1, a->branch, l < first_moe ? p->fc2_b + (size_t)slot * D : NULL,
-                           keep + B, T, 0, BT, D);
-        in = res2;
+        /* only MoE blocks are left here: the dense ones before them ran by rows above, and
+         * a dense last block runs for the class token only */
+        block_bufs u = block_bufs_at(a, B, l);
+        rows_norm1_qkv(m, a, B, l, in, 0, BT);
+        mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH);
+        rows_proj_norm2(m, a, B, l, in, 0, BT);
+        /* MoE MLP: the per-image router runs once, on the class-token row of the residual
+         * stream after the last dense block (`in` here), and every MoE block uses its plan
+         * (paper Sec. 3.1); per-token routers run in each block on norm2(x). */
+        int lm = l - first_moe;
+        if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED)
+            route(m, a, lm, u.ln2, D, p->trouter_w + (size_t)lm * E * D, BT, 1, seed, step);
+        else if (lm == 0)
+            route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
+        mvmoe_plan *plan = &a->plans[c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? lm : 0];
+        mvmoe_experts w = experts_packed(m, l);
+        mvmoe_moe_forward(a->branch, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
+                          a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, u.ln2, &w,
+                          plan, D, H);
+        /* the combine already added the experts' fc2 biases */
+        mvmoe_residual_add(u.res2, u.res1, a->branch, NULL, u.keep + B, T, 0, BT, D);
+        in = u.res2;
     }
 
     /* logits = head(norm(x)[class token]): only the class-token rows need the final norm */
