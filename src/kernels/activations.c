@@ -71,12 +71,13 @@ static void gelu_forward_span(float *out, const float *in, size_t n) {
 #endif
 }
 
-static void gelu_backward_span(float *din, const float *dout, const float *in, size_t n) {
+/* din = (acc ? din : 0) + dout·GELU'(in), element by element: din may be dout itself. */
+static void gelu_backward_span(float *din, const float *dout, const float *in, size_t n, int acc) {
     size_t i = 0;
 #if MVMOE_SIMD_AVX2
     if (mvmoe_isa_width() == 512) {
         mvmoe_gelu_backward_span_avx512(din, dout, in, n, mvmoe_simd_erf_coef, mvmoe_simd_erf_centers,
-                                        (float)GELU_INV_SQRT2, (float)GELU_INV_SQRT2PI);
+                                        (float)GELU_INV_SQRT2, (float)GELU_INV_SQRT2PI, acc);
         return;
     }
     const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f),
@@ -88,7 +89,8 @@ static void gelu_backward_span(float *din, const float *dout, const float *in, s
         __m256 cdf = _mm256_fmadd_ps(half, mvmoe_simd_erf8(_mm256_mul_ps(x, k)), half);
         __m256 pdf = _mm256_mul_ps(mvmoe_simd_exp8(_mm256_mul_ps(mhalf, _mm256_mul_ps(x, x))), kp);
         __m256 g = _mm256_fmadd_ps(x, pdf, cdf);
-        __m256 d = _mm256_fmadd_ps(_mm256_maskload_ps(dout + i, m), g, _mm256_maskload_ps(din + i, m));
+        __m256 d = _mm256_fmadd_ps(_mm256_maskload_ps(dout + i, m), g,
+                                   acc ? _mm256_maskload_ps(din + i, m) : _mm256_setzero_ps());
         _mm256_maskstore_ps(din + i, m, d);
     }
 #else
@@ -96,7 +98,7 @@ static void gelu_backward_span(float *din, const float *dout, const float *in, s
         float x = in[i];
         float cdf = 0.5f + 0.5f * erff(x * (float)GELU_INV_SQRT2);
         float pdf = expf(-0.5f * x * x) * (float)GELU_INV_SQRT2PI;
-        din[i] += dout[i] * (cdf + x * pdf);
+        din[i] = (acc ? din[i] : 0.0f) + dout[i] * (cdf + x * pdf);
     }
 #endif
 }
@@ -127,12 +129,20 @@ void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, i
     }
 }
 
-void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n) {
+static void gelu_backward(float *din, const float *dout, const float *in, size_t n, int acc) {
     if (!din) return;
     size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (size_t c = 0; c < chunks; c++) {
         size_t lo = c * GELU_CHUNK, len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
-        gelu_backward_span(din + lo, dout + lo, in + lo, len);
+        gelu_backward_span(din + lo, dout + lo, in + lo, len, acc);
     }
+}
+
+void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n) {
+    gelu_backward(din, dout, in, n, 1);
+}
+
+void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *in, size_t n) {
+    gelu_backward(din, dout, in, n, 0);
 }

@@ -47,7 +47,7 @@ AVX512 void mvmoe_gelu_forward_span_avx512(float *out, const float *in, size_t n
 
 AVX512 void mvmoe_gelu_backward_span_avx512(float *din, const float *dout, const float *in, size_t n,
                                              const float (*C8)[8], const float *centers8,
-                                             float inv_sqrt2, float inv_sqrt2pi) {
+                                             float inv_sqrt2, float inv_sqrt2pi, int acc) {
     float C[8][16], ce[16] = {0};
     widen(C, C8);
     for (int j = 0; j < 8; j++) ce[j] = centers8[j];
@@ -60,7 +60,9 @@ AVX512 void mvmoe_gelu_backward_span_avx512(float *din, const float *dout, const
         __m512 cdf = _mm512_fmadd_ps(half, erf16(_mm512_mul_ps(x, k), (const float (*)[16])C, centers), half);
         __m512 pdf = _mm512_mul_ps(exp16(_mm512_mul_ps(mhalf, _mm512_mul_ps(x, x))), kp);
         __m512 g = _mm512_fmadd_ps(x, pdf, cdf);
-        __m512 d = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dout + i), g, _mm512_maskz_loadu_ps(m, din + i));
+        /* without acc the addend is +0: the bits of accumulating into zeros */
+        __m512 d = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dout + i), g,
+                                   acc ? _mm512_maskz_loadu_ps(m, din + i) : _mm512_setzero_ps());
         _mm512_mask_storeu_ps(din + i, m, d);
     }
 }

@@ -9,6 +9,6 @@ void mvmoe_gelu_forward_span_avx512(float *out, const float *in, size_t n, const
                                     const float *centers8, float inv_sqrt2);
 void mvmoe_gelu_backward_span_avx512(float *din, const float *dout, const float *in, size_t n,
                                      const float (*C8)[8], const float *centers8, float inv_sqrt2,
-                                     float inv_sqrt2pi);
+                                     float inv_sqrt2pi, int acc);
 
 #endif

@@ -368,7 +368,7 @@ static void att_forward_block(float *out, float *A, const float *qkv, int b, int
 /* Backward of att_forward_block for the first nq query rows of a pair (dout [nq rows per
  * image], att and datt [nq, T] per pair); keys and values get the gradient from those rows only. */
 static void att_backward_pair(float *dqkv, float *datt, const float *dout, const float *att,
-                              const float *qkv, int b, int h, int T, int nq, int D, int NH) {
+                              const float *qkv, int b, int h, int T, int nq, int D, int NH, int acc) {
     _Alignas(32) float tile[ATT_TILE];
     const int hd = D / NH;
     const size_t ld = (size_t)3 * D, off = (size_t)b * T * ld + (size_t)h * hd;
@@ -378,6 +378,12 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
     const float *A = att + ((size_t)b * NH + h) * nq * T;
     float *dS = datt + ((size_t)b * NH + h) * nq * T;
     const float scale = 1.0f / sqrtf((float)hd);
+    /* acc 0: every product below overwrites (beta 0, or a combo's sum stored as it is: the
+     * bits of adding it to zeros); only q rows that no query row reaches need zeros */
+    const float beta = acc ? 1.0f : 0.0f;
+    if (!acc)
+        for (int t = nq; t < T; t++)
+            for (int c = 0; c < hd; c++) dq[t * ld + c] = 0.0f;
 
     if (hd >= ATT_GEMM_MIN_HD) /* dA = dO·Vᵀ */
         mvmoe_gemm_serial('N', 'T', nq, T, hd, 1.0f, dO, D, v, (int)ld, 0.0f, dS, T);
@@ -391,26 +397,26 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
     }
     if (nq >= ATT_GEMM_MIN_ROWS) {
         const int l = (int)ld;
-        mvmoe_gemm_serial('N', 'N', nq, hd, T, 1.0f, dS, T, k, l, 1.0f, dq, l);  /* dQ += dS·K */
-        mvmoe_gemm_serial('T', 'N', T, hd, nq, 1.0f, dS, T, q, l, 1.0f, dk, l);  /* dK += dSᵀ·Q */
-        mvmoe_gemm_serial('T', 'N', T, hd, nq, 1.0f, A, T, dO, D, 1.0f, dv, l);  /* dV += Aᵀ·dO */
+        mvmoe_gemm_serial('N', 'N', nq, hd, T, 1.0f, dS, T, k, l, beta, dq, l);  /* dQ += dS·K */
+        mvmoe_gemm_serial('T', 'N', T, hd, nq, 1.0f, dS, T, q, l, beta, dk, l);  /* dK += dSᵀ·Q */
+        mvmoe_gemm_serial('T', 'N', T, hd, nq, 1.0f, A, T, dO, D, beta, dv, l);  /* dV += Aᵀ·dO */
         return;
     }
     int i = 0; /* dq_i += Σ_j dS_ij k_j */
     for (; i + 2 <= nq; i += 2)
         att_combo(dq + i * ld, dq + (i + 1) * ld, dS + (size_t)i * T, dS + (size_t)(i + 1) * T, 1,
-                  k, ld, T, hd, 1);
-    if (i < nq) att_combo(dq + i * ld, NULL, dS + (size_t)i * T, NULL, 1, k, ld, T, hd, 1);
+                  k, ld, T, hd, acc);
+    if (i < nq) att_combo(dq + i * ld, NULL, dS + (size_t)i * T, NULL, 1, k, ld, T, hd, acc);
     /* dk_j += Σ_{i<nq} dS_ij q_i ; dv_j += Σ_{i<nq} A_ij dO_i (columns: coefficient stride T) */
     int j = 0;
     for (; j + 2 <= T; j += 2) {
-        att_combo(dk + j * ld, dk + (j + 1) * ld, dS + j, dS + j + 1, (size_t)T, q, ld, nq, hd, 1);
+        att_combo(dk + j * ld, dk + (j + 1) * ld, dS + j, dS + j + 1, (size_t)T, q, ld, nq, hd, acc);
         att_combo(dv + j * ld, dv + (j + 1) * ld, A + j, A + j + 1, (size_t)T, dO, (size_t)D, nq,
-                  hd, 1);
+                  hd, acc);
     }
     if (j < T) {
-        att_combo(dk + j * ld, NULL, dS + j, NULL, (size_t)T, q, ld, nq, hd, 1);
-        att_combo(dv + j * ld, NULL, A + j, NULL, (size_t)T, dO, (size_t)D, nq, hd, 1);
+        att_combo(dk + j * ld, NULL, dS + j, NULL, (size_t)T, q, ld, nq, hd, acc);
+        att_combo(dv + j * ld, NULL, A + j, NULL, (size_t)T, dO, (size_t)D, nq, hd, acc);
     }
 }
 
@@ -468,8 +474,8 @@ void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const
     mvmoe_attention_backward_rows(dqkv, datt, dout, att, qkv, B, T, D, NH, T);
 }
 
-void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
-                                   const float *qkv, int B, int T, int D, int NH, int nq) {
+static void attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
+                               const float *qkv, int B, int T, int D, int NH, int nq, int acc) {
     if (!dqkv) return;
     const int pairs = B * NH;
 #pragma omp parallel if (pairs > 1)
@@ -477,7 +483,18 @@ void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, 
         const unsigned csr = att_ftz_begin();
 #pragma omp for schedule(static)
         for (int p = 0; p < pairs; p++)
-            att_backward_pair(dqkv, datt, dout, att, qkv, p / NH, p % NH, T, nq, D, NH);
+            att_backward_pair(dqkv, datt, dout, att, qkv, p / NH, p % NH, T, nq, D, NH, acc);
         att_ftz_end(csr);
     }
+}
+
+void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
+                                   const float *qkv, int B, int T, int D, int NH, int nq) {
+    attention_backward(dqkv, datt, dout, att, qkv, B, T, D, NH, nq, 1);
+}
+
+void mvmoe_attention_backward_rows_overwrite(float *dqkv, float *datt, const float *dout,
+                                             const float *att, const float *qkv, int B, int T,
+                                             int D, int NH, int nq) {
+    attention_backward(dqkv, datt, dout, att, qkv, B, T, D, NH, nq, 0);
 }

@@ -34,6 +34,10 @@ void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, c
 /* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                            const float *w, int M, int K, int N);
+/* The same with din = dout·w overwritten rather than accumulated (dw, db still accumulate): the
+ * bits of zeroing din and calling mvmoe_linear_backward, without the pass that zeroes it. */
+void mvmoe_linear_backward_overwrite(float *din, float *dw, float *db, const float *dout,
+                                     const float *in, const float *w, int M, int K, int N);
 /* C[M,N] = alpha·op(A)·op(B) + beta·C on the calling thread only (op 'N' or 'T', row-major,
  * BLAS argument order): the small products inside other kernels' parallel loops. */
 void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -73,6 +77,9 @@ int mvmoe_isa_force(int width);
  * AVX-512 version (activations_avx512.c) when mvmoe_isa_width() is 512: same bits. */
 void mvmoe_gelu_forward(float *out, const float *in, size_t n);
 void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n);
+/* din = dout·GELU'(in), overwritten rather than accumulated: the bits of zeroing din and
+ * calling mvmoe_gelu_backward, without the pass that zeroes it. din may be dout (in place). */
+void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *in, size_t n);
 void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);
 /* pre[M,N] += b[N] (each row), then out = gelu(pre): the fc1 bias folded into GELU's pass. */
 void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N);
@@ -98,6 +105,11 @@ void mvmoe_attention_forward_team(float *out, float *att, const float *qkv, int 
                                   int NH);
 void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
                                    const float *qkv, int B, int T, int D, int NH, int nq);
+/* The same with dqkv overwritten rather than accumulated (q rows beyond nq get zeros): the bits
+ * of zeroing dqkv and calling mvmoe_attention_backward_rows, without the pass that zeroes it. */
+void mvmoe_attention_backward_rows_overwrite(float *dqkv, float *datt, const float *dout,
+                                             const float *att, const float *qkv, int B, int T,
+                                             int D, int NH, int nq);
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
                               const float *qkv, int B, int T, int D, int NH);
 void mvmoe_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,

@@ -269,16 +269,14 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
             dres1[(size_t)b * D + d] = v;
             dbr[(size_t)b * D + d] = u.keep[B + b] * v;
         }
-    mvmoe_zero(a->d_ln, BD);
-    if (l < first_moe) {
-        mvmoe_zero(a->d_fch_gelu, (size_t)B * H);
-        mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg,
-                              p->fc2_w + slot * D * H, B, H, D);
-        mvmoe_zero(a->d_fch, (size_t)B * H);
-        mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H);
-        mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2,
-                              p->fc1_w + slot * H * D, B, D, H);
+    if (l < first_moe) { /* d_fch_gelu, d_fch, d_ln: each overwritten */
+        mvmoe_linear_backward_overwrite(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr,
+                                        u.fcg, p->fc2_w + slot * D * H, B, H, D);
+        mvmoe_gelu_backward_overwrite(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H);
+        mvmoe_linear_backward_overwrite(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch,
+                                        u.ln2, p->fc1_w + slot * H * D, B, D, H);
     } else {
+        mvmoe_zero(a->d_ln, BD);
         mvmoe_plan *plan = &a->plans[0];
         mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
         int rows = plan->rows;
@@ -292,14 +290,11 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
     /* attention branch on the class rows; keys and values of every row get gradient */
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++) dbr[(size_t)b * D + d] = u.keep[b] * dres1[(size_t)b * D + d];
-    mvmoe_zero(a->d_atty, BD);
-    mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
-                          p->proj_w + (size_t)l * D * D, B, D, D);
-    mvmoe_zero(a->d_qkv, (size_t)BT * 3 * D);
-    mvmoe_attention_backward_rows(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1);
-    mvmoe_zero(a->d_ln, (size_t)BT * D);
-    mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
-                          u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
+    mvmoe_linear_backward_overwrite(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
+                                    u.atty, p->proj_w + (size_t)l * D * D, B, D, D);
+    mvmoe_attention_backward_rows_overwrite(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1);
+    mvmoe_linear_backward_overwrite(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
+                                    a->d_qkv, u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
     /* d(in) = the residual path (class rows) + LN1ᵀ(d_ln) (every row) */
     mvmoe_zero(a->d_res, (size_t)BT * D);
     for (int b = 0; b < B; b++) memcpy(a->d_res + (size_t)b * T * D, dres1 + (size_t)b * D, sizeof(float) * D);
@@ -583,16 +578,14 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
             /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
             const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
-            mvmoe_zero(a->d_ln, (size_t)BT * D);
-            if (l < first_moe) {
-                mvmoe_zero(a->d_fch_gelu, (size_t)BT * H);
-                mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr,
-                                      fcg, p->fc2_w + slot * D * H, BT, H, D);
-                mvmoe_zero(a->d_fch, (size_t)BT * H);
-                mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
-                mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch,
-                                      ln2, p->fc1_w + slot * H * D, BT, D, H);
+            if (l < first_moe) { /* d_fch_gelu, d_fch, d_ln: each overwritten */
+                mvmoe_linear_backward_overwrite(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D,
+                                                dbr, fcg, p->fc2_w + slot * D * H, BT, H, D);
+                mvmoe_gelu_backward_overwrite(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
+                mvmoe_linear_backward_overwrite(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H,
+                                                a->d_fch, ln2, p->fc1_w + slot * H * D, BT, D, H);
             } else {
+                mvmoe_zero(a->d_ln, (size_t)BT * D);
                 int lm = l - first_moe, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
                 int pi = token ? lm : 0;
                 mvmoe_plan *plan = &a->plans[pi];
@@ -615,14 +608,12 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
             /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))) */
             dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
-            mvmoe_zero(a->d_atty, (size_t)BT * D);
-            mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
-                                  atty, p->proj_w + (size_t)l * D * D, BT, D, D);
-            mvmoe_zero(a->d_qkv, (size_t)BT * 3 * D);
-            mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH);
-            mvmoe_zero(a->d_ln, (size_t)BT * D);
-            mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
-                                  a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
+            mvmoe_linear_backward_overwrite(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D,
+                                            dbr, atty, p->proj_w + (size_t)l * D * D, BT, D, D);
+            mvmoe_attention_backward_rows_overwrite(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH, T);
+            mvmoe_linear_backward_overwrite(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D,
+                                            g->qkv_b + (size_t)l * 3 * D, a->d_qkv, ln1,
+                                            p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
             mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
                                      m1, r1, in, p->ln1_w + (size_t)l * D, BT, D);
         }

@@ -144,7 +144,7 @@ static void test_rows(void) {
         kc_fill_normal(qkv, n3, &rng, 1.0f);
         kc_fill_normal(g0, n3, &rng, 1.0f);
         mvmoe_attention_forward_ref(outr, attr, qkv, B, T, D, NH);
-        for (int nq = 1; nq <= 3 && nq <= T; nq += 2)
+        for (int nq = 1; nq <= T; nq = nq == 1 ? 3 : nq < T ? T : T + 1) /* 1, 3 and all rows */
             for (int th = 1; th <= 2; th++) {
                 omp_set_num_threads(th);
                 size_t no = (size_t)B * nq * D, na = (size_t)B * NH * nq * T;
@@ -173,6 +173,17 @@ static void test_rows(void) {
                     memcpy(doutr + (size_t)b * T * D, dout + (size_t)b * nq * D, sizeof(float) * nq * D);
                 mvmoe_attention_backward_ref(gr, dattr, doutr, attr, qkv, B, T, D, NH);
                 mvmoe_attention_backward_rows(g, datt, dout, att, qkv, B, T, D, NH, nq);
+                {   /* overwrite from garbage = accumulate into zeros, bit for bit */
+                    float *gz = kc_alloc(n3), *gg = kc_alloc(n3);
+                    memset(gz, 0, sizeof(float) * n3);
+                    for (size_t i = 0; i < n3; i++) gg[i] = NAN;
+                    mvmoe_attention_backward_rows(gz, datt, dout, att, qkv, B, T, D, NH, nq);
+                    mvmoe_attention_backward_rows_overwrite(gg, datt, dout, att, qkv, B, T, D, NH, nq);
+                    CHECK(!memcmp(gz, gg, sizeof(float) * n3),
+                          "attention backward_rows_overwrite nq=%d B=%d T=%d D=%d NH=%d thr=%d: not the bits of "
+                          "zero + accumulate", nq, B, T, D, NH, th);
+                    free(gz), free(gg);
+                }
                 for (size_t i = 0; i < n3; i++) g[i] -= g0[i], gr[i] -= g0[i];
                 snprintf(what, sizeof what, "attention rows backward nq=%d B=%d T=%d D=%d NH=%d thr=%d", nq, B, T, D, NH, th);
                 KC_CHECK_CLOSE(what, g, gr, n3);

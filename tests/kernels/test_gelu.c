@@ -182,6 +182,18 @@ static void test_isa_same_bits(void) {
         }
         CHECK(!memcmp(o[0], o[1], sizeof(float) * n), "n=%zu: AVX-512 GELU forward differs from AVX2", n);
         CHECK(!memcmp(g[0], g[1], sizeof(float) * n), "n=%zu: AVX-512 GELU backward differs from AVX2", n);
+        /* overwrite, here in place (din = dout), on both ISAs: the bits of accumulating into
+         * zeros */
+        for (int w = 0; w < 2; w++) {
+            CHECK(mvmoe_isa_force(w ? 512 : 256) == 0, "force isa");
+            float *z = calloc(n, sizeof(float)), *ip = malloc(sizeof(float) * n);
+            memcpy(ip, dy, sizeof(float) * n);
+            mvmoe_gelu_backward(z, dy, x, n);
+            mvmoe_gelu_backward_overwrite(ip, ip, x, n);
+            CHECK(!memcmp(z, ip, sizeof(float) * n),
+                  "n=%zu isa=%d: in-place GELU backward_overwrite differs from zero + accumulate", n, w ? 512 : 256);
+            free(z), free(ip);
+        }
         for (int w = 0; w < 2; w++) free(o[w]), free(g[w]);
     }
     mvmoe_isa_force(0);

@@ -1,6 +1,6 @@
 /* Linear layer (BLAS sgemm, src/kernels/matmul.c): known values, fast vs reference at several
  * shapes with 1 and 2 threads, finite-difference check of din/dw/db, += accumulation and NULL
- * gradients. */
+ * gradients, the overwriting backward against zero + accumulate (bits). */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -74,6 +74,20 @@ static void test_fast_vs_ref(void) {
             mvmoe_linear_forward(o, in, w, b, M, K, N);
             mvmoe_linear_forward(on, in, w, NULL, M, K, N);
             mvmoe_linear_backward(di, dw, db, dy, in, w, M, K, N);
+            {   /* overwrite: din from garbage = din accumulated into zeros, bit for bit (sgemm's
+                 * beta 0 vs 1); dw and db still accumulate */
+                float *dz = kc_alloc(ni), *dg = kc_alloc(ni), *dw2 = kc_dup(dw0, nw), *db2 = kc_dup(db0, N);
+                float *dw3 = kc_dup(dw0, nw), *db3 = kc_dup(db0, N);
+                memset(dz, 0, sizeof(float) * ni);
+                for (size_t i = 0; i < ni; i++) dg[i] = NAN;
+                mvmoe_linear_backward(dz, dw2, db2, dy, in, w, M, K, N);
+                mvmoe_linear_backward_overwrite(dg, dw3, db3, dy, in, w, M, K, N);
+                CHECK(!memcmp(dz, dg, sizeof(float) * ni) && !memcmp(dw2, dw3, sizeof(float) * nw) &&
+                          !memcmp(db2, db3, sizeof(float) * N),
+                      "linear backward_overwrite M=%d K=%d N=%d threads=%d: not the bits of zero + accumulate",
+                      M, K, N, th);
+                free(dz), free(dg), free(dw2), free(db2), free(dw3), free(db3);
+            }
             char what[96];
             snprintf(what, sizeof what, "linear out M=%d K=%d N=%d threads=%d", M, K, N, th);
             KC_CHECK_CLOSE(what, o, or_, no);
