@@ -3,9 +3,10 @@
  *
  * Backward, with x̂ = (x - mean)·rstd and g = dy·w (per row of D elements):
  *   dx = rstd·(g - mean(g) - x̂·mean(g·x̂)),  dw = Σ_rows dy·x̂,  db = Σ_rows dy.
- * The fast backward computes dx in a row-parallel pass and dw/db in a separate pass parallel
- * over column blocks, so every output element is summed by one thread in a fixed order:
- * results do not depend on the thread count (bit-identical resume) and need no scratch. */
+ * The fast backward sums dw/db over fixed row ranges in the same pass as dx (rows up to
+ * LN_FUSED_MAX_D wide), or else in a separate pass parallel over column blocks; either way
+ * every sum runs in an order fixed by M and D alone: results do not depend on the thread count
+ * (bit-identical resume) and need no heap scratch. */
 #include <math.h>
 #include <omp.h>
 #include <stddef.h>
@@ -13,7 +14,12 @@
 #include "kernels/kernels.h"
 #include "kernels/simd.h"
 
-/* Columns per dw/db block: 16 floats = one 64-byte cache line per row. */
+/* dw/db of rows up to LN_FUSED_MAX_D wide are summed in the dx pass, over LN_PARTS fixed row
+ * ranges (double partials on the stack: 16 x 2 x 384 x 8 = 96 KiB), added in order afterwards.
+ * Measured against the separate column-block pass below: see the commit. */
+#define LN_PARTS 16
+#define LN_FUSED_MAX_D 384
+/* Columns per dw/db block of the separate pass: 16 floats = one 64-byte cache line per row. */
 #define LN_COL_BLOCK 16
 /* Below this many elements a parallel region costs more than the work. */
 #define LN_PAR_MIN 16384
@@ -167,26 +173,56 @@ static void ln_col_block_sums(double *aw, double *ab, const float *in, const flo
 }
 #endif
 
+/* dx row r (+= the LayerNorm backward of dy). */
+static inline void ln_row_backward(float *dx, const float *x, const float *dy, const float *w, float m,
+                                   float rs, int D) {
+    float sg, sgx;
+    ln_row_sums(x, dy, w, m, rs, D, &sg, &sgx);
+    const float mg = sg / (float)D, mgx = sgx / (float)D;
+    for (int c = 0; c < D; c++) {
+        float xh = (x[c] - m) * rs;
+        dx[c] += rs * (dy[c] * w[c] - mg - xh * mgx);
+    }
+}
+
 void mvmoe_layernorm_backward(float *din, float *dw, float *db, const float *dout,
                               const float *mean, const float *rstd, const float *in,
                               const float *w, int M, int D) {
     const int par = (size_t)M * D >= LN_PAR_MIN;
-    if (din) {
+    if ((dw || db) && D <= LN_FUSED_MAX_D) {
+        /* one pass: each of LN_PARTS fixed row ranges sums its rows' dw/db terms (in double)
+         * while the row is in L1 for dx; the partials are then added in order */
+        double part[LN_PARTS][2][LN_FUSED_MAX_D];
 #pragma omp parallel for schedule(static) if (par)
-        for (int r = 0; r < M; r++) {
-            const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D;
-            float *dx = din + (size_t)r * D;
-            const float m = mean[r], rs = rstd[r];
-            float sg, sgx;
-            ln_row_sums(x, dy, w, m, rs, D, &sg, &sgx);
-            const float mg = sg / (float)D, mgx = sgx / (float)D;
-            for (int c = 0; c < D; c++) {
-                float xh = (x[c] - m) * rs;
-                dx[c] += rs * (dy[c] * w[c] - mg - xh * mgx);
+        for (int s = 0; s < LN_PARTS; s++) {
+            const int r0 = (int)((long long)M * s / LN_PARTS), r1 = (int)((long long)M * (s + 1) / LN_PARTS);
+            double *aw = part[s][0], *ab = part[s][1];
+            for (int c = 0; c < D; c++) aw[c] = ab[c] = 0.0;
+            for (int r = r0; r < r1; r++) {
+                const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D;
+                const float m = mean[r], rs = rstd[r];
+                if (din) ln_row_backward(din + (size_t)r * D, x, dy, w, m, rs, D);
+                for (int c = 0; c < D; c++) {
+                    aw[c] += (double)(dy[c] * ((x[c] - m) * rs));
+                    ab[c] += (double)dy[c];
+                }
             }
         }
+        for (int c = 0; c < D; c++) {
+            double aw = part[0][0][c], ab = part[0][1][c];
+            for (int s = 1; s < LN_PARTS; s++) aw += part[s][0][c], ab += part[s][1][c];
+            if (dw) dw[c] += (float)aw;
+            if (db) db[c] += (float)ab;
+        }
+        return;
     }
-    if (dw || db) {
+    if (din) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int r = 0; r < M; r++)
+            ln_row_backward(din + (size_t)r * D, in + (size_t)r * D, dout + (size_t)r * D, w, mean[r],
+                            rstd[r], D);
+    }
+    if (dw || db) { /* wide rows: dw/db in a pass of their own, by column blocks */
         const int nblk = (D + LN_COL_BLOCK - 1) / LN_COL_BLOCK;
 #pragma omp parallel for schedule(static) if (par)
         for (int k = 0; k < nblk; k++) {

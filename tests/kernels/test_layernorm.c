@@ -57,7 +57,8 @@ static void test_known_values(void) {
 }
 
 static void test_fast_vs_ref(void) {
-    const int shapes[][2] = {{1, 24}, {37, 24}, {50, 64}, {100, 192}, {300, 64}, {3, 13}};
+    const int shapes[][2] = {{1, 24}, {37, 24}, {50, 64}, {100, 192}, {300, 64}, {3, 13},
+                             {70, 400} /* wider than the fused dw/db pass takes */, {900, 24}};
     mvmoe_rng rng;
     mvmoe_rng_init(&rng, 21, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
