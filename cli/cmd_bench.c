@@ -221,6 +221,8 @@ static void print_text(const bench_args *b, const mvmoe_config *c, const mvmoe_b
         printf("  train      %9.1f images/s   step %.2f ms median [min %.2f, p10 %.2f, p90 %.2f, max %.2f]   MFU %.1f%%\n",
                x->train_images_per_s, x->step_ms_median, x->step_ms_min, x->step_ms_p10,
                x->step_ms_p90, x->step_ms_max, 100 * x->train_mfu);
+        printf("             phases (median ms): pack %.2f, forward %.2f, backward %.2f, optimizer %.2f\n",
+               x->phase_ms_pack, x->phase_ms_forward, x->phase_ms_backward, x->phase_ms_optimizer);
         printf("             loss %.4f -> %.4f\n", x->loss_first, x->loss_last);
         printf("  latency    %9.3f ms median  [p10 %.3f, p90 %.3f]  (batch 1)   MFU %.1f%%\n",
                x->latency_ms_median, x->latency_ms_p10, x->latency_ms_p90, 100 * x->latency_mfu);
@@ -247,6 +249,10 @@ static cJSON *result_json(const mvmoe_bench_result *x) {
         {"step_ms_p10", x->step_ms_p10},
         {"step_ms_p90", x->step_ms_p90},
         {"step_ms_max", x->step_ms_max},
+        {"phase_ms_pack", x->phase_ms_pack},
+        {"phase_ms_forward", x->phase_ms_forward},
+        {"phase_ms_backward", x->phase_ms_backward},
+        {"phase_ms_optimizer", x->phase_ms_optimizer},
         {"loss_first", x->loss_first},
         {"loss_last", x->loss_last},
         {"train_mfu", x->train_mfu},

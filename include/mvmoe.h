@@ -270,6 +270,9 @@ typedef struct mvmoe_bench_result {
      * random normalized inputs, no augmentation */
     double step_ms_median, step_ms_min, step_ms_max, step_ms_p10, step_ms_p90;
     double train_images_per_s;   /* batch / median step time */
+    /* where a step's time goes, median ms of each phase over the timed steps: packing the
+     * weights, forward + loss, backward, optimizer (gradient clipping + AdamW) */
+    double phase_ms_pack, phase_ms_forward, phase_ms_backward, phase_ms_optimizer;
     double loss_first, loss_last;
     /* inference on random uint8 images through mvmoe_model_logits */
     double latency_ms_median, latency_ms_p10, latency_ms_p90; /* batch 1 */

@@ -53,13 +53,23 @@ static double quantile(const double *v, int n, double q) {
 }
 
 /* The model's training passes: the one place that calls them, so a change of their
- * signatures (MoE routing) is a change here only. Returns the mean loss. */
-static double train_passes(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels) {
+ * signatures (MoE routing) is a change here only. Returns the mean loss; ts[0..3] get the
+ * times at which packing, forward + loss and backward ended (seconds, now_s). */
+static double train_passes(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, double ts[3]) {
     mvmoe_model_pack_weights(m); /* as the trainer does: fails only for memory, then unpacked */
+    ts[0] = now_s();
     mvmoe_vit_forward(m, a, B, 0.0f, 0, m->step);
     double loss = mvmoe_vit_loss(m, a, B, labels);
+    ts[1] = now_s();
     mvmoe_vit_backward(m, a, B);
+    ts[2] = now_s();
     return loss;
+}
+
+/* Median of v[0..n) (sorts v). */
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return quantile(v, n, 0.5);
 }
 
 /* Bytes of an allocation the model made; the acts struct keeps pointers into its arenas, not
@@ -144,7 +154,7 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
     int32_t *labels;
     double *t;
     MVMOE_ALLOC(labels, B, "bench labels");
-    t = calloc((size_t)o->steps, sizeof *t);
+    t = calloc((size_t)o->steps * 5, sizeof *t); /* step times, then the 4 phases' */
     if (!t) {
         free(labels);
         MVMOE_FAIL(MVMOE_ERR_NOMEM, "bench: %d step times", o->steps);
@@ -154,12 +164,13 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
     for (int i = 0; i < o->warmup + o->steps; i++) {
         double t0 = now_s();
         mvmoe_targets_smoothed(a->targets, labels, B, K, d.label_smoothing);
-        double loss = train_passes(m, a, B, labels);
+        double ts[3];
+        double loss = train_passes(m, a, B, labels, ts);
         double gnorm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, d.clip_norm);
         m->step++;
         mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &h, m->step);
         mvmoe_model_params_changed(m);
-        double dt = now_s() - t0;
+        double t1 = now_s(), dt = t1 - t0;
         if (!isfinite(loss) || !isfinite(gnorm)) {
             s = mvmoe_error_set(MVMOE_ERR_NUMERIC, __FILE__, __LINE__,
                                 "bench: training step %d gave loss %g, gradient norm %g", i, loss, gnorm);
@@ -167,7 +178,12 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
         }
         if (i == 0) r->loss_first = loss;
         r->loss_last = loss;
-        if (i >= o->warmup) t[i - o->warmup] = dt;
+        if (i >= o->warmup) {
+            const int j = i - o->warmup, n = o->steps;
+            t[j] = dt;
+            t[n + j] = ts[0] - t0, t[2 * n + j] = ts[1] - ts[0], t[3 * n + j] = ts[2] - ts[1];
+            t[4 * n + j] = t1 - ts[2];
+        }
     }
     if (s == MVMOE_OK) {
         qsort(t, (size_t)o->steps, sizeof *t, cmp_double);
@@ -178,6 +194,10 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
         r->step_ms_min = 1e3 * t[0];
         r->step_ms_max = 1e3 * t[n - 1];
         r->train_images_per_s = B / (r->step_ms_median / 1e3);
+        r->phase_ms_pack = 1e3 * median(t + n, n);
+        r->phase_ms_forward = 1e3 * median(t + 2 * n, n);
+        r->phase_ms_backward = 1e3 * median(t + 3 * n, n);
+        r->phase_ms_optimizer = 1e3 * median(t + 4 * n, n);
     }
     free(labels);
     free(t);

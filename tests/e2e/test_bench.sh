@@ -43,7 +43,8 @@ need(d["options"]["batch"] == 8 and d["options"]["steps"] == 2, "options echo")
 runs = d["runs"]
 need([r["threads"] for r in runs] == [1, 2], "one run per thread setting")
 positive = ["peak_gflops", "train_images_per_s", "step_ms_median", "step_ms_min", "step_ms_p10",
-            "step_ms_p90", "step_ms_max", "loss_first", "loss_last", "train_mfu",
+            "step_ms_p90", "step_ms_max", "phase_ms_pack", "phase_ms_forward", "phase_ms_backward",
+            "phase_ms_optimizer", "loss_first", "loss_last", "train_mfu",
             "latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_mfu",
             "infer_images_per_s", "infer_mfu", "bytes_params", "bytes_grads", "bytes_adam",
             "bytes_train_acts", "bytes_infer_acts", "bytes_train_total", "peak_rss_bytes",
@@ -57,6 +58,9 @@ for r in runs:
     need(r["step_ms_min"] <= r["step_ms_p10"] <= r["step_ms_median"] <= r["step_ms_p90"]
          <= r["step_ms_max"], f"threads {t}: step time order")
     need(r["latency_ms_p10"] <= r["latency_ms_median"] <= r["latency_ms_p90"], f"threads {t}: latency order")
+    # the phases partition the step: their medians add up to about the median step
+    ph = r["phase_ms_pack"] + r["phase_ms_forward"] + r["phase_ms_backward"] + r["phase_ms_optimizer"]
+    need(0.5 * r["step_ms_min"] <= ph <= 1.5 * r["step_ms_max"] + 0.05, f"threads {t}: phases sum {ph} vs step")
     need(abs(r["train_images_per_s"] - 8 / (r["step_ms_median"] / 1e3)) < 1e-6 * r["train_images_per_s"],
          f"threads {t}: images/s = batch / median step")
     mfu = 3 * d["flops_per_image"] * r["train_images_per_s"] / (r["peak_gflops"] * 1e9)
