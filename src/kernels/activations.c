@@ -103,6 +103,38 @@ static void gelu_backward_span(float *din, const float *dout, const float *in, s
 #endif
 }
 
+/* out = gelu(x) and g (which held x) = GELU'(x), each with the bits of gelu_forward_span and
+ * gelu_backward_span: the derivative costs one exp more here, and the backward no erf. */
+static void gelu_forward_grad_span(float *out, float *g, size_t n) {
+    size_t i = 0;
+#if MVMOE_SIMD_AVX2
+    if (mvmoe_isa_width() == 512) {
+        mvmoe_gelu_forward_grad_span_avx512(out, g, n, mvmoe_simd_erf_coef, mvmoe_simd_erf_centers,
+                                            (float)GELU_INV_SQRT2, (float)GELU_INV_SQRT2PI);
+        return;
+    }
+    const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f),
+                 k = _mm256_set1_ps((float)GELU_INV_SQRT2), kp = _mm256_set1_ps((float)GELU_INV_SQRT2PI);
+    for (; i < n; i += 8) {
+        __m256i m = mvmoe_simd_tailmask(n - i >= 8 ? 8 : (int)(n - i));
+        __m256 x = _mm256_maskload_ps(g + i, m);
+        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
+        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
+        __m256 cdf = _mm256_fmadd_ps(half, e, half);
+        __m256 pdf = _mm256_mul_ps(mvmoe_simd_exp8(_mm256_mul_ps(mhalf, _mm256_mul_ps(x, x))), kp);
+        _mm256_maskstore_ps(g + i, m, _mm256_fmadd_ps(x, pdf, cdf));
+    }
+#else
+    gelu_forward_span(out, g, n);
+    for (; i < n; i++) {
+        float x = g[i];
+        float cdf = 0.5f + 0.5f * erff(x * (float)GELU_INV_SQRT2);
+        float pdf = expf(-0.5f * x * x) * (float)GELU_INV_SQRT2PI;
+        g[i] = cdf + x * pdf;
+    }
+#endif
+}
+
 void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
     size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
 #pragma omp parallel for schedule(static) if (chunks > 1)
@@ -113,8 +145,9 @@ void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
 }
 
 /* The bias of the linear layer before GELU, added here, row by row, right before the row is
- * read: the GEMM then runs with beta = 0 and needs no bias-fill pass over its output. */
-void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N) {
+ * read: the GEMM then runs with beta = 0 and needs no bias-fill pass over its output. With
+ * grad, pre ends up holding GELU'(pre + b). */
+static void gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N, int grad) {
     const size_t rows = GELU_CHUNK / (size_t)N > 0 ? GELU_CHUNK / (size_t)N : 1;
     const size_t chunks = (M + rows - 1) / rows;
     const int par = chunks > 1 && !omp_in_parallel();
@@ -125,7 +158,28 @@ void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, i
             float *p = pre + i * N;
             for (int j = 0; j < N; j++) p[j] += b[j];
         }
-        gelu_forward_span(out + r0 * N, pre + r0 * N, (r1 - r0) * N);
+        if (grad)
+            gelu_forward_grad_span(out + r0 * N, pre + r0 * N, (r1 - r0) * N);
+        else
+            gelu_forward_span(out + r0 * N, pre + r0 * N, (r1 - r0) * N);
+    }
+}
+
+void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N) {
+    gelu_bias_forward(out, pre, b, M, N, 0);
+}
+
+void mvmoe_gelu_bias_forward_grad(float *out, float *pre, const float *b, size_t M, int N) {
+    gelu_bias_forward(out, pre, b, M, N, 1);
+}
+
+void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n) {
+    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t lo = c * GELU_CHUNK, hi = n - lo < GELU_CHUNK ? n : lo + GELU_CHUNK;
+        /* + 0: a product of -0 becomes +0, as the accumulating backward's 0 + dout·g gives */
+        for (size_t i = lo; i < hi; i++) din[i] = dout[i] * grad[i] + 0.0f;
     }
 }
 

@@ -45,6 +45,26 @@ AVX512 void mvmoe_gelu_forward_span_avx512(float *out, const float *in, size_t n
     }
 }
 
+/* out = gelu(x) as mvmoe_gelu_forward_span_avx512, and g (which held x) = GELU'(x) as
+ * mvmoe_gelu_backward_span_avx512 computes it: one erf for both. */
+AVX512 void mvmoe_gelu_forward_grad_span_avx512(float *out, float *g, size_t n, const float (*C8)[8],
+                                                 const float *centers8, float inv_sqrt2, float inv_sqrt2pi) {
+    float C[8][16], ce[16] = {0};
+    widen(C, C8);
+    for (int j = 0; j < 8; j++) ce[j] = centers8[j];
+    const __m512 centers = _mm512_loadu_ps(ce), half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f),
+                 mhalf = _mm512_set1_ps(-0.5f), k = _mm512_set1_ps(inv_sqrt2), kp = _mm512_set1_ps(inv_sqrt2pi);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = erf16(_mm512_mul_ps(x, k), (const float (*)[16])C, centers);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(x, half), _mm512_add_ps(one, e)));
+        __m512 cdf = _mm512_fmadd_ps(half, e, half);
+        __m512 pdf = _mm512_mul_ps(exp16(_mm512_mul_ps(mhalf, _mm512_mul_ps(x, x))), kp);
+        _mm512_mask_storeu_ps(g + i, m, _mm512_fmadd_ps(x, pdf, cdf));
+    }
+}
+
 AVX512 void mvmoe_gelu_backward_span_avx512(float *din, const float *dout, const float *in, size_t n,
                                              const float (*C8)[8], const float *centers8,
                                              float inv_sqrt2, float inv_sqrt2pi, int acc) {

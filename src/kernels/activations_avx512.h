@@ -11,4 +11,7 @@ void mvmoe_gelu_backward_span_avx512(float *din, const float *dout, const float 
                                      const float (*C8)[8], const float *centers8, float inv_sqrt2,
                                      float inv_sqrt2pi, int acc);
 
+void mvmoe_gelu_forward_grad_span_avx512(float *out, float *g, size_t n, const float (*C8)[8],
+                                         const float *centers8, float inv_sqrt2, float inv_sqrt2pi);
+
 #endif

@@ -83,6 +83,13 @@ void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *i
 void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);
 /* pre[M,N] += b[N] (each row), then out = gelu(pre): the fc1 bias folded into GELU's pass. */
 void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N);
+/* Training's version: as mvmoe_gelu_bias_forward, then pre is overwritten with GELU'(pre + b),
+ * all the backward needs (mvmoe_gelu_backward_saved), computed while erf is at hand: one erf
+ * per element for forward and backward instead of two. The bits of the separate kernels. */
+void mvmoe_gelu_bias_forward_grad(float *out, float *pre, const float *b, size_t M, int N);
+/* din[n] = dout·grad (overwritten), grad from mvmoe_gelu_bias_forward_grad: the bits of
+ * mvmoe_gelu_backward_overwrite on the pre-activations. */
+void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n);
 void mvmoe_gelu_bias_forward_ref(float *out, float *pre, const float *b, size_t M, int N);
 void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n);
 

@@ -29,7 +29,8 @@ typedef struct mvmoe_acts {
     float *ln2;       /* [depth?, B, T, D] */
     float *ln2_mean;  /* [depth?, B, T] */
     float *ln2_rstd;  /* [depth?, B, T] */
-    float *fch;       /* [depth?, B, T, H] fc1 output before GELU */
+    float *fch;       /* [depth?, B, T, H] fc1 output before GELU; in training, a dense block
+                         run by rows keeps GELU' of it instead (mvmoe_gelu_bias_forward_grad) */
     float *fch_gelu;  /* [depth?, B, T, H] */
     float *res2;      /* [depth?, B, T, D] block output */
     float *branch;    /* [B, T, D] scratch: a residual branch before drop-path scaling */

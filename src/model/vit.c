@@ -378,7 +378,10 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
     rows_proj_norm2(m, a, B, l, in, r0, n);
     mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + slot * k->n_fc1 : NULL, p->fc1_w + slot * H * D,
                                 NULL, n, D, H);
-    mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
+    if (a->training) /* fch keeps GELU'(pre-activation): all the backward reads of it */
+        mvmoe_gelu_bias_forward_grad(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
+    else
+        mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
     mvmoe_linear_forward_packed(br, u.fcg + oh, k ? k->fc2_w + slot * k->n_fc2 : NULL, p->fc2_w + slot * D * H,
                                 NULL, n, H, D);
     mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, r0, n, D);
@@ -581,7 +584,8 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
             if (l < first_moe) { /* d_fch_gelu, d_fch, d_ln: each overwritten */
                 mvmoe_linear_backward_overwrite(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D,
                                                 dbr, fcg, p->fc2_w + slot * D * H, BT, H, D);
-                mvmoe_gelu_backward_overwrite(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
+                /* a block run by rows: its forward left GELU' in fch (rows_after_attention) */
+                mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
                 mvmoe_linear_backward_overwrite(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H,
                                                 a->d_fch, ln2, p->fc1_w + slot * H * D, BT, D, H);
             } else {

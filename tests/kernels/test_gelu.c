@@ -238,9 +238,62 @@ static void test_bias_forward(void) {
     omp_set_num_threads(1);
 }
 
+/* Training's fused version (mvmoe_gelu_bias_forward_grad): out has the bits of
+ * mvmoe_gelu_bias_forward, and pre ends up holding GELU' so that mvmoe_gelu_backward_saved
+ * gives the bits of mvmoe_gelu_backward_overwrite on the pre-activations; both ISAs, 1 and 2
+ * threads, tails, special values (±0, ±inf, NaN, large |x|), and a check of GELU' against the
+ * double-precision derivative so the pair cannot agree on something wrong. */
+static void test_bias_forward_grad(void) {
+    const int shapes[][2] = {{3, 5}, {50, 256}, {700, 37}, {1, 9000}, {129, 768}};
+    const float special[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 4.0f, -4.5f, 30.0f, -30.0f, INFINITY, -INFINITY, NAN};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 92, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const size_t M = (size_t)shapes[s][0], n = M * shapes[s][1];
+        const int N = shapes[s][1];
+        float *pre0 = kc_alloc(n), *b = kc_alloc(N), *dy = kc_alloc(n);
+        float *pre = kc_alloc(n), *out = kc_alloc(n), *pre_s = kc_alloc(n), *out_s = kc_alloc(n);
+        float *d = kc_alloc(n), *d_s = kc_alloc(n);
+        kc_fill_normal(pre0, n, &rng, 2.0f);
+        kc_fill_normal(b, N, &rng, 1.0f);
+        kc_fill_normal(dy, n, &rng, 1.0f);
+        memcpy(pre0, special, (n < 11 ? n : 11) * sizeof(float));
+        memset(b, 0, sizeof(float) * (N < 11 ? N : 11)); /* the special values stay special */
+        for (int isa = 256; isa <= 512; isa += 256) {
+            if (mvmoe_isa_force(isa) != 0) continue;
+            for (int th = 1; th <= 2; th++) {
+                omp_set_num_threads(th);
+                memcpy(pre_s, pre0, n * sizeof(float));
+                mvmoe_gelu_bias_forward(out_s, pre_s, b, M, N);
+                mvmoe_gelu_backward_overwrite(d_s, dy, pre_s, n);
+                memcpy(pre, pre0, n * sizeof(float));
+                mvmoe_gelu_bias_forward_grad(out, pre, b, M, N);
+                mvmoe_gelu_backward_saved(d, dy, pre, n);
+                CHECK(!memcmp(out, out_s, n * sizeof(float)),
+                      "gelu+bias+grad M=%zu N=%d isa=%d threads=%d: forward not the bits of gelu_bias_forward", M, N,
+                      isa, th);
+                CHECK(!memcmp(d, d_s, n * sizeof(float)),
+                      "gelu backward from saved GELU' M=%zu N=%d isa=%d threads=%d: not the bits of the recomputing one",
+                      M, N, isa, th);
+                double worst = 0;
+                for (size_t i = 0; i < n; i++) {
+                    double x = pre_s[i];
+                    if (!isfinite(x) || fabs(x) > 20) continue;
+                    worst = fmax(worst, fabs(pre[i] - gelu_grad_exact(x)));
+                }
+                CHECK(worst < 2e-6, "GELU' saved by the forward M=%zu N=%d isa=%d: off by %.3g", M, N, isa, worst);
+            }
+        }
+        mvmoe_isa_force(0);
+        free(pre0), free(b), free(dy), free(pre), free(out), free(pre_s), free(out_s), free(d), free(d_s);
+    }
+    omp_set_num_threads(1);
+}
+
 int main(void) {
     omp_set_num_threads(1);
     test_bias_forward();
+    test_bias_forward_grad();
     test_isa_same_bits();
     test_known_values();
     test_dense_accuracy();
