@@ -44,15 +44,26 @@ void mvmoe_adamw_step(float *params, const float *grads, float *m, float *v,
     }
 }
 
+/* Each tensor's sum of squares is summed over NORM_PARTS fixed ranges (one thread each) and
+ * the partials added in order: the bits do not depend on the thread count. (An OpenMP
+ * reduction adds one partial per thread, so 1 and 2 threads gave norms differing in the last
+ * bits, and through the clipping coefficient, different weights.) */
+#define NORM_PARTS 16
+
 double mvmoe_grad_norm(const float *grads, const mvmoe_layout *L) {
     double ss = 0;
     for (int i = 0; i < L->n; i++) {
         const float *g = grads + L->t[i].offset;
-        size_t n = L->t[i].count;
-        double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
-        for (size_t k = 0; k < n; k++) s += (double)g[k] * g[k];
-        ss += s;
+        const size_t n = L->t[i].count;
+        double part[NORM_PARTS];
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int s = 0; s < NORM_PARTS; s++) {
+            const size_t lo = n * (size_t)s / NORM_PARTS, hi = n * (size_t)(s + 1) / NORM_PARTS;
+            double acc = 0;
+            for (size_t k = lo; k < hi; k++) acc += (double)g[k] * g[k];
+            part[s] = acc;
+        }
+        for (int s = 0; s < NORM_PARTS; s++) ss += part[s];
     }
     return sqrt(ss);
 }

@@ -1,5 +1,6 @@
 /* AdamW fast path vs the plain reference, clipping, and the LR schedule's shape. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,29 @@ int main(void) {
     double before = mvmoe_clip_grad_norm(g, &L, 0.5f);
     CHECK(fabs(before - sqrt((double)mvmoe_config_num_params(&c))) < 1e-2 * before, "norm %g", before);
     CHECK(fabs(mvmoe_grad_norm(g, &L) - 0.5) < 1e-4, "clipped norm %g", mvmoe_grad_norm(g, &L));
+    {   /* the norm does not depend on the thread count (it feeds the clipping coefficient):
+         * a layout whose tensors are large enough to be threaded */
+        mvmoe_config cb;
+        mvmoe_config_preset(&cb, "vit-12x192");
+        mvmoe_layout Lb;
+        CHECK(mvmoe_layout_build(&Lb, &cb) == MVMOE_OK, "layout 12x192");
+        float *gb = malloc(sizeof(float) * Lb.total);
+        for (size_t k = 0; k < Lb.total; k++) gb[k] = mvmoe_rng_normal(&r) * (k % 7 ? 1.0f : 1e3f);
+        double nrm[2];
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            nrm[th - 1] = mvmoe_grad_norm(gb, &Lb);
+        }
+        CHECK(!memcmp(&nrm[0], &nrm[1], sizeof(double)), "gradient norm: 1 thread %.17g, 2 threads %.17g",
+              nrm[0], nrm[1]);
+        double want = 0;
+        for (int i = 0; i < Lb.n; i++) /* the tensors, not the padding between them */
+            for (size_t k = Lb.t[i].offset; k < Lb.t[i].offset + Lb.t[i].count; k++) want += (double)gb[k] * gb[k];
+        CHECK(fabs(nrm[0] - sqrt(want)) < 1e-12 * sqrt(want), "gradient norm %.17g, serial sum %.17g", nrm[0],
+              sqrt(want));
+        free(gb);
+        mvmoe_layout_free(&Lb);
+    }
     /* schedule: ramps up, peaks at lr, ends at min_lr, monotone decay after warm-up */
     CHECK(mvmoe_lr_at(0, 100, 10, 1.0f, 0.01f) == 0.1f, "first warm-up step");
     CHECK(fabsf(mvmoe_lr_at(10, 100, 10, 1.0f, 0.01f) - 1.0f) < 1e-6f, "peak");
