@@ -387,9 +387,94 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
     mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, r0, n, D);
 }
 
-/* Dense blocks 0..nd-1 on input x0 [B·T, D] (their output: res2 of block nd-1). Each thread
- * of the region owns a slice of the B·T rows. */
-static void dense_blocks_forward(const mvmoe_model *m, mvmoe_acts *a, int B, int nd) {
+/* This slice's rows [ta, tb) of image b, for a slice [r0, r0+n) of the B·T rows. */
+static void image_rows(int b, int T, int r0, int n, int *ta, int *tb) {
+    *ta = r0 > b * T ? r0 - b * T : 0;
+    *tb = r0 + n < (b + 1) * T ? r0 + n - b * T : T;
+}
+
+/* One expert's MLP on grouped rows [g0, g1) of xg into h, hg, y (packed products). */
+static void expert_rows(const mvmoe_experts *w, int e, float *xg, float *h, float *hg, float *y, int g0,
+                        int g1, int D, int H) {
+    const int M = g1 - g0;
+    const size_t o = (size_t)g0 * D, oh = (size_t)g0 * H;
+    mvmoe_linear_forward_packed(h + oh, xg + o, w->fc1_p ? w->fc1_p + e * w->n_fc1 : NULL,
+                                w->fc1_w + (size_t)e * H * D, w->fc1_b + (size_t)e * H, M, D, H);
+    mvmoe_gelu_forward(hg + oh, h + oh, (size_t)M * H);
+    mvmoe_linear_forward_packed(y + o, hg + oh, w->fc2_p ? w->fc2_p + e * w->n_fc2 : NULL,
+                                w->fc2_w + (size_t)e * D * H, w->fc2_b + (size_t)e * D, M, H, D);
+}
+
+/* Rows [r0, r0+n) of per-image MoE block l (lm = l - first_moe) after attention:
+ * rows_proj_norm2, then mvmoe_moe_forward restricted to these rows, then the residual. The
+ * per-image plan (a->plans[0]) sends all of an image's rows to the same experts, so this is
+ * row-local too. Each expert runs once per contiguous run of this slice's rows in its
+ * grouped buffer (its images are grouped in item order per choice rank, so a slice has at
+ * most k runs per expert), and the bits and saved buffers (xg, h, hg, y at the plan's grouped
+ * positions, read by the backward) are mvmoe_moe_forward's: the same row copies, packed
+ * products (a row's bits do not depend on the rows around it), GELU, and gated sum in
+ * choice order. */
+static void rows_moe_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int l, int lm,
+                                     const float *in, int r0, int n) {
+    const mvmoe_config *c = &m->cfg;
+    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim;
+    block_bufs u = block_bufs_at(a, B, l);
+    const mvmoe_plan *plan = &a->plans[0];
+    const int k = plan->k, b_lo = r0 / T, b_hi = (r0 + n - 1) / T;
+    const mvmoe_experts w = experts_packed(m, l);
+    float *xg = a->moe_xg + lm * a->layer_moe_rd, *h = a->moe_h + lm * a->layer_moe_rh;
+    float *hg = a->moe_hg + lm * a->layer_moe_rh, *y = a->moe_y + lm * a->layer_moe_rd;
+    rows_proj_norm2(m, a, B, l, in, r0, n);
+    int ta, tb;
+    /* dispatch: each image's rows of this slice to the grouped rows of each of its choices */
+    for (int b = b_lo; b <= b_hi; b++) {
+        image_rows(b, T, r0, n, &ta, &tb);
+        for (int q = 0; q < k; q++) {
+            const int j = plan->pos[(size_t)b * k + q];
+            if (j >= 0)
+                memcpy(xg + ((size_t)j * T + ta) * D, u.ln2 + ((size_t)b * T + ta) * D,
+                       sizeof(float) * (size_t)(tb - ta) * D);
+        }
+    }
+    /* experts: one MLP per contiguous run of this slice's grouped rows */
+    for (int e = 0; e < plan->E; e++) {
+        int g0 = -1, g1 = -1;
+        for (int j = plan->start[e]; j < plan->start[e + 1]; j++) {
+            const int b = plan->src[j] / k;
+            if (b < b_lo || b > b_hi) continue;
+            image_rows(b, T, r0, n, &ta, &tb);
+            if (g0 >= 0 && g1 != j * T + ta) { /* not contiguous with the run: flush it */
+                expert_rows(&w, e, xg, h, hg, y, g0, g1, D, H);
+                g0 = -1;
+            }
+            if (g0 < 0) g0 = j * T + ta;
+            g1 = j * T + tb;
+        }
+        if (g0 >= 0) expert_rows(&w, e, xg, h, hg, y, g0, g1, D, H);
+    }
+    /* combine: per image, Σ gate·y in choice order */
+    for (int b = b_lo; b <= b_hi; b++) {
+        image_rows(b, T, r0, n, &ta, &tb);
+        float *o = a->branch + ((size_t)b * T + ta) * D;
+        const size_t len = (size_t)(tb - ta) * D;
+        memset(o, 0, sizeof(float) * len);
+        for (int q = 0; q < k; q++) {
+            const int j = plan->pos[(size_t)b * k + q];
+            if (j < 0) continue;
+            const float g = plan->gate[(size_t)b * k + q], *yj = y + ((size_t)j * T + ta) * D;
+            for (size_t i = 0; i < len; i++) o[i] += g * yj[i];
+        }
+    }
+    /* the gated sum already holds the experts' fc2 biases */
+    mvmoe_residual_add(u.res2 + (size_t)r0 * D, u.res1 + (size_t)r0 * D, a->branch + (size_t)r0 * D, NULL,
+                       u.keep + B, T, r0, n, D);
+}
+
+/* Blocks 0..nb-1 on input x0 [B·T, D] (their output: res2 of block nb-1): dense blocks, and
+ * from first_moe on per-image MoE blocks, whose router runs once, on one thread, when its
+ * input is complete. Each thread of the region owns a slice of the B·T rows. */
+static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int first_moe, uint64_t seed,
+                           int64_t step) {
     const mvmoe_config *c = &m->cfg;
     const int T = mvmoe_config_tokens(c), BT = B * T, D = c->dim, NH = c->heads;
     int nt = omp_get_max_threads();
@@ -399,7 +484,7 @@ static void dense_blocks_forward(const mvmoe_model *m, mvmoe_acts *a, int B, int
         /* one thread (a region of one is inactive): the kernels thread themselves */
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int r0 = (int)((long long)BT * t / n), rows = (int)((long long)BT * (t + 1) / n) - r0;
-        for (int l = 0; l < nd; l++) {
+        for (int l = 0; l < nb; l++) {
             const float *in = l ? block_bufs_at(a, B, l - 1).res2 : a->x0;
             block_bufs u = block_bufs_at(a, B, l);
             if (l == 0) rows_norm1_qkv(m, a, B, 0, in, r0, rows);
@@ -408,8 +493,17 @@ static void dense_blocks_forward(const mvmoe_model *m, mvmoe_acts *a, int B, int
                 mvmoe_attention_forward_team(u.atty, u.att, u.qkv, B, T, D, NH);
             else
                 mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH);
-            rows_after_attention(m, a, B, l, in, r0, rows);
-            if (l + 1 < nd) rows_norm1_qkv(m, a, B, l + 1, u.res2, r0, rows);
+            if (l < first_moe) {
+                rows_after_attention(m, a, B, l, in, r0, rows);
+            } else {
+                if (l == first_moe) { /* the per-image router reads every image's class row of `in`:
+                                       * complete since the barrier above (paper Sec. 3.1) */
+#pragma omp single
+                    route(m, a, 0, in, T * D, m->p.router_w, B, T, seed, step);
+                }
+                rows_moe_after_attention(m, a, B, l, l - first_moe, in, r0, rows);
+            }
+            if (l + 1 < nb) rows_norm1_qkv(m, a, B, l + 1, u.res2, r0, rows);
         }
     }
 }
@@ -447,18 +541,19 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
     }
 
     const int class_only = class_only_last(c);
-    /* the dense blocks before the first MoE block and the class-only last block, by rows */
+    /* by rows: every block but a class-only last block, and per-token MoE blocks (their
+     * routers run per block on every token and cap the experts' loads across the batch) */
     int nd = class_only ? c->depth - 1 : c->depth;
-    if (nd > first_moe) nd = first_moe;
-    if (nd > 0) dense_blocks_forward(m, a, B, nd);
+    if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED && nd > first_moe) nd = first_moe;
+    if (nd > 0) blocks_by_rows(m, a, B, nd, first_moe, seed, step);
     const float *in = nd > 0 ? block_bufs_at(a, B, nd - 1).res2 : a->x0;
     for (int l = nd; l < c->depth; l++) {
         if (class_only && l == c->depth - 1) {
             last_block_forward(m, a, B, l, first_moe, in, seed, step);
             break;
         }
-        /* only MoE blocks are left here: the dense ones before them ran by rows above, and
-         * a dense last block runs for the class token only */
+        /* only per-token MoE blocks are left here: the others ran by rows above, and the
+         * last block runs for the class token only */
         block_bufs u = block_bufs_at(a, B, l);
         rows_norm1_qkv(m, a, B, l, in, 0, BT);
         mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH);

@@ -149,6 +149,12 @@ int main(void) {
     check_threads("dense, batch 1 (17 rows: one thread)", c, 1);
     c.routing = MVMOE_ROUTING_IMAGE_SUPERCLASS, c.experts = 3, c.top_k = 1, c.moe_layers = 1;
     check_threads("image-superclass E3 k1 L1", c, 5);
+    /* an MoE block before the last runs by rows: its router on one thread mid-region, each
+     * thread the experts of the images in its rows (image 2 split between the threads) */
+    c.moe_layers = 2;
+    check_threads("image-superclass E3 k1 L2", c, 5);
+    c.routing = MVMOE_ROUTING_IMAGE_LEARNED, c.experts = 4, c.top_k = 2, c.moe_layers = 2;
+    check_threads("image-learned E4 k2 L2", c, 5);
     c.routing = MVMOE_ROUTING_TOKEN_LEARNED, c.experts = 4, c.top_k = 2, c.moe_layers = 2;
     check_threads("token-learned E4 k2 L2", c, 3);
     TEST_MAIN_END("test_infer");
