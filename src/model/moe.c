@@ -84,13 +84,11 @@ void mvmoe_moe_backward(float *du, float *dgate, const mvmoe_experts *g, float *
         float *w1, *b1, *w2, *b2, *gw1, *gb1, *gw2, *gb2;
         expert_ptrs(w, e, D, H, &w1, &b1, &w2, &b2);
         expert_ptrs(g, e, D, H, &gw1, &gb1, &gw2, &gb2);
-        memset(s_hg + r0 * H, 0, sizeof(float) * (size_t)M * H);
-        mvmoe_linear_backward(s_hg + r0 * H, gw2, gb2, s_d + r0 * D, hg + r0 * H, w2, M, H, D);
-        memset(s_h + r0 * H, 0, sizeof(float) * (size_t)M * H);
-        mvmoe_gelu_backward(s_h + r0 * H, s_hg + r0 * H, h + r0 * H, (size_t)M * H);
+        /* each input gradient overwritten (the bits of zeroing it and accumulating) */
+        mvmoe_linear_backward_overwrite(s_hg + r0 * H, gw2, gb2, s_d + r0 * D, hg + r0 * H, w2, M, H, D);
+        mvmoe_gelu_backward_overwrite(s_h + r0 * H, s_hg + r0 * H, h + r0 * H, (size_t)M * H);
         /* s_d's rows of this expert are consumed: reuse them for d(xg) */
-        memset(s_d + r0 * D, 0, sizeof(float) * (size_t)M * D);
-        mvmoe_linear_backward(s_d + r0 * D, gw1, gb1, s_h + r0 * H, xg + r0 * D, w1, M, D, H);
+        mvmoe_linear_backward_overwrite(s_d + r0 * D, gw1, gb1, s_h + r0 * H, xg + r0 * D, w1, M, D, H);
     }
     /* dispatch backward: scatter-add per item in choice order (deterministic) */
 #pragma omp parallel for schedule(static)
