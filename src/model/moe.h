@@ -23,6 +23,11 @@ typedef struct mvmoe_experts {
  * xg[R,D] gathered inputs, h[R,H] fc1 outputs, hg[R,H] = GELU(h), y[R,D] expert outputs. */
 void mvmoe_moe_forward(float *out, float *xg, float *h, float *hg, float *y, const float *u,
                        const mvmoe_experts *w, const mvmoe_plan *plan, int D, int H);
+/* The same for rows [r0, r0+n) of out and u only (row = item·rows + t): what a thread of a
+ * parallel region that owns those rows computes (the model's row pipeline, per-image routing).
+ * Each row's bits, and its saved xg/h/hg/y rows, are those of mvmoe_moe_forward. */
+void mvmoe_moe_forward_rows(float *out, float *xg, float *h, float *hg, float *y, const float *u,
+                            const mvmoe_experts *w, const mvmoe_plan *plan, int D, int H, int r0, int n);
 
 /* Backward of mvmoe_moe_forward given dout[n·rows, D]:
  * du (+=) [n·rows, D]; dgate (+=) [n, k] with dgate[i,r] = Σ_rows ⟨dout, y⟩;

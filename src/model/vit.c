@@ -387,84 +387,19 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
     mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, r0, n, D);
 }
 
-/* This slice's rows [ta, tb) of image b, for a slice [r0, r0+n) of the B·T rows. */
-static void image_rows(int b, int T, int r0, int n, int *ta, int *tb) {
-    *ta = r0 > b * T ? r0 - b * T : 0;
-    *tb = r0 + n < (b + 1) * T ? r0 + n - b * T : T;
-}
-
-/* One expert's MLP on grouped rows [g0, g1) of xg into h, hg, y (packed products). */
-static void expert_rows(const mvmoe_experts *w, int e, float *xg, float *h, float *hg, float *y, int g0,
-                        int g1, int D, int H) {
-    const int M = g1 - g0;
-    const size_t o = (size_t)g0 * D, oh = (size_t)g0 * H;
-    mvmoe_linear_forward_packed(h + oh, xg + o, w->fc1_p ? w->fc1_p + e * w->n_fc1 : NULL,
-                                w->fc1_w + (size_t)e * H * D, w->fc1_b + (size_t)e * H, M, D, H);
-    mvmoe_gelu_forward(hg + oh, h + oh, (size_t)M * H);
-    mvmoe_linear_forward_packed(y + o, hg + oh, w->fc2_p ? w->fc2_p + e * w->n_fc2 : NULL,
-                                w->fc2_w + (size_t)e * D * H, w->fc2_b + (size_t)e * D, M, H, D);
-}
-
 /* Rows [r0, r0+n) of per-image MoE block l (lm = l - first_moe) after attention:
- * rows_proj_norm2, then mvmoe_moe_forward restricted to these rows, then the residual. The
- * per-image plan (a->plans[0]) sends all of an image's rows to the same experts, so this is
- * row-local too. Each expert runs once per contiguous run of this slice's rows in its
- * grouped buffer (its images are grouped in item order per choice rank, so a slice has at
- * most k runs per expert), and the bits and saved buffers (xg, h, hg, y at the plan's grouped
- * positions, read by the backward) are mvmoe_moe_forward's: the same row copies, packed
- * products (a row's bits do not depend on the rows around it), GELU, and gated sum in
- * choice order. */
+ * rows_proj_norm2, the MoE MLP on these rows (mvmoe_moe_forward_rows: the per-image plan sends
+ * all of an image's rows to the same experts, so this is row-local too), the residual. */
 static void rows_moe_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int l, int lm,
                                      const float *in, int r0, int n) {
     const mvmoe_config *c = &m->cfg;
-    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim;
+    const int T = mvmoe_config_tokens(c), D = c->dim;
     block_bufs u = block_bufs_at(a, B, l);
-    const mvmoe_plan *plan = &a->plans[0];
-    const int k = plan->k, b_lo = r0 / T, b_hi = (r0 + n - 1) / T;
     const mvmoe_experts w = experts_packed(m, l);
-    float *xg = a->moe_xg + lm * a->layer_moe_rd, *h = a->moe_h + lm * a->layer_moe_rh;
-    float *hg = a->moe_hg + lm * a->layer_moe_rh, *y = a->moe_y + lm * a->layer_moe_rd;
     rows_proj_norm2(m, a, B, l, in, r0, n);
-    int ta, tb;
-    /* dispatch: each image's rows of this slice to the grouped rows of each of its choices */
-    for (int b = b_lo; b <= b_hi; b++) {
-        image_rows(b, T, r0, n, &ta, &tb);
-        for (int q = 0; q < k; q++) {
-            const int j = plan->pos[(size_t)b * k + q];
-            if (j >= 0)
-                memcpy(xg + ((size_t)j * T + ta) * D, u.ln2 + ((size_t)b * T + ta) * D,
-                       sizeof(float) * (size_t)(tb - ta) * D);
-        }
-    }
-    /* experts: one MLP per contiguous run of this slice's grouped rows */
-    for (int e = 0; e < plan->E; e++) {
-        int g0 = -1, g1 = -1;
-        for (int j = plan->start[e]; j < plan->start[e + 1]; j++) {
-            const int b = plan->src[j] / k;
-            if (b < b_lo || b > b_hi) continue;
-            image_rows(b, T, r0, n, &ta, &tb);
-            if (g0 >= 0 && g1 != j * T + ta) { /* not contiguous with the run: flush it */
-                expert_rows(&w, e, xg, h, hg, y, g0, g1, D, H);
-                g0 = -1;
-            }
-            if (g0 < 0) g0 = j * T + ta;
-            g1 = j * T + tb;
-        }
-        if (g0 >= 0) expert_rows(&w, e, xg, h, hg, y, g0, g1, D, H);
-    }
-    /* combine: per image, Σ gate·y in choice order */
-    for (int b = b_lo; b <= b_hi; b++) {
-        image_rows(b, T, r0, n, &ta, &tb);
-        float *o = a->branch + ((size_t)b * T + ta) * D;
-        const size_t len = (size_t)(tb - ta) * D;
-        memset(o, 0, sizeof(float) * len);
-        for (int q = 0; q < k; q++) {
-            const int j = plan->pos[(size_t)b * k + q];
-            if (j < 0) continue;
-            const float g = plan->gate[(size_t)b * k + q], *yj = y + ((size_t)j * T + ta) * D;
-            for (size_t i = 0; i < len; i++) o[i] += g * yj[i];
-        }
-    }
+    mvmoe_moe_forward_rows(a->branch, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
+                           a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, u.ln2, &w,
+                           &a->plans[0], D, c->mlp_dim, r0, n);
     /* the gated sum already holds the experts' fc2 biases */
     mvmoe_residual_add(u.res2 + (size_t)r0 * D, u.res1 + (size_t)r0 * D, a->branch + (size_t)r0 * D, NULL,
                        u.keep + B, T, r0, n, D);
