@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "common.h"
 #include "memlimit.h"
+#include "precision.h"
 #include "mvmoe.h"
 
 #define MAX_THREAD_SETTINGS 8
@@ -42,7 +43,7 @@ static void print_help(void) {
            "  --infer-batch N [%d]  --infer-reps N [%d]  --latency-reps N [%d]\n"
            "  --seed N [%llu]       random weights (--preset), inputs and labels\n"
            "  --peak-gflops X,...   FP32 peak per thread setting instead of measuring it\n"
-           MVMOE_CLI_MEMLIMIT_HELP "\n"
+           MVMOE_CLI_MEMLIMIT_HELP MVMOE_CLI_PRECISION_HELP "\n"
            "Output:\n"
            "  --save-weights CKPT  write the model's weights (before any step) to CKPT\n"
            "  --check-out FILE     write 8 random images and their logits (before any step)\n"
@@ -145,6 +146,7 @@ static int parse(bench_args *b, int argc, char **argv) {
         if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (give the model with --preset NAME or --model CKPT)", pos);
         if (table_flag(&a, b, &rc)) continue;
         if (mvmoe_cli_memlimit_flag(&a, &b->mem, &rc)) continue;
+        if (mvmoe_cli_precision_flag(&a, "bench", &rc)) continue;
         if (mvmoe_args_is(&a, "--preset")) rc = mvmoe_args_str(&a, &b->preset);
         else if (mvmoe_args_is(&a, "--model")) rc = mvmoe_args_str(&a, &b->model);
         else if (mvmoe_args_is(&a, "--save-weights")) rc = mvmoe_args_str(&a, &b->save_weights);
@@ -167,6 +169,9 @@ static int parse(bench_args *b, int argc, char **argv) {
     if (rc) return rc;
     if (!b->preset == !b->model)
         return mvmoe_args_error(&a, "give either --preset NAME or --model CKPT (exactly one)");
+    if (b->o.check_path && mvmoe_get_precision() != MVMOE_PRECISION_FP32)
+        return mvmoe_args_error(&a, "--check-out writes logits for checking fp32 frameworks against; "
+                                    "run it without --precision %s", mvmoe_precision_name(mvmoe_get_precision()));
     int overrides = b->routing_given;
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) overrides |= *ints[k] >= 0;
     if (b->model && overrides)
@@ -211,9 +216,12 @@ static void print_text(const bench_args *b, const mvmoe_config *c, const mvmoe_b
     printf("%s %s\n", b->preset ? "preset" : "checkpoint", b->preset ? b->preset : b->model);
     mvmoe_cli_print_config(stdout, c, 1);
     printf("training batch %d (%d warm-up + %d timed steps); inference batch %d; latency reps %d; "
-           "kernels %s, GEMMs %s\n",
+           "kernels %s, GEMMs %s, products %s\n",
            b->o.batch, b->o.warmup, b->o.steps, b->o.infer_batch, b->o.latency_reps, mvmoe_kernel_isa(),
-           mvmoe_gemm_library());
+           mvmoe_gemm_library(), mvmoe_precision_name(mvmoe_get_precision()));
+    if (mvmoe_get_precision() != MVMOE_PRECISION_FP32)
+        printf("note: with %s products, 'MFU' below is the achieved rate over the FP32 peak, which "
+               "does not bound them (it can exceed 100%%)\n", mvmoe_precision_name(mvmoe_get_precision()));
     for (int i = 0; i < n; i++) {
         const mvmoe_bench_result *x = &r[i];
         printf("\nthreads %d  (FP32 peak %.1f GFLOP/s, %s)\n", x->threads, x->peak_gflops,
@@ -291,6 +299,7 @@ static int print_json(const bench_args *b, const mvmoe_config *c, const mvmoe_be
                          : cJSON_AddStringToObject(o, "checkpoint", b->model)) != NULL;
         ok &= cJSON_AddStringToObject(o, "kernel_isa", mvmoe_kernel_isa()) != NULL;
         ok &= cJSON_AddStringToObject(o, "gemm_library", mvmoe_gemm_library()) != NULL;
+        ok &= cJSON_AddStringToObject(o, "precision", mvmoe_precision_name(mvmoe_get_precision())) != NULL;
         ok &= cJSON_AddItemToObject(o, "config", cfg);
         if (ok) cfg = NULL;
         ok &= cJSON_AddNumberToObject(o, "params", (double)mvmoe_config_num_params(c)) != NULL;

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "common.h"
 #include "memlimit.h"
+#include "precision.h"
 #include "mvmoe.h"
 
 /* Beyond this many classes the text confusion matrix is unreadable; --json has it all. */
@@ -34,7 +35,7 @@ static void print_help(void) {
            "  --threads N          threads (0: all cores; default: OMP_NUM_THREADS or all)\n"
            "  --max-images N       evaluate only the first N images (0: all)\n"
            MVMOE_CLI_LOAD_FLAGS
-           MVMOE_CLI_MEMLIMIT_HELP
+           MVMOE_CLI_MEMLIMIT_HELP MVMOE_CLI_PRECISION_HELP
            "\nExit status: 0 done, 1 failure (message names the file), 2 usage error.\n");
 }
 
@@ -58,6 +59,7 @@ static int parse(eval_args *e, int argc, char **argv) {
         if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (give the checkpoint with --model and the dataset with --data)", pos);
         if (mvmoe_cli_load_flag(&a, &e->load, &rc)) continue;
         if (mvmoe_cli_memlimit_flag(&a, &e->mem, &rc)) continue;
+        if (mvmoe_cli_precision_flag(&a, "eval", &rc)) continue;
         if (mvmoe_args_is(&a, "--model")) rc = mvmoe_args_str(&a, &e->model);
         else if (mvmoe_args_is(&a, "--data")) rc = mvmoe_args_str(&a, &e->data);
         else if (mvmoe_args_is(&a, "--split")) rc = mvmoe_args_str(&a, &e->split);

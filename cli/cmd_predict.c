@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "common.h"
 #include "memlimit.h"
+#include "precision.h"
 #include "mvmoe.h"
 
 
@@ -28,7 +29,7 @@ static void print_help(void) {
            "  --json              print one JSON object instead of text\n"
            "  --threads N         threads (0: all cores)\n"
            MVMOE_CLI_LOAD_FLAGS
-           MVMOE_CLI_MEMLIMIT_HELP
+           MVMOE_CLI_MEMLIMIT_HELP MVMOE_CLI_PRECISION_HELP
            "\nExit status: 0 done, 1 failure (message names the file), 2 usage error.\n");
 }
 
@@ -58,6 +59,7 @@ static int parse(predict_args *p, int argc, char **argv) {
         if (kind == 0) { p->images[p->n_images++] = pos; continue; }
         if (mvmoe_cli_load_flag(&a, &p->load, &rc)) continue;
         if (mvmoe_cli_memlimit_flag(&a, &p->mem, &rc)) continue;
+        if (mvmoe_cli_precision_flag(&a, "predict", &rc)) continue;
         if (mvmoe_args_is(&a, "--model")) rc = mvmoe_args_str(&a, &p->model);
         else if (mvmoe_args_is(&a, "--top")) rc = mvmoe_args_int(&a, 1, 100000, &p->top);
         else if (mvmoe_args_is(&a, "--json")) { rc = mvmoe_args_switch(&a); p->json = 1; }

@@ -346,6 +346,9 @@ static int run(train_args *t) {
            t->o.epochs, t->o.batch, (double)t->o.lr, (double)t->o.min_lr, (double)t->o.warmup_epochs,
            (double)t->o.weight_decay, (unsigned long long)t->o.seed,
            t->o.max_steps > 0 ? " (stops early: --max-steps)" : "");
+    if (mvmoe_get_precision() != MVMOE_PRECISION_FP32)
+        printf("precision: %s products (--precision; results are not fp32's)\n",
+               mvmoe_precision_name(mvmoe_get_precision()));
     fflush(stdout);
 
 

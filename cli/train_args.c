@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "precision.h"
 #include "train_args.h"
 
 static const char SYNOPSIS[] =
@@ -43,7 +44,7 @@ void mvmoe_train_args_help(void) {
            "  --max-steps N (0: no limit) [%d]\n"
            "  --max-images N (read only the first N images of the train and test splits; 0: all) [0]\n"
            "  --threads N (0: all cores) [%d]\n"
-           MVMOE_CLI_MEMLIMIT_HELP "\n",
+           MVMOE_CLI_MEMLIMIT_HELP MVMOE_CLI_PRECISION_HELP "\n",
            d.epochs, d.batch, (double)d.lr, (double)d.min_lr, (double)d.weight_decay,
            (double)d.warmup_epochs, (double)d.clip_norm, (double)d.label_smoothing,
            (unsigned long long)d.seed, (double)d.val_fraction, d.eval_every, d.max_steps,
@@ -165,6 +166,7 @@ int mvmoe_train_args_parse(train_args *t, int argc, char **argv) {
         if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (every input is given by a flag, e.g. --data DIR)", pos);
         if (table_flag(&a, t, &rc)) continue;
         if (mvmoe_cli_memlimit_flag(&a, &t->mem, &rc)) continue;
+        if (mvmoe_cli_precision_flag(&a, "train", &rc)) continue;
         if (mvmoe_args_is(&a, "--data")) rc = mvmoe_args_str(&a, &t->data);
         else if (mvmoe_args_is(&a, "--out")) rc = mvmoe_args_str(&a, &t->out);
         else if (mvmoe_args_is(&a, "--preset")) rc = mvmoe_args_str(&a, &t->preset);

@@ -1,5 +1,6 @@
 /* Fuzz target: command-line numbers and flags of `mvmoe train` (cli/train_args.c over the
- * checked readers of cli/args.c) and the --max-memory size parser (cli/memlimit.c).
+ * checked readers of cli/args.c), the --max-memory size parser (cli/memlimit.c) and
+ * --precision (cli/precision.c).
  *
  * Input: argv entries separated by NUL bytes (argv[0] = "train" is added). A parse that
  * succeeds must leave every model and training field inside its documented range. The CLI
@@ -10,6 +11,7 @@
 
 #include "../cli/args.c"
 #include "../cli/memlimit.c"
+#include "../cli/precision.c"
 #include "../cli/train_args.c"
 #include "fuzz_util.h"
 

@@ -233,6 +233,19 @@ mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_o
 /* Threads used by the library's kernels (OpenMP). 0: all cores. */
 void mvmoe_set_threads(int n);
 
+/* Precision of the layers' linear products, for the whole process (default FP32).
+ * MVMOE_PRECISION_BF16 rounds both operands of those products to bfloat16 and keeps the sums
+ * in fp32, on the CPU's AMX / AVX-512 BF16 units: several times faster products, but results
+ * that are no longer fp32's (no parity with PyTorch to float tolerance; accuracy measured in
+ * docs/PERFORMANCE.md, "bf16 products"). Attention, normalization, activations, the loss and
+ * the optimizer stay fp32. MVMOE_ERR_UNSUPPORTED if this CPU has no bf16 kernel. Set it
+ * before training or inference starts, not while another thread runs the library. */
+typedef enum { MVMOE_PRECISION_FP32 = 0, MVMOE_PRECISION_BF16 } mvmoe_precision;
+mvmoe_status mvmoe_set_precision(mvmoe_precision p);
+mvmoe_precision mvmoe_get_precision(void);
+/* "fp32" or "bf16" */
+const char *mvmoe_precision_name(mvmoe_precision p);
+
 /* Async-signal-safe: asks a running mvmoe_train to save a checkpoint at the end of the
  * current step and return MVMOE_ERR_INTERRUPTED. For SIGINT/SIGTERM handlers. */
 void mvmoe_request_stop(void);

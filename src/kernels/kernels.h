@@ -31,6 +31,22 @@ size_t mvmoe_linear_packed_size(int N, int K);
 int mvmoe_linear_pack(float *dst, const float *w, int N, int K);
 void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, const float *w,
                                  const float *b, int M, int K, int N);
+/* ---- bf16 products (matmul_bf16.c), opt-in for the whole process (mvmoe_set_precision).
+ * mvmoe_matmul_bf16_set: 0, or -1 if this CPU has no bf16 kernel (the mode stays as it was).
+ * While on, mvmoe_linear_pack writes w rounded to bf16 (row-major [N,K]), and
+ * mvmoe_linear_forward_packed and mvmoe_linear_backward* run their products through
+ * mvmoe_linear_forward_bf16 / mvmoe_linear_backward_bf16: operands rounded to bf16 (nearest
+ * even), sums in fp32. Those return -1, having written nothing, when the mode is off or the
+ * product is too small to gain (the caller then runs fp32). The backward's din_beta: 1
+ * accumulates into din, 0 overwrites it; dw accumulates; db is the caller's. */
+int mvmoe_matmul_bf16_set(int on);
+int mvmoe_matmul_bf16(void);
+void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n);
+float mvmoe_bf16_to_float(uint16_t h);
+int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
+                              int M, int K, int N);
+int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, const float *dout,
+                               const float *in, const float *w, int M, int K, int N);
 /* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                            const float *w, int M, int K, int N);

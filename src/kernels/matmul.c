@@ -167,6 +167,9 @@ static void bias_grad(float *db, const float *dout, int M, int N) {
  * zeros (x + 0 = x) without the pass over din that zeroes it (~1 GB a step for 12x192). */
 static void linear_backward(float *din, float din_beta, float *dw, float *db, const float *dout,
                             const float *in, const float *w, int M, int K, int N) {
+    if ((din || dw) && mvmoe_linear_backward_bf16(din, din_beta, dw, dout, in, w, M, K, N) == 0) {
+        din = NULL, dw = NULL; /* done in bf16 (opt-in mode) */
+    }
     if (din) gemm_rows('N', 'N', M, K, N, dout, N, w, K, NULL, din_beta, din, K);
     if (dw) gemm_rows('T', 'N', N, K, M, dout, N, in, K, NULL, 1.0f, dw, K);
     if (db) bias_grad(db, dout, M, N);

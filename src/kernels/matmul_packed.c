@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/onednn.h"
 
 /* Rows of the primitive whose weight layout fixes the packed layout of an (N, K). */
 #define PACK_REF_ROWS 256
@@ -66,6 +67,13 @@ static size_t scratch_size[MAX_THREADS];
 static int engine_ready(void) {
     if (!engine_state) engine_state = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success ? 1 : -1;
     return engine_state > 0;
+}
+
+dnnl_engine_t mvmoe_onednn_engine(void) {
+    int ok;
+#pragma omp critical(mvmoe_packed_cache)
+    ok = engine_ready();
+    return ok ? engine : NULL;
 }
 
 /* The layout entry of (N, K), made if new. Caller holds the cache lock. */
@@ -145,9 +153,7 @@ static prim *prim_of(int M, int N, int K, int bias) {
     return r && r->ok ? r : NULL;
 }
 
-/* This thread's stream and a scratchpad of at least `bytes`, made or grown on first need
- * (only this thread touches its slot). NULL stream: unavailable. */
-static dnnl_stream_t thread_stream(size_t bytes, void **scr) {
+dnnl_stream_t mvmoe_onednn_thread_stream(size_t bytes, void **scr) {
     const int t = omp_get_thread_num();
     if (t >= MAX_THREADS) return NULL;
     if (!streams[t] && dnnl_stream_create(&streams[t], engine, dnnl_stream_default_flags) != dnnl_success) {
@@ -171,7 +177,7 @@ static void packed_rows(float *out, const float *in, const float *wp, const floa
     if (M <= 0 || N <= 0) return;
     prim *r = wp ? prim_of(M, N, K, b != NULL) : NULL;
     void *scr = NULL;
-    dnnl_stream_t st = r ? thread_stream(r->scratch, &scr) : NULL;
+    dnnl_stream_t st = r ? mvmoe_onednn_thread_stream(r->scratch, &scr) : NULL;
     if (!st) {
         mvmoe_linear_forward(out, in, w, b, M, K, N);
         return;
@@ -181,7 +187,7 @@ static void packed_rows(float *out, const float *in, const float *wp, const floa
     const int idx[5] = {0, 0, 1, 0, 0}, arg[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS,
                                                   DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
     void *h[5] = {(void *)in, (void *)wp, (void *)b, out, scr};
-    dnnl_memory_t *cache = mems[omp_get_thread_num()][r - prims]; /* thread_stream checked t */
+    dnnl_memory_t *cache = mems[omp_get_thread_num()][r - prims]; /* the stream call checked t */
     dnnl_exec_arg_t args[5];
     int n = 0, ok = 1, fresh = -1; /* fresh: the index in args of a per-call object, if any */
     for (int i = 0; i < 5 && ok; i++) {
@@ -208,6 +214,8 @@ static void packed_rows(float *out, const float *in, const float *wp, const floa
 }
 
 size_t mvmoe_linear_packed_size(int N, int K) {
+    if (mvmoe_matmul_bf16()) /* the bf16 copy, row-major */
+        return ((size_t)N * K * sizeof(uint16_t) + sizeof(float) - 1) / sizeof(float);
     size_t bytes = 0;
 #pragma omp critical(mvmoe_packed_cache)
     {
@@ -218,6 +226,10 @@ size_t mvmoe_linear_packed_size(int N, int K) {
 }
 
 int mvmoe_linear_pack(float *dst, const float *w, int N, int K) {
+    if (mvmoe_matmul_bf16()) {
+        mvmoe_bf16_round((uint16_t *)dst, w, (size_t)N * K);
+        return 0;
+    }
     layout *L = NULL;
 #pragma omp critical(mvmoe_packed_cache)
     L = layout_of(N, K);
@@ -239,6 +251,11 @@ int mvmoe_linear_pack(float *dst, const float *w, int N, int K) {
 
 void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, const float *w,
                                  const float *b, int M, int K, int N) {
+    if (wp && mvmoe_matmul_bf16()) { /* wp holds bf16 weights: the bf16 product, else plain fp32 */
+        if (mvmoe_linear_forward_bf16(out, in, (const uint16_t *)wp, b, M, K, N))
+            mvmoe_linear_forward(out, in, w, b, M, K, N);
+        return;
+    }
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (nt > M) nt = M;
     if ((double)M * N * K < SPLIT_MIN_MACS || nt < 1) nt = 1;

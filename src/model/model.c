@@ -151,6 +151,11 @@ size_t mvmoe_model_packed_floats(const mvmoe_config *c) {
 
 mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
     mvmoe_packed *k = &m->packed;
+    if (k->mem && k->bf16 != mvmoe_matmul_bf16()) { /* the precision changed: other copies */
+        free(k->mem);
+        memset(k, 0, sizeof *k);
+        k->version = -1;
+    }
     if (k->mem && k->version == m->params_version) return MVMOE_OK;
     const mvmoe_config *c = &m->cfg;
     const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch, L = c->depth,
@@ -184,6 +189,7 @@ mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
         return MVMOE_OK;
     }
     k->version = m->params_version;
+    k->bf16 = mvmoe_matmul_bf16();
     return MVMOE_OK;
 }
 

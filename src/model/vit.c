@@ -130,7 +130,7 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
  * (the products then take the plain weights: same values to float rounding). */
 static const mvmoe_packed *packed_for(const mvmoe_model *m) {
     const mvmoe_packed *k = &m->packed;
-    return k->mem && k->version == m->params_version ? k : NULL;
+    return k->mem && k->version == m->params_version && k->bf16 == mvmoe_matmul_bf16() ? k : NULL;
 }
 
 /* The weights of block l's experts (consecutive layout slots). */

@@ -103,6 +103,23 @@ assert d["config"]["routing"] == "image-superclass" and d["config"]["experts"] =
 assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("train_images_per_s", "loss_last", "infer_images_per_s", "bytes_train_acts"))
 ' "$TMP/moe.json"; then ok; else fail "bench on an MoE preset"; sed 's/^/    | /' "$TMP/err" | head -5; fi
 
+# ---- bf16 products (--precision bf16): JSON says so, values sane; refused where the CPU has no bf16
+if grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
+  if "$BIN" "${TINY[@]}" --threads 1,2 --precision bf16 --json >"$TMP/bf.json" 2>"$TMP/err" \
+     && /usr/bin/python3 -c '
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+assert d["precision"] == "bf16", d.get("precision")
+for r in d["runs"]:
+    assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("train_images_per_s", "loss_last", "infer_images_per_s", "latency_ms_median"))
+' "$TMP/bf.json"; then ok; else fail "bench --precision bf16"; sed 's/^/    | /' "$TMP/err" | head -5; fi
+  /usr/bin/python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["precision"] != "fp32")' "$TMP/out.json" \
+    && ok || fail "bench JSON of a default run says precision fp32"
+else
+  "$BIN" "${TINY[@]}" --precision bf16 >/dev/null 2>"$TMP/err"; rc=$?
+  [ $rc -eq 1 ] && grep -q "bf16 products need" "$TMP/err" && ok || fail "bench --precision bf16 without bf16: rc $rc"
+fi
+
 # ---- text output and the peak tool
 if "$BIN" "${TINY[@]}" --threads 1 --peak-gflops 100 >"$TMP/text" 2>/dev/null \
    && grep -q "peak 100.0 GFLOP/s, given" "$TMP/text" && grep -q "images/s" "$TMP/text"; then ok

@@ -23,6 +23,16 @@ acc=$(grep -o 'test: top-1 [0-9.]*' "$T/train.log" | awk '{print $3}')
 echo "test top-1 after 5 epochs: ${acc:-none} %"
 awk -v a="${acc:-0}" 'BEGIN{exit !(a >= 70.0)}' && ok "test top-1 ${acc} % >= 70 %" || bad "test top-1 ${acc:-none} % < 70 %"
 
+# 1b. bf16 products (--precision bf16, where the CPU has them): the same training reaches the same bar
+if grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
+  "$MV" train "${COMMON[@]}" "${MODEL[@]}" --epochs 5 --precision bf16 --out "$T/bf.safetensors" > "$T/bf.log" 2>&1 \
+    && grep -q "precision: bf16 products" "$T/bf.log" && ok "train --precision bf16 exits 0 and says so" \
+    || { bad "train --precision bf16 failed"; tail -20 "$T/bf.log"; }
+  acc16=$(grep -o 'test: top-1 [0-9.]*' "$T/bf.log" | awk '{print $3}')
+  echo "test top-1 after 5 epochs, bf16 products: ${acc16:-none} % (fp32: ${acc:-none} %)"
+  awk -v a="${acc16:-0}" 'BEGIN{exit !(a >= 70.0)}' && ok "bf16 test top-1 ${acc16} % >= 70 %" || bad "bf16 test top-1 ${acc16:-none} % < 70 %"
+fi
+
 # 2. eval's scripted form: logits file of N x classes float32 whose argmax gives eval's top-1
 "$MV" eval --model "$T/m.safetensors" --data "$DATA" --split test --logits "$T/l.f32" --json > "$T/e.json" 2> "$T/e.err" \
   && ok "eval --json --logits exits 0" || { bad "eval failed"; cat "$T/e.err"; }

@@ -1,0 +1,18 @@
+/* --precision fp32|bf16: the precision of the layers' products (mvmoe_set_precision), shared
+ * by the commands that run a model (train, eval, predict, bench). */
+#ifndef MVMOE_CLI_PRECISION_H
+#define MVMOE_CLI_PRECISION_H
+
+#include "args.h"
+
+#define MVMOE_CLI_PRECISION_HELP                                                               \
+    "  --precision P       fp32 (default) or bf16: the layers' products with bfloat16 operands\n" \
+    "                      and fp32 sums, on AMX / AVX-512 BF16 (faster; results are no longer\n" \
+    "                      fp32's: docs/PERFORMANCE.md, \"bf16 products\")\n"
+
+/* If the current flag is --precision: reads it and applies it to the process, sets *rc (0,
+ * MVMOE_EXIT_USAGE for an unknown name, MVMOE_EXIT_FAIL if this CPU has no bf16 kernel) and
+ * returns 1. Otherwise returns 0. */
+int mvmoe_cli_precision_flag(mvmoe_args *a, const char *cmd, int *rc);
+
+#endif

@@ -1,0 +1,272 @@
+/* Opt-in bf16 products: the layers' linear products with both operands rounded to bfloat16
+ * (round to nearest even) and the sums kept in fp32, on oneDNN's AMX / AVX-512 BF16 matmul
+ * kernels. Switched on for the whole process by mvmoe_set_precision(MVMOE_PRECISION_BF16)
+ * (`--precision bf16`); off by default.
+ *
+ * Why: on this machine's cores (AMX-BF16), one thread, M = 4160 rows (12x192 at batch 128,
+ * one thread's rows): fc1 4160x192x768 runs at 127-146 GFLOP/s in fp32 (oneDNN's AVX-512
+ * brgemm) and at 634 in bf16; fc2 (K = 768) 769; the weight gradient (a reduction over the
+ * 4160 rows, A transposed) 700-740 (docs/PERFORMANCE.md, "bf16 products"). The products are
+ * 75 % of a 12x192 training step in fp32.
+ *
+ * What changes: an operand keeps 8 significant bits, so results are not fp32's and parity
+ * with PyTorch (fp32) no longer holds to float tolerance. That is why the mode is opt-in,
+ * never the default, and why its accuracy on real data is measured (docs/PERFORMANCE.md).
+ *
+ * Which products: the forward products that take packed weights (mvmoe_linear_forward_packed:
+ * patch embedding, qkv, proj, fc1, fc2, experts; the packed copy is then the bf16 weights),
+ * and the input- and weight-gradient products of mvmoe_linear_backward*. Attention's
+ * products, the last block's class-row forwards and the head's forward stay fp32, as do bias
+ * gradients and everything that is not a product. Products below BF16_MIN_MACS stay fp32: the
+ * rounding passes would cost more than they save.
+ *
+ * Layouts: every operand is used in its row-major form, no transposes: the forward reads w[N,K]
+ * as [K,N] (oneDNN tag ba), the input gradient reads it as [N,K] (ab), and the weight
+ * gradient dw[N,K] = doutᵀ·in reads dout[M,N] as [N,M] through strides {1, N}. The rounded
+ * copies live in buffers made on first use and grown, never freed (like oneDNN's scratchpads):
+ * per thread for the forward's input rows, shared for the backward's operands. */
+#include <dnnl.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "kernels/onednn.h"
+#include "core/status.h"
+#include "mvmoe.h"
+
+#define MAX_PRIMS 256
+#define MAX_THREADS 64
+/* Below this many multiply-adds a product stays fp32 (rounding its operands costs a pass). */
+#define BF16_MIN_MACS (64 * 64 * 64)
+/* The rows of dw are cut into this many fixed parts, one product each, shared by the threads:
+ * oneDNN's sums over the M rows depend on the part's shape (measured: the halves of 2 threads
+ * gave other bits than 1 thread's whole), so the parts may not follow the thread count. Two
+ * suit this 2-core machine; 4 or 6 parts ran 5-30 % slower (12x192's shapes, M = 8320). */
+#define DW_PARTS 2
+
+enum { FWD, DIN, DW };
+
+typedef struct bprim {
+    int kind, M, N, K, ld, flag, ok; /* dst[M,N] = src[M,K]·wei[K,N]; ld: src's row stride (DW) */
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t p;
+    size_t scratch;
+} bprim;
+
+static int bf16_on;
+static bprim prims[MAX_PRIMS];
+static int n_prims;
+/* per-thread rounded input rows (forward) */
+static uint16_t *thread_buf[MAX_THREADS];
+static size_t thread_buf_n[MAX_THREADS];
+/* the backward's rounded operands: dout [M,N], in [M,K], w [N,K] */
+static uint16_t *bwd_buf;
+static size_t bwd_buf_n;
+
+/* float -> bfloat16, round to nearest even; NaNs stay NaNs (quieted). */
+static inline uint16_t round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = round_bf16(src[i]);
+}
+
+float mvmoe_bf16_to_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* The primitive of (kind, M, N, K, ld, flag), made if new; NULL if oneDNN has only its
+ * reference code for it. FWD: flag = with bias. DIN, DW: flag = accumulate into dst. */
+static bprim *prim_of(int kind, int M, int N, int K, int ld, int flag) {
+    bprim *r = NULL;
+    dnnl_engine_t eng = mvmoe_onednn_engine();
+    if (!eng) return NULL;
+#pragma omp critical(mvmoe_bf16_cache)
+    {
+        for (int i = 0; i < n_prims && !r; i++)
+            if (prims[i].kind == kind && prims[i].M == M && prims[i].N == N && prims[i].K == K &&
+                prims[i].ld == ld && prims[i].flag == flag)
+                r = &prims[i];
+        if (!r && n_prims < MAX_PRIMS) {
+            r = &prims[n_prims++];
+            memset(r, 0, sizeof *r);
+            r->kind = kind, r->M = M, r->N = N, r->K = K, r->ld = ld, r->flag = flag;
+            dnnl_dims_t sd = {M, K}, wd = {K, N}, dd = {M, N}, bd = {1, N};
+            dnnl_dims_t sstr = {ld, 1};
+            if (kind == DW) sstr[0] = 1, sstr[1] = ld; /* src[i,j] = dout[j·ld + i] */
+            dnnl_memory_desc_t smd, wmd, dmd, bmd;
+            dnnl_matmul_desc_t mm;
+            dnnl_primitive_attr_t attr = NULL;
+            dnnl_post_ops_t po = NULL;
+            const char *impl = "";
+            int ok = dnnl_memory_desc_init_by_strides(&smd, 2, sd, dnnl_bf16, sstr) == dnnl_success &&
+                     dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dnnl_bf16, kind == FWD ? dnnl_ba : dnnl_ab) == dnnl_success &&
+                     dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+                     dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success &&
+                     dnnl_matmul_desc_init(&mm, &smd, &wmd, kind == FWD && flag ? &bmd : NULL, &dmd) == dnnl_success &&
+                     dnnl_primitive_attr_create(&attr) == dnnl_success &&
+                     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
+            if (ok && kind != FWD && flag)
+                ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+                     dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+            ok = ok && dnnl_primitive_desc_create(&r->pd, &mm, attr, eng, NULL) == dnnl_success &&
+                 dnnl_primitive_desc_query(r->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+                 !strstr(impl, "ref") && dnnl_primitive_create(&r->p, r->pd) == dnnl_success;
+            if (ok) {
+                const dnnl_memory_desc_t *s = dnnl_primitive_desc_query_md(r->pd, dnnl_query_scratchpad_md, 0);
+                r->scratch = s ? dnnl_memory_desc_get_size(s) : 0;
+            }
+            r->ok = ok;
+            if (po) dnnl_post_ops_destroy(po);
+            if (attr) dnnl_primitive_attr_destroy(attr);
+        }
+    }
+    return r && r->ok ? r : NULL;
+}
+
+/* Runs r on this thread: src, weights (bf16), bias (may be NULL), dst (f32). 0 or -1. */
+static int run(bprim *r, const void *src, const void *wei, const float *bias, float *dst) {
+    void *scr = NULL;
+    dnnl_stream_t st = mvmoe_onednn_thread_stream(r->scratch, &scr);
+    if (!st) return -1;
+    const dnnl_query_t q[5] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_weights_md,
+                               dnnl_query_dst_md, dnnl_query_scratchpad_md};
+    const int idx[5] = {0, 0, 1, 0, 0}, arg[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS,
+                                                  DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
+    void *h[5] = {(void *)src, (void *)wei, (void *)bias, dst, scr};
+    dnnl_exec_arg_t args[5];
+    int n = 0, ok = 1;
+    for (int i = 0; i < 5 && ok; i++) {
+        if ((i == 2 && !bias) || (i == 4 && !r->scratch)) continue;
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(r->pd, q[i], idx[i]);
+        ok = md && dnnl_memory_create(&args[n].memory, md, mvmoe_onednn_engine(), h[i]) == dnnl_success;
+        if (ok) args[n++].arg = arg[i];
+    }
+    if (ok) ok = dnnl_primitive_execute(r->p, st, n, args) == dnnl_success;
+    for (int i = 0; i < n; i++) dnnl_memory_destroy(args[i].memory);
+    if (!ok) {
+        fprintf(stderr, "mvmoe: internal error: oneDNN bf16 matmul (M=%d N=%d K=%d) failed (%s:%d); "
+                "please report this\n", r->M, r->N, r->K, __FILE__, __LINE__);
+        abort();
+    }
+    return 0;
+}
+
+/* The calling thread's buffer of at least n bf16 values, NULL if it cannot be had. */
+static uint16_t *thread_buffer(size_t n) {
+    const int t = omp_get_thread_num();
+    if (t >= MAX_THREADS) return NULL;
+    if (thread_buf_n[t] < n) {
+        free(thread_buf[t]);
+        thread_buf[t] = aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64);
+        thread_buf_n[t] = thread_buf[t] ? n : 0;
+    }
+    return thread_buf[t];
+}
+
+int mvmoe_matmul_bf16(void) { return bf16_on; }
+
+int mvmoe_matmul_bf16_set(int on) {
+    if (on && !prim_of(FWD, 256, 256, 256, 256, 1)) return -1; /* no bf16 kernel on this CPU */
+    bf16_on = on != 0;
+    return 0;
+}
+
+/* M rows on this thread: round them, one product. */
+static int forward_rows(float *out, const float *in, const uint16_t *wb, const float *b, int M,
+                        int K, int N) {
+    if (M <= 0) return 0;
+    bprim *r = prim_of(FWD, M, N, K, K, b != NULL);
+    uint16_t *x = r ? thread_buffer((size_t)M * K) : NULL;
+    if (!x) return -1;
+    mvmoe_bf16_round(x, in, (size_t)M * K);
+    return run(r, x, wb, b, out);
+}
+
+int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
+                              int M, int K, int N) {
+    if (!bf16_on || (double)M * N * K < BF16_MIN_MACS) return -1;
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (nt > M) nt = M;
+    if (nt <= 1) return forward_rows(out, in, wb, b, M, K, N);
+    int bad = 0;
+#pragma omp parallel num_threads(nt) reduction(| : bad)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int m0 = (int)((long long)M * t / n), m1 = (int)((long long)M * (t + 1) / n);
+        bad |= forward_rows(out + (size_t)m0 * N, in + (size_t)m0 * K, wb, b, m1 - m0, K, N) != 0;
+    }
+    /* a thread that could not (no buffer) leaves its rows to the fp32 path: redo them all */
+    return bad ? -1 : 0;
+}
+
+int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, const float *dout,
+                               const float *in, const float *w, int M, int K, int N) {
+    if (!bf16_on || omp_in_parallel() || (double)M * N * K < BF16_MIN_MACS) return -1;
+    const size_t need = (size_t)M * N + (size_t)M * K + (size_t)N * K;
+    if (bwd_buf_n < need) {
+        free(bwd_buf);
+        bwd_buf = aligned_alloc(64, (need * sizeof(uint16_t) + 63) / 64 * 64);
+        bwd_buf_n = bwd_buf ? need : 0;
+        if (!bwd_buf) return -1;
+    }
+    uint16_t *gb = bwd_buf, *xb = gb + (size_t)M * N, *wb = xb + (size_t)M * K;
+#pragma omp parallel
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int m0 = (int)((long long)M * t / n), m1 = (int)((long long)M * (t + 1) / n);
+        const int n0 = (int)((long long)N * t / n), n1 = (int)((long long)N * (t + 1) / n);
+        mvmoe_bf16_round(gb + (size_t)m0 * N, dout + (size_t)m0 * N, (size_t)(m1 - m0) * N);
+        if (dw) mvmoe_bf16_round(xb + (size_t)m0 * K, in + (size_t)m0 * K, (size_t)(m1 - m0) * K);
+        if (din) mvmoe_bf16_round(wb + (size_t)n0 * K, w + (size_t)n0 * K, (size_t)(n1 - n0) * K);
+#pragma omp barrier
+        /* din[m0:m1] (+)= dout[m0:m1]·w ; dw[c0:c0+cn] += dout[:, c0:c0+cn]ᵀ·in. A part oneDNN has
+         * no bf16 kernel for (never seen) runs in fp32 instead. */
+        if (din && m1 > m0) {
+            bprim *r = prim_of(DIN, m1 - m0, K, N, N, din_beta != 0.0f);
+            if (!r || run(r, gb + (size_t)m0 * N, wb, NULL, din + (size_t)m0 * K))
+                mvmoe_gemm_serial('N', 'N', m1 - m0, K, N, 1.0f, dout + (size_t)m0 * N, N, w, K, din_beta,
+                                  din + (size_t)m0 * K, K);
+        }
+        if (dw) {
+            /* DW_PARTS fixed parts of dw's rows, whatever the thread count */
+#pragma omp for schedule(static)
+            for (int c = 0; c < DW_PARTS; c++) {
+                const int c0 = (int)((long long)N * c / DW_PARTS), cn = (int)((long long)N * (c + 1) / DW_PARTS) - c0;
+                if (cn <= 0) continue;
+                bprim *r = prim_of(DW, cn, K, M, N, 1);
+                if (!r || run(r, gb + c0, xb, NULL, dw + (size_t)c0 * K))
+                    mvmoe_gemm_serial('T', 'N', cn, K, M, 1.0f, dout + c0, N, in, K, 1.0f, dw + (size_t)c0 * K, K);
+            }
+        }
+    }
+    return 0;
+}
+
+mvmoe_status mvmoe_set_precision(mvmoe_precision p) {
+    if (p != MVMOE_PRECISION_FP32 && p != MVMOE_PRECISION_BF16)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "unknown precision %d (fp32 or bf16)", (int)p);
+    if (mvmoe_matmul_bf16_set(p == MVMOE_PRECISION_BF16))
+        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED,
+                   "bf16 products need a CPU with AVX-512 BF16 or AMX-BF16, for which oneDNN (%s) "
+                   "has kernels; this one has none: use fp32 (the default)",
+                   mvmoe_gemm_library());
+    return MVMOE_OK;
+}
+
+mvmoe_precision mvmoe_get_precision(void) {
+    return mvmoe_matmul_bf16() ? MVMOE_PRECISION_BF16 : MVMOE_PRECISION_FP32;
+}
+
+const char *mvmoe_precision_name(mvmoe_precision p) { return p == MVMOE_PRECISION_BF16 ? "bf16" : "fp32"; }
