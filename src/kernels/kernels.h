@@ -41,7 +41,10 @@ void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, c
  * accumulates into din, 0 overwrites it; dw accumulates; db is the caller's. */
 int mvmoe_matmul_bf16_set(int on);
 int mvmoe_matmul_bf16(void);
+/* float -> bf16: nearest even, denormal inputs to signed zero, NaNs quieted (the rules of
+ * AVX-512 BF16's conversion, which the fast path uses; _ref is the plain loop) */
 void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n);
+void mvmoe_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
 float mvmoe_bf16_to_float(uint16_t h);
 int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
                               int M, int K, int N);

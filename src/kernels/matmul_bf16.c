@@ -34,6 +34,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/onednn.h"
+#include "kernels/simd512.h"
 #include "core/status.h"
 #include "mvmoe.h"
 
@@ -46,6 +47,9 @@
  * gave other bits than 1 thread's whole), so the parts may not follow the thread count. Two
  * suit this 2-core machine; 4 or 6 parts ran 5-30 % slower (12x192's shapes, M = 8320). */
 #define DW_PARTS 2
+#ifndef FWD_ROWS
+#define FWD_ROWS 512
+#endif
 
 enum { FWD, DIN, DW };
 
@@ -66,17 +70,35 @@ static size_t thread_buf_n[MAX_THREADS];
 static uint16_t *bwd_buf;
 static size_t bwd_buf_n;
 
-/* float -> bfloat16, round to nearest even; NaNs stay NaNs (quieted). */
+/* float -> bfloat16 as AVX-512 BF16's VCVTNEPS2BF16 does it, so that both paths give the same
+ * bits: round to nearest even; denormal inputs become signed zeros (the instruction ignores
+ * MXCSR and treats them as zero); NaNs stay NaNs, quieted. */
 static inline uint16_t round_bf16(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    if (!(u & 0x7f800000u)) return (uint16_t)((u >> 16) & 0x8000u);
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
 
-void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n) {
+void mvmoe_bf16_round_ref(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = round_bf16(src[i]);
+}
+
+/* The instruction, 32 at a time: 2x the plain loop's speed on 3.2 M floats (0.64 against
+ * 1.34 ms), and rounding is ~15 % of a bf16 training step. */
+AVX512BF16 static void round_avx512(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) bf16_round32(dst + i, src + i);
+    for (; i < n; i++) dst[i] = round_bf16(src[i]);
+}
+
+void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n) {
+    static int have = -1; /* racing first calls store the same value */
+    if (have < 0) have = __builtin_cpu_supports("avx512bf16") && mvmoe_isa_width() == 512;
+    if (have) round_avx512(dst, src, n);
+    else mvmoe_bf16_round_ref(dst, src, n);
 }
 
 float mvmoe_bf16_to_float(uint16_t h) {
@@ -187,11 +209,16 @@ int mvmoe_matmul_bf16_set(int on) {
 static int forward_rows(float *out, const float *in, const uint16_t *wb, const float *b, int M,
                         int K, int N) {
     if (M <= 0) return 0;
-    bprim *r = prim_of(FWD, M, N, K, K, b != NULL);
-    uint16_t *x = r ? thread_buffer((size_t)M * K) : NULL;
+    uint16_t *x = thread_buffer((size_t)(M < FWD_ROWS ? M : FWD_ROWS) * K);
     if (!x) return -1;
-    mvmoe_bf16_round(x, in, (size_t)M * K);
-    return run(r, x, wb, b, out);
+    for (int m0 = 0; m0 < M; m0 += FWD_ROWS) {
+        const int mc = M - m0 < FWD_ROWS ? M - m0 : FWD_ROWS;
+        bprim *r = prim_of(FWD, mc, N, K, K, b != NULL);
+        if (!r) return -1;
+        mvmoe_bf16_round(x, in + (size_t)m0 * K, (size_t)mc * K);
+        if (run(r, x, wb, b, out + (size_t)m0 * N)) return -1;
+    }
+    return 0;
 }
 
 int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,

@@ -6,6 +6,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <stdint.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512dq")))
 
@@ -29,6 +30,16 @@ AVX512 static inline __m512 exp16(__m512 x) {
      * normal float and scalef rounds exactly as exp8's multiplication by the 2^n it builds in
      * the exponent bits: the same bits, 3 instructions fewer */
     return _mm512_scalef_ps(p, n);
+}
+
+/* AVX-512 BF16 (matmul_bf16.c, when __builtin_cpu_supports("avx512bf16")) */
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+/* 32 floats -> 32 bf16 (nearest even; denormal inputs flush to signed zero, NaNs are quieted:
+ * the instruction's rules, which mvmoe_bf16_round_ref follows) */
+AVX512BF16 static inline void bf16_round32(uint16_t *dst, const float *src) {
+    __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+    _mm512_storeu_si512((void *)dst, (__m512i)v);
 }
 
 #endif

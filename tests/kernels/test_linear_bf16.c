@@ -45,7 +45,29 @@ static void test_rounding(void) {
     const float nan = from_bits(0x7f800001u); /* a NaN whose payload sits in the low bits */
     CHECK(isnan(bf(nan)), "a NaN stays a NaN (%g)", (double)bf(nan));
     CHECK(bits16(0.0f) == 0 && bits16(-0.0f) == 0x8000, "signed zeros");
-    CHECK(bf(from_bits(0x00000001u)) == 0.0f, "the smallest denormal rounds to 0");
+    /* denormal inputs flush to signed zero, as AVX-512 BF16's conversion does */
+    CHECK(bits16(from_bits(0x00000001u)) == 0, "the smallest denormal -> +0");
+    CHECK(bits16(from_bits(0x007fffffu)) == 0, "the largest denormal -> +0 (not rounded up to a normal)");
+    CHECK(bits16(from_bits(0x807fffffu)) == 0x8000, "a negative denormal -> -0");
+    CHECK(bits16(from_bits(0x00800000u)) == 0x0080, "the smallest normal stays");
+    /* the fast path (the instruction, where the CPU has it) gives the plain loop's bits: random
+     * values over a wide exponent range, every special value above, odd lengths for the tail */
+    const uint32_t special[] = {0x7f800001u, 0xff800001u, 0x7fc00000u, 0x00000001u, 0x807fffffu, 0x007fffffu,
+                                0x00800000u, 0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0x7f800000u, 0x80000000u};
+    const size_t n = 100003;
+    float *x = kc_alloc(n);
+    uint16_t *a = malloc(n * sizeof *a), *r = malloc(n * sizeof *r);
+    if (!a || !r) exit(2);
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 70, 0);
+    for (size_t i = 0; i < n; i++) x[i] = ldexpf(mvmoe_rng_normal(&rng), (int)(mvmoe_rng_uniform(&rng) * 300) - 150);
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++) memcpy(&x[i * 997], &special[i], 4);
+    mvmoe_bf16_round(a, x, n);
+    mvmoe_bf16_round_ref(r, x, n);
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += a[i] != r[i];
+    CHECK(diff == 0, "fast and plain rounding differ in %zu of %zu values", diff, n);
+    free(x), free(a), free(r);
 }
 
 /* max over elements of |got - want| / (K·2⁻²⁴·Σ|terms| + tiny): must be <= 1 */
