@@ -3,26 +3,29 @@
 # TorchScript-frozen for inference) vs ONNX Runtime (npm onnxruntime-node, on the model
 # exported from PyTorch), all on the same safetensors weights, at the same thread counts.
 #
-#   bash bench/compare.sh [--quick] [--out DIR] [--threads "1 2"] [MODEL...]
+#   bash bench/compare.sh [--quick] [--bf16] [--out DIR] [--threads "1 2"] [MODEL...]
 #
 # MODEL: presets (default: vit-12x64 vit-12x192 vit-tiny16-224). For each: `mvmoe bench`
 # writes a random-init checkpoint and check logits and measures itself; torch_bench.py
 # loads the checkpoint (tests/parity/vit_torch.py), checks its logits against ours, times it
 # and exports ONNX (opset 17); ort_bench.js times that. bench/report.py prints absolute
 # numbers and ratios and writes DIR/summary.{json,md}. --quick: tiny step counts (checks the
-# pipeline; the numbers mean nothing). Run it on a quiet machine: every number is wall-clock.
+# pipeline; the numbers mean nothing). --bf16: also mvmoe with --precision bf16 (training and
+# inference) against PyTorch training under bf16 autocast, on the same weights (a table of
+# its own: results are not fp32's). Run it on a quiet machine: every number is wall-clock.
 # Needs: make bench; ONNX Runtime: (cd bench && npm install --ignore-scripts) — without it
 # the ONNX Runtime column is skipped, with a message.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
-OUT="" QUICK=0 THREADS="1 2" MODELS=()
+OUT="" QUICK=0 BF16=0 THREADS="1 2" MODELS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
+    --bf16) BF16=1 ;;
     --out) OUT=$2; shift ;;
     --threads) THREADS=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "compare.sh: unknown flag '$1' (see --help)" >&2; exit 2 ;;
     *) MODELS+=("$1") ;;
   esac
@@ -76,6 +79,18 @@ for m in "${MODELS[@]}"; do
       --batch "$B" --warmup "$W" --steps "$S" --infer-batch "$IB" --infer-reps "$IR" \
       --latency-reps "$LR" --json-out "$OUT/$m.torch.t$t.json"
   done
+  if [ "$BF16" = 1 ]; then
+    echo "== $m: mvmoe --precision bf16 (threads $THREADS_CSV)" >&2
+    "$BUILD/mvmoe" bench --model "$ck" --precision bf16 --json \
+      --threads "$THREADS_CSV" --peak-gflops "$PEAKS" --batch "$B" --warmup "$W" --steps "$S" \
+      --infer-batch "$IB" --infer-reps "$IR" --latency-reps "$LR" >"$OUT/$m.mvmoe-bf16.json"
+    for t in $THREADS; do
+      echo "== $m: PyTorch bf16 autocast training, $t thread(s)" >&2
+      OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t MKL_NUM_THREADS=$t \
+        $PY "$ROOT/bench/torch_bench.py" --ckpt "$ck" --threads "$t" --bf16 --no-infer \
+        --batch "$B" --warmup "$W" --steps "$S" --json-out "$OUT/$m.torch-bf16.t$t.json"
+    done
+  fi
   if [ "$ORT" = 1 ]; then
     echo "== $m: ONNX Runtime (threads $THREADS_CSV)" >&2
     node "$ROOT/bench/ort_bench.js" --model "$OUT/$m.onnx" --check "$chk" --threads "$THREADS_CSV" \

@@ -5,7 +5,8 @@ ratios; prints it and writes DIR/summary.json and DIR/summary.md.
     bench/report.py DIR MODEL...
 
 Reads, per MODEL: DIR/MODEL.mvmoe.json (`mvmoe bench --json`), DIR/MODEL.torch.tN.json
-(torch_bench.py, one per thread count N) and, if present, DIR/MODEL.ort.json (ort_bench.js).
+(torch_bench.py, one per thread count N) and, if present, DIR/MODEL.ort.json (ort_bench.js)
+and the bf16 pair DIR/MODEL.mvmoe-bf16.json, DIR/MODEL.torch-bf16.tN.json (compare.sh --bf16).
 Every ratio is "mvmoe's advantage": > 1 means mvmoe is faster (their time / our time, or our
 images/s / their images/s), measured in this one run.
 """
@@ -78,6 +79,22 @@ def model_summary(d, name):
         rows.append({"measure": f"inference batch {ours['options']['infer_batch']}, images/s",
                      "threads": t, "mvmoe": o, "torch_eager": te, "torchscript": ts, "ort": on,
                      "vs_torch_eager": ratio(o, te), "vs_torchscript": ratio(o, ts), "vs_ort": ratio(o, on)})
+    bf16 = []  # mvmoe --precision bf16 vs PyTorch bf16 autocast (compare.sh --bf16)
+    bf_path = os.path.join(d, f"{name}.mvmoe-bf16.json")
+    if os.path.exists(bf_path):
+        bf_t = {int(r["threads"]): r for r in load(bf_path)["runs"]}
+        tb = {}
+        for p in glob.glob(os.path.join(d, f"{name}.torch-bf16.t*.json")):
+            r = load(p)
+            tb[int(r["threads"])] = r
+        for t in sorted(bf_t):
+            o, te = bf_t[t]["train_images_per_s"], get(tb, t, "train", "train_images_per_s")
+            bf16.append({"threads": t, "train": o, "torch_bf16_train": te, "vs_torch_bf16": ratio(o, te),
+                         "vs_own_fp32": ratio(o, ours_t[t]["train_images_per_s"]) if t in ours_t else None,
+                         "latency_ms": bf_t[t]["latency_ms_median"],
+                         "infer_images_per_s": bf_t[t]["infer_images_per_s"],
+                         "ort_latency_ms": get(ort, t, "latency_ms_median"),
+                         "ort_infer_images_per_s": get(ort, t, "infer_images_per_s")})
     best_ours = min(r["latency_ms_median"] for r in ours["runs"])
     best_ort = min((r["latency_ms_median"] for r in ort.values()), default=None)
     return {
@@ -98,6 +115,7 @@ def model_summary(d, name):
             "ort": max((r.get("check_max_abs_diff", 0) for r in ort.values()), default=None),
             "max_abs_logit": next((r.get("check_max_abs_logit") for r in torch.values()), None)},
         "ort_available": bool(ort),
+        "bf16": bf16,
     }
 
 
@@ -130,6 +148,19 @@ def markdown(summaries):
                 f"- same function: max |logits - mvmoe's| torch {sci(chk['torch'])}, ORT "
                 f"{sci(chk['ort']) if s['ort_available'] else '- (not run)'}"
                 f" (max |logit| {sci(chk['max_abs_logit'])})", ""]
+        if s["bf16"]:
+            out += ["bf16 products (`--precision bf16`; results are not fp32's) against PyTorch training "
+                    "under bf16 autocast; inference against fp32 ORT:", "",
+                    "| thr | train img/s | PyTorch bf16 | x PyTorch bf16 | x own fp32 | latency ms | ORT ms "
+                    "| x ORT | batch img/s | ORT img/s | x ORT |", "|" + "---|" * 11]
+            for r in s["bf16"]:
+                out.append("| " + " | ".join([
+                    str(r["threads"]), fmt(r["train"]), fmt(r["torch_bf16_train"]), fmt(r["vs_torch_bf16"], 2),
+                    fmt(r["vs_own_fp32"], 2), fmt(r["latency_ms"], 3), fmt(r["ort_latency_ms"], 3),
+                    fmt(ratio(r["ort_latency_ms"], r["latency_ms"]), 2), fmt(r["infer_images_per_s"]),
+                    fmt(r["ort_infer_images_per_s"]),
+                    fmt(ratio(r["infer_images_per_s"], r["ort_infer_images_per_s"]), 2)]) + " |")
+            out.append("")
     return "\n".join(out)
 
 

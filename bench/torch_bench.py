@@ -13,6 +13,8 @@ Measures, on the model from tests/parity/vit_torch.py loaded from CKPT in float3
              p90) and batch throughput;
   check      max |logits - ours| on the images of `mvmoe bench --check-out`;
   export     optionally the uint8-input model as ONNX (opset 17, dynamic batch) for ort_bench.js.
+--bf16 trains under torch.autocast("cpu", torch.bfloat16) (oneDNN's bf16 kernels), the
+counterpart of `mvmoe bench --precision bf16`.
 """
 import argparse
 import json
@@ -64,7 +66,8 @@ def bench_train(model, cfg, args):
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -130,6 +133,10 @@ def main():
     p.add_argument("--latency-reps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="inference only")
+    p.add_argument("--no-infer", action="store_true", help="training only")
+    p.add_argument("--bf16", action="store_true",
+                   help="training under torch.autocast(cpu, bfloat16): PyTorch's counterpart of "
+                        "`mvmoe bench --precision bf16` (training only)")
     p.add_argument("--onnx-out", help="also export the uint8-input model as ONNX here")
     p.add_argument("--json-out", help="write the results here (else stdout)")
     args = p.parse_args()
@@ -147,7 +154,7 @@ def main():
     wrapper = Uint8Model(model, cfg).eval()
     res = {"framework": "pytorch", "torch_version": torch.__version__, "threads": args.threads,
            "checkpoint": args.ckpt, "options": {k: getattr(args, k) for k in (
-               "batch", "warmup", "steps", "infer_batch", "infer_reps", "latency_reps", "seed")}}
+               "batch", "warmup", "steps", "infer_batch", "infer_reps", "latency_reps", "seed", "bf16")}}
     gen = torch.Generator().manual_seed(args.seed + 1)
     c, s = cfg["in_chans"], cfg["img_size"]
     images = torch.randint(0, 256, (args.infer_batch, c, s, s), generator=gen, dtype=torch.uint8)
@@ -166,10 +173,11 @@ def main():
         res["onnx"] = args.onnx_out
 
     # inference first, on the checkpoint's weights (training changes them)
-    res["eager"] = bench_infer(lambda x: wrapper(x), images, args)
-    fz, how = frozen(wrapper, images[:1])
-    res["torchscript_how"] = how
-    res["torchscript"] = bench_infer(lambda x: fz(x), images, args)
+    if not args.no_infer:
+        res["eager"] = bench_infer(lambda x: wrapper(x), images, args)
+        fz, how = frozen(wrapper, images[:1])
+        res["torchscript_how"] = how
+        res["torchscript"] = bench_infer(lambda x: fz(x), images, args)
     if not args.no_train:
         res["train"] = bench_train(model, cfg, args)
     res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
