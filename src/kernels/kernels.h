@@ -38,7 +38,8 @@ void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, c
  * mvmoe_linear_forward_bf16 / mvmoe_linear_backward_bf16: operands rounded to bf16 (nearest
  * even), sums in fp32. Those return -1, having written nothing, when the mode is off or the
  * product is too small to gain (the caller then runs fp32). The backward's din_beta: 1
- * accumulates into din, 0 overwrites it; dw accumulates; db is the caller's. */
+ * accumulates into din, 0 overwrites it; dw and db (each may be NULL) accumulate, db with the
+ * bits of the fp32 path's sums. */
 int mvmoe_matmul_bf16_set(int on);
 int mvmoe_matmul_bf16(void);
 /* float -> bf16: nearest even, denormal inputs to signed zero, NaNs quieted (the rules of
@@ -48,8 +49,11 @@ void mvmoe_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
 float mvmoe_bf16_to_float(uint16_t h);
 int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
                               int M, int K, int N);
-int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, const float *dout,
+int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db, const float *dout,
                                const float *in, const float *w, int M, int K, int N);
+/* db[N] += Σ_rows dout[M,N] (db may be NULL) over fixed row ranges, so its bits do not depend
+ * on the thread count; with `rounded`, also writes dout rounded to bf16 there in that pass. */
+void mvmoe_bias_grad_round(float *db, uint16_t *rounded, const float *dout, int M, int N);
 /* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                            const float *w, int M, int K, int N);

@@ -134,8 +134,10 @@ void mvmoe_linear_forward_strided(float *out, int ldo, const float *in, int ldi,
     gemm_rows('N', 'T', M, N, K, in, ldi, w, K, b, b ? 1.0f : 0.0f, out, ldo);
 }
 
-/* db[N] += Σ_{i<M} dout[i, :] (see DB_PARTS). */
-static void bias_grad(float *db, const float *dout, int M, int N) {
+/* db[N] += Σ_{i<M} dout[i, :] (see DB_PARTS); db may be NULL. If `rounded` is not NULL, the
+ * same pass also writes dout rounded to bf16 there ([M, N]): the bf16 backward's operand,
+ * rounded while dout is in cache for the sums (mvmoe_linear_backward_bf16). */
+void mvmoe_bias_grad_round(float *db, uint16_t *rounded, const float *dout, int M, int N) {
     float part[DB_PARTS][DB_COLS];
     const int par = (size_t)M * N >= 65536 && !omp_in_parallel();
     for (int j0 = 0; j0 < N; j0 += DB_COLS) {
@@ -149,16 +151,20 @@ static void bias_grad(float *db, const float *dout, int M, int N) {
                 for (int j = 0; j < nc; j++) p[j] = 0.0f;
                 for (int i = r0; i < r1; i++) {
                     const float *row = dout + (size_t)i * N + j0;
-                    for (int j = 0; j < nc; j++) p[j] += row[j];
+                    if (rounded) mvmoe_bf16_round(rounded + (size_t)i * N + j0, row, (size_t)nc);
+                    if (db)
+                        for (int j = 0; j < nc; j++) p[j] += row[j];
                 }
             }
+            if (db) {
 #pragma omp for schedule(static)
-            for (int jb = 0; jb < (nc + 15) / 16; jb++)
-                for (int j = jb * 16; j < nc && j < jb * 16 + 16; j++) {
-                    float acc = part[0][j];
-                    for (int s = 1; s < DB_PARTS; s++) acc += part[s][j];
-                    db[j0 + j] += acc;
-                }
+                for (int jb = 0; jb < (nc + 15) / 16; jb++)
+                    for (int j = jb * 16; j < nc && j < jb * 16 + 16; j++) {
+                        float acc = part[0][j];
+                        for (int s = 1; s < DB_PARTS; s++) acc += part[s][j];
+                        db[j0 + j] += acc;
+                    }
+            }
         }
     }
 }
@@ -167,12 +173,11 @@ static void bias_grad(float *db, const float *dout, int M, int N) {
  * zeros (x + 0 = x) without the pass over din that zeroes it (~1 GB a step for 12x192). */
 static void linear_backward(float *din, float din_beta, float *dw, float *db, const float *dout,
                             const float *in, const float *w, int M, int K, int N) {
-    if ((din || dw) && mvmoe_linear_backward_bf16(din, din_beta, dw, dout, in, w, M, K, N) == 0) {
-        din = NULL, dw = NULL; /* done in bf16 (opt-in mode) */
-    }
+    if ((din || dw) && mvmoe_linear_backward_bf16(din, din_beta, dw, db, dout, in, w, M, K, N) == 0)
+        return; /* done with bf16 products (opt-in mode), db included */
     if (din) gemm_rows('N', 'N', M, K, N, dout, N, w, K, NULL, din_beta, din, K);
     if (dw) gemm_rows('T', 'N', N, K, M, dout, N, in, K, NULL, 1.0f, dw, K);
-    if (db) bias_grad(db, dout, M, N);
+    if (db) mvmoe_bias_grad_round(db, NULL, dout, M, N);
 }
 
 void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,

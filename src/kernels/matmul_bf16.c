@@ -238,7 +238,7 @@ int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, c
     return bad ? -1 : 0;
 }
 
-int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, const float *dout,
+int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db, const float *dout,
                                const float *in, const float *w, int M, int K, int N) {
     if (!bf16_on || omp_in_parallel() || (double)M * N * K < BF16_MIN_MACS) return -1;
     const size_t need = (size_t)M * N + (size_t)M * K + (size_t)N * K;
@@ -249,12 +249,13 @@ int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, const floa
         if (!bwd_buf) return -1;
     }
     uint16_t *gb = bwd_buf, *xb = gb + (size_t)M * N, *wb = xb + (size_t)M * K;
+    /* dout rounded in the pass that sums the bias gradient (one read of dout for both) */
+    mvmoe_bias_grad_round(db, gb, dout, M, N);
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int m0 = (int)((long long)M * t / n), m1 = (int)((long long)M * (t + 1) / n);
         const int n0 = (int)((long long)N * t / n), n1 = (int)((long long)N * (t + 1) / n);
-        mvmoe_bf16_round(gb + (size_t)m0 * N, dout + (size_t)m0 * N, (size_t)(m1 - m0) * N);
         if (dw) mvmoe_bf16_round(xb + (size_t)m0 * K, in + (size_t)m0 * K, (size_t)(m1 - m0) * K);
         if (din) mvmoe_bf16_round(wb + (size_t)n0 * K, w + (size_t)n0 * K, (size_t)(n1 - n0) * K);
 #pragma omp barrier

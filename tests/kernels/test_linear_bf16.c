@@ -158,19 +158,26 @@ static void test_products(void) {
 
         /* dw = base + doutᵀ·in, and db (fp32, as ever) */
         ref_product(want, absum, base, doutr, 1, N, inr, K, 1, N, K, M);
+        /* with db, which the bf16 path sums in its rounding pass: the fp32 path's bits */
+        float *db = kc_alloc(N), *db2 = kc_alloc(N), *dbf = kc_alloc(N), *dbr = kc_alloc(N);
         for (int th = 1; th <= 2; th++) {
-            float *o = th == 1 ? o1 : o2;
+            float *o = th == 1 ? o1 : o2, *d = th == 1 ? db : db2;
             memcpy(o, base, nw * 4);
+            memcpy(d, base, N * 4);
             omp_set_num_threads(th);
-            mvmoe_linear_backward(NULL, o, NULL, dout, in, w, M, K, N);
+            mvmoe_linear_backward(NULL, o, d, dout, in, w, M, K, N);
         }
         r = bound_ratio(o1, want, absum, nw, M);
         CHECK(r <= 1.0, "bf16 dw M=%d K=%d N=%d: error %.3g x the bound", M, K, N, r);
         CHECK(!memcmp(o1, o2, nw * 4), "bf16 dw M=%d K=%d N=%d: 1 and 2 threads differ", M, K, N);
-        float *db = kc_alloc(N), *dbr = kc_alloc(N);
-        mvmoe_linear_backward(NULL, NULL, db, dout, in, w, M, K, N);
+        memcpy(dbf, base, N * 4);
+        mvmoe_linear_backward(NULL, NULL, dbf, dout, in, w, M, K, N); /* no product: the fp32 path */
+        memcpy(dbr, base, N * 4);
         mvmoe_linear_backward_ref(NULL, NULL, dbr, dout, in, w, M, K, N);
-        KC_CHECK_CLOSE("bf16 mode db (fp32)", db, dbr, N);
+        KC_CHECK_CLOSE("bf16 mode db", db, dbr, N);
+        CHECK(!memcmp(db, dbf, N * 4) && !memcmp(db2, dbf, N * 4),
+              "bf16 mode db M=%d N=%d: not the fp32 path's bits (1 or 2 threads)", M, N);
+        free(db2), free(dbf);
 
         free(in), free(w), free(b), free(dout), free(inr), free(wr), free(doutr), free(want), free(absum);
         free(o1), free(o2), free(wp), free(base), free(brow), free(db), free(dbr);
