@@ -5,12 +5,15 @@
  * It mirrors the allocations of src/model/layout.c (parameter arena: regions padded to 16
  * floats; tensor table), mvmoe_model_train_init (gradients, AdamW m and v), mvmoe_acts_init
  * (one arena of 16-float-padded buffers, plus the MoE routing plans), mvmoe_evaluate
- * (confusion matrix) and mvmoe_model_pack_weights (packed weights). tests/model/test_memory.c checks the mirror against the sizes those
+ * (confusion matrix), mvmoe_model_pack_weights (packed weights) and, with bf16 products on,
+ * their rounded operands (kernels/matmul_bf16.c). tests/model/test_memory.c checks the mirror against the sizes those
  * functions really allocate, so a buffer added there without adding it here fails a test.
  * Sums are taken in double: a hostile config can ask for more than SIZE_MAX bytes, and then
  * the answer is SIZE_MAX rather than a wrapped-around small number. */
+#include <omp.h>
 #include <stdint.h>
 
+#include "kernels/kernels.h"
 #include "model/layout.h"
 #include "model/model.h"
 #include "model/router.h"
@@ -85,6 +88,22 @@ static double acts_bytes(const mvmoe_config *c, double B, int training) {
     return bytes;
 }
 
+/* The bf16 products' rounded operands (kernels/matmul_bf16.c), when that mode is on: per
+ * thread, a block of 512 input rows of the widest forward product; in training, the largest
+ * backward product's dout, input and weight, all rows (M = batch x tokens). */
+static double bf16_workspace_bytes(const mvmoe_config *c, double B, int training) {
+    const double D = c->dim, H = c->mlp_dim, T = mvmoe_config_tokens(c),
+                 CPP = (double)c->in_chans * c->patch * c->patch;
+    const double widest = H > D ? (H > CPP ? H : CPP) : (D > CPP ? D : CPP);
+    double bytes = omp_get_max_threads() * 512.0 * widest * 2;
+    if (training) {
+        double nk = 4 * D > D + H ? 4 * D : D + H; /* qkv: 3D + D; fc1, fc2: H + D */
+        if (CPP + D > nk) nk = CPP + D;
+        bytes += (B * T * nk + (3 * D * D > H * D ? 3 * D * D : H * D)) * 2;
+    }
+    return bytes;
+}
+
 size_t mvmoe_model_memory_estimate(const mvmoe_config *c, int batch, int training) {
     if (!c || mvmoe_config_validate(c) != MVMOE_OK || batch < 0) return SIZE_MAX;
     double K = c->num_classes, B = batch;
@@ -98,6 +117,7 @@ size_t mvmoe_model_memory_estimate(const mvmoe_config *c, int batch, int trainin
         const double packed = (double)mvmoe_model_packed_floats(c);
         if (packed > 0) total += pad64b(packed * sizeof(float));
         if (training) total += 3 * params + acts_bytes(c, B, 1); /* gradients, AdamW m, v */
+        if (mvmoe_matmul_bf16()) total += bf16_workspace_bytes(c, B, training);
     } else if (training) {
         total += 3 * params;
     }
