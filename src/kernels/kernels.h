@@ -33,15 +33,18 @@ void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, c
                                  const float *b, int M, int K, int N);
 /* ---- bf16 products (matmul_bf16.c), opt-in for the whole process (mvmoe_set_precision).
  * mvmoe_matmul_bf16_set: 0, or -1 if this CPU has no bf16 kernel (the mode stays as it was).
- * While on, mvmoe_linear_pack writes w rounded to bf16 (row-major [N,K]), and
+ * While on, for weights where mvmoe_matmul_bf16_shape holds, mvmoe_linear_pack writes w
+ * rounded to bf16 (row-major [N,K]), and
  * mvmoe_linear_forward_packed and mvmoe_linear_backward* run their products through
  * mvmoe_linear_forward_bf16 / mvmoe_linear_backward_bf16: operands rounded to bf16 (nearest
  * even), sums in fp32. Those return -1, having written nothing, when the mode is off or the
- * product is too small to gain (the caller then runs fp32). The backward's din_beta: 1
+ * weight too small to gain (the caller then runs fp32). The backward's din_beta: 1
  * accumulates into din, 0 overwrites it; dw and db (each may be NULL) accumulate, db with the
  * bits of the fp32 path's sums. */
 int mvmoe_matmul_bf16_set(int on);
 int mvmoe_matmul_bf16(void);
+/* Whether products with a weight w[N,K] run in bf16 now (mode on, and the weight large enough) */
+int mvmoe_matmul_bf16_shape(int N, int K);
 /* float -> bf16: nearest even, denormal inputs to signed zero, NaNs quieted (the rules of
  * AVX-512 BF16's conversion, which the fast path uses; _ref is the plain loop) */
 void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n);

@@ -17,8 +17,10 @@
  * patch embedding, qkv, proj, fc1, fc2, experts; the packed copy is then the bf16 weights),
  * and the input- and weight-gradient products of mvmoe_linear_backward*. Attention's
  * products, the last block's class-row forwards and the head's forward stay fp32, as do bias
- * gradients and everything that is not a product. Products below BF16_MIN_MACS stay fp32: the
- * rounding passes would cost more than they save.
+ * gradients and everything that is not a product. Products whose weight has fewer than
+ * BF16_MIN_WEIGHTS elements stay fp32 (their packed copy then stays fp32's): the rounding passes
+ * would cost more than they save. The choice depends on the weight's shape only, never on the
+ * rows of a call, so a product's precision does not change with how its rows are cut.
  *
  * Layouts: every operand is used in its row-major form, no transposes: the forward reads w[N,K]
  * as [K,N] (oneDNN tag ba), the input gradient reads it as [N,K] (ab), and the weight
@@ -40,18 +42,31 @@
 
 #define MAX_PRIMS 256
 #define MAX_THREADS 64
-/* Below this many multiply-adds a product stays fp32 (rounding its operands costs a pass). */
-#define BF16_MIN_MACS (64 * 64 * 64)
+/* Products whose weight has fewer elements stay fp32 (see above). */
+#define BF16_MIN_WEIGHTS (64 * 64)
 /* The rows of dw are cut into this many fixed parts, one product each, shared by the threads:
  * oneDNN's sums over the M rows depend on the part's shape (measured: the halves of 2 threads
  * gave other bits than 1 thread's whole), so the parts may not follow the thread count. Two
  * suit this 2-core machine; 4 or 6 parts ran 5-30 % slower (12x192's shapes, M = 8320). */
 #define DW_PARTS 2
-#ifndef FWD_ROWS
-#define FWD_ROWS 512
-#endif
+/* Rows per product: a primitive is made per row count (the fast kernels fix M), so the rows
+ * of a call are cut into blocks of BLOCK_ROWS and one last block, which runs padded to a
+ * multiple of 16 rows (rows_product). Whatever M the calls bring (an expert's rows change
+ * every step), at most 32 row counts per shape get a primitive (~100 KB each; 48 for the
+ * weight gradient's sums, sum_rows), well within MAX_PRIMS. BLOCK_ROWS input rows rounded to bf16 also stay in L2. */
+#define BLOCK_ROWS 512
 
 enum { FWD, DIN, DW };
+
+/* The size of the next block of `left` rows (see BLOCK_ROWS). */
+static int block_rows(int left) { return left >= BLOCK_ROWS ? BLOCK_ROWS : left; }
+
+/* The same for the weight gradient's sum over rows, which needs no padding (its blocks do
+ * not follow the threads): BLOCK_ROWS, then a multiple of 16, then fewer than 16. */
+static int sum_rows(int left) { return left >= BLOCK_ROWS ? BLOCK_ROWS : left >= 16 ? left / 16 * 16 : left; }
+
+static int rows_product(int kind, int mc, int N, int K, int flag, const uint16_t *src, int src_padded,
+                        const uint16_t *wei, const float *bias, float *dst);
 
 typedef struct bprim {
     int kind, M, N, K, ld, flag, ok; /* dst[M,N] = src[M,K]·wei[K,N]; ld: src's row stride (DW) */
@@ -63,9 +78,9 @@ typedef struct bprim {
 static int bf16_on;
 static bprim prims[MAX_PRIMS];
 static int n_prims;
-/* per-thread rounded input rows (forward) */
-static uint16_t *thread_buf[MAX_THREADS];
-static size_t thread_buf_n[MAX_THREADS];
+/* per-thread buffers: rounded input rows (forward), a padded block's source and destination */
+static void *thread_buf[MAX_THREADS][3];
+static size_t thread_buf_n[MAX_THREADS][3];
 /* the backward's rounded operands: dout [M,N], in [M,K], w [N,K] */
 static uint16_t *bwd_buf;
 static size_t bwd_buf_n;
@@ -185,19 +200,54 @@ static int run(bprim *r, const void *src, const void *wei, const float *bias, fl
     return 0;
 }
 
-/* The calling thread's buffer of at least n bf16 values, NULL if it cannot be had. */
-static uint16_t *thread_buffer(size_t n) {
-    const int t = omp_get_thread_num();
-    if (t >= MAX_THREADS) return NULL;
-    if (thread_buf_n[t] < n) {
-        free(thread_buf[t]);
-        thread_buf[t] = aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64);
-        thread_buf_n[t] = thread_buf[t] ? n : 0;
+/* Grows *p to at least `bytes` (64-byte aligned); NULL if it cannot be had. */
+static void *grow(void **p, size_t *have, size_t bytes) {
+    if (*have < bytes) {
+        free(*p);
+        *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        *have = *p ? bytes : 0;
     }
-    return thread_buf[t];
+    return *p;
+}
+
+/* The calling thread's buffer `which` (0: rounded input rows, 1 and 2: a padded block's
+ * source and destination) of at least `bytes`, NULL if it cannot be had. */
+static void *thread_buffer(int which, size_t bytes) {
+    const int t = omp_get_thread_num();
+    return t < MAX_THREADS ? grow(&thread_buf[t][which], &thread_buf_n[t][which], bytes) : NULL;
+}
+
+/* dst[mc, N] (+)= src[mc, K]·wei (+ bias) on this thread, for FWD or DIN (src bf16, rows at
+ * stride K; src_padded: src already holds zeros up to the next multiple of 16 rows). A block
+ * whose rows are not a multiple of 16 runs padded to one, through copies: oneDNN's kernels
+ * sum a tail of fewer than 16 rows in another order (measured: din rows came out otherwise
+ * on 2 threads, whose slices end in other tails), so every row gets the same arithmetic
+ * whatever block it falls in, and the bits do not depend on the thread count. 0, or -1
+ * (nothing written). */
+static int rows_product(int kind, int mc, int N, int K, int flag, const uint16_t *src, int src_padded,
+                        const uint16_t *wei, const float *bias, float *dst) {
+    const int mp = (mc + 15) / 16 * 16;
+    bprim *r = prim_of(kind, mp, N, K, K, flag);
+    if (!r) return -1;
+    if (mp == mc) return run(r, src, wei, bias, dst);
+    float *pd = thread_buffer(2, (size_t)mp * N * sizeof *pd);
+    if (!pd) return -1;
+    if (!src_padded) {
+        uint16_t *ps = thread_buffer(1, (size_t)mp * K * sizeof *ps);
+        if (!ps) return -1;
+        memcpy(ps, src, (size_t)mc * K * sizeof *ps);
+        memset(ps + (size_t)mc * K, 0, (size_t)(mp - mc) * K * sizeof *ps);
+        src = ps;
+    }
+    if (kind == DIN && flag) memcpy(pd, dst, (size_t)mc * N * sizeof *pd); /* accumulates */
+    if (run(r, src, wei, bias, pd)) return -1;
+    memcpy(dst, pd, (size_t)mc * N * sizeof *pd);
+    return 0;
 }
 
 int mvmoe_matmul_bf16(void) { return bf16_on; }
+
+int mvmoe_matmul_bf16_shape(int N, int K) { return bf16_on && (double)N * K >= BF16_MIN_WEIGHTS; }
 
 int mvmoe_matmul_bf16_set(int on) {
     if (on && !prim_of(FWD, 256, 256, 256, 256, 1)) return -1; /* no bf16 kernel on this CPU */
@@ -209,21 +259,21 @@ int mvmoe_matmul_bf16_set(int on) {
 static int forward_rows(float *out, const float *in, const uint16_t *wb, const float *b, int M,
                         int K, int N) {
     if (M <= 0) return 0;
-    uint16_t *x = thread_buffer((size_t)(M < FWD_ROWS ? M : FWD_ROWS) * K);
+    uint16_t *x = thread_buffer(0, (size_t)(block_rows(M) + 15) / 16 * 16 * K * sizeof *x);
     if (!x) return -1;
-    for (int m0 = 0; m0 < M; m0 += FWD_ROWS) {
-        const int mc = M - m0 < FWD_ROWS ? M - m0 : FWD_ROWS;
-        bprim *r = prim_of(FWD, mc, N, K, K, b != NULL);
-        if (!r) return -1;
+    for (int m0 = 0, mc; m0 < M; m0 += mc) {
+        mc = block_rows(M - m0);
+        const int mp = (mc + 15) / 16 * 16;
         mvmoe_bf16_round(x, in + (size_t)m0 * K, (size_t)mc * K);
-        if (run(r, x, wb, b, out + (size_t)m0 * N)) return -1;
+        memset(x + (size_t)mc * K, 0, (size_t)(mp - mc) * K * sizeof *x);
+        if (rows_product(FWD, mc, N, K, b != NULL, x, 1, wb, b, out + (size_t)m0 * N)) return -1;
     }
     return 0;
 }
 
 int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
                               int M, int K, int N) {
-    if (!bf16_on || (double)M * N * K < BF16_MIN_MACS) return -1;
+    if (!mvmoe_matmul_bf16_shape(N, K)) return -1;
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (nt > M) nt = M;
     if (nt <= 1) return forward_rows(out, in, wb, b, M, K, N);
@@ -240,7 +290,7 @@ int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, c
 
 int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db, const float *dout,
                                const float *in, const float *w, int M, int K, int N) {
-    if (!bf16_on || omp_in_parallel() || (double)M * N * K < BF16_MIN_MACS) return -1;
+    if (!mvmoe_matmul_bf16_shape(N, K) || omp_in_parallel() || M <= 0) return -1;
     const size_t need = (size_t)M * N + (size_t)M * K + (size_t)N * K;
     if (bwd_buf_n < need) {
         free(bwd_buf);
@@ -261,11 +311,11 @@ int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db,
 #pragma omp barrier
         /* din[m0:m1] (+)= dout[m0:m1]·w ; dw[c0:c0+cn] += dout[:, c0:c0+cn]ᵀ·in. A part oneDNN has
          * no bf16 kernel for (never seen) runs in fp32 instead. */
-        if (din && m1 > m0) {
-            bprim *r = prim_of(DIN, m1 - m0, K, N, N, din_beta != 0.0f);
-            if (!r || run(r, gb + (size_t)m0 * N, wb, NULL, din + (size_t)m0 * K))
-                mvmoe_gemm_serial('N', 'N', m1 - m0, K, N, 1.0f, dout + (size_t)m0 * N, N, w, K, din_beta,
-                                  din + (size_t)m0 * K, K);
+        for (int i0 = m0, ic; din && i0 < m1; i0 += ic) {
+            ic = block_rows(m1 - i0);
+            if (rows_product(DIN, ic, K, N, din_beta != 0.0f, gb + (size_t)i0 * N, 0, wb, NULL, din + (size_t)i0 * K))
+                mvmoe_gemm_serial('N', 'N', ic, K, N, 1.0f, dout + (size_t)i0 * N, N, w, K, din_beta,
+                                  din + (size_t)i0 * K, K);
         }
         if (dw) {
             /* DW_PARTS fixed parts of dw's rows, whatever the thread count */
@@ -273,9 +323,14 @@ int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db,
             for (int c = 0; c < DW_PARTS; c++) {
                 const int c0 = (int)((long long)N * c / DW_PARTS), cn = (int)((long long)N * (c + 1) / DW_PARTS) - c0;
                 if (cn <= 0) continue;
-                bprim *r = prim_of(DW, cn, K, M, N, 1);
-                if (!r || run(r, gb + c0, xb, NULL, dw + (size_t)c0 * K))
-                    mvmoe_gemm_serial('T', 'N', cn, K, M, 1.0f, dout + c0, N, in, K, 1.0f, dw + (size_t)c0 * K, K);
+                /* the sum over the M rows in blocks too, each added to dw in turn */
+                for (int i0 = 0, ic; i0 < M; i0 += ic) {
+                    ic = sum_rows(M - i0);
+                    bprim *r = prim_of(DW, cn, K, ic, N, 1);
+                    if (!r || run(r, gb + (size_t)i0 * N + c0, xb + (size_t)i0 * K, NULL, dw + (size_t)c0 * K))
+                        mvmoe_gemm_serial('T', 'N', cn, K, ic, 1.0f, dout + (size_t)i0 * N + c0, N,
+                                          in + (size_t)i0 * K, K, 1.0f, dw + (size_t)c0 * K, K);
+                }
             }
         }
     }

@@ -214,7 +214,7 @@ static void packed_rows(float *out, const float *in, const float *wp, const floa
 }
 
 size_t mvmoe_linear_packed_size(int N, int K) {
-    if (mvmoe_matmul_bf16()) /* the bf16 copy, row-major */
+    if (mvmoe_matmul_bf16_shape(N, K)) /* the bf16 copy, row-major */
         return ((size_t)N * K * sizeof(uint16_t) + sizeof(float) - 1) / sizeof(float);
     size_t bytes = 0;
 #pragma omp critical(mvmoe_packed_cache)
@@ -226,7 +226,7 @@ size_t mvmoe_linear_packed_size(int N, int K) {
 }
 
 int mvmoe_linear_pack(float *dst, const float *w, int N, int K) {
-    if (mvmoe_matmul_bf16()) {
+    if (mvmoe_matmul_bf16_shape(N, K)) {
         mvmoe_bf16_round((uint16_t *)dst, w, (size_t)N * K);
         return 0;
     }
@@ -251,7 +251,7 @@ int mvmoe_linear_pack(float *dst, const float *w, int N, int K) {
 
 void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, const float *w,
                                  const float *b, int M, int K, int N) {
-    if (wp && mvmoe_matmul_bf16()) { /* wp holds bf16 weights: the bf16 product, else plain fp32 */
+    if (wp && mvmoe_matmul_bf16_shape(N, K)) { /* wp holds bf16 weights: the bf16 product, else plain fp32 */
         if (mvmoe_linear_forward_bf16(out, in, (const uint16_t *)wp, b, M, K, N))
             mvmoe_linear_forward(out, in, w, b, M, K, N);
         return;

@@ -100,14 +100,16 @@ static void ref_product(double *want, double *absum, const float *base, const fl
 }
 
 static void test_products(void) {
-    /* (M, K, N): 12x192's and 12x64's layers at a few row counts, a ragged shape, and a product
-     * below the size where bf16 pays (it must then be fp32: checked against unrounded operands) */
-    const int shapes[][3] = {{416, 192, 576}, {333, 768, 192}, {200, 64, 256}, {97, 40, 72}, {8, 16, 16}};
+    /* (M, K, N): 12x192's and 12x64's layers at a few row counts (one of 5 rows: a padded
+     * block), a ragged shape, and weights below the size where bf16 pays (those must stay
+     * fp32: checked against unrounded operands) */
+    const int shapes[][3] = {{416, 192, 576}, {333, 768, 192}, {200, 64, 256}, {5, 64, 256},
+                             {97, 72, 80}, {97, 40, 72}, {8, 16, 16}};
     mvmoe_rng rng;
     mvmoe_rng_init(&rng, 71, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
-        const int small = (double)M * N * K < 64.0 * 64 * 64;
+        const int small = N * K < 64 * 64; /* weights this small stay fp32 (matmul_bf16.c) */
         const size_t ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N;
         float *in = kc_alloc(ni), *w = kc_alloc(nw), *b = kc_alloc(N), *dout = kc_alloc(no);
         float *inr = kc_alloc(ni), *wr = kc_alloc(nw), *doutr = kc_alloc(no);
@@ -138,6 +140,14 @@ static void test_products(void) {
         r = bound_ratio(o1, want, absum, no, K);
         CHECK(r <= 1.0, "bf16 forward M=%d K=%d N=%d: error %.3g x the fp32 summation bound", M, K, N, r);
         CHECK(!memcmp(o1, o2, no * 4), "bf16 forward M=%d K=%d N=%d: 1 and 2 threads differ", M, K, N);
+        /* row slices cut anywhere (the row pipeline's calls, inside a parallel region) */
+        const int cut = M / 3 + 5 < M ? M / 3 + 5 : M / 2;
+#pragma omp parallel for schedule(static) num_threads(2)
+        for (int part = 0; part < 2; part++) {
+            const int r0 = part ? cut : 0, r1 = part ? M : cut;
+            mvmoe_linear_forward_packed(o2 + (size_t)r0 * N, in + (size_t)r0 * K, wp, w, b, r1 - r0, K, N);
+        }
+        CHECK(!memcmp(o1, o2, no * 4), "bf16 forward M=%d K=%d N=%d: row slices %d + %d differ", M, K, N, cut, M - cut);
 
         /* din = dout·w (overwrite) and din = base + dout·w (accumulate) */
         ref_product(want, absum, NULL, doutr, N, 1, wr, K, 1, M, K, N);
