@@ -78,9 +78,7 @@ typedef struct bprim {
 static int bf16_on;
 static bprim prims[MAX_PRIMS];
 static int n_prims;
-/* Memory objects per thread and primitive (src, weights, bias, dst, scratchpad), made on first
- * use; a call only points them at its buffers (as matmul_packed.c does: making them per call
- * cost ~1.5 µs of a small product). Only the owning thread touches its row. */
+/* Memory objects per thread and primitive for mvmoe_onednn_matmul_execute (onednn.h). */
 static dnnl_memory_t mems[MAX_THREADS][MAX_PRIMS][5];
 /* per-thread buffers: rounded input rows (forward), a padded block's source and destination */
 static void *thread_buf[MAX_THREADS][3];
@@ -181,32 +179,14 @@ static int run(bprim *r, const void *src, const void *wei, const float *bias, fl
     void *scr = NULL;
     dnnl_stream_t st = mvmoe_onednn_thread_stream(r->scratch, &scr);
     if (!st || omp_get_thread_num() >= MAX_THREADS) return -1;
-    const dnnl_query_t q[5] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_weights_md,
-                               dnnl_query_dst_md, dnnl_query_scratchpad_md};
-    const int idx[5] = {0, 0, 1, 0, 0}, arg[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS,
-                                                  DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
-    void *h[5] = {(void *)src, (void *)wei, (void *)bias, dst, scr};
-    dnnl_memory_t *cache = mems[omp_get_thread_num()][r - prims];
-    dnnl_exec_arg_t args[5];
-    int n = 0, ok = 1;
-    for (int i = 0; i < 5 && ok; i++) {
-        if ((i == 2 && !bias) || (i == 4 && !r->scratch)) continue;
-        if (cache[i]) {
-            ok = dnnl_memory_set_data_handle(cache[i], h[i]) == dnnl_success;
-        } else {
-            const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(r->pd, q[i], idx[i]);
-            ok = md && dnnl_memory_create(&cache[i], md, mvmoe_onednn_engine(), h[i]) == dnnl_success;
-            if (!ok) cache[i] = NULL;
-        }
-        if (ok) args[n].memory = cache[i], args[n++].arg = arg[i];
-    }
-    if (ok) ok = dnnl_primitive_execute(r->p, st, n, args) == dnnl_success;
-    if (!ok) {
+    void *h[5] = {(void *)src, (void *)wei, (void *)bias, dst, r->scratch ? scr : NULL};
+    const int rc = mvmoe_onednn_matmul_execute(r->pd, r->p, st, mems[omp_get_thread_num()][r - prims], h, 0);
+    if (rc == -2) {
         fprintf(stderr, "mvmoe: internal error: oneDNN bf16 matmul (M=%d N=%d K=%d) failed (%s:%d); "
                 "please report this\n", r->M, r->N, r->K, __FILE__, __LINE__);
         abort();
     }
-    return 0;
+    return rc;
 }
 
 /* Grows *p to at least `bytes` (64-byte aligned); NULL if it cannot be had. */

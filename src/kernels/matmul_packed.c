@@ -57,9 +57,8 @@ static int n_layouts;
 static prim prims[MAX_PRIMS];
 static int n_prims;
 static dnnl_stream_t streams[MAX_THREADS];
-/* Memory objects per thread and primitive (src, weights, bias, dst, scratchpad), made on first
- * use; a call only points them at its buffers. Making them per call took ~1.5 of the 2.7 µs
- * of a 25 x 64 x 64 product. Only the owning thread touches its row. */
+/* Memory objects per thread and primitive (src, weights, bias, dst, scratchpad) for
+ * mvmoe_onednn_matmul_execute. Only the owning thread touches its row. */
 static dnnl_memory_t mems[MAX_THREADS][MAX_PRIMS][5];
 static void *scratch[MAX_THREADS];
 static size_t scratch_size[MAX_THREADS];
@@ -182,35 +181,41 @@ static void packed_rows(float *out, const float *in, const float *wp, const floa
         mvmoe_linear_forward(out, in, w, b, M, K, N);
         return;
     }
+    void *h[5] = {(void *)in, (void *)wp, (void *)b, out, r->scratch ? scr : NULL};
+    /* the stream call checked the thread number */
+    if (mvmoe_onednn_matmul_execute(r->pd, r->p, st, mems[omp_get_thread_num()][r - prims], h, r->w_padded)) {
+        fprintf(stderr, "mvmoe: internal error: oneDNN matmul (M=%d N=%d K=%d) failed (%s:%d); "
+                "please report this\n", M, N, K, __FILE__, __LINE__);
+        abort();
+    }
+}
+
+int mvmoe_onednn_matmul_execute(const_dnnl_primitive_desc_t pd, dnnl_primitive_t p, dnnl_stream_t st,
+                                dnnl_memory_t cache[5], void *const h[5], int per_call_weights) {
     const dnnl_query_t q[5] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_weights_md,
                                dnnl_query_dst_md, dnnl_query_scratchpad_md};
     const int idx[5] = {0, 0, 1, 0, 0}, arg[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS,
                                                   DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
-    void *h[5] = {(void *)in, (void *)wp, (void *)b, out, scr};
-    dnnl_memory_t *cache = mems[omp_get_thread_num()][r - prims]; /* the stream call checked t */
     dnnl_exec_arg_t args[5];
     int n = 0, ok = 1, fresh = -1; /* fresh: the index in args of a per-call object, if any */
     for (int i = 0; i < 5 && ok; i++) {
-        if ((i == 2 && !b) || (i == 4 && !r->scratch)) continue;
-        const int per_call = i == 1 && r->w_padded; /* re-pointing would zero the padding */
+        if ((i == 2 || i == 4) && !h[i]) continue;
+        const int per_call = i == 1 && per_call_weights;
         if (!per_call && cache[i]) {
             ok = dnnl_memory_set_data_handle(cache[i], h[i]) == dnnl_success;
             args[n].memory = cache[i];
         } else {
-            const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(r->pd, q[i], idx[i]);
+            const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, q[i], idx[i]);
             ok = md && dnnl_memory_create(&args[n].memory, md, engine, h[i]) == dnnl_success;
             if (ok && per_call) fresh = n;
             else if (ok) cache[i] = args[n].memory;
         }
         if (ok) args[n++].arg = arg[i];
     }
-    if (ok) ok = dnnl_primitive_execute(r->p, st, n, args) == dnnl_success;
+    const int ran = ok;
+    if (ok) ok = dnnl_primitive_execute(p, st, n, args) == dnnl_success;
     if (fresh >= 0) dnnl_memory_destroy(args[fresh].memory);
-    if (!ok) {
-        fprintf(stderr, "mvmoe: internal error: oneDNN matmul (M=%d N=%d K=%d) failed (%s:%d); "
-                "please report this\n", M, N, K, __FILE__, __LINE__);
-        abort();
-    }
+    return ok ? 0 : ran ? -2 : -1;
 }
 
 size_t mvmoe_linear_packed_size(int N, int K) {
