@@ -145,8 +145,9 @@ void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
 }
 
 /* The bias of the linear layer before GELU, added here, row by row, right before the row is
- * read: the GEMM then runs with beta = 0 and needs no bias-fill pass over its output. With
- * grad, pre ends up holding GELU'(pre + b). */
+ * read (the sgemm path then needs no bias-fill pass over its output); b NULL: the product
+ * added it already (the packed products take their bias, vit.c). With grad, pre ends up
+ * holding GELU'(pre + b). */
 static void gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N, int grad) {
     const size_t rows = GELU_CHUNK / (size_t)N > 0 ? GELU_CHUNK / (size_t)N : 1;
     const size_t chunks = (M + rows - 1) / rows;
@@ -154,7 +155,7 @@ static void gelu_bias_forward(float *out, float *pre, const float *b, size_t M, 
 #pragma omp parallel for schedule(static) if (par)
     for (size_t c = 0; c < chunks; c++) {
         const size_t r0 = c * rows, r1 = r0 + rows < M ? r0 + rows : M;
-        for (size_t i = r0; i < r1; i++) {
+        for (size_t i = r0; b && i < r1; i++) {
             float *p = pre + i * N;
             for (int j = 0; j < N; j++) p[j] += b[j];
         }

@@ -107,7 +107,8 @@ void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t 
  * calling mvmoe_gelu_backward, without the pass that zeroes it. din may be dout (in place). */
 void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *in, size_t n);
 void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);
-/* pre[M,N] += b[N] (each row), then out = gelu(pre): the fc1 bias folded into GELU's pass. */
+/* pre[M,N] += b[N] (each row; b NULL: no bias, the product added it), then out = gelu(pre):
+ * the fc1 bias folded into GELU's pass when the product did not add it. */
 void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N);
 /* Training's version: as mvmoe_gelu_bias_forward, then pre is overwritten with GELU'(pre + b),
  * all the backward needs (mvmoe_gelu_backward_saved), computed while erf is at hand: one erf

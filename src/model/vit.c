@@ -377,11 +377,11 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
     float *br = a->branch + o;
     rows_proj_norm2(m, a, B, l, in, r0, n);
     mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + slot * k->n_fc1 : NULL, p->fc1_w + slot * H * D,
-                                NULL, n, D, H);
+                                p->fc1_b + slot * H, n, D, H);
     if (a->training) /* fch keeps GELU'(pre-activation): all the backward reads of it */
-        mvmoe_gelu_bias_forward_grad(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
+        mvmoe_gelu_bias_forward_grad(u.fcg + oh, u.fch + oh, NULL, n, H);
     else
-        mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, p->fc1_b + slot * H, n, H);
+        mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, NULL, n, H);
     mvmoe_linear_forward_packed(br, u.fcg + oh, k ? k->fc2_w + slot * k->n_fc2 : NULL, p->fc2_w + slot * D * H,
                                 NULL, n, H, D);
     mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, r0, n, D);

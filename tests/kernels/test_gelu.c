@@ -232,6 +232,12 @@ static void test_bias_forward(void) {
                   "gelu+bias M=%zu N=%d threads=%d: not the bits of bias add + gelu_forward", M, N, th);
             if (th == 1) memcpy(out1, out, n * sizeof(float));
             else CHECK(!memcmp(out, out1, n * sizeof(float)), "gelu+bias M=%zu N=%d: 1 and 2 threads differ", M, N);
+            /* b NULL (the product added the bias): pre untouched, out = gelu(pre) */
+            memcpy(pre, pre_s, n * sizeof(float));
+            memset(out, 0xff, n * sizeof(float));
+            mvmoe_gelu_bias_forward(out, pre, NULL, M, N);
+            CHECK(!memcmp(pre, pre_s, n * sizeof(float)) && !memcmp(out, out_s, n * sizeof(float)),
+                  "gelu, no bias, M=%zu N=%d threads=%d: not the bits of gelu_forward", M, N, th);
         }
         free(pre0), free(b), free(pre), free(out), free(pre_r), free(out_r), free(pre_s), free(out_s), free(out1);
     }
