@@ -307,6 +307,9 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
  * on (hd = 64: 170 GFLOP/s, about twice the AVX2 tile kernel; at hd = 16 sgemm's fixed cost
  * makes it no faster). The choice depends only on the shapes, never on the thread count. */
 #define ATT_GEMM_MIN_HD 32
+/* Longest sequence the AVX-512 hd = 64 kernels take (attention_avx512.c; longer ones, like
+ * ViT-Tiny's T = 197, keep sgemm, which is efficient there) */
+#define ATT_HD64_MAX_T 80
 #define ATT_GEMM_MIN_ROWS 8
 
 /* Each row of A[rows, T] replaced by its softmax (stable: the row max is subtracted first).
@@ -341,6 +344,10 @@ static void att_forward_block(float *out, float *A, const float *qkv, int b, int
 #if defined(__x86_64__) && defined(__GNUC__)
     if (small && mvmoe_isa_width() == 512) {
         mvmoe_attention_small_avx512(o, (size_t)D, A, q, k, v, ld, T, nr, scale);
+        return;
+    }
+    if (hd == 64 && T <= ATT_HD64_MAX_T && mvmoe_isa_width() == 512) {
+        mvmoe_attention_hd64_forward_avx512(o, (size_t)D, A, q, k, v, ld, T, nr, scale);
         return;
     }
 #endif
@@ -384,6 +391,12 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
     if (!acc)
         for (int t = nq; t < T; t++)
             for (int c = 0; c < hd; c++) dq[t * ld + c] = 0.0f;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (hd == 64 && T <= ATT_HD64_MAX_T && mvmoe_isa_width() == 512) {
+        mvmoe_attention_hd64_backward_avx512(dq, dk, dv, ld, dS, dO, (size_t)D, A, q, k, v, T, nq, scale, acc);
+        return;
+    }
+#endif
 
     if (hd >= ATT_GEMM_MIN_HD) /* dA = dO·Vᵀ */
         mvmoe_gemm_serial('N', 'T', nq, T, hd, 1.0f, dO, D, v, (int)ld, 0.0f, dS, T);

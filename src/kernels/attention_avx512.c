@@ -88,34 +88,6 @@ AVX512 static inline void small_av(float *o, size_t ldo, const float *A, int T, 
     for (int r = 0; r < R; r++) _mm512_storeu_ps(o + (size_t)r * ldo, acc[r]);
 }
 
-/* r[c] = column c of the 16 x 16 block whose rows were r[0..15]: 64 in-lane and cross-lane
- * shuffles, where the scalar transpose took ~2300 cycles for the 16 x 64 key tile. */
-AVX512 static inline void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) { /* per 128-bit lane L: a(4L), b(4L), a(4L+1), b(4L+1) / +2, +3 */
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) { /* r[4i+m], lane L: element 4L+m of rows 4i..4i+3 */
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int m = 0; m < 4; m++) { /* pairs of row groups: lanes 0/2 and 1/3 */
-        t[m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);
-        t[4 + m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xDD);
-        t[8 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
-        t[12 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xDD);
-    }
-    for (int m = 0; m < 4; m++) { /* columns m, m+4, m+8, m+12 */
-        r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
-        r[8 + m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xDD);
-        r[4 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0x88);
-        r[12 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0xDD);
-    }
-}
-
 /* Why fused: with hd = 16 and T = 50, an (image, head) pair is 160 kFLOP, and the three-step
  * path (tile-kernel scores, softmax, sgemm A·V) spent ~4.2 µs on it on one core: about
  * 38 GFLOP/s, the slowest part of 12x64. Here the scores of 4 rows stay in 16 registers
@@ -138,6 +110,169 @@ AVX512 void mvmoe_attention_small_avx512(float *o, size_t ldo, float *A, const f
     for (; i + 8 <= nr; i += 8) small_av(o + (size_t)i * ldo, ldo, A + (size_t)i * T, T, v, ld, 8);
     for (; i < nr; i++) small_av(o + (size_t)i * ldo, ldo, A + (size_t)i * T, T, v, ld, 1);
 }
+
+/* ---------------------------------------------------------------- hd = 64, T <= 80 */
+/* Why: with hd = 64 and T = 65 (12x192; T = 50 for 12x256 and 12x384) a pair is six products
+ * of 65 x 65 x 64, and sgemm spent ~4 µs on each (about 130 GFLOP/s, much of it call and
+ * packing overhead): attention was ~96 ms of a ~1050 ms 12x192 training step. These keep a
+ * pair's working set in L1 and its scores in registers through the softmax. Unlike the
+ * small-head block above they do not follow the AVX2 path's order (that path uses sgemm for
+ * hd >= 32, whose bits already depend on the machine); what they keep: every output element is
+ * one chain in a fixed order, so a row's bits do not depend on the group or block it falls in,
+ * nor on the thread count. */
+#define KT_LD 80 /* keys per row of a transposed tile: T <= 80 */
+/* the row counts (R) and vector counts (NV) must be constants in each copy, or the
+ * accumulator arrays leave the registers */
+#define AVX512_INLINE AVX512 static inline __attribute__((always_inline))
+
+/* kt[c][j] = x_j[c] for c < 64, j < 16·ceil(T/16) (zero for j >= T); x rows at stride ld */
+AVX512 static void transpose_rows64(float *kt, const float *x, size_t ld, int T) {
+    for (int j0 = 0; j0 < T; j0 += 16)
+        for (int c0 = 0; c0 < 64; c0 += 16) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++)
+                r[j] = j0 + j < T ? _mm512_loadu_ps(x + (size_t)(j0 + j) * ld + c0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int c = 0; c < 16; c++) _mm512_store_ps(kt + (size_t)(c0 + c) * KT_LD + j0, r[c]);
+        }
+}
+
+/* s[r][u], lanes j = 16u..16u+15: scale · Σ_c a_r[c]·kt[c][j], c = 0..63 in order, for R (<= 4)
+ * rows a_r at stride lda and NV (<= 5) vectors of keys. */
+AVX512_INLINE void scores64(__m512 (*s)[16], const float *a, size_t lda, const float *kt, float scale,
+                                   const int R, const int NV) {
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) s[r][u] = _mm512_setzero_ps();
+    for (int c = 0; c < 64; c++) {
+        __m512 kv[5];
+        for (int u = 0; u < NV; u++) kv[u] = _mm512_load_ps(kt + (size_t)c * KT_LD + 16 * u);
+        for (int r = 0; r < R; r++) {
+            const __m512 b = _mm512_set1_ps(a[(size_t)r * lda + c]);
+            for (int u = 0; u < NV; u++) s[r][u] = _mm512_fmadd_ps(b, kv[u], s[r][u]);
+        }
+    }
+    const __m512 vsc = _mm512_set1_ps(scale);
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) s[r][u] = _mm512_mul_ps(s[r][u], vsc);
+}
+
+/* Forward of R query rows: scores, softmax in registers, probabilities to A rows (stride T). */
+AVX512_INLINE void forward64_rows(float *A, const float *q, size_t ld, const float *kt, int T,
+                                         float scale, const int R, const int NV) {
+    __m512 v[4][16];
+    scores64(v, q, ld, kt, scale, R, NV);
+    softmax_regs(v, T, R, NV);
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) _mm512_mask_storeu_ps(A + (size_t)r * T + 16 * u, lanes(T, u), v[r][u]);
+}
+
+/* Backward of R query rows up to dS: dA = dO·Vᵀ (scores against the transposed values, scale
+ * 1), then dS = A ⊙ (dA - Σ_j dA_j·A_j) · scale, stored to dS rows (stride T). */
+AVX512_INLINE void backward64_rows(float *dS, const float *dO, size_t ldo, const float *A,
+                                          const float *vt, int T, float scale, const int R, const int NV) {
+    __m512 s[4][16];
+    scores64(s, dO, ldo, vt, 1.0f, R, NV);
+    const __m512 vsc = _mm512_set1_ps(scale);
+    for (int r = 0; r < R; r++) {
+        const float *a = A + (size_t)r * T;
+        __m512 acc = _mm512_setzero_ps();
+        for (int u = 0; u < NV; u++) acc = _mm512_fmadd_ps(s[r][u], _mm512_maskz_loadu_ps(lanes(T, u), a + 16 * u), acc);
+        const __m512 rs = _mm512_set1_ps(_mm512_reduce_add_ps(acc));
+        for (int u = 0; u < NV; u++) {
+            const __m512 av = _mm512_maskz_loadu_ps(lanes(T, u), a + 16 * u);
+            _mm512_mask_storeu_ps(dS + (size_t)r * T + 16 * u, lanes(T, u),
+                                  _mm512_mul_ps(_mm512_mul_ps(av, _mm512_sub_ps(s[r][u], rs)), vsc));
+        }
+    }
+}
+
+/* d_r (64 floats at stride ldd) = (acc ? d_r : 0) + Σ_{n<cnt} cf[r·cs_r + n·cs_n]·x_n for R (<= 6)
+ * rows; x_n rows of 64 floats at stride ldx. Each element is one chain over n in order; the
+ * old value is added once, after. */
+AVX512_INLINE void combo64(float *d, size_t ldd, const float *cf, size_t cs_r, size_t cs_n,
+                                  const float *x, size_t ldx, int cnt, int acc, const int R) {
+    __m512 s[6][4];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < 4; u++) { /* the output rows (strided: not prefetched by the core) */
+            _mm_prefetch((const char *)(d + (size_t)r * ldd + 16 * u), _MM_HINT_T0);
+            s[r][u] = _mm512_setzero_ps();
+        }
+    for (int n = 0; n < cnt; n++) {
+        __m512 xv[4];
+        for (int u = 0; u < 4; u++) _mm_prefetch((const char *)(x + (size_t)(n + 6) * ldx + 16 * u), _MM_HINT_T0);
+        for (int u = 0; u < 4; u++) xv[u] = _mm512_loadu_ps(x + (size_t)n * ldx + 16 * u);
+        for (int r = 0; r < R; r++) {
+            const __m512 b = _mm512_set1_ps(cf[(size_t)r * cs_r + (size_t)n * cs_n]);
+            for (int u = 0; u < 4; u++) s[r][u] = _mm512_fmadd_ps(b, xv[u], s[r][u]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < 4; u++) {
+            float *p = d + (size_t)r * ldd + 16 * u;
+            _mm512_storeu_ps(p, acc ? _mm512_add_ps(_mm512_loadu_ps(p), s[r][u]) : s[r][u]);
+        }
+}
+
+/* combo64 over `rows` output rows, six at a time (24 accumulators), then the rest together */
+AVX512 static void combo64_rows(float *d, size_t ldd, const float *cf, size_t cs_r, size_t cs_n, const float *x,
+                                size_t ldx, int cnt, int rows, int acc) {
+    int r = 0;
+    for (; r + 6 <= rows; r += 6) combo64(d + (size_t)r * ldd, ldd, cf + (size_t)r * cs_r, cs_r, cs_n, x, ldx, cnt, acc, 6);
+    d += (size_t)r * ldd, cf += (size_t)r * cs_r;
+    switch (rows - r) {
+    case 5: combo64(d, ldd, cf, cs_r, cs_n, x, ldx, cnt, acc, 5); break;
+    case 4: combo64(d, ldd, cf, cs_r, cs_n, x, ldx, cnt, acc, 4); break;
+    case 3: combo64(d, ldd, cf, cs_r, cs_n, x, ldx, cnt, acc, 3); break;
+    case 2: combo64(d, ldd, cf, cs_r, cs_n, x, ldx, cnt, acc, 2); break;
+    case 1: combo64(d, ldd, cf, cs_r, cs_n, x, ldx, cnt, acc, 1); break;
+    }
+}
+
+/* Query rows in groups of 4 (20 score registers at NV = 5), the last 1..3 one by one. */
+#define ROWS64(call4, call1, NV)                 \
+    do {                                         \
+        int i_ = 0;                              \
+        for (; i_ + 4 <= nr; i_ += 4) call4(NV); \
+        for (; i_ < nr; i_++) call1(NV);         \
+    } while (0)
+
+AVX512 void mvmoe_attention_hd64_forward_avx512(float *o, size_t ldo, float *A, const float *q, const float *k,
+                                                const float *v, size_t ld, int T, int nr, float scale) {
+    _Alignas(64) float kt[64 * KT_LD];
+    transpose_rows64(kt, k, ld, T);
+#define F4(NV) forward64_rows(A + (size_t)i_ * T, q + (size_t)i_ * ld, ld, kt, T, scale, 4, NV)
+#define F1(NV) forward64_rows(A + (size_t)i_ * T, q + (size_t)i_ * ld, ld, kt, T, scale, 1, NV)
+    if (T > 64) ROWS64(F4, F1, 5);
+    else if (T > 48) ROWS64(F4, F1, 4);
+    else if (T > 32) ROWS64(F4, F1, 3);
+    else if (T > 16) ROWS64(F4, F1, 2);
+    else ROWS64(F4, F1, 1);
+#undef F4
+#undef F1
+    combo64_rows(o, ldo, A, (size_t)T, 1, v, ld, T, nr, 0); /* o_i = Σ_j A_ij v_j */
+}
+
+AVX512 void mvmoe_attention_hd64_backward_avx512(float *dq, float *dk, float *dv, size_t ld, float *dS,
+                                                 const float *dO, size_t ldo, const float *A, const float *q,
+                                                 const float *k, const float *v, int T, int nq, float scale,
+                                                 int acc) {
+    _Alignas(64) float vt[64 * KT_LD];
+    transpose_rows64(vt, v, ld, T);
+    const int nr = nq;
+#define B4(NV) backward64_rows(dS + (size_t)i_ * T, dO + (size_t)i_ * ldo, ldo, A + (size_t)i_ * T, vt, T, scale, 4, NV)
+#define B1(NV) backward64_rows(dS + (size_t)i_ * T, dO + (size_t)i_ * ldo, ldo, A + (size_t)i_ * T, vt, T, scale, 1, NV)
+    if (T > 64) ROWS64(B4, B1, 5);
+    else if (T > 48) ROWS64(B4, B1, 4);
+    else if (T > 32) ROWS64(B4, B1, 3);
+    else if (T > 16) ROWS64(B4, B1, 2);
+    else ROWS64(B4, B1, 1);
+#undef B4
+#undef B1
+    combo64_rows(dq, ld, dS, (size_t)T, 1, k, ld, T, nq, acc);  /* dq_i (+)= Σ_j dS_ij k_j */
+    combo64_rows(dk, ld, dS, 1, (size_t)T, q, ld, nq, T, acc);  /* dk_j (+)= Σ_{i<nq} dS_ij q_i */
+    combo64_rows(dv, ld, A, 1, (size_t)T, dO, ldo, nq, T, acc); /* dv_j (+)= Σ_{i<nq} A_ij dO_i */
+}
+#undef ROWS64
 
 /* R rows of A (stride T) in three streamed passes (max; exp, sum; scale), the R rows
  * interleaved in each pass: a single row's passes are chains of dependent max and add
