@@ -15,7 +15,10 @@
  *    ATT_TILE/8 = 1024, or a non-AVX2 build, use plain dot products instead);
  *  - A·V, dS·K, dSᵀ·Q and Aᵀ·dO are sums of scaled rows: two output rows at a time share the
  *    row loads, with the head dim held in registers (hd a multiple of 8; else a plain loop);
- *  - softmax rows use the vector exp of simd.h. No heap memory is touched. */
+ *  - softmax rows use the vector exp of simd.h. No heap memory is touched.
+ * On AVX-512, two shapes run fused kernels instead (attention_avx512.c): hd = 16 with T <= 64
+ * (forward; the bits of the path here) and hd = 64 with T <= 80 (forward and backward, in
+ * place of the sgemm calls; float tolerance). */
 #include <math.h>
 #include <omp.h>
 #include <stddef.h>

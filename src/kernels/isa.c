@@ -3,7 +3,10 @@
  * MVMOE_ISA=avx2 is set in the environment (or a test forces it). The AVX-512 versions compute
  * every element exactly as the AVX2 ones do (same polynomials, same operation order: GELU, and
  * the attention softmax, whose sums keep AVX2's 8 partial sums), so the choice never changes
- * a result of our own kernels. (oneDNN's GEMMs choose their own kernels by CPU.) */
+ * a result of our own kernels, with one exception: the hd = 64 attention kernels
+ * (attention_avx512.c) replace the AVX2 path's sgemm calls and agree with it to float
+ * tolerance, not bit for bit. (oneDNN's GEMMs choose their own kernels by CPU, so their bits
+ * already depend on the machine.) */
 #include <stdlib.h>
 #include <string.h>
 
