@@ -579,6 +579,35 @@ static const float *branch_grad(float *dbr, const float *dres, const float *keep
     return dbr;
 }
 
+/* The input gradients of a dense block's MLP, d_ln = fc1ᵀ(GELU'(fch) ⊙ fc2ᵀ(dbr)), each thread
+ * over its own rows in the forward's L2-sized chunks (rows_after_attention): the hidden
+ * gradients d_fch_gelu and d_fch go from one op to the next in L2 instead of through L3.
+ * d_fch stays complete for the weight gradients, which the caller computes after (they sum
+ * over all rows). Each chunk has at least 16 rows (MIN_SLICE_ROWS in matmul.c), so the bits
+ * are those of the unchunked products. fp32 only: the bf16 backward rounds each operand once
+ * for its input- and weight-gradient products together (matmul_bf16.c). */
+static void mlp_input_grads_by_rows(mvmoe_acts *a, const float *dbr, const float *fch, const float *w1,
+                                    const float *w2, int BT, int D, int H) {
+    const int ch = MLP_CHUNK_BYTES / (H * (int)sizeof(float));
+    int nt = omp_get_max_threads();
+    if (nt > BT / 16) nt = BT / 16;
+#pragma omp parallel num_threads(nt > 1 ? nt : 1)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int r0 = (int)((long long)BT * t / n), rows = (int)((long long)BT * (t + 1) / n) - r0;
+        const int chunks = ch >= 32 && rows > ch ? (rows + ch - 1) / ch : 1;
+        for (int i = 0; i < chunks; i++) {
+            const int c0 = r0 + (int)((long long)rows * i / chunks);
+            const int cn = r0 + (int)((long long)rows * (i + 1) / chunks) - c0;
+            const size_t oh = (size_t)c0 * H;
+            /* d_fch_gelu = dbr·W2 (fc2's input gradient), d_fch = it ⊙ GELU', d_ln = d_fch·W1 */
+            mvmoe_gemm_serial('N', 'N', cn, H, D, 1.0f, dbr + (size_t)c0 * D, D, w2, H, 0.0f, a->d_fch_gelu + oh, H);
+            mvmoe_gelu_backward_saved(a->d_fch + oh, a->d_fch_gelu + oh, fch + oh, (size_t)cn * H);
+            mvmoe_gemm_serial('N', 'N', cn, D, H, 1.0f, a->d_fch + oh, H, w1, D, 0.0f, a->d_ln + (size_t)c0 * D, D);
+        }
+    }
+}
+
 void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
@@ -622,10 +651,16 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
             /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
             const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
-            if (l < first_moe) { /* d_fch_gelu, d_fch, d_ln: each overwritten */
+            if (l < first_moe && !mvmoe_matmul_bf16()) { /* d_fch_gelu, d_fch, d_ln: overwritten */
+                /* a block run by rows: its forward left GELU' in fch (rows_after_attention) */
+                mlp_input_grads_by_rows(a, dbr, fch, p->fc1_w + slot * H * D, p->fc2_w + slot * D * H, BT, D, H);
+                mvmoe_linear_backward_overwrite(NULL, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
+                                                p->fc2_w + slot * D * H, BT, H, D);
+                mvmoe_linear_backward_overwrite(NULL, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
+                                                p->fc1_w + slot * H * D, BT, D, H);
+            } else if (l < first_moe) { /* bf16: each product's operands rounded once, all rows */
                 mvmoe_linear_backward_overwrite(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D,
                                                 dbr, fcg, p->fc2_w + slot * D * H, BT, H, D);
-                /* a block run by rows: its forward left GELU' in fch (rows_after_attention) */
                 mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
                 mvmoe_linear_backward_overwrite(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H,
                                                 a->d_fch, ln2, p->fc1_w + slot * H * D, BT, D, H);
