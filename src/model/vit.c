@@ -332,8 +332,24 @@ static block_bufs block_bufs_at(mvmoe_acts *a, int B, int l) {
     return u;
 }
 
+/* A thread's rows go through a run of row-local ops in chunks whose widest buffer (`width`
+ * floats a row) takes about CHUNK_BYTES: what one op writes, the next reads from L2 instead of
+ * L3 (a thread's rows of fc1's output are 12.8 MB at 12x192 batch 128). Measured, A/B pairs on
+ * 2 threads: the MLP forward by chunks took 12x192's forward -6.5 %, its batch-256 inference
+ * +7.6 %; the MLP's input gradients by chunks its backward -4.7 % (mlp_input_grads_by_rows);
+ * 12x64 (H = 256) +0-1.4 %. Equal chunks of at least 16 rows: rows are independent in every op
+ * run this way and products give the same bits on any slice of 16 rows or more
+ * (MIN_SLICE_ROWS in matmul.c), so chunking changes no bits. */
+#define CHUNK_BYTES (1 << 20)
+static int row_chunks(int n, int width) {
+    const int ch = CHUNK_BYTES / (width * (int)sizeof(float));
+    return ch >= 32 && n > ch ? (n + ch - 1) / ch : 1;
+}
+/* First row of chunk i of `chunks` over rows [r0, r0+n). */
+static int chunk_start(int r0, int n, int i, int chunks) { return r0 + (int)((long long)n * i / chunks); }
+
 /* Rows [r0, r0+n) of dense block l: norm1 of `in`, then qkv (its bias filled in: qkv is
- * saved for the backward). */
+ * saved for the backward). (By chunks, with proj and norm2 too: no faster, 6 A/B pairs.) */
 static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0, int n) {
     const mvmoe_params *p = &m->p;
     const mvmoe_packed *k = packed_for(m);
@@ -364,14 +380,8 @@ static void rows_proj_norm2(const mvmoe_model *m, mvmoe_acts *a, int B, int l, c
                                      p->ln2_b + (size_t)l * D, n, D, LN_EPS);
 }
 
-/* Rows [r0, r0+n) of dense block l after attention: rows_proj_norm2, then fc1 (with its bias),
- * GELU, fc2, residual (with fc2's bias) into res2. The MLP runs over chunks of the rows whose
- * hidden activations (fc1's output, then GELU's) stay in L2 from the op that writes them to the
- * op that reads them, instead of a pass each through L3 (a thread's rows of fch are 12.8 MB at
- * 12x192 batch 128). Measured, 4 A/B pairs, 2 threads: 12x192 forward -5 %, training +2.7 %,
- * batch-256 inference +4.5 %; 12x64 (H = 256, chunks of 1024 rows) unchanged. Rows are
- * independent in every op here, so the chunks do not change any bits. */
-#define MLP_CHUNK_BYTES (1 << 20)
+/* Rows [r0, r0+n) of dense block l after attention: rows_proj_norm2, then by chunks
+ * (row_chunks) fc1 (with its bias), GELU, fc2, residual (with fc2's bias) into res2. */
 static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in,
                                  int r0, int n) {
     const mvmoe_config *c = &m->cfg;
@@ -381,9 +391,9 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
     const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
     block_bufs u = block_bufs_at(a, B, l);
     rows_proj_norm2(m, a, B, l, in, r0, n);
-    const int ch = MLP_CHUNK_BYTES / (H * (int)sizeof(float)), chunks = ch > 16 && n > ch ? (n + ch - 1) / ch : 1;
-    for (int i = 0; i < chunks; i++) { /* equal chunks: none below ch / 2 rows */
-        const int c0 = r0 + (int)((long long)n * i / chunks), cn = r0 + (int)((long long)n * (i + 1) / chunks) - c0;
+    const int chunks = row_chunks(n, H);
+    for (int i = 0; i < chunks; i++) {
+        const int c0 = chunk_start(r0, n, i, chunks), cn = chunk_start(r0, n, i + 1, chunks) - c0;
         const size_t o = (size_t)c0 * D, oh = (size_t)c0 * H;
         float *br = a->branch + o;
         mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + slot * k->n_fc1 : NULL,
@@ -580,25 +590,22 @@ static const float *branch_grad(float *dbr, const float *dres, const float *keep
 }
 
 /* The input gradients of a dense block's MLP, d_ln = fc1ᵀ(GELU'(fch) ⊙ fc2ᵀ(dbr)), each thread
- * over its own rows in the forward's L2-sized chunks (rows_after_attention): the hidden
- * gradients d_fch_gelu and d_fch go from one op to the next in L2 instead of through L3.
- * d_fch stays complete for the weight gradients, which the caller computes after (they sum
- * over all rows). Each chunk has at least 16 rows (MIN_SLICE_ROWS in matmul.c), so the bits
- * are those of the unchunked products. fp32 only: the bf16 backward rounds each operand once
- * for its input- and weight-gradient products together (matmul_bf16.c). */
+ * over its own rows by chunks (row_chunks): the hidden gradients d_fch_gelu and d_fch go from
+ * one op to the next in L2 instead of through L3. d_fch stays complete for the weight
+ * gradients, which the caller computes after (they sum over all rows). fp32 only: the bf16
+ * backward rounds each operand once for its input- and weight-gradient products together
+ * (matmul_bf16.c). */
 static void mlp_input_grads_by_rows(mvmoe_acts *a, const float *dbr, const float *fch, const float *w1,
                                     const float *w2, int BT, int D, int H) {
-    const int ch = MLP_CHUNK_BYTES / (H * (int)sizeof(float));
     int nt = omp_get_max_threads();
     if (nt > BT / 16) nt = BT / 16;
 #pragma omp parallel num_threads(nt > 1 ? nt : 1)
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int r0 = (int)((long long)BT * t / n), rows = (int)((long long)BT * (t + 1) / n) - r0;
-        const int chunks = ch >= 32 && rows > ch ? (rows + ch - 1) / ch : 1;
+        const int chunks = row_chunks(rows, H);
         for (int i = 0; i < chunks; i++) {
-            const int c0 = r0 + (int)((long long)rows * i / chunks);
-            const int cn = r0 + (int)((long long)rows * (i + 1) / chunks) - c0;
+            const int c0 = chunk_start(r0, rows, i, chunks), cn = chunk_start(r0, rows, i + 1, chunks) - c0;
             const size_t oh = (size_t)c0 * H;
             /* d_fch_gelu = dbr·W2 (fc2's input gradient), d_fch = it ⊙ GELU', d_ln = d_fch·W1 */
             mvmoe_gemm_serial('N', 'N', cn, H, D, 1.0f, dbr + (size_t)c0 * D, D, w2, H, 0.0f, a->d_fch_gelu + oh, H);
