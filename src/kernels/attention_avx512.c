@@ -235,6 +235,15 @@ AVX512 static void combo64_rows(float *d, size_t ldd, const float *cf, size_t cs
         for (; i_ + 4 <= nr; i_ += 4) call4(NV); \
         for (; i_ < nr; i_++) call1(NV);         \
     } while (0)
+/* ROWS64 with NV = ceil(T/16) vectors of keys, a constant in each copy */
+#define ROWS64_BY_T(call4, call1)                \
+    do {                                         \
+        if (T > 64) ROWS64(call4, call1, 5);     \
+        else if (T > 48) ROWS64(call4, call1, 4); \
+        else if (T > 32) ROWS64(call4, call1, 3); \
+        else if (T > 16) ROWS64(call4, call1, 2); \
+        else ROWS64(call4, call1, 1);            \
+    } while (0)
 
 AVX512 void mvmoe_attention_hd64_forward_avx512(float *o, size_t ldo, float *A, const float *q, const float *k,
                                                 const float *v, size_t ld, int T, int nr, float scale) {
@@ -242,11 +251,7 @@ AVX512 void mvmoe_attention_hd64_forward_avx512(float *o, size_t ldo, float *A, 
     transpose_rows64(kt, k, ld, T);
 #define F4(NV) forward64_rows(A + (size_t)i_ * T, q + (size_t)i_ * ld, ld, kt, T, scale, 4, NV)
 #define F1(NV) forward64_rows(A + (size_t)i_ * T, q + (size_t)i_ * ld, ld, kt, T, scale, 1, NV)
-    if (T > 64) ROWS64(F4, F1, 5);
-    else if (T > 48) ROWS64(F4, F1, 4);
-    else if (T > 32) ROWS64(F4, F1, 3);
-    else if (T > 16) ROWS64(F4, F1, 2);
-    else ROWS64(F4, F1, 1);
+    ROWS64_BY_T(F4, F1);
 #undef F4
 #undef F1
     combo64_rows(o, ldo, A, (size_t)T, 1, v, ld, T, nr, 0); /* o_i = Σ_j A_ij v_j */
@@ -261,17 +266,14 @@ AVX512 void mvmoe_attention_hd64_backward_avx512(float *dq, float *dk, float *dv
     const int nr = nq;
 #define B4(NV) backward64_rows(dS + (size_t)i_ * T, dO + (size_t)i_ * ldo, ldo, A + (size_t)i_ * T, vt, T, scale, 4, NV)
 #define B1(NV) backward64_rows(dS + (size_t)i_ * T, dO + (size_t)i_ * ldo, ldo, A + (size_t)i_ * T, vt, T, scale, 1, NV)
-    if (T > 64) ROWS64(B4, B1, 5);
-    else if (T > 48) ROWS64(B4, B1, 4);
-    else if (T > 32) ROWS64(B4, B1, 3);
-    else if (T > 16) ROWS64(B4, B1, 2);
-    else ROWS64(B4, B1, 1);
+    ROWS64_BY_T(B4, B1);
 #undef B4
 #undef B1
     combo64_rows(dq, ld, dS, (size_t)T, 1, k, ld, T, nq, acc);  /* dq_i (+)= Σ_j dS_ij k_j */
     combo64_rows(dk, ld, dS, 1, (size_t)T, q, ld, nq, T, acc);  /* dk_j (+)= Σ_{i<nq} dS_ij q_i */
     combo64_rows(dv, ld, A, 1, (size_t)T, dO, ldo, nq, T, acc); /* dv_j (+)= Σ_{i<nq} A_ij dO_i */
 }
+#undef ROWS64_BY_T
 #undef ROWS64
 
 /* R rows of A (stride T) in three streamed passes (max; exp, sum; scale), the R rows
