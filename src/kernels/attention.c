@@ -313,6 +313,10 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
 /* Longest sequence the AVX-512 hd = 64 kernels take (attention_avx512.c; longer ones, like
  * ViT-Tiny's T = 197, keep sgemm, which is efficient there) */
 #define ATT_HD64_MAX_T 80
+#if defined(__x86_64__) && defined(__GNUC__)
+/* Whether a pair of this shape runs the AVX-512 hd = 64 kernels (forward and backward alike). */
+static int att_hd64_avx512(int hd, int T) { return hd == 64 && T <= ATT_HD64_MAX_T && mvmoe_isa_width() == 512; }
+#endif
 #define ATT_GEMM_MIN_ROWS 8
 
 /* Each row of A[rows, T] replaced by its softmax (stable: the row max is subtracted first).
@@ -349,7 +353,7 @@ static void att_forward_block(float *out, float *A, const float *qkv, int b, int
         mvmoe_attention_small_avx512(o, (size_t)D, A, q, k, v, ld, T, nr, scale);
         return;
     }
-    if (hd == 64 && T <= ATT_HD64_MAX_T && mvmoe_isa_width() == 512) {
+    if (att_hd64_avx512(hd, T)) {
         mvmoe_attention_hd64_forward_avx512(o, (size_t)D, A, q, k, v, ld, T, nr, scale);
         return;
     }
@@ -395,7 +399,7 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
         for (int t = nq; t < T; t++)
             for (int c = 0; c < hd; c++) dq[t * ld + c] = 0.0f;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (hd == 64 && T <= ATT_HD64_MAX_T && mvmoe_isa_width() == 512) {
+    if (att_hd64_avx512(hd, T)) {
         mvmoe_attention_hd64_backward_avx512(dq, dk, dv, ld, dS, dO, (size_t)D, A, q, k, v, T, nq, scale, acc);
         return;
     }

@@ -228,21 +228,21 @@ AVX512 static void combo64_rows(float *d, size_t ldd, const float *cf, size_t cs
     }
 }
 
-/* Query rows in groups of 4 (20 score registers at NV = 5), the last 1..3 one by one. */
-#define ROWS64(call4, call1, NV)                 \
-    do {                                         \
-        int i_ = 0;                              \
-        for (; i_ + 4 <= nr; i_ += 4) call4(NV); \
-        for (; i_ < nr; i_++) call1(NV);         \
+/* `rows` query rows in groups of 4 (20 score registers at NV = 5), the last 1..3 one by one. */
+#define ROWS64(call4, call1, rows, NV)               \
+    do {                                             \
+        int i_ = 0;                                  \
+        for (; i_ + 4 <= (rows); i_ += 4) call4(NV); \
+        for (; i_ < (rows); i_++) call1(NV);         \
     } while (0)
 /* ROWS64 with NV = ceil(T/16) vectors of keys, a constant in each copy */
-#define ROWS64_BY_T(call4, call1)                \
-    do {                                         \
-        if (T > 64) ROWS64(call4, call1, 5);     \
-        else if (T > 48) ROWS64(call4, call1, 4); \
-        else if (T > 32) ROWS64(call4, call1, 3); \
-        else if (T > 16) ROWS64(call4, call1, 2); \
-        else ROWS64(call4, call1, 1);            \
+#define ROWS64_BY_T(call4, call1, rows, T)                \
+    do {                                                  \
+        if ((T) > 64) ROWS64(call4, call1, rows, 5);      \
+        else if ((T) > 48) ROWS64(call4, call1, rows, 4); \
+        else if ((T) > 32) ROWS64(call4, call1, rows, 3); \
+        else if ((T) > 16) ROWS64(call4, call1, rows, 2); \
+        else ROWS64(call4, call1, rows, 1);               \
     } while (0)
 
 AVX512 void mvmoe_attention_hd64_forward_avx512(float *o, size_t ldo, float *A, const float *q, const float *k,
@@ -251,7 +251,7 @@ AVX512 void mvmoe_attention_hd64_forward_avx512(float *o, size_t ldo, float *A, 
     transpose_rows64(kt, k, ld, T);
 #define F4(NV) forward64_rows(A + (size_t)i_ * T, q + (size_t)i_ * ld, ld, kt, T, scale, 4, NV)
 #define F1(NV) forward64_rows(A + (size_t)i_ * T, q + (size_t)i_ * ld, ld, kt, T, scale, 1, NV)
-    ROWS64_BY_T(F4, F1);
+    ROWS64_BY_T(F4, F1, nr, T);
 #undef F4
 #undef F1
     combo64_rows(o, ldo, A, (size_t)T, 1, v, ld, T, nr, 0); /* o_i = Σ_j A_ij v_j */
@@ -263,10 +263,9 @@ AVX512 void mvmoe_attention_hd64_backward_avx512(float *dq, float *dk, float *dv
                                                  int acc) {
     _Alignas(64) float vt[64 * KT_LD];
     transpose_rows64(vt, v, ld, T);
-    const int nr = nq;
 #define B4(NV) backward64_rows(dS + (size_t)i_ * T, dO + (size_t)i_ * ldo, ldo, A + (size_t)i_ * T, vt, T, scale, 4, NV)
 #define B1(NV) backward64_rows(dS + (size_t)i_ * T, dO + (size_t)i_ * ldo, ldo, A + (size_t)i_ * T, vt, T, scale, 1, NV)
-    ROWS64_BY_T(B4, B1);
+    ROWS64_BY_T(B4, B1, nq, T);
 #undef B4
 #undef B1
     combo64_rows(dq, ld, dS, (size_t)T, 1, k, ld, T, nq, acc);  /* dq_i (+)= Σ_j dS_ij k_j */

@@ -346,7 +346,7 @@ static int row_chunks(int n, int width) {
     const int ch = CHUNK_BYTES / (width * (int)sizeof(float));
     return ch >= 32 && n > ch ? (n + ch - 1) / ch : 1;
 }
-/* First row of chunk i of `chunks` over rows [r0, r0+n). */
+/* First row of part i of `chunks` equal parts of rows [r0, r0+n): chunks, and threads' slices. */
 static int chunk_start(int r0, int n, int i, int chunks) { return r0 + (int)((long long)n * i / chunks); }
 
 /* Rows [r0, r0+n) of dense block l: norm1 of `in`, then qkv (its bias filled in: qkv is
@@ -440,7 +440,7 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
     {
         /* one thread (a region of one is inactive): the kernels thread themselves */
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
-        const int r0 = (int)((long long)BT * t / n), rows = (int)((long long)BT * (t + 1) / n) - r0;
+        const int r0 = chunk_start(0, BT, t, n), rows = chunk_start(0, BT, t + 1, n) - r0;
         for (int l = 0; l < nb; l++) {
             const float *in = l ? block_bufs_at(a, B, l - 1).res2 : a->x0;
             block_bufs u = block_bufs_at(a, B, l);
@@ -599,11 +599,11 @@ static const float *branch_grad(float *dbr, const float *dres, const float *keep
 static void mlp_input_grads_by_rows(mvmoe_acts *a, const float *dbr, const float *fch, const float *w1,
                                     const float *w2, int BT, int D, int H) {
     int nt = omp_get_max_threads();
-    if (nt > BT / 16) nt = BT / 16;
+    if (nt > BT / ROW_SLICE_MIN) nt = BT / ROW_SLICE_MIN;
 #pragma omp parallel num_threads(nt > 1 ? nt : 1)
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
-        const int r0 = (int)((long long)BT * t / n), rows = (int)((long long)BT * (t + 1) / n) - r0;
+        const int r0 = chunk_start(0, BT, t, n), rows = chunk_start(0, BT, t + 1, n) - r0;
         const int chunks = row_chunks(rows, H);
         for (int i = 0; i < chunks; i++) {
             const int c0 = chunk_start(r0, rows, i, chunks), cn = chunk_start(r0, rows, i + 1, chunks) - c0;
