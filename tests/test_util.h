@@ -1,5 +1,7 @@
 /* Tiny test harness shared by the C tests: CHECK records failures, TEST_MAIN_END prints the
- * closing "N passed, N failed" line and returns non-zero if anything failed. */
+ * closing "N passed, N failed" line and returns non-zero if anything failed, or if no check
+ * ran at all (a test that checked nothing has not passed). TEST_SKIP ends a test that cannot
+ * run here with exit status 77, which tests/run_all.sh counts as skipped, never as passed. */
 #ifndef MVMOE_TEST_UTIL_H
 #define MVMOE_TEST_UTIL_H
 
@@ -33,8 +35,22 @@ static inline double tu_rel_err(const float *a, const float *b, size_t n, double
 
 #define TEST_MAIN_END(name)                                                      \
     do {                                                                         \
+        if (tu_passed + tu_failed == 0) {                                        \
+            fprintf(stderr, "FAIL %s: no check ran\n", (name));                  \
+            tu_failed = 1;                                                       \
+        }                                                                        \
         printf("%s: %d passed, %d failed\n", (name), tu_passed, tu_failed);      \
         return tu_failed ? 1 : 0;                                                \
+    } while (0)
+
+/* Exit status of a skipped test (the automake convention tests/run_all.sh reads). */
+#define TEST_SKIP_STATUS 77
+#define TEST_SKIP(name, ...)                                                     \
+    do {                                                                         \
+        printf("SKIP %s: ", (name));                                             \
+        printf(__VA_ARGS__);                                                     \
+        putchar('\n');                                                           \
+        return TEST_SKIP_STATUS;                                                 \
     } while (0)
 
 #endif

@@ -245,7 +245,7 @@ static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
  * calls and need not give its bits: there the two must agree to float tolerance. */
 static void test_isa_same_bits(void) {
     if (mvmoe_isa_force(512) != 0) {
-        printf("  (no AVX-512 on this CPU: softmax ISA comparison skipped)\n");
+        printf("skip: no AVX-512 on this CPU, the softmax ISA comparison did not run\n");
         return;
     }
     mvmoe_rng rng;
