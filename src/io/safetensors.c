@@ -495,14 +495,15 @@ static mvmoe_status st_validate(mvmoe_st_file *f) {
                    p, n, f->size - 8);
     }
     const uint8_t *h = f->bytes + 8;
-    size_t first = 0;
-    while (first < n && (h[first] == ' ' || h[first] == '\t' || h[first] == '\n' ||
-                         h[first] == '\r'))
-        first++;
-    if (first == n || h[first] != '{') {
+    /* The format requires '{' as the header's first byte (only trailing spaces may pad it);
+     * a reader that skips leading whitespace accepts files other readers refuse. */
+    if (n == 0 || h[0] != '{') {
         MVMOE_FAIL(MVMOE_ERR_FORMAT,
                    "%s: header does not start with '{' (%s); not a safetensors file", p,
-                   first == n ? "it is empty" : "it is not a JSON object");
+                   n == 0 ? "it is empty"
+                   : (h[0] == ' ' || h[0] == '\t' || h[0] == '\n' || h[0] == '\r')
+                       ? "it starts with whitespace, which the format does not allow"
+                       : "it is not a JSON object");
     }
     MVMOE_TRY(st_check_header_bytes(p, h, (size_t)n));
     f->data_start = 8 + (size_t)n;

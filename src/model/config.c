@@ -269,16 +269,20 @@ static mvmoe_status get_int(const cJSON *o, const char *key, int *out, int requi
     return MVMOE_OK;
 }
 
-static mvmoe_status get_floats(const cJSON *o, const char *key, float *out, int max) {
+static mvmoe_status get_floats(const cJSON *o, const char *key, float *out, int max, int channels) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!it) return MVMOE_OK;
     if (cJSON_IsNumber(it)) { /* a scalar applies to every channel */
         for (int k = 0; k < max; k++) out[k] = (float)it->valuedouble;
         return MVMOE_OK;
     }
-    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) < 1 || cJSON_GetArraySize(it) > max)
-        MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON: '%s' must be an array of 1..%d numbers", key,
-                   max);
+    /* one value per input channel: a list of another length is a config for other data */
+    if (!cJSON_IsArray(it))
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON: '%s' must be a number or a list of %d numbers "
+                   "(one per input channel)", key, channels);
+    if (cJSON_GetArraySize(it) != channels)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON: '%s' has %d values but in_chans is %d; it "
+                   "needs one per input channel", key, cJSON_GetArraySize(it), channels);
     int n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, it) {
@@ -292,6 +296,13 @@ static mvmoe_status get_floats(const cJSON *o, const char *key, float *out, int 
 
 static mvmoe_status parse_object(mvmoe_config *c, const cJSON *o) {
     if (!cJSON_IsObject(o)) MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON is not an object");
+    /* cJSON keeps both copies of a repeated key and lookups see the first: which one "wins"
+     * would differ between readers, so a repeated key is an error */
+    for (const cJSON *a = o->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0)
+                MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON: the key '%.100s' appears twice; each "
+                           "key must appear once", a->string);
     MVMOE_TRY(get_int(o, "img_size", &c->img_size, 1));
     MVMOE_TRY(get_int(o, "in_chans", &c->in_chans, 1));
     MVMOE_TRY(get_int(o, "patch", &c->patch, 1));
@@ -317,8 +328,11 @@ static mvmoe_status parse_object(mvmoe_config *c, const cJSON *o) {
         if (!cJSON_IsString(r)) MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON: 'routing' must be a string");
         MVMOE_TRY(mvmoe_routing_parse(r->valuestring, &c->routing));
     }
-    MVMOE_TRY(get_floats(o, "mean", c->mean, MVMOE_MAX_CHANNELS));
-    MVMOE_TRY(get_floats(o, "std", c->std, MVMOE_MAX_CHANNELS));
+    if (c->in_chans < 1 || c->in_chans > MVMOE_MAX_CHANNELS)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON: in_chans %d not in 1..%d", c->in_chans,
+                   MVMOE_MAX_CHANNELS);
+    MVMOE_TRY(get_floats(o, "mean", c->mean, MVMOE_MAX_CHANNELS, c->in_chans));
+    MVMOE_TRY(get_floats(o, "std", c->std, MVMOE_MAX_CHANNELS, c->in_chans));
     if (c->num_classes < 1 || c->num_classes > 100000)
         MVMOE_FAIL(MVMOE_ERR_FORMAT, "config JSON: num_classes %d not in 1..100000", c->num_classes);
     const cJSON *names = cJSON_GetObjectItemCaseSensitive(o, "class_names");

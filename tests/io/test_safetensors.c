@@ -96,7 +96,7 @@ static void accept_hdr(const char *what, const char *hdr, size_t dlen, int n_ten
 static void test_accepts(void) {
     accept_hdr("baseline", "{" T_A "}", 8, 1);
     accept_hdr("empty", "{}", 0, 0);
-    accept_hdr("whitespace around", " \n\t{" T_A "}  \r\n   ", 8, 1);
+    accept_hdr("trailing whitespace (the format's padding)", "{" T_A "}  \r\n   ", 8, 1);
     accept_hdr("header order differs from data order", "{" T_B "," T_A "}", 16, 2);
     accept_hdr("empty metadata", "{\"__metadata__\":{}," T_A "}", 8, 1);
     accept_hdr("zero-size tensors first/middle/last",
@@ -167,6 +167,7 @@ static void test_hostile(void) {
     /* Header bytes and JSON grammar. */
     reject_hdr("not-an-object", "does not start with '{'", "[{" T_A "}]", 8);
     reject_hdr("utf8-bom", "does not start with '{'", "\xef\xbb\xbf{" T_A "}", 8);
+    reject_hdr("leading-whitespace", "starts with whitespace", " \n\t{" T_A "}", 8);
     reject_hdr("utf8-invalid-byte", "UTF-8", one("a\xff", F32, "[2]", "[0,8]"), 8);
     reject_hdr("utf8-overlong", "UTF-8", one("a\xc0\xaf", F32, "[2]", "[0,8]"), 8);
     reject_hdr("utf8-overlong-3byte", "UTF-8", one("a\xe0\x80\xaf", F32, "[2]", "[0,8]"), 8);
