@@ -3,9 +3,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+int mvmoe_cli_verbose;
+
 int mvmoe_cli_fail(const char *cmd) {
-    const char *msg = mvmoe_last_error();
+    const char *msg = mvmoe_last_error(), *where = mvmoe_last_error_where();
     fprintf(stderr, "mvmoe %s: error: %s\n", cmd, msg && *msg ? msg : "unknown failure");
+    if (mvmoe_cli_verbose && where && *where) fprintf(stderr, "  (raised at %s)\n", where);
     return MVMOE_EXIT_FAIL;
 }
 

@@ -10,6 +10,8 @@
 #define MVMOE_CLI_VERSION "0.1.0"
 
 /* "mvmoe CMD: error: <mvmoe_last_error()>" on stderr; returns MVMOE_EXIT_FAIL. */
+/* `mvmoe --verbose` or MVMOE_VERBOSE=1: failures also print mvmoe_last_error_where(). */
+extern int mvmoe_cli_verbose;
 int mvmoe_cli_fail(const char *cmd);
 
 /* "12.3 MFLOPs" / "4.56 GFLOPs" / "789 kFLOPs". */

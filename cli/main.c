@@ -31,7 +31,9 @@ static void usage(FILE *f) {
                "Trains, evaluates and runs small Vision Transformers on the CPU.\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n  --help     this message\n  --version  print the version\n");
+    fprintf(f, "\n  --help     this message\n  --version  print the version\n"
+               "  --verbose  (before COMMAND; or MVMOE_VERBOSE=1) errors also say where in mvmoe's\n"
+               "             sources they were raised, for bug reports\n");
 }
 
 static const command *find(const char *name) {
@@ -42,6 +44,13 @@ static const command *find(const char *name) {
 
 int main(int argc, char **argv) {
     int rc;
+    const char *env = getenv("MVMOE_VERBOSE");
+    mvmoe_cli_verbose = env && *env && strcmp(env, "0") != 0;
+    if (argc >= 2 && strcmp(argv[1], "--verbose") == 0) { /* global: before the command */
+        mvmoe_cli_verbose = 1;
+        argv[1] = argv[0];
+        argc--, argv++;
+    }
     if (argc < 2) {
         usage(stderr);
         rc = MVMOE_EXIT_USAGE;

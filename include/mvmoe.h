@@ -26,8 +26,12 @@ typedef enum {
 } mvmoe_status;
 
 const char *mvmoe_status_name(mvmoe_status s);
-/* Message of the last failure on this thread ("" if none). */
+/* Message of the last failure on this thread ("" if none): what failed, in which file or
+ * argument, and what to do. */
 const char *mvmoe_last_error(void);
+/* Where in mvmoe's sources that failure was raised ("" if none), e.g. "config.c:94 <
+ * checkpoint.c:168" (innermost first): for bug reports and `mvmoe --verbose`, not for users. */
+const char *mvmoe_last_error_where(void);
 
 /* ---------------------------------------------------------------- config */
 #define MVMOE_MAX_CHANNELS 4

@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The message (what, where in the input, what to do) and, apart from it, the trail of source
+ * locations that set it: users read the first; `mvmoe --verbose` and bug reports the second. */
 static _Thread_local char last_error[2048];
+static _Thread_local char last_where[512];
 
 const char *mvmoe_status_name(mvmoe_status s) {
     switch (s) {
@@ -23,14 +26,22 @@ const char *mvmoe_status_name(mvmoe_status s) {
 
 const char *mvmoe_last_error(void) { return last_error; }
 
+const char *mvmoe_last_error_where(void) { return last_where; }
+
 mvmoe_status mvmoe_error_set(mvmoe_status code, const char *file, int line, const char *fmt, ...) {
-    char msg[1800];
+    char msg[sizeof last_error], where[sizeof last_where];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const char *base = strrchr(file, '/');
-    snprintf(last_error, sizeof last_error, "%s [%s:%d]", msg, base ? base + 1 : file, line);
+    /* A message that wraps the previous one (a caller adding context) continues its trail. */
+    int wraps = last_error[0] && strstr(msg, last_error) != NULL;
+    /* the trail keeps its innermost locations: outer ones beyond the buffer are dropped */
+    snprintf(where, sizeof where, "%.64s:%d%s%.400s", base ? base + 1 : file, line,
+             wraps ? " < " : "", wraps ? last_where : "");
+    memcpy(last_error, msg, sizeof last_error);
+    memcpy(last_where, where, sizeof last_where);
     return code;
 }
 

@@ -7,7 +7,8 @@
 #include <stdint.h>
 #include "mvmoe.h"
 
-/* Records the message (printf-style) with the C source location and returns `code`. */
+/* Records the message (printf-style) and, apart from it, the C source location (continuing the
+ * previous trail when the message wraps the previous one), and returns `code`. */
 mvmoe_status mvmoe_error_set(mvmoe_status code, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
