@@ -37,9 +37,9 @@ mvmoe_status mvmoe_error_set(mvmoe_status code, const char *file, int line, cons
     const char *base = strrchr(file, '/');
     /* A message that wraps the previous one (a caller adding context) continues its trail. */
     int wraps = last_error[0] && strstr(msg, last_error) != NULL;
-    /* the trail keeps its innermost locations: outer ones beyond the buffer are dropped */
-    snprintf(where, sizeof where, "%.64s:%d%s%.400s", base ? base + 1 : file, line,
-             wraps ? " < " : "", wraps ? last_where : "");
+    /* innermost first ("raised at A < wrapped at B"); outer ones beyond the buffer are dropped */
+    snprintf(where, sizeof where, "%.400s%s%.64s:%d", wraps ? last_where : "", wraps ? " < " : "",
+             base ? base + 1 : file, line);
     memcpy(last_error, msg, sizeof last_error);
     memcpy(last_where, where, sizeof last_where);
     return code;
