@@ -310,7 +310,8 @@ static int run(const eval_args *e) {
     int rc = 0;
 
     if (e->threads_given) mvmoe_set_threads(e->threads);
-    if (mvmoe_model_load(&m, e->model, &e->load.o) != MVMOE_OK) {
+    if ((e->logits && mvmoe_output_check(e->logits, "--logits") != MVMOE_OK) ||
+        mvmoe_model_load(&m, e->model, &e->load.o) != MVMOE_OK) {
         rc = mvmoe_cli_fail("eval");
         goto done;
     }

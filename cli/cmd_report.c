@@ -103,6 +103,9 @@ int mvmoe_cmd_report(int argc, char **argv) {
         return MVMOE_EXIT_FAIL;
     }
     int rc = parse(&r, argc, argv);
+    if (rc == 0 && (mvmoe_output_check(r.o.html_path, "--out") != MVMOE_OK ||
+                    (r.o.json_path && mvmoe_output_check(r.o.json_path, "--json") != MVMOE_OK)))
+        rc = mvmoe_cli_fail("report");
     if (rc == 0 && mvmoe_report_write(r.runs, r.n_runs, &r.o) != MVMOE_OK) rc = mvmoe_cli_fail("report");
     if (rc == 0) {
         printf("wrote %s", r.o.html_path);

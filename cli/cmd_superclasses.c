@@ -4,7 +4,6 @@
  * confuses with each other; each MoE expert then specializes on one group. */
 #include <cJSON.h>
 #include <errno.h>
-#include <libgen.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,23 +238,6 @@ static int confusion_from_json(const char *path, confusion_src *c) {
     }
     snprintf(c->source, sizeof c->source, "confusion matrix from '%s'", path);
     return 0;
-}
-
-static int check_out_folder(const char *what, const char *path) {
-    char *copy = strdup(path);
-    if (!copy) {
-        fprintf(stderr, "mvmoe superclasses: error: out of memory\n");
-        return MVMOE_EXIT_FAIL;
-    }
-    const char *dir = dirname(copy);
-    int rc = 0;
-    if (access(dir, W_OK | X_OK) != 0) {
-        fprintf(stderr, "mvmoe superclasses: error: cannot write the %s '%s': folder '%s': %s; create it or choose another path\n",
-                what, path, dir, strerror(errno));
-        rc = MVMOE_EXIT_FAIL;
-    }
-    free(copy);
-    return rc;
 }
 
 /* The model's confusion on the held-out validation images (or the test split). */
@@ -493,8 +475,10 @@ static int run(const sc_args *s) {
     memset(&c, 0, sizeof c);
     int *map = NULL, rc = 0;
     stats st = {0};
-    if ((rc = check_out_folder("map", s->out)) != 0) return rc;
-    if (s->listing && (rc = check_out_folder("listing", s->listing)) != 0) return rc;
+    /* before the evaluation: a --out that cannot be written fails now */
+    if (mvmoe_output_check(s->out, "--out") != MVMOE_OK ||
+        (s->listing && mvmoe_output_check(s->listing, "--listing") != MVMOE_OK))
+        return mvmoe_cli_fail("superclasses");
     if (s->threads_given) mvmoe_set_threads(s->threads);
     rc = s->confusion ? confusion_from_json(s->confusion, &c) : confusion_from_model(s, &c);
     if (rc) goto done;

@@ -1,7 +1,6 @@
 /* mvmoe train: builds (or loads) a model, trains it on a dataset's train split with a held-out
  * validation part, saves it, and reports its accuracy on the test split. */
 #include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -233,23 +232,18 @@ static int evaluate_test(const train_args *t, mvmoe_model *m, int load_size, con
 
 /* ---------------------------------------------------------------- the command */
 
-/* The checkpoint is first written after a whole epoch: an unwritable --out folder must fail
- * now, not after an hour of training. */
+/* The checkpoint is first written after a whole epoch: an --out that cannot be written (a
+ * folder, a device, a missing or read-only folder) must fail now, not after an hour of
+ * training; so must the files written beside it. */
 static int check_out_folder(const char *out) {
-    char *copy = strdup(out);
-    if (!copy) {
-        fprintf(stderr, "mvmoe train: error: out of memory\n");
-        return MVMOE_EXIT_FAIL;
+    static const char *const suffix[] = {"", ".state.safetensors", ".ema.safetensors"};
+    char side[4096];
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        if (snprintf(side, sizeof side, "%s%s", out, suffix[i]) >= (int)sizeof side ||
+            mvmoe_output_check(side, i ? "the file beside --out" : "--out") != MVMOE_OK)
+            return mvmoe_cli_fail("train");
     }
-    const char *dir = dirname(copy);
-    int rc = 0;
-    if (access(dir, W_OK | X_OK) != 0) {
-        fprintf(stderr, "mvmoe train: error: cannot write the checkpoint '%s': folder '%s': %s; create it or choose another --out\n",
-                out, dir, strerror(errno));
-        rc = MVMOE_EXIT_FAIL;
-    }
-    free(copy);
-    return rc;
+    return 0;
 }
 
 static int run(train_args *t) {

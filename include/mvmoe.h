@@ -33,6 +33,13 @@ const char *mvmoe_last_error(void);
  * checkpoint.c:168" (innermost first): for bug reports and `mvmoe --verbose`, not for users. */
 const char *mvmoe_last_error_where(void);
 
+/* Whether `path` can be written as mvmoe writes files (a temporary file beside it, renamed
+ * over it): MVMOE_OK if it is a regular file or does not exist yet and its folder is
+ * writable; an error naming `flag` (e.g. "--out"; NULL: none) if it is a folder, a device, a
+ * FIFO or a socket, or its folder is missing or read-only. For checking outputs before long
+ * work; every writer of the library checks again. */
+mvmoe_status mvmoe_output_check(const char *path, const char *flag);
+
 /* ---------------------------------------------------------------- config */
 #define MVMOE_MAX_CHANNELS 4
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/status.h"
@@ -78,7 +79,44 @@ static mvmoe_status sync_dir(const char *path) {
     return s;
 }
 
+mvmoe_status mvmoe_output_check(const char *path, const char *flag) {
+    const char *by = flag ? flag : "output", *sep = flag ? " " : " file ";
+    if (!path || !*path) MVMOE_FAIL(MVMOE_ERR_INVALID, "%s: the file name is empty", by);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        /* the rename would replace a device node or FIFO by a regular file, and a folder
+         * cannot be replaced at all: refuse both before any work is done */
+        if (S_ISDIR(st.st_mode))
+            MVMOE_FAIL(MVMOE_ERR_INVALID, "%s%s'%s' is a folder; give a file name (e.g. '%s/out')",
+                       by, sep, path, path);
+        if (!S_ISREG(st.st_mode))
+            MVMOE_FAIL(MVMOE_ERR_INVALID,
+                       "%s%s'%s' is not a regular file (a device, FIFO or socket); mvmoe writes "
+                       "a file beside it and renames it over, which would replace that node: give "
+                       "a regular file's path", by, sep, path);
+    } else if (errno != ENOENT) {
+        MVMOE_FAIL(MVMOE_ERR_IO, "%s%s'%s': %s", by, sep, path, strerror(errno));
+    }
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
+    char *dir;
+    MVMOE_ALLOC(dir, len + 1, "folder name");
+    memcpy(dir, slash ? path : ".", len);
+    mvmoe_status s = MVMOE_OK;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
+                            "%s%s'%s': the folder '%s' does not exist; create it or choose another "
+                            "path", by, sep, path, dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
+                            "%s%s'%s': cannot write in the folder '%s': %s; choose another path",
+                            by, sep, path, dir, strerror(errno));
+    free(dir);
+    return s;
+}
+
 mvmoe_status mvmoe_atomic_write(const char *path, mvmoe_atomic_body body, void *ctx) {
+    MVMOE_TRY(mvmoe_output_check(path, NULL));
     size_t tmp_len = strlen(path) + 32;
     char *tmp = malloc(tmp_len);
     if (!tmp) MVMOE_FAIL(MVMOE_ERR_NOMEM, "%s: out of memory for the temporary file name", path);

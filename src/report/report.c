@@ -430,6 +430,8 @@ static mvmoe_status fill_ctx(mvmoe_report_ctx *c, const report_inputs *in, const
 mvmoe_status mvmoe_report_write(const mvmoe_report_run *runs, int n_runs, const mvmoe_report_options *o) {
     if (!o || !o->html_path || !runs || n_runs < 1)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "report: give at least one run and the HTML path");
+    MVMOE_TRY(mvmoe_output_check(o->html_path, NULL));
+    if (o->json_path) MVMOE_TRY(mvmoe_output_check(o->json_path, NULL));
     report_inputs in;
     memset(&in, 0, sizeof in);
     mvmoe_rtext page = {0};

@@ -126,6 +126,30 @@ expect 1 "$TMP/junk.safetensors" :: info "$TMP/junk.safetensors"
 expect 1 "$TMP/junk.safetensors" :: eval --model "$TMP/junk.safetensors" --data "$D"
 check "a failed run writes no checkpoint" test ! -e "$O"
 
+# ---- outputs that are not regular files: refused before any work, the device left as it was
+# (the atomic rename would replace a device node with a regular file; docs/RELIABILITY.md)
+for dev in /dev/null /dev/full; do
+  [ -c "$dev" ] || continue
+  expect 1 "--out '$dev' is not a regular file" :: train --data "$D" --out "$dev" --preset vit-test-tiny
+  expect 1 "--logits '$dev' is not a regular file" :: eval --model "$TMP/junk.safetensors" --data "$D" --logits "$dev"
+  expect 1 "--out '$dev' is not a regular file" :: superclasses --confusion "$TMP/none.json" --experts 2 --out "$dev"
+  expect 1 "--json '$dev' is not a regular file" :: report --out "$TMP/r.html" --json "$dev" --run a="$TMP/none.json"
+  check "$dev is still a character device" test -c "$dev"
+done
+mkdir -p "$TMP/adir" "$TMP/adir2.state.safetensors"
+expect 1 "--out '$TMP/adir' is a folder" :: train --data "$D" --out "$TMP/adir" --preset vit-test-tiny
+expect 1 "the folder '$TMP/nodir' does not exist" :: report --out "$TMP/nodir/r.html" --run a="$TMP/none.json"
+expect 1 "the file beside --out" "is a folder" :: train --data "$D" --out "$TMP/adir2" --preset vit-test-tiny
+check "no report written" test ! -e "$TMP/r.html"
+
+# ---- error messages carry no source locations unless asked (--verbose, MVMOE_VERBOSE=1)
+"$BIN" info "$TMP/junk.safetensors" 2> "$TMP/plain.err"
+check "no [file.c:N] tag without --verbose" bash -c "! grep -qE '\.c:[0-9]+' '$TMP/plain.err'"
+"$BIN" --verbose info "$TMP/junk.safetensors" 2> "$TMP/verbose.err"
+check "--verbose says where" grep -qE 'raised at [a-z_]+\.c:[0-9]+' "$TMP/verbose.err"
+MVMOE_VERBOSE=1 "$BIN" info "$TMP/junk.safetensors" 2> "$TMP/verbose2.err"
+check "MVMOE_VERBOSE=1 says where" grep -qE 'raised at [a-z_]+\.c:[0-9]+' "$TMP/verbose2.err"
+
 # ---- things that must work
 expect 0 "vit-12x64" :: presets
 expect 0 "vit-12x64" "parameters" "flops" "tokens" :: info --preset vit-12x64
