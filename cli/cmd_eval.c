@@ -317,7 +317,8 @@ static int run(const eval_args *e) {
     }
     const mvmoe_config *c = mvmoe_model_config(m);
     int load_size = mvmoe_cli_is_image_folder(e->data, e->split) ? c->img_size : 0;
-    if (mvmoe_dataset_load(&ds, e->data, e->split, load_size, e->max_images) != MVMOE_OK) {
+    if (mvmoe_dataset_load(&ds, e->data, e->split, load_size, e->max_images) != MVMOE_OK ||
+        mvmoe_dataset_match_classes(&ds, (const char *const *)c->class_names, c->num_classes) != MVMOE_OK) {
         rc = mvmoe_cli_fail("eval");
         goto done;
     }

@@ -136,6 +136,12 @@ typedef struct mvmoe_dataset {
 mvmoe_status mvmoe_dataset_load(mvmoe_dataset *ds, const char *dir, const char *split,
                                 int img_size, int max_images);
 void mvmoe_dataset_free(mvmoe_dataset *ds);
+/* Relabels an image-folder dataset by a model's class names (names[K], e.g. the checkpoint's):
+ * each of the dataset's classes is matched by name and its images take that class's index,
+ * so a split that lacks classes or orders them otherwise is scored against the right ones.
+ * An error names the first class the model does not know. No-op when either side has no
+ * names or the dataset is not an image folder (IDX and CIFAR labels are fixed by the format). */
+mvmoe_status mvmoe_dataset_match_classes(mvmoe_dataset *ds, const char *const *names, int K);
 
 /* Deterministic split of 0..n-1 into train / validation index lists (fraction `val` held
  * out, per class stratified, fixed by seed). Caller frees both arrays with free(). */

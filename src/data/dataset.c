@@ -141,3 +141,36 @@ mvmoe_status mvmoe_dataset_superclass_map(const mvmoe_dataset *ds, int **map) {
     *map = m;
     return MVMOE_OK;
 }
+
+mvmoe_status mvmoe_dataset_match_classes(mvmoe_dataset *ds, const char *const *names, int K) {
+    if (!ds || !names || !ds->class_names || !ds->source || K < 1) return MVMOE_OK;
+    char *root = NULL;
+    int fixed = mvmoe_idx_detect(ds->source) || mvmoe_cifar_detect(ds->source, &root);
+    free(root);
+    if (fixed) return MVMOE_OK;
+    int *to;
+    MVMOE_ALLOC(to, ds->num_classes ? ds->num_classes : 1, "class relabelling");
+    for (int c = 0; c < ds->num_classes; c++) {
+        to[c] = -1;
+        for (int k = 0; k < K && to[c] < 0; k++)
+            if (names[k] && ds->class_names[c] && strcmp(names[k], ds->class_names[c]) == 0) to[c] = k;
+        if (to[c] < 0) {
+            free(to);
+            MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: class '%.200s' is not one of the model's %d classes "
+                       "(matched by name); evaluate with the data the model was trained on",
+                       ds->source, ds->class_names[c] ? ds->class_names[c] : "", K);
+        }
+    }
+    char **copy;
+    mvmoe_status s = mvmoe_data_names_copy(names, K, &copy);
+    if (s != MVMOE_OK) {
+        free(to);
+        return s;
+    }
+    for (int i = 0; i < ds->n; i++) ds->labels[i] = to[ds->labels[i]];
+    free(to);
+    mvmoe_data_names_free(ds->class_names, ds->num_classes);
+    ds->class_names = copy;
+    ds->num_classes = K;
+    return MVMOE_OK;
+}

@@ -144,8 +144,9 @@ static mvmoe_status decode_all(mvmoe_dataset *ds, char **paths, int S) {
     return MVMOE_OK;
 }
 
+/* label_of[c]: the label of the images in class folder c (NULL: c itself). */
 static mvmoe_status load_classes(mvmoe_dataset *ds, const char *sdir, const strlist *classes,
-                                 int S, int max_images) {
+                                 const int *label_of, int S, int max_images) {
     int K = classes->n;
     strlist *files = calloc((size_t)K, sizeof *files);
     int *take = calloc((size_t)K, sizeof *take);
@@ -196,7 +197,7 @@ static mvmoe_status load_classes(mvmoe_dataset *ds, const char *sdir, const strl
                 paths[i] = cdir ? mvmoe_data_join(cdir, files[c].s[j]) : NULL;
                 free(cdir);
                 if (!paths[i]) s = MVMOE_ERR_NOMEM;
-                ds->labels[i] = c;
+                ds->labels[i] = label_of ? label_of[c] : c;
             }
         }
         if (s == MVMOE_OK) s = decode_all(ds, paths, S);
@@ -207,6 +208,36 @@ static mvmoe_status load_classes(mvmoe_dataset *ds, const char *sdir, const strl
     for (int c = 0; files && c < K; c++) strlist_free(&files[c]);
     free(files);
     free(take);
+    return s;
+}
+
+/* For a split other than train, when DIR/train exists: ref = its class folders and
+ * label_of[c] = the position of the split's class folder c among them; a class the training
+ * split lacks is an error. Without DIR/train, ref and label_of stay empty (labels by the
+ * split's own folders). */
+static mvmoe_status reference_classes(const char *dir, const char *sdir, const strlist *classes,
+                                      strlist *ref, int **label_of) {
+    char *tdir = mvmoe_data_join(dir, "train");
+    if (!tdir) return MVMOE_ERR_NOMEM;
+    mvmoe_status s = MVMOE_OK;
+    if (mvmoe_data_is_dir(tdir)) s = list_dir(tdir, 1, ref);
+    if (s == MVMOE_OK && ref->s) {
+        *label_of = malloc(sizeof(int) * (size_t)(classes->n ? classes->n : 1));
+        if (!*label_of) s = mvmoe_error_set(MVMOE_ERR_NOMEM, __FILE__, __LINE__, "class labels of %s", sdir);
+        for (int c = 0; s == MVMOE_OK && c < classes->n; c++) {
+            int at = -1;
+            for (int r = 0; r < ref->n && at < 0; r++)
+                if (strcmp(classes->s[c], ref->s[r]) == 0) at = r;
+            if (at < 0)
+                s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
+                                    "class folder '%.200s' of %s is not among the %d classes of %s "
+                                    "(labels are matched by class name); rename or remove it",
+                                    classes->s[c], sdir, ref->n, tdir);
+            else
+                (*label_of)[c] = at;
+        }
+    }
+    free(tdir);
     return s;
 }
 
@@ -236,18 +267,27 @@ mvmoe_status mvmoe_folder_load(mvmoe_dataset *ds, const char *dir, const char *s
                             "%s has %d class sub-folders; expected 1..%d (DIR/SPLIT/CLASS/*.jpg)",
                             sdir, classes.n, FOLDER_MAX_CLASSES);
     }
+    /* Labels are positions in the TRAINING split's class list, matched by name: a test split
+     * that lacks a class, or orders its folders otherwise, must not shift the labels of the
+     * others (scored against the wrong classes, it could even report 100 %). */
+    strlist ref = {0};
+    int *label_of = NULL;
+    if (s == MVMOE_OK && strcmp(split, "train") != 0) s = reference_classes(dir, sdir, &classes, &ref, &label_of);
+    strlist *names = ref.s ? &ref : &classes;
     if (s == MVMOE_OK) {
         ds->c = 3;
         ds->h = ds->w = img_size;
-        ds->num_classes = classes.n;
-        s = load_classes(ds, sdir, &classes, img_size, max_images);
+        ds->num_classes = names->n;
+        s = load_classes(ds, sdir, &classes, label_of, img_size, max_images);
     }
     if (s == MVMOE_OK) {
-        ds->class_names = classes.s; /* ownership moves to the dataset */
-        classes.s = NULL;
-        classes.n = 0;
+        ds->class_names = names->s; /* ownership moves to the dataset */
+        names->s = NULL;
+        names->n = 0;
     }
     if (classes.s) strlist_free(&classes);
+    if (ref.s) strlist_free(&ref);
+    free(label_of);
     free(sdir);
     return s;
 }

@@ -229,10 +229,57 @@ static void test_corrupt(void) {
     expect_bad("empty.jpg", "", 0, "empty file");
 }
 
+/* Labels of a split other than train follow the TRAINING split's classes by name: a split
+ * without "cat" must still label its dogs 1, and a class train lacks is an error. */
+static void test_labels_by_name(void) {
+    const char *dir = dir_buf;
+    char p[700];
+    uint8_t *ramp = ramp8();
+    snprintf(p, sizeof p, "%s/dogsonly", dir);
+    fx_mkdir(dir, "dogsonly");
+    fx_mkdir(p, "dog");
+    snprintf(p, sizeof p, "%s/dogsonly/dog", dir);
+    write_png(fx_path(p, "f.png"), ramp, 8, 8);
+    mvmoe_dataset ds;
+    mvmoe_status s = mvmoe_dataset_load(&ds, dir, "dogsonly", 8, 0);
+    CHECK(s == MVMOE_OK && ds.n == 1 && ds.num_classes == 2 && ds.labels[0] == 1 &&
+              strcmp(ds.class_names[1], "dog") == 0,
+          "split without 'cat': n=%d classes=%d label=%d (%s)", ds.n, ds.num_classes,
+          s == MVMOE_OK ? ds.labels[0] : -1, mvmoe_last_error());
+    if (s == MVMOE_OK) mvmoe_dataset_free(&ds);
+
+    snprintf(p, sizeof p, "%s/odd", dir);
+    fx_mkdir(dir, "odd");
+    fx_mkdir(p, "cow");
+    snprintf(p, sizeof p, "%s/odd/cow", dir);
+    write_png(fx_path(p, "g.png"), ramp, 8, 8);
+    s = mvmoe_dataset_load(&ds, dir, "odd", 8, 0);
+    CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "'cow'"),
+          "a class the training split lacks: %d %s", s, mvmoe_last_error());
+    if (s == MVMOE_OK) mvmoe_dataset_free(&ds);
+
+    /* relabelling by a model's names: train's "cat","dog" onto a model of "dog","cat","emu" */
+    s = mvmoe_dataset_load(&ds, dir, "train", 4, 0);
+    if (s == MVMOE_OK) {
+        const char *model[3] = {"dog", "cat", "emu"};
+        s = mvmoe_dataset_match_classes(&ds, model, 3);
+        CHECK(s == MVMOE_OK && ds.num_classes == 3 && ds.labels[0] == 1 && ds.labels[3] == 0 &&
+                  strcmp(ds.class_names[2], "emu") == 0,
+              "match_classes: %s", mvmoe_last_error());
+        const char *other[2] = {"dog", "emu"};
+        s = mvmoe_dataset_match_classes(&ds, other, 2);
+        CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "'cat'"),
+              "match_classes with a class the model lacks: %s", mvmoe_last_error());
+        mvmoe_dataset_free(&ds);
+    }
+    free(ramp);
+}
+
 int main(void) {
     make_folder();
     if (dir_buf[0]) {
         test_folder_load();
+        test_labels_by_name();
         test_image_load();
         test_corrupt();
         fx_rmtree(dir_buf);
