@@ -147,6 +147,14 @@ static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src
         } else {
             MVMOE_TRY(mvmoe_st_read_f32(f, t, dst, ti->count));
         }
+        /* a NaN or Inf weight makes every logit NaN, which evaluation would report as an
+         * accuracy: refuse the file, naming the tensor */
+        for (size_t j = 0; j < ti->count; j++)
+            if (!isfinite(dst[j]))
+                MVMOE_FAIL(MVMOE_ERR_NUMERIC,
+                           "%s: tensor '%s' holds %s at element %zu; the checkpoint is corrupt or "
+                           "from a training that diverged; use an earlier checkpoint",
+                           f->path, ti->name, isnan(dst[j]) ? "NaN" : "an infinity", j);
     }
     mvmoe_model_params_changed(m);
     return MVMOE_OK;
