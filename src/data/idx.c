@@ -272,10 +272,13 @@ static mvmoe_status load_labels(mvmoe_dataset *ds, idx_file *x, const char *imag
 }
 
 /* classes.txt beside the files wins; else Fashion-MNIST's names when the path says so; else
- * digits. num_classes is at least 10 so that train and test (and capped loads) agree. */
+ * digits. Without classes.txt there are exactly 10 classes (the MNIST family), so that train
+ * and test (and capped loads) agree, and a stray label such as 255 cannot silently make a
+ * 256-class model: more classes need classes.txt. */
 static mvmoe_status set_class_names(mvmoe_dataset *ds, const char *dir) {
-    int maxl = 0;
-    for (int i = 0; i < ds->n; i++) maxl = ds->labels[i] > maxl ? ds->labels[i] : maxl;
+    int maxl = 0, at = 0;
+    for (int i = 0; i < ds->n; i++)
+        if (ds->labels[i] > maxl) maxl = ds->labels[i], at = i;
     char *names_path = mvmoe_data_join(dir, "classes.txt");
     if (!names_path) return MVMOE_ERR_NOMEM;
     if (mvmoe_data_is_file(names_path)) {
@@ -289,7 +292,12 @@ static mvmoe_status set_class_names(mvmoe_dataset *ds, const char *dir) {
         return s;
     }
     free(names_path);
-    ds->num_classes = maxl + 1 > 10 ? maxl + 1 : 10;
+    if (maxl >= 10)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                   "label %d (image %d) in the IDX files of %s: without a classes.txt beside them "
+                   "labels must be 0..9 (MNIST, Fashion-MNIST); the label file is corrupt, or add "
+                   "classes.txt with one class name per line", maxl, at, dir);
+    ds->num_classes = 10;
     char *real = realpath(dir, NULL);
     int fashion = strcasestr(real ? real : dir, "fashion") != NULL;
     free(real);

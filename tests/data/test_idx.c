@@ -95,6 +95,25 @@ static void test_round_trip(void) {
     CHECK(s == MVMOE_OK && same_as(&ds, &te, 4), "max_images = 4: n = %d", ds.n);
     mvmoe_dataset_free(&ds);
 
+    /* without classes.txt, a label beyond 9 is refused (it would make a 256-class model of
+     * a stray 255) */
+    {
+        idx_set odd;
+        make_set(&odd, 6, 5, 4, 3);
+        odd.lab[4] = 255;
+        char sub[600];
+        snprintf(sub, sizeof sub, "%s/odd", dir);
+        fx_mkdir(dir, "odd");
+        CHECK(write_set(sub, "train", &odd, 0) == 0, "writing the label-255 set");
+        s = mvmoe_dataset_load(&ds, sub, "train", 0, 0);
+        CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "label 255 (image 4)") &&
+                  strstr(mvmoe_last_error(), "classes.txt"),
+              "label 255 without classes.txt: %d %s", s, mvmoe_last_error());
+        if (s == MVMOE_OK) mvmoe_dataset_free(&ds);
+        free(odd.pix);
+        free(odd.lab);
+    }
+
     /* classes.txt wins and sets num_classes; labels beyond it are rejected */
     const char *names = "zero\none\r\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\nten\neleven\n\n";
     fx_write(fx_path(dir, "classes.txt"), names, strlen(names));
