@@ -1,5 +1,6 @@
 /* mvmoe: the command-line program. Dispatches to one command per file (cli/cmd_*.c) and is
  * the only place that ends the process: every command returns its exit code here. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,10 @@ static const command *find(const char *name) {
 
 int main(int argc, char **argv) {
     int rc;
+    /* Past a file-size limit (ulimit -f) the kernel's default would kill the process with no
+     * message and leave a temporary file behind; ignored, the write fails with EFBIG instead
+     * and the writer's error path reports it and removes the temporary file. */
+    signal(SIGXFSZ, SIG_IGN);
     const char *env = getenv("MVMOE_VERBOSE");
     mvmoe_cli_verbose = env && *env && strcmp(env, "0") != 0;
     if (argc >= 2 && strcmp(argv[1], "--verbose") == 0) { /* global: before the command */

@@ -47,8 +47,10 @@ static mvmoe_status write_tmp(const char *path, const char *tmp, mvmoe_atomic_bo
         unlink(tmp);
         MVMOE_FAIL(MVMOE_ERR_IO,
                    "%s: %s the temporary file '%s' failed: %s; the previous file (if any) is "
-                   "unchanged; check free disk space",
-                   path, step, tmp, strerror(e));
+                   "unchanged; %s",
+                   path, step, tmp, strerror(e),
+                   e == EFBIG ? "raise the file-size limit (ulimit -f) or write a smaller model"
+                              : "check free disk space");
     }
     return MVMOE_OK;
 }
