@@ -179,10 +179,11 @@ void mvmoe_vit_ref_forward(mvmoe_vit_ref *m, const float *img, const mvmoe_param
     mvmoe_patchify_ref(m->patches, img, B, d.C, d.S, d.S, d.P);                 /* [B, N, CPP] */
     mvmoe_linear_forward_ref(m->pe, m->patches, p->patch_w, p->patch_b, B * N, d.CPP, D); /* [B, N, D] */
     for (int b = 0; b < B; b++) /* token 0: the class token; token t: patch t-1; + position t */
-        for (int t = 0; t < T; t++)
+        for (int t = 0; t < T; t++) {
+            const float *e = t == 0 ? p->cls : m->pe + ((size_t)b * N + t - 1) * D; /* [D] */
             for (int i = 0; i < D; i++)
-                m->x0[((size_t)b * T + t) * D + i] =
-                    (t == 0 ? p->cls[i] : m->pe[((size_t)b * N + t - 1) * D + i]) + p->pos[(size_t)t * D + i]; /* [B, T, D] */
+                m->x0[((size_t)b * T + t) * D + i] = e[i] + p->pos[(size_t)t * D + i]; /* [B, T, D] */
+        }
 
     for (int l = 0; l < d.depth; l++) {
         const block_acts a = block_at(m, &d, l);
@@ -223,7 +224,8 @@ void mvmoe_vit_ref_forward(mvmoe_vit_ref *m, const float *img, const mvmoe_param
 
     /* head on the final LayerNorm of the class token */
     const float *out = block_at(m, &d, d.depth - 1).res2;                       /* [B, T, D] */
-    for (int b = 0; b < B; b++) memcpy(m->clsx + (size_t)b * D, out + (size_t)b * T * D, sizeof(float) * D); /* [B, D] */
+    for (int b = 0; b < B; b++)
+        memcpy(m->clsx + (size_t)b * D, out + (size_t)b * T * D, sizeof(float) * D); /* [B, D] */
     mvmoe_layernorm_forward_ref(m->lnf, m->lnf_mean, m->lnf_rstd, m->clsx, p->norm_w, p->norm_b, B, D,
                                 LN_EPS);                                        /* [B, D], [B] x2 */
     mvmoe_linear_forward_ref(m->logits, m->lnf, p->head_w, p->head_b, B, D, d.K); /* [B, K] */
@@ -284,7 +286,8 @@ void mvmoe_vit_ref_backward(mvmoe_params *g, mvmoe_vit_ref *m, const mvmoe_param
     mvmoe_layernorm_backward_ref(m->d_clsx, g->norm_w, g->norm_b, m->d_lnf, m->lnf_mean, m->lnf_rstd,
                                  m->clsx, p->norm_w, B, D);                     /* [B, D] */
     zero(m->d_res, (size_t)BT * D); /* only the class-token rows reach the head */
-    for (int b = 0; b < B; b++) memcpy(m->d_res + (size_t)b * T * D, m->d_clsx + (size_t)b * D, sizeof(float) * D); /* [B, T, D] */
+    for (int b = 0; b < B; b++)
+        memcpy(m->d_res + (size_t)b * T * D, m->d_clsx + (size_t)b * D, sizeof(float) * D); /* [B, T, D] */
 
     for (int l = d.depth - 1; l >= 0; l--) {
         const block_acts a = block_at(m, &d, l);
@@ -348,5 +351,6 @@ void mvmoe_vit_ref_backward(mvmoe_params *g, mvmoe_vit_ref *m, const mvmoe_param
                 if (t == 0) g->cls[i] += v;                                     /* [D] */
                 else m->d_pe[((size_t)b * N + t - 1) * D + i] = v;              /* [B, N, D] */
             }
-    mvmoe_linear_backward_ref(NULL, g->patch_w, g->patch_b, m->d_pe, m->patches, p->patch_w, B * N, d.CPP, D); /* [D, CPP], [D] */
+    mvmoe_linear_backward_ref(NULL, g->patch_w, g->patch_b, m->d_pe, m->patches, p->patch_w, B * N, d.CPP,
+                              D);                                               /* [D, CPP], [D] */
 }

@@ -8,12 +8,13 @@
  * fast code.
  *
  * Tolerances: both compute in float32; the fast one sums in other orders (oneDNN sgemm
- * blocking, FMA, 8-lane partial sums, class-token-only last block), the reference often in
- * double. With O(1) activations and ~10-30-term sums a single op differs by a few ulp
- * (~1e-7 relative), amplified through the 3 blocks' LayerNorms and the softmaxes: observed
- * worst gradient tensors are about 1e-6 (max |Δ| over max |ref| of the tensor), so 1e-4
- * leaves two orders of magnitude of margin while any real error (a wrong sign, a missing
- * term, a mis-indexed row) gives O(1) (see the report of the commit adding this test). */
+ * blocking, FMA, 8-lane partial sums, the class-token-only last block, grouped experts), the
+ * reference often in double. Each op then differs by a few ulp (~1e-7 relative), amplified
+ * through the blocks' LayerNorms and softmaxes: observed here (both kernel widths, 1-4
+ * threads) logits up to ~1e-6 and worst gradient tensors up to ~7e-6 (max |Δ| over max |ref|
+ * of the tensor). The bounds below leave 10x or more of margin, while real errors are far
+ * above them: a flipped sign on the gate gradient, the load loss's η term or one image's
+ * drop-path factor, or a capacity off by one, each gave 1e-3 .. 1 and failed this test. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@
 #include "model/vit_ref.h"
 #include "test_util.h"
 
-#define LOGIT_TOL 1e-5  /* max |Δlogit| / max(max |logit|, 1) */
+#define LOGIT_TOL 2e-5  /* max |Δlogit| / max(max |logit|, 1) */
 #define LOSS_TOL 1e-5   /* |Δ| / max(|loss part|, 1e-3) */
 #define GRAD_TOL 1e-4   /* per tensor: max |Δg| / max(max |g_ref| of the tensor, GRAD_FLOOR) */
 #define GRAD_FLOOR 1e-6 /* an expert nothing was routed to has g = 0 in both: compared absolutely */
@@ -103,9 +104,10 @@ static void normalize(float *img, const uint8_t *u8, const mvmoe_config *c) {
     mvmoe_augment_batch(img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
 }
 
-static void compare_logits(const float *fast, const float *ref, int K, const char *what) {
+static double compare_logits(const float *fast, const float *ref, int K, const char *what) {
     double err = tu_rel_err(fast, ref, (size_t)B * K, 1.0);
     CHECK(err < LOGIT_TOL, "%s: logits differ, rel %.3g", what, err);
+    return err;
 }
 
 /* The fast model's routing plans against the reference's routers: same experts, same kept
@@ -137,7 +139,7 @@ static int compare_routes(const mvmoe_acts *a, const mvmoe_vit_ref *r, const mvm
 }
 
 /* Every gradient tensor by name; the worst one is named on failure. */
-static void compare_grads(const mvmoe_model *m, const float *gref, const char *what) {
+static void compare_grads(const mvmoe_model *m, const float *gref, const char *what, double logit_err) {
     double worst = 0, norm = 0;
     const char *worst_name = "(none)";
     for (int i = 0; i < m->layout.n; i++) {
@@ -148,7 +150,7 @@ static void compare_grads(const mvmoe_model *m, const float *gref, const char *w
     }
     CHECK(worst < GRAD_TOL, "%s: gradient of %s differs, rel %.3g", what, worst_name, worst);
     CHECK(norm > 1e-6, "%s: reference gradient is zero", what); /* the test must carry signal */
-    printf("  %-52s worst gradient %-28s %.2e\n", what, worst_name, worst);
+    printf("  %-58s logits %.1e, worst gradient %-28s %.1e\n", what, logit_err, worst_name, worst);
 }
 
 static void check_variant(const variant *v, mvmoe_rng *rng) {
@@ -183,7 +185,7 @@ static void check_variant(const variant *v, mvmoe_rng *rng) {
     mvmoe_params g;
     mvmoe_params_view(&g, gref, c);
     mvmoe_vit_ref_backward(&g, &ref, &m->p);
-    compare_logits(a->logits, ref.logits, K, what);
+    const double logit_err = compare_logits(a->logits, ref.logits, K, what);
     const double parts[4][2] = {{loss, loss_ref}, {a->loss_ce, ref.loss_ce},
                                 {a->loss_router, ref.loss_router}, {a->loss_aux, ref.loss_aux}};
     const char *part_names[4] = {"total", "ce", "router (super-class)", "aux (importance + load)"};
@@ -200,7 +202,7 @@ static void check_variant(const variant *v, mvmoe_rng *rng) {
     int zeros = 0;
     for (size_t q = 0; q < (size_t)c->depth * 2 * B; q++) zeros += ref.keep[q] == 0.0f;
     if (v->drop_path > 0) CHECK(zeros > 0, "%s: drop-path dropped no branch", what);
-    compare_grads(m, gref, what);
+    compare_grads(m, gref, what, logit_err);
 
     /* inference through the public entry point: uint8 images in, logits out */
     snprintf(what, sizeof what, "%s, inference", v->name);
@@ -221,6 +223,11 @@ static double ref_loss(mvmoe_vit_ref *r, const float *img, const float *targets,
                        const mvmoe_params *p, const mvmoe_vit_ref_opts *o) {
     mvmoe_vit_ref_forward(r, img, p, o);
     return mvmoe_vit_ref_loss(r, targets, labels, o);
+}
+
+/* Whether the reference's routing decisions differ from saved[2·nc] (experts, kept flags). */
+static int route_changed(const mvmoe_vit_ref *r, const int *saved, size_t nc) {
+    return nc && (memcmp(saved, r->rexpert, sizeof(int) * nc) || memcmp(saved + nc, r->rkept, sizeof(int) * nc));
 }
 
 /* Central differences on up to 8 entries of every tensor, compared as vectors (the style of
@@ -261,10 +268,10 @@ static void fd_check(const variant *v, mvmoe_rng *rng) {
             float *w = m->param_mem + t->offset + q, w0 = *w, eps = eps_rel * fmaxf(1.0f, fabsf(w0));
             *w = w0 + eps;
             const double lp = ref_loss(&r, img, targets, labels, &m->p, &o);
-            if (nc) flips += memcmp(choice0, r.rexpert, sizeof(int) * nc) || memcmp(choice0 + nc, r.rkept, sizeof(int) * nc);
+            flips += route_changed(&r, choice0, nc);
             *w = w0 - eps;
             const double lm = ref_loss(&r, img, targets, labels, &m->p, &o);
-            if (nc) flips += memcmp(choice0, r.rexpert, sizeof(int) * nc) || memcmp(choice0 + nc, r.rkept, sizeof(int) * nc);
+            flips += route_changed(&r, choice0, nc);
             *w = w0;
             const double num = (lp - lm) / (2.0 * eps), ana = gbuf[t->offset + q];
             dn += num * num;
@@ -284,10 +291,16 @@ static void fd_check(const variant *v, mvmoe_rng *rng) {
 int main(void) {
     mvmoe_rng rng;
     mvmoe_rng_init(&rng, 2026, 0);
-    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
-        check_variant(&variants[i], &rng);
-        fflush(stdout);
+    /* the fast kernels' AVX2 versions, then their AVX-512 ones where this CPU has them */
+    for (int width = 256; width <= 512; width += 256) {
+        if (mvmoe_isa_force(width) != 0) continue;
+        printf("kernels at %d bits\n", width);
+        for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+            check_variant(&variants[i], &rng);
+            fflush(stdout);
+        }
     }
+    mvmoe_isa_force(0);
     /* dense (with drop-path), one per-image and one per-token MoE mode */
     const int fd[] = {1, 3, 5, 8};
     for (size_t i = 0; i < sizeof fd / sizeof fd[0]; i++) fd_check(&variants[fd[i]], &rng);
