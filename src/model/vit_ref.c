@@ -35,11 +35,6 @@ static dims dims_of(const mvmoe_config *c, int B) {
     return d;
 }
 
-void mvmoe_vit_ref_opts_default(mvmoe_vit_ref_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->superclass_lambda = 0.3f, o->aux_weight = 0.01f, o->capacity_ratio = 1.05f, o->route_noise = 1;
-}
-
 mvmoe_status mvmoe_vit_ref_init(mvmoe_vit_ref *m, const mvmoe_config *c, int B) {
     memset(m, 0, sizeof *m);
     if (B < 1) MVMOE_FAIL(MVMOE_ERR_INVALID, "reference model: batch %d, need at least 1", B);

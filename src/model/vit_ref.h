@@ -20,7 +20,8 @@
 #include "model/layout.h"
 #include "mvmoe.h"
 
-/* What the fast model keeps in mvmoe_model (or takes as arguments) besides the weights. */
+/* What the fast model keeps in mvmoe_model (or takes as arguments) besides the weights; the
+ * caller copies them from there (the reference keeps no defaults of its own to drift). */
 typedef struct mvmoe_vit_ref_opts {
     int training;            /* 1: drop-path, router noise and expert capacity apply */
     float drop_path;         /* stochastic-depth rate of the last block (training) */
@@ -95,8 +96,6 @@ typedef struct mvmoe_vit_ref {
     void *mem;       /* the one allocation behind every pointer above */
 } mvmoe_vit_ref;
 
-/* Default options as mvmoe_model_alloc sets the model's (training off). */
-void mvmoe_vit_ref_opts_default(mvmoe_vit_ref_opts *o);
 mvmoe_status mvmoe_vit_ref_init(mvmoe_vit_ref *r, const mvmoe_config *c, int B);
 void mvmoe_vit_ref_free(mvmoe_vit_ref *r);
 /* Forward of the normalized images img [B, C, S, S] with weights p: r->logits [B, K]. */
