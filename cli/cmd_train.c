@@ -210,11 +210,31 @@ static void restore_handlers(const struct sigaction *old_int, const struct sigac
 static int evaluate_test(const train_args *t, mvmoe_model *m, int load_size, const char *which) {
     mvmoe_dataset test;
     memset(&test, 0, sizeof test);
-    if (mvmoe_dataset_load(&test, t->data, "test", load_size, t->max_images) != MVMOE_OK) {
+    mvmoe_status ls = mvmoe_dataset_load(&test, t->data, "test", load_size, t->max_images);
+    if (ls == MVMOE_ERR_IO) {
         /* A dataset without a test split is normal for image folders; say so and finish. */
         printf("test: not evaluated (%s)\n", mvmoe_last_error());
         mvmoe_dataset_free(&test);
         return 0;
+    }
+    /* a test split that is there but corrupt, or that does not fit the model trained on the
+     * train split (other channels, image size or classes), is an error, not a skipped test */
+    const mvmoe_config *c = mvmoe_model_config(m);
+    if (ls == MVMOE_OK && (test.c != c->in_chans || test.h != c->img_size || test.w != c->img_size ||
+                           test.num_classes > c->num_classes)) {
+        fprintf(stderr, "mvmoe train: error: the test split of '%s' has %d channel(s) of %dx%d and %d "
+                "classes, but the model trained on its train split takes %d channel(s) of %dx%d and "
+                "%d classes; fix the test files\n", t->data, test.c, test.h, test.w, test.num_classes,
+                c->in_chans, c->img_size, c->img_size, c->num_classes);
+        mvmoe_dataset_free(&test);
+        return MVMOE_EXIT_FAIL;
+    }
+    if (ls == MVMOE_OK &&
+        mvmoe_dataset_match_classes(&test, (const char *const *)c->class_names, c->num_classes) != MVMOE_OK)
+        ls = MVMOE_ERR_FORMAT;
+    if (ls != MVMOE_OK) {
+        mvmoe_dataset_free(&test);
+        return mvmoe_cli_fail("train");
     }
     mvmoe_eval_result r;
     memset(&r, 0, sizeof r);
