@@ -110,6 +110,9 @@ static mvmoe_status list_files(cifar_files *f, const char *root, int kind, const
 static mvmoe_status read_records(mvmoe_dataset *ds, const cifar_files *f, int kind, int want) {
     size_t rec = kind == 10 ? 1 + CIFAR_PIXELS : 2 + CIFAR_PIXELS;
     uint8_t buf[2 + CIFAR_PIXELS];
+    /* CIFAR-100: each fine class belongs to one coarse class, the super-classes routing uses */
+    int coarse_of[100], coarse_at[100];
+    for (int k = 0; k < 100; k++) coarse_of[k] = -1;
     int done = 0;
     for (int fi = 0; fi < f->nfiles && done < want; fi++) {
         FILE *fp = fopen(f->path[fi], "rb");
@@ -128,6 +131,14 @@ static mvmoe_status read_records(mvmoe_dataset *ds, const cifar_files *f, int ki
                            r, fine, kind == 100 && buf[0] >= 20 ? " / coarse label" : "", kind,
                            kind, kind == 100 ? ", 20 coarse" : "", kind);
             }
+            if (kind == 100 && coarse_of[fine] >= 0 && coarse_of[fine] != buf[0]) {
+                fclose(fp);
+                MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s record %lld: fine label %d has coarse label %d, "
+                           "but image %d of this split has it under coarse label %d; the fine and "
+                           "coarse labels disagree, so the file is corrupt", f->path[fi], r, fine,
+                           buf[0], coarse_at[fine], coarse_of[fine]);
+            }
+            if (kind == 100 && coarse_of[fine] < 0) coarse_of[fine] = buf[0], coarse_at[fine] = done;
             ds->labels[done] = fine;
             if (ds->coarse) ds->coarse[done] = buf[0];
             memcpy(ds->images + (size_t)done * CIFAR_PIXELS, buf + rec - CIFAR_PIXELS, CIFAR_PIXELS);

@@ -131,6 +131,21 @@ static void test_cifar100(void) {
         CHECK(s == MVMOE_ERR_FORMAT, "inconsistent coarse labels: %d", s);
         mvmoe_dataset_free(&ds);
     }
+    {   /* fine class 5 under coarse 1, then under coarse 2: refused at load, naming both */
+        char *bd = fx_tempdir("c100bad");
+        uint8_t rec2[2 * 3074] = {0};
+        rec2[0] = 1, rec2[1] = 5, rec2[3074] = 2, rec2[3075] = 5;
+        CHECK(bd && fx_write(fx_path(bd, "train.bin"), rec2, sizeof rec2) == 0 &&
+                  fx_write(fx_path(bd, "test.bin"), rec2, 3074) == 0, "write bad CIFAR-100");
+        mvmoe_dataset bad;
+        s = bd ? mvmoe_dataset_load(&bad, bd, "train", 0, 0) : MVMOE_ERR_IO;
+        CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "record 1") &&
+                  strstr(mvmoe_last_error(), "disagree"),
+              "fine/coarse disagreement: %d %s", s, mvmoe_last_error());
+        if (s == MVMOE_OK) mvmoe_dataset_free(&bad);
+        if (bd) fx_rmtree(bd);
+        free(bd);
+    }
     char coarse[400] = "";
     for (int i = 0; i < 20; i++) snprintf(coarse + strlen(coarse), 20, "g%d\n", i);
     fx_write(fx_path(dir, "coarse_label_names.txt"), coarse, strlen(coarse));
