@@ -120,6 +120,17 @@ struct mvmoe_model {
                                 probability is below this (docs/MOE.md, "Adaptive k"); 0: off */
 };
 
+/* The activation arena (acts.c): allocation, and its size from the same buffer table, which
+ * the memory estimate (memory.c) reads instead of re-listing the buffers. Sizes are in double
+ * (a hostile config or batch can exceed size_t); mvmoe_acts_init refuses what cannot be
+ * addressed, or rows beyond int. */
+typedef struct mvmoe_acts_size {
+    double floats; /* the float arena, every buffer rounded up to 16 floats */
+    double plans;  /* routing plans (mvmoe_plan); 0 for dense models */
+    double ints;   /* the plans' integers and the per-image router's super-class targets */
+    double bytes;  /* all of it as allocated (the float arena rounded up to 64 bytes) */
+} mvmoe_acts_size;
+void mvmoe_acts_size_of(mvmoe_acts_size *s, const mvmoe_config *c, double B, int training);
 mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training);
 void mvmoe_acts_free(mvmoe_acts *a);
 

@@ -1,6 +1,5 @@
 /* The Vision Transformer's forward and backward passes (pre-norm blocks, class token, learned
  * position embedding; shared/CHECKPOINT_FORMAT.md "Forward pass"), built from src/kernels. */
-#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -14,102 +13,6 @@
 #include "model/moe.h"
 
 #define LN_EPS 1e-6f
-
-/* ---------------------------------------------------------------- activations arena */
-mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training) {
-    memset(a, 0, sizeof *a);
-    /* The sizes below are size_t products of config values and B; refuse, before computing
-     * them, a batch whose arena could not even be addressed (the estimate computes the same
-     * total in double and saturates) or whose token rows overflow the int row indices that
-     * routing plans and kernels use. */
-    if (B < 1) MVMOE_FAIL(MVMOE_ERR_INVALID, "batch %d: need at least 1 image", B);
-    double rows = (double)B * mvmoe_config_tokens(c) * (c->routing != MVMOE_ROUTING_DENSE ? c->top_k : 1);
-    if (rows > INT_MAX || mvmoe_model_memory_estimate(c, B, training) == SIZE_MAX)
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "batch %d of %d-token images (%.3g token rows) is beyond what this "
-                   "program can address; use a smaller batch", B, mvmoe_config_tokens(c), rows);
-    size_t T = (size_t)mvmoe_config_tokens(c), N = T - 1, D = (size_t)c->dim,
-           H = (size_t)c->mlp_dim, K = (size_t)c->num_classes, NH = (size_t)c->heads,
-           S = (size_t)c->img_size, C = (size_t)c->in_chans, P = (size_t)c->patch;
-    size_t Bz = (size_t)B, L = training ? (size_t)c->depth : 1;
-    size_t BT = Bz * T;
-    /* MoE: grouped expert rows R = B·T·k; router items nr per plan, Lr plans */
-    int moe = c->routing != MVMOE_ROUTING_DENSE, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
-    size_t E = moe ? (size_t)c->experts : 0, k = moe ? (size_t)c->top_k : 0;
-    size_t Lm = moe ? (training ? (size_t)c->moe_layers : 1) : 0, R = BT * k;
-    size_t Lr = moe ? (token ? (size_t)c->moe_layers : 1) : 0, nr = token ? BT : Bz;
-    a->B = B;
-    a->training = training;
-    a->layer_bt = training ? BT : 0;
-    a->layer_bt_d = training ? BT * D : 0;
-    a->layer_bt_3d = training ? BT * 3 * D : 0;
-    a->layer_bt_h = training ? BT * H : 0;
-    a->layer_att = training ? Bz * NH * T * T : 0;
-    struct { float **p; size_t n; } r[] = {
-        {&a->img, Bz * C * S * S},   {&a->patches, Bz * N * C * P * P}, {&a->pe, Bz * N * D},
-        {&a->x0, BT * D},            {&a->ln1, L * BT * D},          {&a->ln1_mean, L * BT},
-        {&a->ln1_rstd, L * BT},      {&a->qkv, L * BT * 3 * D},      {&a->att, L * Bz * NH * T * T},
-        {&a->atty, L * BT * D},      {&a->res1, L * BT * D},         {&a->ln2, L * BT * D},
-        {&a->ln2_mean, L * BT},      {&a->ln2_rstd, L * BT},         {&a->fch, L * BT * H},
-        {&a->fch_gelu, L * BT * H},  {&a->res2, L * BT * D},         {&a->branch, BT * D},
-        {&a->keep, (size_t)c->depth * 2 * Bz}, {&a->clsx, Bz * D},   {&a->lnf, Bz * D},
-        {&a->lnf_mean, Bz},          {&a->lnf_rstd, Bz},             {&a->logits, Bz * K},
-        {&a->probs, Bz * K},         {&a->losses, Bz},               {&a->targets, Bz * K},
-        {&a->d_res, training ? BT * D : 0},      {&a->d_branch, training ? BT * D : 0},
-        {&a->d_ln, training ? BT * D : 0},       {&a->d_qkv, training ? BT * 3 * D : 0},
-        {&a->d_att, training ? Bz * NH * T * T : 0}, {&a->d_atty, training ? BT * D : 0},
-        {&a->d_fch, training ? BT * H : 0},      {&a->d_fch_gelu, training ? BT * H : 0},
-        {&a->d_clsx, training ? Bz * D : 0},     {&a->d_lnf, training ? Bz * D : 0},
-        {&a->d_logits, training ? Bz * K : 0},   {&a->d_pe, training ? Bz * N * D : 0},
-        {&a->moe_xg, Lm * R * D}, {&a->moe_h, Lm * R * H}, {&a->moe_hg, Lm * R * H},
-        {&a->moe_y, Lm * R * D},  {&a->rz, Lr * nr * E},   {&a->rp, Lr * nr * E},
-        {&a->rnoise, Lr * nr * E}, {&a->rgate, Lr * nr * k},
-        {&a->d_moe, training ? R * D : 0}, {&a->d_moe_h, training ? R * H : 0},
-        {&a->d_moe_hg, training ? R * H : 0}, {&a->rdz, training ? Lr * nr * E : 0},
-        {&a->rdp, training ? Lr * nr * E : 0}, {&a->rdgate, training ? Lr * nr * k : 0},
-    };
-    size_t n = sizeof r / sizeof r[0], total = 0;
-    for (size_t i = 0; i < n; i++) total += (r[i].n + 15) / 16 * 16;
-    MVMOE_ALLOC_ALIGNED(a->mem, total, training ? "training activations" : "inference activations");
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        *r[i].p = r[i].n ? a->mem + off : NULL;
-        off += (r[i].n + 15) / 16 * 16;
-    }
-    for (size_t i = 0; i < (size_t)c->depth * 2 * Bz; i++) a->keep[i] = 1.0f;
-    if (moe) {
-        a->layer_moe_rd = training ? R * D : 0;
-        a->layer_moe_rh = training ? R * H : 0;
-        a->n_route = (int)nr;
-        a->n_plans = (int)Lr;
-        size_t per_plan = 3 * nr * k + E + 1, ni = Lr * per_plan + nr;
-        a->plans = calloc(Lr, sizeof *a->plans);
-        a->imem = malloc(sizeof(int) * ni);
-        if (!a->plans || !a->imem) {
-            mvmoe_acts_free(a);
-            MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot allocate %zu routing plans (%zu integers)", Lr, ni);
-        }
-        for (size_t l = 0; l < Lr; l++) {
-            int *base = a->imem + l * per_plan;
-            mvmoe_plan *pl = &a->plans[l];
-            pl->expert = base;
-            pl->pos = base + nr * k;
-            pl->src = base + 2 * nr * k;
-            pl->start = base + 3 * nr * k;
-            pl->gate = a->rgate + l * nr * k;
-            pl->n = 0;
-            pl->start[0] = 0;
-        }
-        a->rtarget = (int32_t *)(a->imem + Lr * per_plan);
-    }
-    return MVMOE_OK;
-}
-
-void mvmoe_acts_free(mvmoe_acts *a) {
-    free(a->plans);
-    free(a->imem);
-    free(a->mem);
-    memset(a, 0, sizeof *a);
-}
 
 /* ---------------------------------------------------------------- helpers */
 /* Stochastic depth (Huang et al. 2016, as in DeiT): each residual branch of each sample is
