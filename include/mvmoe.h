@@ -179,7 +179,10 @@ typedef struct mvmoe_progress {
 
 typedef void (*mvmoe_progress_fn)(const mvmoe_progress *p, void *user);
 
-/* Trains `m` on `train_idx` of `ds`, validating on `val_idx` (may be empty). Blocks. */
+/* Trains `m` on `train_idx` of `ds`, validating on `val_idx` (may be empty). Blocks. Every
+ * step is the library's one training step (pack weights, forward, loss, backward, clip, AdamW;
+ * src/train/step.c), the same one `mvmoe bench` times; the MoE loss settings above are
+ * options of the run, not properties of the model. */
 mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
                          int n_train, const int32_t *val_idx, int n_val,
                          const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user);
@@ -206,7 +209,9 @@ typedef struct mvmoe_eval_result {
     mvmoe_moe_eval moe;       /* experts == 0 for dense models */
 } mvmoe_eval_result;
 
-/* Evaluates on `idx` (NULL: all images). logits_out, if not NULL, receives [n, K]. */
+/* Evaluates on `idx` (NULL: all images). logits_out, if not NULL, receives [n, K]. Runs the
+ * inference forward (src/model/evaluate.c, next to mvmoe_model_logits); the trainer's
+ * validation calls it too. */
 mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *idx, int n,
                             int batch, mvmoe_eval_result *r, float *logits_out);
 void mvmoe_eval_result_free(mvmoe_eval_result *r);
@@ -229,6 +234,10 @@ mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_
 mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_of, int K, int E,
                                        const char *const *class_names, const char *method,
                                        const char *source);
+
+/* Seconds on the monotonic clock (CLOCK_MONOTONIC): the one clock behind step times,
+ * progress lines and benchmarks. Only differences of two readings mean anything. */
+double mvmoe_clock_seconds(void);
 
 /* Threads used by the library's kernels (OpenMP). 0: all cores. */
 void mvmoe_set_threads(int n);

@@ -27,10 +27,6 @@ mvmoe_status mvmoe_model_alloc(mvmoe_model **out, const mvmoe_config *c) {
         return s;
     }
     mvmoe_params_view(&m->p, m->param_mem, &m->cfg);
-    m->superclass_lambda = 0.3f;
-    m->aux_weight = 0.01f;
-    m->capacity_ratio = 1.05f;
-    m->route_noise = 1;
     m->ckpt_step = -1;
     m->packed.version = -1;
     *out = m;
@@ -228,7 +224,7 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
         int B = n - i0 < chunk ? n - i0 : chunk;
         for (int i = 0; i < B; i++) idx[i] = i0 + i;
         mvmoe_augment_batch(a->img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
-        mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
+        mvmoe_vit_forward(m, a, B, NULL);
         memcpy(logits + (size_t)i0 * c->num_classes, a->logits,
                sizeof(float) * (size_t)B * c->num_classes);
     }

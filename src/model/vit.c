@@ -68,7 +68,7 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
     size_t off = (size_t)plan_index * a->n_route * E;
     float *noise = a->rnoise + off;
     int learned = c->routing == MVMOE_ROUTING_IMAGE_LEARNED || c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
-    if (a->training && learned && m->route_noise) {
+    if (a->training && learned && a->route_noise) {
         mvmoe_rng r;
         mvmoe_rng_init(&r, seed ^ 0x0A0153u, (uint64_t)step * 1024u + (uint64_t)plan_index);
         for (size_t i = 0; i < (size_t)n * E; i++) noise[i] = mvmoe_rng_normal(&r) / (float)E;
@@ -76,8 +76,8 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
         memset(noise, 0, sizeof(float) * (size_t)n * E);
     }
     int capacity = 0;
-    if (a->training && c->routing == MVMOE_ROUTING_TOKEN_LEARNED && m->capacity_ratio > 0)
-        capacity = (int)ceil((double)m->capacity_ratio * k * n / E);
+    if (a->training && c->routing == MVMOE_ROUTING_TOKEN_LEARNED && a->capacity_ratio > 0)
+        capacity = (int)ceil((double)a->capacity_ratio * k * n / E);
     mvmoe_router_forward(&a->plans[plan_index], a->rz + off, a->rp + off, x, ldx, W,
                          noise, n, D, E, k, capacity, m->adaptive_k, rows);
 }
@@ -369,8 +369,12 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
 }
 
 /* ---------------------------------------------------------------- forward */
-void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, uint64_t seed,
-                       int64_t step) {
+void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t) {
+    const float drop_path = t ? t->drop_path : 0.0f;
+    const uint64_t seed = t ? t->seed : 0;
+    const int64_t step = t ? t->step : 0;
+    a->route_noise = t ? t->route_noise : 0;
+    a->capacity_ratio = t ? t->capacity_ratio : 0.0f;
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
     const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
@@ -444,8 +448,10 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
     mvmoe_linear_forward(a->logits, a->lnf, p->head_w, p->head_b, B, D, K);
 }
 
-double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels) {
+double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t) {
     const mvmoe_config *c = &m->cfg;
+    const float lambda = t ? t->superclass_lambda : 0.0f, aux_weight = t ? t->aux_weight : 0.0f;
+    const int *superclass_of = t && t->superclass_of ? t->superclass_of : c->superclass_of;
     a->loss_ce = mvmoe_softmax_ce_forward(a->losses, a->probs, a->logits, a->targets, B,
                                           c->num_classes);
     a->loss_router = a->loss_aux = 0;
@@ -459,20 +465,20 @@ double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *label
     }
     if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS) {
         /* CE(logits, y) + λ·CE(router, superclass(y)) (paper Sec. 3.2), on clean logits */
-        if (labels && c->superclass_of) {
-            for (int b = 0; b < B; b++) a->rtarget[b] = c->superclass_of[labels[b]];
+        if (labels && superclass_of) {
+            for (int b = 0; b < B; b++) a->rtarget[b] = superclass_of[labels[b]];
             a->loss_router = mvmoe_aux_router_ce(a->training ? a->rdz : NULL, a->rz, a->rtarget,
-                                                 B, E, m->superclass_lambda);
+                                                 B, E, lambda);
         }
     } else {
         /* learned routing: V-MoE's importance + load losses, summed over routers */
         for (int l = 0; l < a->n_plans; l++) {
             size_t off = (size_t)l * nE;
             a->loss_aux += mvmoe_aux_importance(a->training ? a->rdp + off : NULL, a->rp + off,
-                                                n, E, m->aux_weight);
+                                                n, E, aux_weight);
             a->loss_aux += mvmoe_aux_load(a->training ? a->rdz + off : NULL, a->rz + off,
                                           a->rnoise + off, n, E, c->top_k, 1.0f / (float)E,
-                                          m->aux_weight);
+                                          aux_weight);
         }
     }
     return a->loss_ce + a->loss_router + a->loss_aux;

@@ -1,4 +1,5 @@
-/* Evaluation: top-1/top-5, mean cross-entropy, confusion matrix, per-class accuracy. */
+/* Evaluation, next to inference: top-1/top-5, mean cross-entropy, confusion matrix,
+ * per-class accuracy, and the MoE measures (router accuracy, expert load). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,7 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
         int B = n - i0 < batch ? n - i0 : batch;
         for (int i = 0; i < B; i++) bidx[i] = idx ? idx[i0 + i] : i0 + i;
         mvmoe_augment_batch(a->img, ds, bidx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
-        mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
+        mvmoe_vit_forward(m, a, B, NULL);
         for (int i = 0; i < B; i++) {
             const float *row = a->logits + (size_t)i * K;
             int y = ds->labels[bidx[i]], best = 0, rank = 0;
