@@ -122,3 +122,14 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
     }
     return MVMOE_OK;
 }
+
+double mvmoe_eval_flops(const mvmoe_config *c, const mvmoe_eval_result *r) {
+    if (r->moe.experts <= 0) return mvmoe_config_flops(c);
+    /* the expert MLPs are linear in k, so f(k) = f(1) + (k - 1)·(f(2) - f(1)); equals
+     * mvmoe_config_flops when every choice ran */
+    mvmoe_config one = *c, two = *c;
+    one.top_k = 1;
+    two.top_k = 2;
+    double f1 = mvmoe_config_flops(&one);
+    return f1 + (r->moe.experts_per_item - 1) * (mvmoe_config_flops(&two) - f1);
+}
