@@ -1,7 +1,6 @@
 /* PNG / JPEG decoding to RGB. JPEG errors longjmp out of libjpeg (its default handler calls
  * exit()), and a premature end of data counts as an error, as in Pillow, instead of silently
  * padding the image with gray. libpng's simplified API reports errors in png_image.message. */
-#include <errno.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>

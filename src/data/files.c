@@ -1,5 +1,4 @@
 /* Path and small-text-file helpers for the dataset readers. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
