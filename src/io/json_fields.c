@@ -68,7 +68,7 @@ int mvmoe_json_is_int_in(const cJSON *v, double lo, double hi) {
 
 /* Absent/null: NaN. */
 mvmoe_status mvmoe_json_get_num(const mvmoe_json_where *w, const cJSON *o, const char *key, double lo, double hi,
-                            const char *must, double *out) {
+                                const char *must, double *out) {
     const cJSON *v = mvmoe_json_field(o, key);
     *out = NAN;
     if (!v) return MVMOE_OK;
@@ -104,7 +104,7 @@ mvmoe_status mvmoe_json_get_str(const mvmoe_json_where *w, const cJSON *o, const
 
 /* An array field whose length must be *n (or sets *n when it is 0); NULL when absent. */
 mvmoe_status mvmoe_json_get_array(const mvmoe_json_where *w, const cJSON *o, const char *key, int *n, int max,
-                              const char *n_source, const cJSON **out) {
+                                  const char *n_source, const cJSON **out) {
     const cJSON *v = mvmoe_json_field(o, key);
     *out = NULL;
     if (!v) return MVMOE_OK;
@@ -128,7 +128,7 @@ mvmoe_status mvmoe_json_get_array(const mvmoe_json_where *w, const cJSON *o, con
 
 /* Numbers in [lo, hi], null entries allowed (NaN) when allow_null. */
 mvmoe_status mvmoe_json_get_nums(const mvmoe_json_where *w, const cJSON *o, const char *key, int *n, int max,
-                             const char *n_source, double lo, double hi, int allow_null, double **out) {
+                                 const char *n_source, double lo, double hi, int allow_null, double **out) {
     const cJSON *a;
     *out = NULL;
     MVMOE_TRY(mvmoe_json_get_array(w, o, key, n, max, n_source, &a));
@@ -166,7 +166,7 @@ mvmoe_status mvmoe_json_get_counts(const mvmoe_json_where *w, const cJSON *a, co
 }
 
 mvmoe_status mvmoe_json_get_count_array(const mvmoe_json_where *w, const cJSON *o, const char *key, int *n, int max,
-                                    const char *n_source, int64_t **out) {
+                                        const char *n_source, int64_t **out) {
     const cJSON *a;
     *out = NULL;
     MVMOE_TRY(mvmoe_json_get_array(w, o, key, n, max, n_source, &a));
@@ -188,7 +188,7 @@ void mvmoe_json_free_strings(char **s, int n) {
 }
 
 mvmoe_status mvmoe_json_get_strings(const mvmoe_json_where *w, const cJSON *o, const char *key, int *n, int max,
-                                const char *n_source, char ***out) {
+                                    const char *n_source, char ***out) {
     const cJSON *a;
     *out = NULL;
     MVMOE_TRY(mvmoe_json_get_array(w, o, key, n, max, n_source, &a));
@@ -213,7 +213,7 @@ mvmoe_status mvmoe_json_get_strings(const mvmoe_json_where *w, const cJSON *o, c
 
 /* superclass_of: K integers in [0, max_index]. */
 mvmoe_status mvmoe_json_get_map(const mvmoe_json_where *w, const cJSON *o, const char *key, int *K, int max_classes,
-                            int max_index, const char *K_source, int **out) {
+                                int max_index, const char *K_source, int **out) {
     const cJSON *a;
     *out = NULL;
     MVMOE_TRY(mvmoe_json_get_array(w, o, key, K, max_classes, K_source, &a));
