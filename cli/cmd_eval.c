@@ -1,6 +1,5 @@
 /* mvmoe eval: accuracy, loss, per-class accuracy and confusion matrix of a checkpoint on one
  * split of a dataset; optionally the raw logits. Scripts depend on this command's form. */
-#include <cJSON.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -137,16 +136,6 @@ static int write_logits(const char *path, float *logits, size_t count) {
 
 /* ---------------------------------------------------------------- reports */
 
-/* FLOPs per image at the measured experts per item: the expert MLPs are linear in k, so
- * f(k) = f(1) + (k - 1)·(f(2) - f(1)); equals mvmoe_config_flops when every choice ran. */
-static double measured_flops(const mvmoe_config *c, const mvmoe_moe_eval *me) {
-    mvmoe_config one = *c, two = *c;
-    one.top_k = 1;
-    two.top_k = 2;
-    double f1 = mvmoe_config_flops(&one);
-    return f1 + (me->experts_per_item - 1) * (mvmoe_config_flops(&two) - f1);
-}
-
 static int64_t row_total(const mvmoe_eval_result *r, int k) {
     int64_t s = 0;
     for (int j = 0; j < r->num_classes; j++) s += r->confusion[(size_t)k * (size_t)r->num_classes + (size_t)j];
@@ -190,7 +179,7 @@ static void print_text(const eval_args *e, const mvmoe_config *c, const mvmoe_da
         if (e->load.o.adaptive_k > 0)
             printf(" adaptive (below top probability %g): %.3f experts per %s, %.2f MFLOPs per image",
                    (double)e->load.o.adaptive_k, me->experts_per_item,
-                   c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? "token" : "image", measured_flops(c, me) / 1e6);
+                   c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? "token" : "image", mvmoe_eval_flops(c, r) / 1e6);
         printf("\n");
         if (me->router_acc >= 0) printf("router accuracy (top-1 expert = super-class of the label): %.2f%%\n", 100.0 * me->router_acc);
         printf("  %6s  %8s  %7s  %9s\n", "expert", "load", "images", "accuracy");
@@ -221,81 +210,24 @@ static void print_text(const eval_args *e, const mvmoe_config *c, const mvmoe_da
     }
 }
 
-/* cJSON returns NULL when out of memory; every add is checked through `ok`. */
+/* The eval JSON (the library's one writer of it, mvmoe_eval_json_format) on standard output. */
 static int print_json(const eval_args *e, const mvmoe_config *c, const mvmoe_dataset *ds,
                       const mvmoe_eval_result *r) {
-    int K = r->num_classes, ok = 1;
-    cJSON *o = cJSON_CreateObject();
-    if (!o) goto oom;
-    ok &= cJSON_AddStringToObject(o, "model", e->model) != NULL;
-    ok &= cJSON_AddStringToObject(o, "data", e->data) != NULL;
-    ok &= cJSON_AddStringToObject(o, "split", e->split) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "n", r->n) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "num_classes", K) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "top1", r->top1) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "top5", r->top5) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "loss", r->loss) != NULL;
-    cJSON *names = cJSON_AddArrayToObject(o, "class_names");
-    cJSON *per = cJSON_AddArrayToObject(o, "per_class");
-    cJSON *count = cJSON_AddArrayToObject(o, "class_count");
-    cJSON *conf = cJSON_AddArrayToObject(o, "confusion");
-    ok &= names && per && count && conf;
-    for (int k = 0; ok && k < K; k++) {
-        const char *nm = class_name(c, ds, k);
-        char idx[16];
-        snprintf(idx, sizeof idx, "%d", k);
-        int64_t n = row_total(r, k);
-        ok &= cJSON_AddItemToArray(names, cJSON_CreateString(nm ? nm : idx));
-        ok &= cJSON_AddItemToArray(per, n > 0 ? cJSON_CreateNumber(r->per_class[k]) : cJSON_CreateNull());
-        ok &= cJSON_AddItemToArray(count, cJSON_CreateNumber((double)n));
-        cJSON *row = cJSON_CreateArray();
-        ok &= cJSON_AddItemToArray(conf, row);
-        for (int j = 0; ok && j < K; j++)
-            ok &= cJSON_AddItemToArray(row, cJSON_CreateNumber((double)r->confusion[(size_t)k * (size_t)K + (size_t)j]));
+    const char **names = calloc((size_t)r->num_classes, sizeof *names);
+    if (!names) {
+        fprintf(stderr, "mvmoe eval: error: out of memory building the JSON report\n");
+        return MVMOE_EXIT_FAIL;
     }
-    ok &= (e->logits ? cJSON_AddStringToObject(o, "logits", e->logits) : cJSON_AddNullToObject(o, "logits")) != NULL;
-    /* the model's shape and cost, so one file describes a run (mvmoe report reads these) */
-    char *cfg_text = NULL;
-    if (ok && mvmoe_config_to_json(c, &cfg_text) == MVMOE_OK) {
-        cJSON *cfg = cJSON_Parse(cfg_text);
-        free(cfg_text);
-        ok &= cfg && cJSON_AddItemToObject(o, "config", cfg);
-    } else {
-        ok = 0;
-    }
-    ok &= cJSON_AddNumberToObject(o, "params", (double)mvmoe_config_num_params(c)) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "active_params", (double)mvmoe_config_active_params(c)) != NULL;
-    /* the FLOPs actually spent: with adaptive k, fewer than the config's top_k */
-    ok &= cJSON_AddNumberToObject(o, "flops", r->moe.experts > 0 ? measured_flops(c, &r->moe) : mvmoe_config_flops(c)) != NULL;
-    if (ok && r->moe.experts > 0) {
-        const mvmoe_moe_eval *me = &r->moe;
-        cJSON *moe = cJSON_AddObjectToObject(o, "moe");
-        ok &= moe != NULL;
-        ok &= ok && cJSON_AddNumberToObject(moe, "experts", me->experts) != NULL;
-        ok &= ok && cJSON_AddNumberToObject(moe, "experts_per_item", me->experts_per_item) != NULL;
-        ok &= ok && cJSON_AddNumberToObject(moe, "adaptive_k", e->load.o.adaptive_k) != NULL;
-        ok &= ok && (me->router_acc >= 0 ? cJSON_AddNumberToObject(moe, "router_acc", me->router_acc)
-                                         : cJSON_AddNullToObject(moe, "router_acc")) != NULL;
-        cJSON *load = ok ? cJSON_AddArrayToObject(moe, "expert_load") : NULL;
-        cJSON *imgs = ok ? cJSON_AddArrayToObject(moe, "expert_images") : NULL;
-        cJSON *acc = ok ? cJSON_AddArrayToObject(moe, "expert_acc") : NULL;
-        ok &= load && imgs && acc;
-        for (int x = 0; ok && x < me->experts; x++) {
-            ok &= cJSON_AddItemToArray(load, cJSON_CreateNumber((double)me->expert_load[x]));
-            ok &= cJSON_AddItemToArray(imgs, cJSON_CreateNumber((double)me->expert_images[x]));
-            ok &= cJSON_AddItemToArray(acc, me->expert_acc[x] >= 0 ? cJSON_CreateNumber(me->expert_acc[x])
-                                                                   : cJSON_CreateNull());
-        }
-    }
-    char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    if (!text) goto oom;
+    for (int k = 0; k < r->num_classes; k++) names[k] = class_name(c, ds, k);
+    mvmoe_eval_meta meta = {.model = e->model, .data = e->data, .split = e->split, .logits = e->logits,
+                            .class_names = names, .adaptive_k = e->load.o.adaptive_k};
+    char *text = NULL;
+    mvmoe_status s = mvmoe_eval_json_format(r, c, &meta, &text);
+    free(names);
+    if (s != MVMOE_OK) return mvmoe_cli_fail("eval");
     printf("%s\n", text);
     free(text);
     return 0;
-oom:
-    fprintf(stderr, "mvmoe eval: error: out of memory building the JSON report\n");
-    return MVMOE_EXIT_FAIL;
 }
 
 /* ---------------------------------------------------------------- the command */

@@ -15,9 +15,6 @@
 #include "common.h"
 #include "mvmoe.h"
 
-/* An eval JSON of a 16384-class model is ~1.5 GB; this covers ImageNet-21k-free uses with room
- * and refuses a wrong file before reading it whole. */
-#define MAX_CONFUSION_BYTES (512L * 1024 * 1024)
 #define MAX_EXPERTS 16384
 
 static const char SYNOPSIS[] =
@@ -127,7 +124,7 @@ static int parse(sc_args *s, int argc, char **argv) {
 typedef struct confusion_src {
     int K, n;          /* classes; images evaluated (0: unknown) */
     int64_t *C;        /* [K*K] row = true, col = predicted */
-    char **names;      /* [K] owned, entries may be NULL */
+    char **names;      /* [K] owned, entries may be NULL; or NULL */
     double top1;       /* < 0: unknown */
     char source[1024]; /* one line for the map's "source" */
 } confusion_src;
@@ -140,102 +137,16 @@ static void confusion_free(confusion_src *c) {
     memset(c, 0, sizeof *c);
 }
 
-static int read_text_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "mvmoe superclasses: error: cannot open '%s': %s\n", path, strerror(errno));
-        return MVMOE_EXIT_FAIL;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_CONFUSION_BYTES) {
-        fprintf(stderr, "mvmoe superclasses: error: '%s' is not a regular file of at most %ld bytes; give the output of 'mvmoe eval --json'\n",
-                path, MAX_CONFUSION_BYTES);
-        fclose(f);
-        return MVMOE_EXIT_FAIL;
-    }
-    size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        fprintf(stderr, "mvmoe superclasses: error: cannot allocate %zu bytes to read '%s'\n", n + 1, path);
-        fclose(f);
-        return MVMOE_EXIT_FAIL;
-    }
-    size_t got = fread(buf, 1, n, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != n) {
-        fprintf(stderr, "mvmoe superclasses: error: reading '%s' failed after %zu of %zu bytes: %s\n",
-                path, got, n, err ? strerror(err) : "file changed while reading");
-        free(buf);
-        return MVMOE_EXIT_FAIL;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
-/* Checks every entry: K x K non-negative integers (exact in a double), optional K names. */
+/* The matrix of an eval JSON file, read by the library's one reader of that format (the one
+ * `mvmoe report` uses): every field present is checked, a bad one named with its file. */
 static int confusion_from_json(const char *path, confusion_src *c) {
-    char *text = NULL;
-    size_t len = 0;
-    int rc = read_text_file(path, &text, &len);
-    if (rc) return rc;
-    cJSON *o = cJSON_ParseWithLength(text, len);
-    free(text);
-    const char *why = NULL;
-    char whybuf[256];
-    const cJSON *conf = o ? cJSON_GetObjectItemCaseSensitive(o, "confusion") : NULL;
-    const cJSON *names = o ? cJSON_GetObjectItemCaseSensitive(o, "class_names") : NULL;
-    const cJSON *nc = o ? cJSON_GetObjectItemCaseSensitive(o, "num_classes") : NULL;
-    const cJSON *top1 = o ? cJSON_GetObjectItemCaseSensitive(o, "top1") : NULL;
-    const cJSON *nimg = o ? cJSON_GetObjectItemCaseSensitive(o, "n") : NULL;
-    int K = cJSON_IsArray(conf) ? cJSON_GetArraySize(conf) : 0;
-    if (!o) why = "it is not valid JSON";
-    else if (!cJSON_IsObject(o) || !cJSON_IsArray(conf)) why = "it has no \"confusion\" array";
-    else if (K < 1) why = "its \"confusion\" matrix is empty";
-    else if (nc && !(cJSON_IsNumber(nc) && nc->valuedouble == K)) {
-        snprintf(whybuf, sizeof whybuf, "its \"num_classes\" does not match the %d rows of \"confusion\"", K);
-        why = whybuf;
-    } else if (names && !cJSON_IsNull(names) && !(cJSON_IsArray(names) && cJSON_GetArraySize(names) == K)) {
-        snprintf(whybuf, sizeof whybuf, "its \"class_names\" is not an array of %d names", K);
-        why = whybuf;
-    }
-    if (!why) {
-        c->K = K;
-        c->top1 = cJSON_IsNumber(top1) ? top1->valuedouble : -1;
-        c->n = cJSON_IsNumber(nimg) && nimg->valuedouble >= 0 && nimg->valuedouble < 2147483647.0 ? (int)nimg->valuedouble : 0;
-        c->C = calloc((size_t)K * (size_t)K, sizeof *c->C);
-        c->names = calloc((size_t)K, sizeof *c->names);
-        if (!c->C || !c->names) why = "out of memory for the matrix";
-    }
-    for (int i = 0; !why && i < K; i++) {
-        const cJSON *row = cJSON_GetArrayItem(conf, i);
-        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != K) {
-            snprintf(whybuf, sizeof whybuf, "row %d of \"confusion\" is not an array of %d counts", i, K);
-            why = whybuf;
-            break;
-        }
-        int j = 0;
-        const cJSON *v;
-        cJSON_ArrayForEach(v, row) {
-            double x = cJSON_IsNumber(v) ? v->valuedouble : -1;
-            if (!(x >= 0 && x <= 9007199254740992.0 && x == (double)(int64_t)x)) {
-                snprintf(whybuf, sizeof whybuf, "\"confusion\"[%d][%d] is not a non-negative integer count", i, j);
-                why = whybuf;
-                break;
-            }
-            c->C[(size_t)i * (size_t)K + (size_t)j++] = (int64_t)x;
-        }
-        const cJSON *nm = names ? cJSON_GetArrayItem(names, i) : NULL;
-        if (!why && nm && cJSON_IsString(nm) && !(c->names[i] = strdup(nm->valuestring))) why = "out of memory";
-    }
-    cJSON_Delete(o);
-    if (why) {
-        fprintf(stderr, "mvmoe superclasses: error: cannot use '%s': %s; give the output of 'mvmoe eval --json'\n",
-                path, why);
-        return MVMOE_EXIT_FAIL;
-    }
+    mvmoe_eval_confusion e;
+    if (mvmoe_eval_confusion_load(path, &e) != MVMOE_OK) return mvmoe_cli_fail("superclasses");
+    c->K = e.K;
+    c->n = e.n;
+    c->top1 = e.top1;
+    c->C = e.confusion; /* now owned by c */
+    c->names = e.class_names;
     snprintf(c->source, sizeof c->source, "confusion matrix from '%s'", path);
     return 0;
 }

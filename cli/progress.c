@@ -10,12 +10,6 @@
 #define BAR_CELLS 10
 #define REDRAW_S 0.1 /* at most ~10 redraws a second: more only costs terminal time */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int mvmoe_cli_progress_open(mvmoe_cli_progress *p, const char *metrics_path, int append) {
     memset(p, 0, sizeof *p);
     p->out = stderr;
@@ -145,7 +139,7 @@ void mvmoe_cli_progress_fn(const mvmoe_progress *pr, void *user) {
     int last_of_epoch = pr->step_in_epoch >= pr->steps_per_epoch;
     if (pr->event == 0) {
         p->last_step = (long long)pr->step;
-        double t = now_s();
+        double t = mvmoe_clock_seconds();
         if (p->tty) {
             if (p->last_draw < 0 || t - p->last_draw >= REDRAW_S || last_of_epoch) {
                 draw_step(p, pr);

@@ -196,7 +196,10 @@ typedef struct mvmoe_progress {
 
 typedef void (*mvmoe_progress_fn)(const mvmoe_progress *p, void *user);
 
-/* Trains `m` on `train_idx` of `ds`, validating on `val_idx` (may be empty). Blocks. */
+/* Trains `m` on `train_idx` of `ds`, validating on `val_idx` (may be empty). Blocks. Every
+ * step is the library's one training step (pack weights, forward, loss, backward, clip, AdamW;
+ * src/train/step.c), the same one `mvmoe bench` times; the MoE loss settings above are
+ * options of the run, not properties of the model. */
 mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
                          int n_train, const int32_t *val_idx, int n_val,
                          const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user);
@@ -223,10 +226,42 @@ typedef struct mvmoe_eval_result {
     mvmoe_moe_eval moe;       /* experts == 0 for dense models */
 } mvmoe_eval_result;
 
-/* Evaluates on `idx` (NULL: all images). logits_out, if not NULL, receives [n, K]. */
+/* Evaluates on `idx` (NULL: all images). logits_out, if not NULL, receives [n, K]. Runs the
+ * inference forward (src/model/evaluate.c, next to mvmoe_model_logits); the trainer's
+ * validation calls it too. */
 mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *idx, int n,
                             int batch, mvmoe_eval_result *r, float *logits_out);
 void mvmoe_eval_result_free(mvmoe_eval_result *r);
+/* FLOPs per image an evaluation spent: mvmoe_config_flops at the experts per item it measured
+ * (with adaptive k, fewer than the config's top_k). */
+double mvmoe_eval_flops(const mvmoe_config *c, const mvmoe_eval_result *r);
+
+/* ---------------------------------------------------------------- eval-result JSON
+ * The one form an evaluation takes on disk (src/io/eval_json.c): `mvmoe eval --json` prints
+ * it; `mvmoe superclasses --confusion` and `mvmoe report` read it with the same reader. */
+typedef struct mvmoe_eval_meta {
+    const char *model, *data, *split; /* what was evaluated, as the file records it */
+    const char *logits;               /* the raw logits file written beside it, or NULL */
+    const char *const *class_names;   /* [num_classes]; NULL entries (or NULL): the index */
+    float adaptive_k;                 /* the threshold the model ran with (0: off) */
+} mvmoe_eval_meta;
+
+/* One line of JSON (no newline) for evaluation r of a model of config c; free *json. */
+mvmoe_status mvmoe_eval_json_format(const mvmoe_eval_result *r, const mvmoe_config *c,
+                                    const mvmoe_eval_meta *meta, char **json);
+
+/* The confusion matrix of an eval JSON file and what describes it. */
+typedef struct mvmoe_eval_confusion {
+    int K, n;            /* classes; images evaluated (0: unknown) */
+    int64_t *confusion;  /* [K*K] row = true, col = predicted */
+    char **class_names;  /* [K] owned, entries may be NULL; or NULL */
+    double top1;         /* < 0: unknown */
+} mvmoe_eval_confusion;
+
+/* Reads an eval JSON file (size-capped) whose "confusion" matrix is required; every field
+ * present is checked, and a malformed one fails with a message naming the file and field. */
+mvmoe_status mvmoe_eval_confusion_load(const char *path, mvmoe_eval_confusion *out);
+void mvmoe_eval_confusion_free(mvmoe_eval_confusion *c);
 
 /* ---------------------------------------------------------------- super-classes
  * Paper Sec. 3.2: cluster the dense model's confusion graph into E super-classes. */
@@ -246,6 +281,10 @@ mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_
 mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_of, int K, int E,
                                        const char *const *class_names, const char *method,
                                        const char *source);
+
+/* Seconds on the monotonic clock (CLOCK_MONOTONIC): the one clock behind step times,
+ * progress lines and benchmarks. Only differences of two readings mean anything. */
+double mvmoe_clock_seconds(void);
 
 /* Threads used by the library's kernels (OpenMP). 0: all cores. */
 void mvmoe_set_threads(int n);

@@ -1,21 +1,21 @@
 /* `mvmoe bench`: training-step and inference speed of a model on random data, its fraction of
  * the machine's FP32 peak (MFU) and its memory. The training step is the trainer's
- * (src/train/trainer.c) minus data loading and augmentation: forward, loss, backward,
- * gradient clipping, AdamW, on buffers allocated once before the first step. */
+ * (mvmoe_train_step, src/train/step.c) without data loading and augmentation: packing,
+ * forward, loss, backward, gradient clipping, AdamW, on buffers allocated once before the
+ * first step. */
 #include <malloc.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "core/rng.h"
 #include "core/status.h"
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
-#include "train/optim.h"
+#include "train/step.h"
 
 #define CHECK_IMAGES 8
 #define LATENCY_WARMUP 3
@@ -33,12 +33,6 @@ void mvmoe_bench_options_default(mvmoe_bench_options *o) {
     o->seed = 0;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -50,20 +44,6 @@ static double quantile(const double *v, int n, double q) {
     int i = (int)pos;
     if (i >= n - 1) return v[n - 1];
     return v[i] + (pos - i) * (v[i + 1] - v[i]);
-}
-
-/* The model's training passes: the one place that calls them, so a change of their
- * signatures (MoE routing) is a change here only. Returns the mean loss; ts[0..3] get the
- * times at which packing, forward + loss and backward ended (seconds, now_s). */
-static double train_passes(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, double ts[3]) {
-    mvmoe_model_pack_weights(m); /* as the trainer does: fails only for memory, then unpacked */
-    ts[0] = now_s();
-    mvmoe_vit_forward(m, a, B, 0.0f, 0, m->step);
-    double loss = mvmoe_vit_loss(m, a, B, labels);
-    ts[1] = now_s();
-    mvmoe_vit_backward(m, a, B);
-    ts[2] = now_s();
-    return loss;
 }
 
 /* Median of v[0..n) (sorts v). */
@@ -134,17 +114,17 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
     const int B = o->batch, K = m->cfg.num_classes;
     MVMOE_TRY(mvmoe_model_train_init(m, B));
     mvmoe_acts *a = &m->train_acts;
+    /* the trainer's step with its default options (no drop path, no augmentation) */
     mvmoe_train_options d;
     mvmoe_train_options_default(&d);
-    mvmoe_adamw h = {.lr = d.lr, .beta1 = d.beta1, .beta2 = d.beta2, .eps = d.eps,
-                     .weight_decay = d.weight_decay};
-    m->superclass_lambda = d.superclass_lambda; /* the MoE loss weights, as mvmoe_train sets them */
-    m->aux_weight = d.aux_weight;
-    m->capacity_ratio = d.capacity_ratio;
+    mvmoe_step_options so;
+    mvmoe_step_options_from(&so, &d);
+    int *map = NULL;
     if (m->cfg.routing == MVMOE_ROUTING_IMAGE_SUPERCLASS && !m->cfg.superclass_of) {
         /* the router loss needs a class -> super-class map; which one does not change the cost */
-        MVMOE_ALLOC(m->cfg.superclass_of, m->cfg.num_classes, "bench super-class map");
-        for (int k = 0; k < K; k++) m->cfg.superclass_of[k] = k % m->cfg.experts;
+        MVMOE_ALLOC(map, K, "bench super-class map");
+        for (int k = 0; k < K; k++) map[k] = k % m->cfg.experts;
+        so.pass.superclass_of = map;
     }
     /* inputs as the augmenter leaves them (normalized, roughly unit variance), fixed labels */
     size_t n_img = (size_t)B * m->cfg.in_chans * m->cfg.img_size * m->cfg.img_size;
@@ -153,36 +133,30 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
     for (size_t i = 0; i < n_img; i++) a->img[i] = mvmoe_rng_normal(&rng);
     int32_t *labels;
     double *t;
-    MVMOE_ALLOC(labels, B, "bench labels");
+    labels = malloc(sizeof *labels * (size_t)B);
     t = calloc((size_t)o->steps * 5, sizeof *t); /* step times, then the 4 phases' */
-    if (!t) {
+    if (!labels || !t) {
+        free(map);
         free(labels);
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "bench: %d step times", o->steps);
+        free(t);
+        MVMOE_FAIL(MVMOE_ERR_NOMEM, "bench: labels and %d step times", o->steps);
     }
     for (int i = 0; i < B; i++) labels[i] = (int32_t)mvmoe_rng_below(&rng, (uint32_t)K);
     mvmoe_status s = MVMOE_OK;
     for (int i = 0; i < o->warmup + o->steps; i++) {
-        double t0 = now_s();
+        double t0 = mvmoe_clock_seconds();
         mvmoe_targets_smoothed(a->targets, labels, B, K, d.label_smoothing);
-        double ts[3];
-        double loss = train_passes(m, a, B, labels, ts);
-        double gnorm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, d.clip_norm);
-        m->step++;
-        mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &h, m->step);
-        mvmoe_model_params_changed(m);
-        double t1 = now_s(), dt = t1 - t0;
-        if (!isfinite(loss) || !isfinite(gnorm)) {
-            s = mvmoe_error_set(MVMOE_ERR_NUMERIC, __FILE__, __LINE__,
-                                "bench: training step %d gave loss %g, gradient norm %g", i, loss, gnorm);
-            break;
-        }
-        if (i == 0) r->loss_first = loss;
-        r->loss_last = loss;
+        mvmoe_step_result sr;
+        s = mvmoe_train_step(m, labels, &so, &sr);
+        double dt = mvmoe_clock_seconds() - t0;
+        if (s != MVMOE_OK) break;
+        if (i == 0) r->loss_first = sr.loss;
+        r->loss_last = sr.loss;
         if (i >= o->warmup) {
             const int j = i - o->warmup, n = o->steps;
             t[j] = dt;
-            t[n + j] = ts[0] - t0, t[2 * n + j] = ts[1] - ts[0], t[3 * n + j] = ts[2] - ts[1];
-            t[4 * n + j] = t1 - ts[2];
+            t[n + j] = sr.t_pack, t[2 * n + j] = sr.t_forward, t[3 * n + j] = sr.t_backward;
+            t[4 * n + j] = sr.t_optimizer;
         }
     }
     if (s == MVMOE_OK) {
@@ -199,6 +173,7 @@ static mvmoe_status bench_train(mvmoe_model *m, const mvmoe_bench_options *o, mv
         r->phase_ms_backward = 1e3 * median(t + 3 * n, n);
         r->phase_ms_optimizer = 1e3 * median(t + 4 * n, n);
     }
+    free(map);
     free(labels);
     free(t);
     return s;
@@ -219,9 +194,9 @@ static mvmoe_status bench_infer(mvmoe_model *m, const mvmoe_bench_options *o, mv
     /* batch-1 latency: one image after another, as an interactive caller would */
     for (int i = 0; s == MVMOE_OK && i < LATENCY_WARMUP + o->latency_reps; i++) {
         const uint8_t *x = img + px * (size_t)(i % nb);
-        double t0 = now_s();
+        double t0 = mvmoe_clock_seconds();
         s = mvmoe_model_logits(m, x, 1, logits);
-        if (i >= LATENCY_WARMUP) t[i - LATENCY_WARMUP] = now_s() - t0;
+        if (i >= LATENCY_WARMUP) t[i - LATENCY_WARMUP] = mvmoe_clock_seconds() - t0;
     }
     if (s == MVMOE_OK) {
         qsort(t, (size_t)o->latency_reps, sizeof *t, cmp_double);
@@ -231,9 +206,9 @@ static mvmoe_status bench_infer(mvmoe_model *m, const mvmoe_bench_options *o, mv
     }
     /* throughput: whole batches, one warm-up pass */
     for (int i = 0; s == MVMOE_OK && i < 1 + o->infer_reps; i++) {
-        double t0 = now_s();
+        double t0 = mvmoe_clock_seconds();
         s = mvmoe_model_logits(m, img, nb, logits);
-        if (i >= 1) t[i - 1] = now_s() - t0;
+        if (i >= 1) t[i - 1] = mvmoe_clock_seconds() - t0;
     }
     if (s == MVMOE_OK) {
         qsort(t, (size_t)o->infer_reps, sizeof *t, cmp_double);

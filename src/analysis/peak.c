@@ -9,12 +9,6 @@
 
 #include "core/status.h"
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* acc = acc·a + b converges (|a| < 1) so no chain overflows or goes subnormal however long it
  * runs; the chains are independent so the loop is bound by FMA throughput, not latency
  * (4-cycle latency x 2 ports needs >= 8 chains; more hides scheduling slack). The chains are
@@ -82,18 +76,18 @@ mvmoe_status mvmoe_bench_peak_gflops(int threads, double seconds, double *gflops
         (wide ? fma_avx512 : fma_avx2)(FMA_BLOCK, seed); /* wake the vector units */
 #pragma omp barrier
 #pragma omp master
-        t0 = now_s();
-        double start = now_s();
+        t0 = mvmoe_clock_seconds();
+        double start = mvmoe_clock_seconds();
         uint64_t n = 0;
         do {
             s += (wide ? fma_avx512 : fma_avx2)(FMA_BLOCK, seed);
             n += FMA_BLOCK;
-        } while (now_s() - start < seconds);
+        } while (mvmoe_clock_seconds() - start < seconds);
         total_iters += (double)n;
         sum += s;
 #pragma omp barrier
 #pragma omp master
-        t1 = now_s();
+        t1 = mvmoe_clock_seconds();
     }
     sink = (float)sum; /* the chains' results are used: nothing can be optimized away */
     (void)sink;
@@ -127,10 +121,10 @@ mvmoe_status mvmoe_bench_triad_gbs(int threads, size_t bytes_per_array, int reps
     const float s = 3.0f;
     double best = 1e30;
     for (int r = 0; r < reps + 1; r++) { /* the first pass is a warm-up */
-        double t0 = now_s();
+        double t0 = mvmoe_clock_seconds();
 #pragma omp parallel for simd schedule(static) num_threads(threads)
         for (ptrdiff_t i = 0; i < nn; i++) a[i] = b[i] + s * c[i];
-        double t = now_s() - t0;
+        double t = mvmoe_clock_seconds() - t0;
         if (r > 0 && t < best) best = t;
     }
     volatile float check = a[n / 2];

@@ -5,15 +5,14 @@
 #include <cJSON.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "analysis/superclass.h"
+#include "core/file.h"
 #include "core/status.h"
 #include "io/atomic.h"
 
@@ -21,42 +20,6 @@
 #define MAP_MAX_BYTES (16L * 1024 * 1024)
 
 /* ---------------------------------------------------------------- reading */
-
-static mvmoe_status read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        MVMOE_FAIL(MVMOE_ERR_IO, "cannot open the super-class map '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        MVMOE_FAIL(MVMOE_ERR_IO, "the super-class map '%s' is not a regular file", path);
-    }
-    if (st.st_size > MAP_MAX_BYTES) {
-        fclose(f);
-        MVMOE_FAIL(MVMOE_ERR_FORMAT,
-                   "the super-class map '%s' is %lld bytes; a map is at most %ld bytes (is it the "
-                   "right file?)",
-                   path, (long long)st.st_size, MAP_MAX_BYTES);
-    }
-    size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        fclose(f);
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot allocate %zu bytes to read '%s'", n + 1, path);
-    }
-    size_t got = fread(buf, 1, n, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != n) {
-        free(buf);
-        MVMOE_FAIL(MVMOE_ERR_IO, "reading the super-class map '%s' failed after %zu of %zu bytes: %s",
-                   path, got, n, err ? strerror(err) : "file changed while reading");
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return MVMOE_OK;
-}
 
 static mvmoe_status parse_json(const char *path, const char *buf, size_t len, int K, int *map,
                                int *experts) {
@@ -187,7 +150,7 @@ mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_
                    K, MVMOE_SUPERCLASS_MAX_K);
     char *buf = NULL;
     size_t len = 0;
-    MVMOE_TRY(read_file(path, &buf, &len));
+    MVMOE_TRY(mvmoe_file_read(path, "super-class map", MAP_MAX_BYTES, &buf, &len));
     int *map = calloc((size_t)K, sizeof *map);
     if (!map) {
         free(buf);

@@ -1,7 +1,6 @@
 /* PNG / JPEG decoding to RGB. JPEG errors longjmp out of libjpeg (its default handler calls
  * exit()), and a premature end of data counts as an error, as in Pillow, instead of silently
  * padding the image with gray. libpng's simplified API reports errors in png_image.message. */
-#include <errno.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,40 +10,11 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include "core/file.h"
 #include "core/status.h"
 #include "data/imageio.h"
 
 #define IMAGE_FILE_MAX_BYTES ((size_t)1 << 30)
-
-static mvmoe_status read_file(const char *path, uint8_t **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) MVMOE_FAIL(MVMOE_ERR_IO, "cannot open image %s: %s", path, strerror(errno));
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        MVMOE_FAIL(MVMOE_ERR_IO, "cannot determine the size of image %s", path);
-    }
-    if ((size_t)size > IMAGE_FILE_MAX_BYTES) {
-        fclose(f);
-        MVMOE_FAIL(MVMOE_ERR_FORMAT, "image %s has %ld bytes, more than the %zu accepted", path,
-                   size, IMAGE_FILE_MAX_BYTES);
-    }
-    uint8_t *buf = malloc(size ? (size_t)size : 1);
-    if (!buf) {
-        fclose(f);
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot allocate %ld bytes to read %s", size, path);
-    }
-    size_t got = fread(buf, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
-        free(buf);
-        MVMOE_FAIL(MVMOE_ERR_IO, "cannot read image %s (%zu of %ld bytes)", path, got, size);
-    }
-    *data = buf;
-    *len = got;
-    return MVMOE_OK;
-}
 
 static mvmoe_status check_dims(const char *path, long long w, long long h) {
     if (w <= 0 || h <= 0 || w * h > MVMOE_IMAGE_MAX_PIXELS) {
@@ -209,10 +179,11 @@ static mvmoe_status decode_png(const char *path, const uint8_t *data, size_t len
 }
 
 mvmoe_status mvmoe_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
-    uint8_t *data = NULL;
+    char *raw = NULL;
     size_t len = 0;
     *rgb = NULL;
-    MVMOE_TRY(read_file(path, &data, &len));
+    MVMOE_TRY(mvmoe_file_read(path, "image", IMAGE_FILE_MAX_BYTES, &raw, &len));
+    uint8_t *data = (uint8_t *)raw;
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     mvmoe_status s;
     if (len >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {

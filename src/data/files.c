@@ -1,10 +1,10 @@
 /* Path and small-text-file helpers for the dataset readers. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/file.h"
 #include "core/status.h"
 #include "data/loaders.h"
 
@@ -36,38 +36,12 @@ int mvmoe_data_is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static mvmoe_status read_text(const char *path, char **text, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) MVMOE_FAIL(MVMOE_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    char *buf = malloc(NAMES_MAX_BYTES + 1);
-    if (!buf) {
-        fclose(f);
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot allocate a buffer to read %s", path);
-    }
-    size_t got = fread(buf, 1, NAMES_MAX_BYTES + 1, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        MVMOE_FAIL(MVMOE_ERR_IO, "cannot read %s", path);
-    }
-    if (got > NAMES_MAX_BYTES) {
-        free(buf);
-        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s is larger than %u bytes; a class-name file has one short "
-                   "name per line", path, NAMES_MAX_BYTES);
-    }
-    buf[got] = '\0';
-    *text = buf;
-    *len = got;
-    return MVMOE_OK;
-}
-
 mvmoe_status mvmoe_data_read_names(const char *path, char ***names, int *n) {
     char *text = NULL;
     size_t len = 0;
     *names = NULL;
     *n = 0;
-    MVMOE_TRY(read_text(path, &text, &len));
+    MVMOE_TRY(mvmoe_file_read(path, "class-name file", NAMES_MAX_BYTES, &text, &len));
     if (memchr(text, '\0', len)) {
         free(text);
         MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s contains NUL bytes; expected a text file with one class "

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/file.h"
 #include "core/status.h"
 #include "io/atomic.h"
 
@@ -537,47 +538,10 @@ static mvmoe_status st_validate(mvmoe_st_file *f) {
 /* ------------------------------------------------------------------ open / parse / close */
 
 static mvmoe_status st_read_file(mvmoe_st_file *f, const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        MVMOE_FAIL(MVMOE_ERR_IO, "%s: cannot open for reading: %s; check the path", path,
-                   strerror(errno));
-    }
-    struct stat st;
-    int e = 0;
-    const char *problem = NULL;
-    if (fstat(fileno(fp), &st) != 0) {
-        e = errno;
-        problem = "cannot stat";
-    } else if (!S_ISREG(st.st_mode)) {
-        problem = "not a regular file";
-    } else if ((uint64_t)st.st_size > ST_MAX_FILE) {
-        problem = "larger than the 64 GiB this reader accepts";
-    }
-    if (problem) {
-        fclose(fp);
-        MVMOE_FAIL(MVMOE_ERR_IO, "%s: %s%s%s; give the path of a safetensors checkpoint", path,
-                   problem, e ? ": " : "", e ? strerror(e) : "");
-    }
-    size_t size = (size_t)st.st_size;
-    f->bytes = mvmoe_calloc_checked(size ? size : 1, 1, path, __FILE__, __LINE__);
-    if (!f->bytes) {
-        fclose(fp);
-        return MVMOE_ERR_NOMEM;
-    }
-    errno = 0;
-    size_t got = fread(f->bytes, 1, size, fp);
-    e = errno;
-    int extra = got == size && fgetc(fp) != EOF; /* the file grew while we read it */
-    if (got != size || extra || ferror(fp)) {
-        fclose(fp);
-        MVMOE_FAIL(MVMOE_ERR_IO,
-                   "%s: read %zu of %zu bytes%s: %s; is the file being written concurrently?",
-                   path, got, size, extra ? " and more followed" : "",
-                   e ? strerror(e) : "unexpected end of file");
-    }
-    if (fclose(fp) != 0) {
-        MVMOE_FAIL(MVMOE_ERR_IO, "%s: closing after reading failed: %s", path, strerror(errno));
-    }
+    char *buf = NULL;
+    size_t size = 0;
+    MVMOE_TRY(mvmoe_file_read(path, "safetensors checkpoint", ST_MAX_FILE, &buf, &size));
+    f->bytes = (uint8_t *)buf;
     f->size = size;
     return MVMOE_OK;
 }

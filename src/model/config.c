@@ -1,4 +1,5 @@
-/* Model configuration: presets, validation, the contract's config JSON, FLOP/parameter counts. */
+/* Model configuration: presets, validation, the contract's config JSON, FLOP counts (the
+ * parameter counts are the parameter arena's: layout.c). */
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -6,7 +7,6 @@
 #include <string.h>
 
 #include "core/status.h"
-#include "model/layout.h"
 
 static const char *const routing_names[] = {"dense", "image-superclass", "image-learned",
                                             "token-learned"};
@@ -155,23 +155,6 @@ double mvmoe_config_flops(const mvmoe_config *c) {
     }
     f += 2 * D * c->num_classes;
     return f;
-}
-
-size_t mvmoe_config_num_params(const mvmoe_config *c) {
-    mvmoe_layout L;
-    if (mvmoe_layout_build(&L, c) != MVMOE_OK) return 0;
-    size_t n = 0;
-    for (int i = 0; i < L.n; i++) n += L.t[i].count;
-    mvmoe_layout_free(&L);
-    return n;
-}
-
-size_t mvmoe_config_active_params(const mvmoe_config *c) {
-    size_t all = mvmoe_config_num_params(c);
-    if (c->routing == MVMOE_ROUTING_DENSE || all == 0) return all;
-    /* an image (or token) uses k of the E experts of each MoE block */
-    size_t D = (size_t)c->dim, H = (size_t)c->mlp_dim, mlp = 2 * D * H + H + D;
-    return all - (size_t)c->moe_layers * (size_t)(c->experts - c->top_k) * mlp;
 }
 
 /* ---------------------------------------------------------------- ownership */

@@ -11,14 +11,14 @@ enum { R_PATCH_W, R_PATCH_B, R_CLS, R_POS, R_LN1_W, R_LN1_B, R_QKV_W, R_QKV_B, R
        R_LN2_W, R_LN2_B, R_FC1_W, R_FC1_B, R_FC2_W, R_FC2_B, R_ROUTER, R_TROUTER, R_NORM_W,
        R_NORM_B, R_HEAD_W, R_HEAD_B, R_COUNT };
 
-static int n_slots(const mvmoe_config *c) {
+int mvmoe_layout_slots(const mvmoe_config *c) {
     int L = c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers;
     return c->depth - L + L * c->experts;
 }
 
 static void region_sizes(const mvmoe_config *c, size_t sz[R_COUNT]) {
     size_t D = (size_t)c->dim, H = (size_t)c->mlp_dim, depth = (size_t)c->depth;
-    size_t T = (size_t)mvmoe_config_tokens(c), S = (size_t)n_slots(c), E = (size_t)c->experts;
+    size_t T = (size_t)mvmoe_config_tokens(c), S = (size_t)mvmoe_layout_slots(c), E = (size_t)c->experts;
     size_t CPP = (size_t)c->in_chans * c->patch * c->patch;
     sz[R_PATCH_W] = D * CPP;
     sz[R_PATCH_B] = D;
@@ -47,6 +47,17 @@ static void region_offsets(const mvmoe_config *c, size_t off[R_COUNT + 1]) {
     off[0] = 0;
     /* each region starts on a 16-float (64-byte) boundary for aligned vector loads */
     for (int r = 0; r < R_COUNT; r++) off[r + 1] = (off[r] + sz[r] + 15) / 16 * 16;
+}
+
+size_t mvmoe_layout_arena_floats(const mvmoe_config *c) {
+    size_t off[R_COUNT + 1];
+    region_offsets(c, off);
+    return off[R_COUNT];
+}
+
+int mvmoe_layout_table_cap(const mvmoe_config *c) {
+    int Lm = c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers;
+    return 8 + c->depth * 8 + mvmoe_layout_slots(c) * 4 + Lm + 1;
 }
 
 void mvmoe_params_view(mvmoe_params *p, float *base, const mvmoe_config *c) {
@@ -91,8 +102,8 @@ mvmoe_status mvmoe_layout_build(mvmoe_layout *L, const mvmoe_config *c) {
     int64_t D = c->dim, H = c->mlp_dim, T = mvmoe_config_tokens(c), E = c->experts,
             K = c->num_classes, P = c->patch, C = c->in_chans;
     int Lm = c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers;
-    int slots = n_slots(c);
-    int cap = 8 + c->depth * 8 + slots * 4 + Lm + 1;
+    int slots = mvmoe_layout_slots(c);
+    int cap = mvmoe_layout_table_cap(c);
     MVMOE_ALLOC(L->t, cap, "tensor table");
     L->slots = slots;
     L->total = off[R_COUNT];
@@ -150,6 +161,24 @@ mvmoe_status mvmoe_layout_build(mvmoe_layout *L, const mvmoe_config *c) {
 void mvmoe_layout_free(mvmoe_layout *L) {
     free(L->t);
     memset(L, 0, sizeof *L);
+}
+
+/* ---------------------------------------------------------------- parameter counts */
+size_t mvmoe_config_num_params(const mvmoe_config *c) {
+    mvmoe_layout L;
+    if (mvmoe_layout_build(&L, c) != MVMOE_OK) return 0;
+    size_t n = 0;
+    for (int i = 0; i < L.n; i++) n += L.t[i].count;
+    mvmoe_layout_free(&L);
+    return n;
+}
+
+size_t mvmoe_config_active_params(const mvmoe_config *c) {
+    size_t all = mvmoe_config_num_params(c);
+    if (c->routing == MVMOE_ROUTING_DENSE || all == 0) return all;
+    /* an image (or token) uses k of the E experts of each MoE block */
+    size_t D = (size_t)c->dim, H = (size_t)c->mlp_dim, mlp = 2 * D * H + H + D;
+    return all - (size_t)c->moe_layers * (size_t)(c->experts - c->top_k) * mlp;
 }
 
 const mvmoe_tensor_info *mvmoe_layout_find(const mvmoe_layout *L, const char *name) {

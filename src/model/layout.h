@@ -54,6 +54,15 @@ typedef struct mvmoe_layout {
     int slots;       /* MLP slots */
 } mvmoe_layout;
 
+/* The parameter arena's size table, read by mvmoe_layout_build and the memory estimate
+ * (memory.c) alike: floats of the arena (each region padded to 16 floats), entries of the
+ * tensor table, and MLP slots, for a valid config c (mvmoe_config_validate's bounds keep
+ * every size below 2^51 floats: no size_t overflow). Parameter counts (mvmoe.h) live here
+ * too, so that the config module needs nothing of this one. */
+size_t mvmoe_layout_arena_floats(const mvmoe_config *c);
+int mvmoe_layout_table_cap(const mvmoe_config *c);
+int mvmoe_layout_slots(const mvmoe_config *c);
+
 mvmoe_status mvmoe_layout_build(mvmoe_layout *L, const mvmoe_config *c);
 void mvmoe_layout_free(mvmoe_layout *L);
 /* Points every field of p into `base` (an arena of L->total floats) per config c. */

@@ -27,10 +27,6 @@ mvmoe_status mvmoe_model_alloc(mvmoe_model **out, const mvmoe_config *c) {
         return s;
     }
     mvmoe_params_view(&m->p, m->param_mem, &m->cfg);
-    m->superclass_lambda = 0.3f;
-    m->aux_weight = 0.01f;
-    m->capacity_ratio = 1.05f;
-    m->route_noise = 1;
     m->ckpt_step = -1;
     m->packed.version = -1;
     *out = m;
@@ -134,14 +130,9 @@ void mvmoe_model_free(mvmoe_model *m) {
 
 void mvmoe_model_params_changed(mvmoe_model *m) { m->params_version++; }
 
-/* MLP slots: one per dense block, E per MoE block (layout.c, mvmoe_mlp_slot). */
-static int mlp_slots(const mvmoe_config *c) {
-    return c->routing == MVMOE_ROUTING_DENSE ? c->depth : c->depth - c->moe_layers + c->moe_layers * c->experts;
-}
-
 size_t mvmoe_model_packed_floats(const mvmoe_config *c) {
     const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch;
-    const size_t L = (size_t)c->depth, S = (size_t)mlp_slots(c);
+    const size_t L = (size_t)c->depth, S = (size_t)mvmoe_layout_slots(c);
     const size_t patch = mvmoe_linear_packed_size(D, CPP), qkv = mvmoe_linear_packed_size(3 * D, D),
                  proj = mvmoe_linear_packed_size(D, D), fc1 = mvmoe_linear_packed_size(H, D),
                  fc2 = mvmoe_linear_packed_size(D, H);
@@ -159,7 +150,7 @@ mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
     if (k->mem && k->version == m->params_version) return MVMOE_OK;
     const mvmoe_config *c = &m->cfg;
     const int D = c->dim, H = c->mlp_dim, CPP = c->in_chans * c->patch * c->patch, L = c->depth,
-              S = mlp_slots(c);
+              S = mvmoe_layout_slots(c);
     if (!k->mem) {
         const size_t total = mvmoe_model_packed_floats(c);
         if (!total) return MVMOE_OK; /* unavailable: the plain weights serve */
@@ -233,7 +224,7 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
         int B = n - i0 < chunk ? n - i0 : chunk;
         for (int i = 0; i < B; i++) idx[i] = i0 + i;
         mvmoe_augment_batch(a->img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
-        mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
+        mvmoe_vit_forward(m, a, B, NULL);
         memcpy(logits + (size_t)i0 * c->num_classes, a->logits,
                sizeof(float) * (size_t)B * c->num_classes);
     }

@@ -73,6 +73,8 @@ typedef struct mvmoe_acts {
     float *rdz, *rdp; /* [Lr, n, E] gradients at the router logits / probabilities (training) */
     float *rdgate;    /* [Lr, n, k] (training) */
     int32_t *rtarget; /* [n] super-class targets of the per-image router */
+    int route_noise;        /* this pass's routing settings (mvmoe_pass), set by the forward */
+    float capacity_ratio;
     mvmoe_plan *plans; /* [Lr] dispatch plans (their int arrays live in imem) */
     int *imem;
     double loss_ce, loss_router, loss_aux; /* parts of the last mvmoe_vit_loss */
@@ -111,15 +113,21 @@ struct mvmoe_model {
      * EMA swap, load, init): inference uses `packed` only while its version matches. */
     int64_t params_version;
     mvmoe_packed packed;
-    /* MoE training settings (set by the trainer; defaults from mvmoe_model_alloc) */
-    float superclass_lambda; /* λ of CE(router, superclass) (paper Sec. 3.2) */
-    float aux_weight;        /* weight of the importance and load losses (learned routing) */
-    float capacity_ratio;    /* token-learned expert capacity factor in training; 0: none */
-    int route_noise;         /* learned routing adds N(0, 1/E²) noise to router logits in training */
     float adaptive_k;        /* > 0: choices after the first run only where the top router
                                 probability is below this (docs/MOE.md, "Adaptive k"); 0: off */
 };
 
+/* The activation arena (acts.c): allocation, and its size from the same buffer table, which
+ * the memory estimate (memory.c) reads instead of re-listing the buffers. Sizes are in double
+ * (a hostile config or batch can exceed size_t); mvmoe_acts_init refuses what cannot be
+ * addressed, or rows beyond int. */
+typedef struct mvmoe_acts_size {
+    double floats; /* the float arena, every buffer rounded up to 16 floats */
+    double plans;  /* routing plans (mvmoe_plan); 0 for dense models */
+    double ints;   /* the plans' integers and the per-image router's super-class targets */
+    double bytes;  /* all of it as allocated (the float arena rounded up to 64 bytes) */
+} mvmoe_acts_size;
+void mvmoe_acts_size_of(mvmoe_acts_size *s, const mvmoe_config *c, double B, int training);
 mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training);
 void mvmoe_acts_free(mvmoe_acts *a);
 
@@ -137,15 +145,29 @@ size_t mvmoe_model_packed_floats(const mvmoe_config *c);
 /* Allocates gradients, AdamW moments and training activations for batch B (idempotent). */
 mvmoe_status mvmoe_model_train_init(mvmoe_model *m, int B);
 
-/* Forward pass on a normalized batch a->img [B, C, S, S] → a->logits [B, K].
- * drop_path > 0 only when training (needs `seed`/`step` for the per-sample masks). */
-void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, uint64_t seed,
-                       int64_t step);
+/* What a training pass takes beyond the model and the batch: stochastic depth and the MoE
+ * loss settings, from the training options (mvmoe_train_step); a pass without them (NULL:
+ * inference, or a training-mode pass in tests) has no drop path, no router noise, no capacity
+ * limit and no router losses. */
+typedef struct mvmoe_pass {
+    float drop_path;          /* stochastic depth rate (the last block's); 0: off */
+    uint64_t seed;            /* drop-path masks and router noise are functions of (seed, step), */
+    int64_t step;             /* so that resumption and finite differences see the same ones */
+    float superclass_lambda;  /* λ of CE(router, superclass) (paper Sec. 3.2) */
+    float aux_weight;         /* weight of the importance and load losses (learned routing) */
+    float capacity_ratio;     /* token-learned expert capacity factor in training; 0: none */
+    int route_noise;          /* learned routing adds N(0, 1/E²) noise to router logits in training */
+    const int *superclass_of; /* [K] targets of the per-image router; NULL: the config's map */
+} mvmoe_pass;
+
+/* Forward pass on a normalized batch a->img [B, C, S, S] → a->logits [B, K]. t (may be NULL)
+ * applies only to training-mode activations. */
+void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t);
 /* Loss on a->targets (filled by the caller): mean CE, plus for MoE models the router losses
- * (super-class CE on labels' super-classes, or importance + load); returns the total and keeps
- * the parts in a->loss_*. Prepares the router-loss gradients for mvmoe_vit_backward.
+ * of t (super-class CE on labels' super-classes, or importance + load); returns the total and
+ * keeps the parts in a->loss_*. Prepares the router-loss gradients for mvmoe_vit_backward.
  * labels [B] may be NULL for dense models. */
-double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels);
+double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t);
 /* Backward of the mean loss: zeroes and fills m->grad_mem. Needs a forward in training mode. */
 void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B);
 

@@ -1,6 +1,5 @@
 /* The Vision Transformer's forward and backward passes (pre-norm blocks, class token, learned
  * position embedding; shared/CHECKPOINT_FORMAT.md "Forward pass"), built from src/kernels. */
-#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -14,102 +13,6 @@
 #include "model/moe.h"
 
 #define LN_EPS 1e-6f
-
-/* ---------------------------------------------------------------- activations arena */
-mvmoe_status mvmoe_acts_init(mvmoe_acts *a, const mvmoe_config *c, int B, int training) {
-    memset(a, 0, sizeof *a);
-    /* The sizes below are size_t products of config values and B; refuse, before computing
-     * them, a batch whose arena could not even be addressed (the estimate computes the same
-     * total in double and saturates) or whose token rows overflow the int row indices that
-     * routing plans and kernels use. */
-    if (B < 1) MVMOE_FAIL(MVMOE_ERR_INVALID, "batch %d: need at least 1 image", B);
-    double rows = (double)B * mvmoe_config_tokens(c) * (c->routing != MVMOE_ROUTING_DENSE ? c->top_k : 1);
-    if (rows > INT_MAX || mvmoe_model_memory_estimate(c, B, training) == SIZE_MAX)
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "batch %d of %d-token images (%.3g token rows) is beyond what this "
-                   "program can address; use a smaller batch", B, mvmoe_config_tokens(c), rows);
-    size_t T = (size_t)mvmoe_config_tokens(c), N = T - 1, D = (size_t)c->dim,
-           H = (size_t)c->mlp_dim, K = (size_t)c->num_classes, NH = (size_t)c->heads,
-           S = (size_t)c->img_size, C = (size_t)c->in_chans, P = (size_t)c->patch;
-    size_t Bz = (size_t)B, L = training ? (size_t)c->depth : 1;
-    size_t BT = Bz * T;
-    /* MoE: grouped expert rows R = B·T·k; router items nr per plan, Lr plans */
-    int moe = c->routing != MVMOE_ROUTING_DENSE, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
-    size_t E = moe ? (size_t)c->experts : 0, k = moe ? (size_t)c->top_k : 0;
-    size_t Lm = moe ? (training ? (size_t)c->moe_layers : 1) : 0, R = BT * k;
-    size_t Lr = moe ? (token ? (size_t)c->moe_layers : 1) : 0, nr = token ? BT : Bz;
-    a->B = B;
-    a->training = training;
-    a->layer_bt = training ? BT : 0;
-    a->layer_bt_d = training ? BT * D : 0;
-    a->layer_bt_3d = training ? BT * 3 * D : 0;
-    a->layer_bt_h = training ? BT * H : 0;
-    a->layer_att = training ? Bz * NH * T * T : 0;
-    struct { float **p; size_t n; } r[] = {
-        {&a->img, Bz * C * S * S},   {&a->patches, Bz * N * C * P * P}, {&a->pe, Bz * N * D},
-        {&a->x0, BT * D},            {&a->ln1, L * BT * D},          {&a->ln1_mean, L * BT},
-        {&a->ln1_rstd, L * BT},      {&a->qkv, L * BT * 3 * D},      {&a->att, L * Bz * NH * T * T},
-        {&a->atty, L * BT * D},      {&a->res1, L * BT * D},         {&a->ln2, L * BT * D},
-        {&a->ln2_mean, L * BT},      {&a->ln2_rstd, L * BT},         {&a->fch, L * BT * H},
-        {&a->fch_gelu, L * BT * H},  {&a->res2, L * BT * D},         {&a->branch, BT * D},
-        {&a->keep, (size_t)c->depth * 2 * Bz}, {&a->clsx, Bz * D},   {&a->lnf, Bz * D},
-        {&a->lnf_mean, Bz},          {&a->lnf_rstd, Bz},             {&a->logits, Bz * K},
-        {&a->probs, Bz * K},         {&a->losses, Bz},               {&a->targets, Bz * K},
-        {&a->d_res, training ? BT * D : 0},      {&a->d_branch, training ? BT * D : 0},
-        {&a->d_ln, training ? BT * D : 0},       {&a->d_qkv, training ? BT * 3 * D : 0},
-        {&a->d_att, training ? Bz * NH * T * T : 0}, {&a->d_atty, training ? BT * D : 0},
-        {&a->d_fch, training ? BT * H : 0},      {&a->d_fch_gelu, training ? BT * H : 0},
-        {&a->d_clsx, training ? Bz * D : 0},     {&a->d_lnf, training ? Bz * D : 0},
-        {&a->d_logits, training ? Bz * K : 0},   {&a->d_pe, training ? Bz * N * D : 0},
-        {&a->moe_xg, Lm * R * D}, {&a->moe_h, Lm * R * H}, {&a->moe_hg, Lm * R * H},
-        {&a->moe_y, Lm * R * D},  {&a->rz, Lr * nr * E},   {&a->rp, Lr * nr * E},
-        {&a->rnoise, Lr * nr * E}, {&a->rgate, Lr * nr * k},
-        {&a->d_moe, training ? R * D : 0}, {&a->d_moe_h, training ? R * H : 0},
-        {&a->d_moe_hg, training ? R * H : 0}, {&a->rdz, training ? Lr * nr * E : 0},
-        {&a->rdp, training ? Lr * nr * E : 0}, {&a->rdgate, training ? Lr * nr * k : 0},
-    };
-    size_t n = sizeof r / sizeof r[0], total = 0;
-    for (size_t i = 0; i < n; i++) total += (r[i].n + 15) / 16 * 16;
-    MVMOE_ALLOC_ALIGNED(a->mem, total, training ? "training activations" : "inference activations");
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        *r[i].p = r[i].n ? a->mem + off : NULL;
-        off += (r[i].n + 15) / 16 * 16;
-    }
-    for (size_t i = 0; i < (size_t)c->depth * 2 * Bz; i++) a->keep[i] = 1.0f;
-    if (moe) {
-        a->layer_moe_rd = training ? R * D : 0;
-        a->layer_moe_rh = training ? R * H : 0;
-        a->n_route = (int)nr;
-        a->n_plans = (int)Lr;
-        size_t per_plan = 3 * nr * k + E + 1, ni = Lr * per_plan + nr;
-        a->plans = calloc(Lr, sizeof *a->plans);
-        a->imem = malloc(sizeof(int) * ni);
-        if (!a->plans || !a->imem) {
-            mvmoe_acts_free(a);
-            MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot allocate %zu routing plans (%zu integers)", Lr, ni);
-        }
-        for (size_t l = 0; l < Lr; l++) {
-            int *base = a->imem + l * per_plan;
-            mvmoe_plan *pl = &a->plans[l];
-            pl->expert = base;
-            pl->pos = base + nr * k;
-            pl->src = base + 2 * nr * k;
-            pl->start = base + 3 * nr * k;
-            pl->gate = a->rgate + l * nr * k;
-            pl->n = 0;
-            pl->start[0] = 0;
-        }
-        a->rtarget = (int32_t *)(a->imem + Lr * per_plan);
-    }
-    return MVMOE_OK;
-}
-
-void mvmoe_acts_free(mvmoe_acts *a) {
-    free(a->plans);
-    free(a->imem);
-    free(a->mem);
-    memset(a, 0, sizeof *a);
-}
 
 /* ---------------------------------------------------------------- helpers */
 /* Stochastic depth (Huang et al. 2016, as in DeiT): each residual branch of each sample is
@@ -165,7 +68,7 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
     size_t off = (size_t)plan_index * a->n_route * E;
     float *noise = a->rnoise + off;
     int learned = c->routing == MVMOE_ROUTING_IMAGE_LEARNED || c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
-    if (a->training && learned && m->route_noise) {
+    if (a->training && learned && a->route_noise) {
         mvmoe_rng r;
         mvmoe_rng_init(&r, seed ^ 0x0A0153u, (uint64_t)step * 1024u + (uint64_t)plan_index);
         for (size_t i = 0; i < (size_t)n * E; i++) noise[i] = mvmoe_rng_normal(&r) / (float)E;
@@ -173,8 +76,8 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
         memset(noise, 0, sizeof(float) * (size_t)n * E);
     }
     int capacity = 0;
-    if (a->training && c->routing == MVMOE_ROUTING_TOKEN_LEARNED && m->capacity_ratio > 0)
-        capacity = (int)ceil((double)m->capacity_ratio * k * n / E);
+    if (a->training && c->routing == MVMOE_ROUTING_TOKEN_LEARNED && a->capacity_ratio > 0)
+        capacity = (int)ceil((double)a->capacity_ratio * k * n / E);
     mvmoe_router_forward(&a->plans[plan_index], a->rz + off, a->rp + off, x, ldx, W,
                          noise, n, D, E, k, capacity, m->adaptive_k, rows);
 }
@@ -466,8 +369,12 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
 }
 
 /* ---------------------------------------------------------------- forward */
-void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, uint64_t seed,
-                       int64_t step) {
+void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t) {
+    const float drop_path = t ? t->drop_path : 0.0f;
+    const uint64_t seed = t ? t->seed : 0;
+    const int64_t step = t ? t->step : 0;
+    a->route_noise = t ? t->route_noise : 0;
+    a->capacity_ratio = t ? t->capacity_ratio : 0.0f;
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
     const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
@@ -541,8 +448,10 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
     mvmoe_linear_forward(a->logits, a->lnf, p->head_w, p->head_b, B, D, K);
 }
 
-double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels) {
+double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t) {
     const mvmoe_config *c = &m->cfg;
+    const float lambda = t ? t->superclass_lambda : 0.0f, aux_weight = t ? t->aux_weight : 0.0f;
+    const int *superclass_of = t && t->superclass_of ? t->superclass_of : c->superclass_of;
     a->loss_ce = mvmoe_softmax_ce_forward(a->losses, a->probs, a->logits, a->targets, B,
                                           c->num_classes);
     a->loss_router = a->loss_aux = 0;
@@ -556,20 +465,20 @@ double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *label
     }
     if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS) {
         /* CE(logits, y) + λ·CE(router, superclass(y)) (paper Sec. 3.2), on clean logits */
-        if (labels && c->superclass_of) {
-            for (int b = 0; b < B; b++) a->rtarget[b] = c->superclass_of[labels[b]];
+        if (labels && superclass_of) {
+            for (int b = 0; b < B; b++) a->rtarget[b] = superclass_of[labels[b]];
             a->loss_router = mvmoe_aux_router_ce(a->training ? a->rdz : NULL, a->rz, a->rtarget,
-                                                 B, E, m->superclass_lambda);
+                                                 B, E, lambda);
         }
     } else {
         /* learned routing: V-MoE's importance + load losses, summed over routers */
         for (int l = 0; l < a->n_plans; l++) {
             size_t off = (size_t)l * nE;
             a->loss_aux += mvmoe_aux_importance(a->training ? a->rdp + off : NULL, a->rp + off,
-                                                n, E, m->aux_weight);
+                                                n, E, aux_weight);
             a->loss_aux += mvmoe_aux_load(a->training ? a->rdz + off : NULL, a->rz + off,
                                           a->rnoise + off, n, E, c->top_k, 1.0f / (float)E,
-                                          m->aux_weight);
+                                          aux_weight);
         }
     }
     return a->loss_ce + a->loss_router + a->loss_aux;

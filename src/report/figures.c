@@ -27,7 +27,7 @@ static void caption(mvmoe_rtext *t, const char *label, const char *text) {
 
 /* A model family: everything but the width; dense models are one family. */
 static void family_key(const mvmoe_report_group *g, char *buf, size_t cap) {
-    const mvmoe_report_eval *e = g->cfg;
+    const mvmoe_eval_json *e = g->cfg;
     if (mvmoe_report_group_is_dense(g)) {
         snprintf(buf, cap, "dense ViT");
         return;
@@ -188,7 +188,7 @@ static const int *confusion_map(const mvmoe_report_ctx *c, int K, int *E) {
 }
 
 void mvmoe_report_fig_confusion(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
-    const mvmoe_report_eval *e = c->confusion;
+    const mvmoe_eval_json *e = c->confusion;
     if (!e || !e->confusion) {
         note(t, "Confusion matrix: none of the inputs has one (give --confusion VAL_EVAL.json or a dense run).");
         return;

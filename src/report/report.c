@@ -114,12 +114,12 @@ static void description(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
         else if (g->cfg->routing[0]) moe++;
     }
     char data[600], split[200], widths[200], depths[100], patches[100], sizes[100], images[100];
-    distinct(c, offsetof(mvmoe_report_eval, data), data, sizeof data);
-    distinct(c, offsetof(mvmoe_report_eval, split), split, sizeof split);
-    distinct_ints(c, offsetof(mvmoe_report_eval, dim), widths, sizeof widths);
-    distinct_ints(c, offsetof(mvmoe_report_eval, depth), depths, sizeof depths);
-    distinct_ints(c, offsetof(mvmoe_report_eval, patch), patches, sizeof patches);
-    distinct_ints(c, offsetof(mvmoe_report_eval, img_size), sizes, sizeof sizes);
+    distinct(c, offsetof(mvmoe_eval_json, data), data, sizeof data);
+    distinct(c, offsetof(mvmoe_eval_json, split), split, sizeof split);
+    distinct_ints(c, offsetof(mvmoe_eval_json, dim), widths, sizeof widths);
+    distinct_ints(c, offsetof(mvmoe_eval_json, depth), depths, sizeof depths);
+    distinct_ints(c, offsetof(mvmoe_eval_json, patch), patches, sizeof patches);
+    distinct_ints(c, offsetof(mvmoe_eval_json, img_size), sizes, sizeof sizes);
     double n_lo = INFINITY, n_hi = -1;
     for (int i = 0; i < c->n_ev; i++)
         if (c->ev[i].n >= 0) n_lo = fmin(n_lo, c->ev[i].n), n_hi = fmax(n_hi, c->ev[i].n);
@@ -172,7 +172,7 @@ static void results_table(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
     char a[64], b[64], buf[160];
     for (int i = 0; i < c->st->n_groups; i++) {
         const mvmoe_report_group *g = &c->st->groups[i];
-        const mvmoe_report_eval *e = g->cfg;
+        const mvmoe_eval_json *e = g->cfg;
         int dense = mvmoe_report_group_is_dense(g);
         mvmoe_rtext_puts(t, "<tr><th scope=\"row\">");
         mvmoe_rtext_escape(t, g->name);
@@ -259,7 +259,7 @@ static void superclass_section(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
         return;
     }
     for (int i = 0; i < c->st->n_groups; i++) {
-        const mvmoe_report_eval *e = c->st->groups[i].cfg;
+        const mvmoe_eval_json *e = c->st->groups[i].cfg;
         if (!e->superclass_of) continue;
         int E = 0;
         for (int k = 0; k < e->K; k++)
@@ -366,18 +366,29 @@ static void set_date(char *buf, size_t cap) {
 /* ---------------------------------------------------------------- entry point */
 
 typedef struct report_inputs {
-    mvmoe_report_eval *ev, conf;
+    mvmoe_eval_json *ev, conf;
     int n_ev, have_conf, have_map;
     mvmoe_report_map map;
     mvmoe_report_stats st;
 } report_inputs;
 
 static void inputs_free(report_inputs *in) {
-    for (int i = 0; in->ev && i < in->n_ev; i++) mvmoe_report_eval_free(&in->ev[i]);
+    for (int i = 0; in->ev && i < in->n_ev; i++) mvmoe_eval_json_free(&in->ev[i]);
     free(in->ev);
-    if (in->have_conf) mvmoe_report_eval_free(&in->conf);
+    if (in->have_conf) mvmoe_eval_json_free(&in->conf);
     if (in->have_map) mvmoe_report_map_free(&in->map);
     mvmoe_report_stats_free(&in->st);
+}
+
+/* An eval JSON as the report needs it: with its top-1 accuracy at least. */
+static mvmoe_status load_eval(mvmoe_eval_json *e, const char *name, const char *path) {
+    MVMOE_TRY(mvmoe_eval_json_load(e, name, path));
+    if (isnan(e->top1)) {
+        mvmoe_eval_json_free(e);
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "eval JSON '%s' has no field \"top1\"; give files written by mvmoe eval --json",
+                   path);
+    }
+    return MVMOE_OK;
 }
 
 static mvmoe_status load_inputs(report_inputs *in, const mvmoe_report_run *runs, int n_runs,
@@ -386,11 +397,11 @@ static mvmoe_status load_inputs(report_inputs *in, const mvmoe_report_run *runs,
     for (int i = 0; i < n_runs; i++) {
         if (!runs[i].name || !runs[i].name[0] || !runs[i].eval_path)
             MVMOE_FAIL(MVMOE_ERR_INVALID, "report: run %d has no name or no file", i + 1);
-        MVMOE_TRY(mvmoe_report_eval_load(&in->ev[i], runs[i].name, runs[i].eval_path));
+        MVMOE_TRY(load_eval(&in->ev[i], runs[i].name, runs[i].eval_path));
         in->n_ev++;
     }
     if (o->confusion_path) {
-        MVMOE_TRY(mvmoe_report_eval_load(&in->conf, "--confusion", o->confusion_path));
+        MVMOE_TRY(load_eval(&in->conf, "--confusion", o->confusion_path));
         in->have_conf = 1;
         if (!in->conf.confusion)
             MVMOE_FAIL(MVMOE_ERR_FORMAT, "eval JSON '%s' (--confusion) has no field \"confusion\"; give the output of mvmoe eval --json",
@@ -414,8 +425,8 @@ static mvmoe_status fill_ctx(mvmoe_report_ctx *c, const report_inputs *in, const
     c->map = in->have_map ? &in->map : NULL;
     if (in->have_conf) c->confusion = &in->conf;
     for (int i = 0; !c->confusion && i < in->n_ev; i++)
-        if (mvmoe_report_eval_is_dense(&in->ev[i]) && in->ev[i].confusion) c->confusion = &in->ev[i];
-    const mvmoe_report_eval *named = c->confusion && c->confusion->class_names ? c->confusion : NULL;
+        if (mvmoe_eval_json_is_dense(&in->ev[i]) && in->ev[i].confusion) c->confusion = &in->ev[i];
+    const mvmoe_eval_json *named = c->confusion && c->confusion->class_names ? c->confusion : NULL;
     for (int i = 0; !named && i < in->n_ev; i++)
         if (in->ev[i].class_names) named = &in->ev[i];
     if (named) c->class_names = (const char *const *)named->class_names, c->K = named->K;

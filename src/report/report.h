@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/eval_json.h"
 #include "mvmoe.h"
 
 /* ---------------------------------------------------------------- text buffer (text.c) */
@@ -119,40 +120,11 @@ void mvmoe_svg_colorbar(mvmoe_rtext *t, double x, double y, double w, double h, 
 
 /* ---------------------------------------------------------------- inputs (inputs.c) */
 
-/* Files larger than these are refused: an eval JSON holds a K x K confusion matrix (K = 1000
- * is ~8 MB), a super-class map K integers and K names. */
-#define MVMOE_REPORT_EVAL_MAX_BYTES ((size_t)64 << 20)
+/* The eval JSON files (`mvmoe eval --json`) are read by io/eval_json.c; a super-class map
+ * holds K integers and K names, and a larger file is refused. */
 #define MVMOE_REPORT_MAP_MAX_BYTES ((size_t)16 << 20)
-#define MVMOE_REPORT_MAX_CLASSES 100000
-#define MVMOE_REPORT_MAX_EXPERTS 4096
-
-/* One `mvmoe eval --json` file. Absent or null fields read as NaN / -1 / NULL; present
- * fields of the wrong type or out of range are errors naming the file and field. */
-typedef struct mvmoe_report_eval {
-    const char *name, *path; /* borrowed */
-    char *model, *data, *split;
-    double n;               /* images, or -1 */
-    int K;                  /* classes, or 0 when nothing tells */
-    double top1, top5, loss;
-    char **class_names;     /* [K] or NULL */
-    double *per_class;      /* [K] (NaN entries: null) or NULL */
-    int64_t *confusion;     /* [K*K] or NULL */
-    /* "config" */
-    int has_config;
-    char routing[32];       /* "" when unknown */
-    int img_size, in_chans, patch, dim, depth, heads, mlp_dim, experts, top_k, moe_layers; /* -1: unknown */
-    int *superclass_of;     /* [K] or NULL */
-    double params, active_params, flops; /* NaN: unknown */
-    /* "moe" */
-    int moe_experts;        /* 0: no "moe" object */
-    double router_acc;      /* NaN: null */
-    int64_t *expert_load, *expert_images; /* [moe_experts] or NULL */
-    double *expert_acc;     /* [moe_experts] (NaN entries: null) or NULL */
-} mvmoe_report_eval;
-
-mvmoe_status mvmoe_report_eval_load(mvmoe_report_eval *e, const char *name, const char *path);
-void mvmoe_report_eval_free(mvmoe_report_eval *e);
-int mvmoe_report_eval_is_dense(const mvmoe_report_eval *e);
+#define MVMOE_REPORT_MAX_CLASSES MVMOE_EVAL_JSON_MAX_CLASSES
+#define MVMOE_REPORT_MAX_EXPERTS MVMOE_EVAL_JSON_MAX_EXPERTS
 
 /* A super-class map as `mvmoe superclasses` writes it. */
 typedef struct mvmoe_report_map {
@@ -174,7 +146,7 @@ typedef struct mvmoe_report_group {
     const char *name;
     int n;                  /* seeds (files) */
     int *members;           /* [n] indices into the eval array */
-    const mvmoe_report_eval *cfg; /* the first member with a config, or the first member */
+    const mvmoe_eval_json *cfg; /* the first member with a config, or the first member */
     double top1_mean, top1_std;   /* std: sample std (n - 1), NaN when n < 2 */
     double top5_mean, top5_std;
     int n_top5;
@@ -196,7 +168,7 @@ typedef struct mvmoe_report_stats {
 
 /* Groups the evals by name and computes every statistic; runs of one name whose configs
  * disagree (routing, width, experts, top_k, MoE layers) are an error. */
-mvmoe_status mvmoe_report_stats_build(mvmoe_report_stats *s, const mvmoe_report_eval *ev, int n);
+mvmoe_status mvmoe_report_stats_build(mvmoe_report_stats *s, const mvmoe_eval_json *ev, int n);
 void mvmoe_report_stats_free(mvmoe_report_stats *s);
 int mvmoe_report_group_is_dense(const mvmoe_report_group *g);
 /* Mean and sample standard deviation of the finite entries of v[n]; returns how many. */
@@ -207,10 +179,10 @@ int mvmoe_report_mean_std(const double *v, int n, double *mean, double *std);
 typedef struct mvmoe_report_ctx {
     const char *title;
     char date[32];
-    const mvmoe_report_eval *ev;
+    const mvmoe_eval_json *ev;
     int n_ev;
     const mvmoe_report_stats *st;
-    const mvmoe_report_eval *confusion;  /* the matrix to draw, or NULL */
+    const mvmoe_eval_json *confusion;  /* the matrix to draw, or NULL */
     const mvmoe_report_map *map;         /* or NULL */
     const char *const *class_names;      /* [K] best names known, or NULL */
     int K;

@@ -27,7 +27,7 @@ int mvmoe_report_mean_std(const double *v, int n, double *mean, double *std) {
 }
 
 int mvmoe_report_group_is_dense(const mvmoe_report_group *g) {
-    return mvmoe_report_eval_is_dense(g->cfg);
+    return mvmoe_eval_json_is_dense(g->cfg);
 }
 
 void mvmoe_report_stats_free(mvmoe_report_stats *s) {
@@ -44,8 +44,8 @@ void mvmoe_report_stats_free(mvmoe_report_stats *s) {
 }
 
 /* Repeats of one model must be one model: the fields that place a run in the table agree. */
-static mvmoe_status check_same(const mvmoe_report_group *g, const mvmoe_report_eval *a,
-                               const mvmoe_report_eval *b) {
+static mvmoe_status check_same(const mvmoe_report_group *g, const mvmoe_eval_json *a,
+                               const mvmoe_eval_json *b) {
     const char *what = NULL;
     char va[48], vb[48];
     if (a->has_config && b->has_config) {
@@ -78,7 +78,7 @@ static mvmoe_status check_same(const mvmoe_report_group *g, const mvmoe_report_e
 
 /* Per seed: each expert's share of images (top-1 expert), or of all assignments when no
  * image counts are there (token routing); the group's mode is fixed by its first member. */
-static int expert_shares(const mvmoe_report_eval *e, int E, int use_images, double *share) {
+static int expert_shares(const mvmoe_eval_json *e, int E, int use_images, double *share) {
     const int64_t *c = use_images ? e->expert_images : e->expert_load;
     if (!c || e->moe_experts != E) return 0;
     double total = 0;
@@ -88,16 +88,16 @@ static int expert_shares(const mvmoe_report_eval *e, int E, int use_images, doub
     return 1;
 }
 
-static int has_images(const mvmoe_report_eval *e) {
+static int has_images(const mvmoe_eval_json *e) {
     int64_t total = 0;
     for (int i = 0; e->expert_images && i < e->moe_experts; i++) total += e->expert_images[i];
     return total > 0;
 }
 
-static mvmoe_status expert_stats(mvmoe_report_group *g, const mvmoe_report_eval *ev) {
+static mvmoe_status expert_stats(mvmoe_report_group *g, const mvmoe_eval_json *ev) {
     int E = 0, images = 1;
     for (int m = 0; m < g->n; m++) {
-        const mvmoe_report_eval *e = &ev[g->members[m]];
+        const mvmoe_eval_json *e = &ev[g->members[m]];
         if (e->moe_experts > E) E = e->moe_experts;
         if (e->moe_experts && !has_images(e)) images = 0;
     }
@@ -122,7 +122,7 @@ static mvmoe_status expert_stats(mvmoe_report_group *g, const mvmoe_report_eval 
         for (int m = 0; m < g->n; m++) col[m] = share[(size_t)m * E + i];
         mvmoe_report_mean_std(col, g->n, &g->share_mean[i], &g->share_std[i]);
         for (int m = 0; m < g->n; m++) {
-            const mvmoe_report_eval *e = &ev[g->members[m]];
+            const mvmoe_eval_json *e = &ev[g->members[m]];
             col[m] = e->expert_acc && e->moe_experts == E ? e->expert_acc[i] : NAN;
         }
         mvmoe_report_mean_std(col, g->n, &g->acc_mean[i], &g->acc_std[i]);
@@ -132,7 +132,7 @@ static mvmoe_status expert_stats(mvmoe_report_group *g, const mvmoe_report_eval 
     return MVMOE_OK;
 }
 
-static double first_finite(const mvmoe_report_group *g, const mvmoe_report_eval *ev, size_t offset) {
+static double first_finite(const mvmoe_report_group *g, const mvmoe_eval_json *ev, size_t offset) {
     for (int m = 0; m < g->n; m++) {
         double v = *(const double *)((const char *)&ev[g->members[m]] + offset);
         if (isfinite(v)) return v;
@@ -140,7 +140,7 @@ static double first_finite(const mvmoe_report_group *g, const mvmoe_report_eval 
     return NAN;
 }
 
-static mvmoe_status group_stats(mvmoe_report_group *g, const mvmoe_report_eval *ev) {
+static mvmoe_status group_stats(mvmoe_report_group *g, const mvmoe_eval_json *ev) {
     g->cfg = &ev[g->members[0]];
     for (int m = 0; m < g->n; m++)
         if (ev[g->members[m]].has_config) {
@@ -159,13 +159,13 @@ static mvmoe_status group_stats(mvmoe_report_group *g, const mvmoe_report_eval *
     g->n_router = mvmoe_report_mean_std(v, g->n, &g->router_acc_mean, &unused);
     free(v);
     /* Seeds change the weights, not the shape: the first file that has a count gives it. */
-    g->flops = first_finite(g, ev, offsetof(mvmoe_report_eval, flops));
-    g->params = first_finite(g, ev, offsetof(mvmoe_report_eval, params));
-    g->active_params = first_finite(g, ev, offsetof(mvmoe_report_eval, active_params));
+    g->flops = first_finite(g, ev, offsetof(mvmoe_eval_json, flops));
+    g->params = first_finite(g, ev, offsetof(mvmoe_eval_json, params));
+    g->active_params = first_finite(g, ev, offsetof(mvmoe_eval_json, active_params));
     return expert_stats(g, ev);
 }
 
-mvmoe_status mvmoe_report_stats_build(mvmoe_report_stats *s, const mvmoe_report_eval *ev, int n) {
+mvmoe_status mvmoe_report_stats_build(mvmoe_report_stats *s, const mvmoe_eval_json *ev, int n) {
     memset(s, 0, sizeof *s);
     MVMOE_ALLOC(s->groups, n > 0 ? n : 1, "report: run groups");
     for (int i = 0; i < n; i++) {
@@ -228,7 +228,7 @@ static int add_run(cJSON *runs, const mvmoe_report_ctx *c, const mvmoe_report_gr
         cJSON_Delete(r);
         return 0;
     }
-    const mvmoe_report_eval *cfg = g->cfg;
+    const mvmoe_eval_json *cfg = g->cfg;
     ok &= add_str(r, "name", g->name);
     ok &= add_str(r, "routing", cfg->routing);
     ok &= add_int(r, "dim", cfg->dim);

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/rng.h"
 #include "core/status.h"
@@ -15,6 +14,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "train/optim.h"
+#include "train/step.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -41,12 +41,6 @@ void mvmoe_train_options_default(mvmoe_train_options *o) {
     o->aux_weight = 0.01f;
     o->capacity_ratio = 1.05f;
     o->eval_every = 1;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static mvmoe_status check_options(const mvmoe_train_options *o, int n_train) {
@@ -145,16 +139,6 @@ static mvmoe_status load_state(mvmoe_model *m, const char *path) {
     return s;
 }
 
-/* First tensor (layout order) holding a NaN/Inf gradient, for the error message. */
-static const char *first_bad_tensor(const mvmoe_model *m) {
-    for (int i = 0; i < m->layout.n; i++) {
-        const float *g = m->grad_mem + m->layout.t[i].offset;
-        for (size_t k = 0; k < m->layout.t[i].count; k++)
-            if (!isfinite(g[k])) return m->layout.t[i].name;
-    }
-    return "(none: the loss itself)";
-}
-
 mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
                          int n_train, const int32_t *val_idx, int n_val,
                          const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user) {
@@ -165,9 +149,6 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                    "image-superclass routing trains its router on each label's super-class, but the "
                    "model has no class -> super-class map; pass --superclasses MAP.json (made by "
                    "'mvmoe superclasses') or use --routing image-learned");
-    m->superclass_lambda = o->superclass_lambda;
-    m->aux_weight = o->aux_weight;
-    m->capacity_ratio = o->capacity_ratio;
     if (ds->c != c->in_chans)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset %s has %d channels, the model expects %d",
                    ds->source ? ds->source : "", ds->c, c->in_chans);
@@ -208,11 +189,11 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     mvmoe_augment aug = {.crop_pad = o->crop_pad, .hflip = o->hflip, .rrc = o->rrc,
                          .randaug_n = o->randaug_n, .randaug_m = o->randaug_m,
                          .erase_prob = o->erase_prob};
-    mvmoe_adamw h = {.lr = o->lr, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps,
-                     .weight_decay = o->weight_decay};
+    mvmoe_step_options so;
+    mvmoe_step_options_from(&so, o);
     mvmoe_acts *a = &m->train_acts;
     mvmoe_status s = MVMOE_OK;
-    double t_start = now_s(), t_epoch = t_start;
+    double t_start = mvmoe_clock_seconds(), t_epoch = t_start;
     int64_t step0 = m->step;
     mvmoe_progress pr = {.epochs = o->epochs, .steps_total = total, .steps_per_epoch = steps_per_epoch,
                          .val_acc = -1, .val_loss = -1, .train_acc = -1};
@@ -229,7 +210,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             mvmoe_rng_shuffle_i32(&r, order, n_train);
             loss_sum = 0; /* epoch statistics cover the steps this process ran */
             correct = seen = 0;
-            t_epoch = now_s();
+            t_epoch = mvmoe_clock_seconds();
         }
         const int32_t *idx = order + (size_t)si * B;
         /* batch: augmented images, smoothed (and possibly mixed) targets */
@@ -241,25 +222,20 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             mvmoe_mix_batch(a->img, a->targets, B, c->in_chans, S, K, o->mixup, o->cutmix, o->seed,
                             (uint64_t)m->step);
 
-        /* the forward's products on packed copies of this step's weights (kernels/matmul_packed.c) */
-        s = mvmoe_model_pack_weights(m);
-        if (s != MVMOE_OK) break;
-        mvmoe_vit_forward(m, a, B, o->drop_path, o->seed, m->step);
-        double loss = mvmoe_vit_loss(m, a, B, labels);
-        mvmoe_vit_backward(m, a, B);
-        double gnorm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, o->clip_norm);
-        if (!isfinite(loss) || !isfinite(gnorm)) {
-            s = mvmoe_error_set(MVMOE_ERR_NUMERIC, __FILE__, __LINE__,
-                                "step %lld: loss %g, gradient norm %g; first non-finite gradient in "
-                                "'%s'. Nothing was saved for this step; try a lower --lr or --clip",
-                                (long long)m->step, loss, gnorm, first_bad_tensor(m));
-            break;
-        }
         float lr = mvmoe_lr_at(m->step, total, warmup, o->lr, o->min_lr);
-        h.lr = lr;
-        m->step++;
-        mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &h, m->step);
-        mvmoe_model_params_changed(m);
+        so.adamw.lr = lr;
+        mvmoe_step_result sr;
+        s = mvmoe_train_step(m, labels, &so, &sr);
+        if (s == MVMOE_ERR_NUMERIC) {
+            char why[512]; /* the step's message without its " [file:line]" */
+            snprintf(why, sizeof why, "%s", mvmoe_last_error());
+            char *at = strrchr(why, '[');
+            if (at && at > why) at[-1] = '\0';
+            s = mvmoe_error_set(s, __FILE__, __LINE__,
+                                "%s. Nothing was saved for this step; try a lower --lr or --clip", why);
+        }
+        if (s != MVMOE_OK) break;
+        const double loss = sr.loss, gnorm = sr.grad_norm;
         if (m->ema_mem) { /* DeiT/timm ModelEma: ema = d·ema + (1 − d)·w after every step */
             const float d = o->ema_decay, *w = m->param_mem;
             float *e = m->ema_mem;
@@ -278,7 +254,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         seen += B;
         loss_sum += loss;
 
-        double t = now_s();
+        double t = mvmoe_clock_seconds();
         pr.epoch = epoch + 1;
         pr.step = m->step;
         pr.step_in_epoch = si + 1;
@@ -327,7 +303,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     if (s == MVMOE_OK && cb) {
         pr.event = 2;
         pr.step = m->step;
-        pr.elapsed_s = now_s() - t_start;
+        pr.elapsed_s = mvmoe_clock_seconds() - t_start;
         cb(&pr, user);
     }
     free(order);

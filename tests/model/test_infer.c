@@ -19,9 +19,7 @@ static void check(const char *name, mvmoe_config c, int B) {
     mvmoe_model *m = NULL;
     CHECK(mvmoe_model_create(&m, &c, 5) == MVMOE_OK, "%s: create: %s", name, mvmoe_last_error());
     if (!m) return;
-    /* the training forward without noise and capacity is inference's */
-    m->route_noise = 0;
-    m->capacity_ratio = 0;
+    /* the training forward without a pass (no noise, no capacity) is inference's */
     /* larger weights than the init's 0.02 so every block matters to the logits */
     mvmoe_rng r;
     mvmoe_rng_init(&r, 11, 0);
@@ -36,8 +34,8 @@ static void check(const char *name, mvmoe_config c, int B) {
     size_t ni = (size_t)B * c.in_chans * c.img_size * c.img_size;
     for (size_t i = 0; i < ni; i++) m->train_acts.img[i] = inf.img[i] = mvmoe_rng_normal(&r);
 
-    mvmoe_vit_forward(m, &m->train_acts, B, 0.0f, 0, 0);
-    mvmoe_vit_forward(m, &inf, B, 0.0f, 0, 0);
+    mvmoe_vit_forward(m, &m->train_acts, B, NULL);
+    mvmoe_vit_forward(m, &inf, B, NULL);
     size_t nl = (size_t)B * c.num_classes;
     double err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3), spread = 0;
     for (size_t i = 1; i < nl; i++) spread = fmax(spread, fabs(inf.logits[i] - inf.logits[0]));
@@ -50,13 +48,13 @@ static void check(const char *name, mvmoe_config c, int B) {
     CHECK(before != NULL, "alloc");
     if (before) {
         memcpy(before, inf.logits, nl * sizeof(float));
-        mvmoe_vit_forward(m, &m->train_acts, B, 0.0f, 0, 0);
-        mvmoe_vit_forward(m, &inf, B, 0.0f, 0, 0);
+        mvmoe_vit_forward(m, &m->train_acts, B, NULL);
+        mvmoe_vit_forward(m, &inf, B, NULL);
         err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3);
         CHECK(err < 1e-5 && memcmp(before, inf.logits, nl * sizeof(float)),
               "%s: changed weights, stale packed copies: rel err %.3g", name, err);
         CHECK(mvmoe_model_pack_weights(m) == MVMOE_OK, "%s: prepare again", name);
-        mvmoe_vit_forward(m, &inf, B, 0.0f, 0, 0);
+        mvmoe_vit_forward(m, &inf, B, NULL);
         err = tu_rel_err(inf.logits, m->train_acts.logits, nl, 1e-3);
         CHECK(err < 1e-5, "%s: changed weights, packed again: rel err %.3g", name, err);
         free(before);
@@ -76,15 +74,18 @@ static void run_threads(mvmoe_model *m, mvmoe_acts *inf, int B, int threads, flo
     const mvmoe_config *c = &m->cfg;
     const size_t nl = (size_t)B * c->num_classes;
     omp_set_num_threads(threads);
-    mvmoe_vit_forward(m, inf, B, 0.0f, 0, 0);
+    mvmoe_vit_forward(m, inf, B, NULL);
     memcpy(out, inf->logits, nl * sizeof(float));
     mvmoe_acts *a = &m->train_acts;
-    mvmoe_vit_forward(m, a, B, 0.3f, 17, 2);
+    /* a training pass with stochastic depth and the trainer's MoE settings (router noise on) */
+    const mvmoe_pass pass = {.drop_path = 0.3f, .seed = 17, .step = 2, .superclass_lambda = 0.3f,
+                             .aux_weight = 0.01f, .capacity_ratio = 1.05f, .route_noise = 1};
+    mvmoe_vit_forward(m, a, B, &pass);
     memcpy(out + nl, a->logits, nl * sizeof(float));
     int32_t labels[64];
     for (int b = 0; b < B; b++) labels[b] = (b * 5 + 1) % c->num_classes;
     mvmoe_targets_smoothed(a->targets, labels, B, c->num_classes, 0.1f);
-    mvmoe_vit_loss(m, a, B, labels);
+    mvmoe_vit_loss(m, a, B, labels, &pass);
     mvmoe_vit_backward(m, a, B);
     memcpy(out + 2 * nl, m->grad_mem, m->layout.total * sizeof(float));
     omp_set_num_threads(1);

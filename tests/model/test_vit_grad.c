@@ -12,13 +12,19 @@
 #include "model/model.h"
 #include "test_util.h"
 
+/* The trainer's MoE settings; the MoE variants below raise the balancing weight and cap the
+ * experts' capacity. */
+static mvmoe_pass pass = {.superclass_lambda = 0.3f, .aux_weight = 0.01f, .capacity_ratio = 1.05f,
+                          .route_noise = 1};
+
 static double loss_at(mvmoe_model *m, const float *img, const int32_t *labels, int B, float dp) {
     mvmoe_acts *a = &m->train_acts;
     const mvmoe_config *c = &m->cfg;
     memcpy(a->img, img, sizeof(float) * (size_t)B * c->in_chans * c->img_size * c->img_size);
     mvmoe_targets_smoothed(a->targets, labels, B, c->num_classes, 0.1f);
-    mvmoe_vit_forward(m, a, B, dp, 7, 3);
-    return mvmoe_vit_loss(m, a, B, labels);
+    pass.drop_path = dp, pass.seed = 7, pass.step = 3;
+    mvmoe_vit_forward(m, a, B, &pass);
+    return mvmoe_vit_loss(m, a, B, labels, &pass);
 }
 
 static float fd_eps = 1e-2f;
@@ -141,8 +147,8 @@ int main(void) {
         float *rw = mm->p.router_w ? mm->p.router_w : mm->p.trouter_w;
         size_t rn = (size_t)mc.experts * mc.dim * (mm->p.router_w ? 1 : mc.moe_layers);
         for (size_t k = 0; k < rn; k++) rw[k] *= 4.0f;
-        mm->aux_weight = 0.5f; /* make the balancing losses' gradients visible */
-        mm->capacity_ratio = moe[v].r == MVMOE_ROUTING_TOKEN_LEARNED ? 0.8f : 0.0f; /* some drops */
+        pass.aux_weight = 0.5f; /* make the balancing losses' gradients visible */
+        pass.capacity_ratio = moe[v].r == MVMOE_ROUTING_TOKEN_LEARNED ? 0.8f : 0.0f; /* some drops */
         CHECK(mvmoe_model_train_init(mm, B) == MVMOE_OK, "train init moe");
         printf("moe variant %zu: routing %s E %d k %d L %d\n", v, mvmoe_routing_name(mc.routing),
                mc.experts, mc.top_k, mc.moe_layers);

@@ -58,12 +58,16 @@ int main(int argc, char **argv) {
                      .beta2 = (float)meta_num(&bf, "beta2"), .eps = (float)meta_num(&bf, "eps"),
                      .weight_decay = (float)meta_num(&bf, "weight_decay")};
     float clip = (float)meta_num(&bf, "clip_norm");
-    /* MoE settings (optional metadata; the model's defaults otherwise) */
+    /* MoE settings (optional metadata; the trainer's defaults otherwise) */
+    mvmoe_train_options d;
+    mvmoe_train_options_default(&d);
+    mvmoe_pass pass = {.superclass_lambda = d.superclass_lambda, .aux_weight = d.aux_weight,
+                       .capacity_ratio = d.capacity_ratio, .route_noise = 1};
     const char *mv;
-    if ((mv = mvmoe_st_meta(&bf, "superclass_lambda"))) m->superclass_lambda = (float)atof(mv);
-    if ((mv = mvmoe_st_meta(&bf, "aux_weight"))) m->aux_weight = (float)atof(mv);
-    if ((mv = mvmoe_st_meta(&bf, "capacity_ratio"))) m->capacity_ratio = (float)atof(mv);
-    if ((mv = mvmoe_st_meta(&bf, "route_noise"))) m->route_noise = atoi(mv);
+    if ((mv = mvmoe_st_meta(&bf, "superclass_lambda"))) pass.superclass_lambda = (float)atof(mv);
+    if ((mv = mvmoe_st_meta(&bf, "aux_weight"))) pass.aux_weight = (float)atof(mv);
+    if ((mv = mvmoe_st_meta(&bf, "capacity_ratio"))) pass.capacity_ratio = (float)atof(mv);
+    if ((mv = mvmoe_st_meta(&bf, "route_noise"))) pass.route_noise = atoi(mv);
     int steps = (int)meta_num(&bf, "steps");
 
     if (mvmoe_model_train_init(m, B)) die("allocating training state");
@@ -88,8 +92,8 @@ int main(int argc, char **argv) {
         mvmoe_targets_smoothed(a->targets, labels, B, K, smoothing);
         /* as the trainer does: the forward's products on packed copies of the step's weights */
         if (mvmoe_model_pack_weights(m) != MVMOE_OK) return 1;
-        mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
-        double loss = mvmoe_vit_loss(m, a, B, labels);
+        mvmoe_vit_forward(m, a, B, &pass);
+        double loss = mvmoe_vit_loss(m, a, B, labels, &pass);
         if (s == steps) break;
         mvmoe_vit_backward(m, a, B);
         if (s == 0) {

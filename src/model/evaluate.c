@@ -1,4 +1,5 @@
-/* Evaluation: top-1/top-5, mean cross-entropy, confusion matrix, per-class accuracy. */
+/* Evaluation, next to inference: top-1/top-5, mean cross-entropy, confusion matrix,
+ * per-class accuracy, and the MoE measures (router accuracy, expert load). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,7 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
         int B = n - i0 < batch ? n - i0 : batch;
         for (int i = 0; i < B; i++) bidx[i] = idx ? idx[i0 + i] : i0 + i;
         mvmoe_augment_batch(a->img, ds, bidx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
-        mvmoe_vit_forward(m, a, B, 0.0f, 0, 0);
+        mvmoe_vit_forward(m, a, B, NULL);
         for (int i = 0; i < B; i++) {
             const float *row = a->logits + (size_t)i * K;
             int y = ds->labels[bidx[i]], best = 0, rank = 0;
@@ -120,4 +121,15 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
         r->per_class[k] = row ? (double)r->confusion[(size_t)k * K + k] / row : 0;
     }
     return MVMOE_OK;
+}
+
+double mvmoe_eval_flops(const mvmoe_config *c, const mvmoe_eval_result *r) {
+    if (r->moe.experts <= 0) return mvmoe_config_flops(c);
+    /* the expert MLPs are linear in k, so f(k) = f(1) + (k - 1)·(f(2) - f(1)); equals
+     * mvmoe_config_flops when every choice ran */
+    mvmoe_config one = *c, two = *c;
+    one.top_k = 1;
+    two.top_k = 2;
+    double f1 = mvmoe_config_flops(&one);
+    return f1 + (r->moe.experts_per_item - 1) * (mvmoe_config_flops(&two) - f1);
 }

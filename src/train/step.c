@@ -1,0 +1,57 @@
+/* The training step (step.h): the one place that calls the model's training passes and the
+ * optimizer in order, so the trainer and the benchmark time and train the same thing. */
+#include <math.h>
+
+#include "core/status.h"
+#include "train/step.h"
+
+void mvmoe_step_options_from(mvmoe_step_options *s, const mvmoe_train_options *o) {
+    *s = (mvmoe_step_options){
+        .pass = {.drop_path = o->drop_path, .seed = o->seed,
+                 .superclass_lambda = o->superclass_lambda, .aux_weight = o->aux_weight,
+                 .capacity_ratio = o->capacity_ratio, .route_noise = 1},
+        .clip_norm = o->clip_norm,
+        .adamw = {.lr = o->lr, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps,
+                  .weight_decay = o->weight_decay},
+    };
+}
+
+/* First tensor (layout order) holding a NaN/Inf gradient, for the error message. */
+static const char *first_bad_tensor(const mvmoe_model *m) {
+    for (int i = 0; i < m->layout.n; i++) {
+        const float *g = m->grad_mem + m->layout.t[i].offset;
+        for (size_t k = 0; k < m->layout.t[i].count; k++)
+            if (!isfinite(g[k])) return m->layout.t[i].name;
+    }
+    return "(none: the loss itself)";
+}
+
+mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe_step_options *o,
+                              mvmoe_step_result *r) {
+    mvmoe_acts *a = &m->train_acts;
+    const int B = a->B;
+    if (!m->grad_mem || !a->mem)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "training step before mvmoe_model_train_init");
+    mvmoe_pass pass = o->pass;
+    pass.step = m->step;
+    const double t0 = mvmoe_clock_seconds();
+    /* the forward's products on packed copies of this step's weights (kernels/matmul_packed.c) */
+    MVMOE_TRY(mvmoe_model_pack_weights(m));
+    const double t1 = mvmoe_clock_seconds();
+    mvmoe_vit_forward(m, a, B, &pass);
+    r->loss = mvmoe_vit_loss(m, a, B, labels, &pass);
+    r->loss_ce = a->loss_ce, r->loss_router = a->loss_router, r->loss_aux = a->loss_aux;
+    const double t2 = mvmoe_clock_seconds();
+    mvmoe_vit_backward(m, a, B);
+    const double t3 = mvmoe_clock_seconds();
+    r->grad_norm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, o->clip_norm);
+    r->t_pack = t1 - t0, r->t_forward = t2 - t1, r->t_backward = t3 - t2;
+    if (!isfinite(r->loss) || !isfinite(r->grad_norm))
+        MVMOE_FAIL(MVMOE_ERR_NUMERIC, "step %lld: loss %g, gradient norm %g; first non-finite gradient in '%s'",
+                   (long long)m->step, r->loss, r->grad_norm, first_bad_tensor(m));
+    m->step++;
+    mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &o->adamw, m->step);
+    mvmoe_model_params_changed(m);
+    r->t_optimizer = mvmoe_clock_seconds() - t3;
+    return MVMOE_OK;
+}

@@ -1,0 +1,37 @@
+/* One training step, the same for the trainer (trainer.c) and the benchmark (analysis/bench.c):
+ * pack the weights → forward → loss → backward → clip → AdamW → mark the weights changed. */
+#ifndef MVMOE_TRAIN_STEP_H
+#define MVMOE_TRAIN_STEP_H
+
+#include <stdint.h>
+
+#include "model/model.h"
+#include "train/optim.h"
+
+typedef struct mvmoe_step_options {
+    mvmoe_pass pass;   /* drop path, seed and MoE loss settings; pass.step is set from m->step */
+    float clip_norm;   /* global gradient-norm clip; <= 0: none */
+    mvmoe_adamw adamw; /* this step's learning rate and AdamW hyper-parameters */
+} mvmoe_step_options;
+
+typedef struct mvmoe_step_result {
+    double loss;                          /* total: loss_ce + loss_router + loss_aux */
+    double loss_ce, loss_router, loss_aux;
+    double grad_norm;                     /* before clipping */
+    /* seconds each phase took: packing the weights, forward + loss, backward, clipping + AdamW */
+    double t_pack, t_forward, t_backward, t_optimizer;
+} mvmoe_step_result;
+
+/* The MoE loss settings of the training options (router noise on, as in training). */
+void mvmoe_step_options_from(mvmoe_step_options *s, const mvmoe_train_options *o);
+
+/* One step on the batch in m->train_acts (img and targets filled by the caller, for B =
+ * m->train_acts.B images; labels [B] for the router's super-class loss, may be NULL for dense
+ * models): takes optimizer step m->step + 1. A non-finite loss or gradient norm fails with
+ * MVMOE_ERR_NUMERIC before AdamW, the weights and m->step untouched, naming the first tensor
+ * with a non-finite gradient. Needs mvmoe_model_train_init. Allocates nothing once the packed
+ * weights exist. */
+mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe_step_options *o,
+                              mvmoe_step_result *r);
+
+#endif
