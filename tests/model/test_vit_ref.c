@@ -83,15 +83,26 @@ static mvmoe_model *make_model(mvmoe_config c, const variant *v, mvmoe_rng *r) {
     if (rw)
         for (size_t q = 0; q < (size_t)c.experts * c.dim * (m->p.router_w ? 1 : c.moe_layers); q++) rw[q] *= 4.0f;
     mvmoe_model_params_changed(m);
-    m->aux_weight = 0.5f; /* balancing losses' gradients well above float noise */
-    m->capacity_ratio = v->capacity_ratio;
     m->adaptive_k = v->adaptive_k;
     return m;
 }
 
-static mvmoe_vit_ref_opts opts_of(const mvmoe_model *m, int training, float drop_path) {
-    mvmoe_vit_ref_opts o = {training, drop_path, 7, 3, m->superclass_lambda, m->aux_weight,
-                            m->capacity_ratio, m->route_noise, m->adaptive_k};
+/* The training pass of variant v (the trainer's defaults, except a balancing-loss weight whose
+ * gradients stand well above float noise), seed 7, step 3. */
+static mvmoe_pass pass_of(const variant *v) {
+    mvmoe_train_options d;
+    mvmoe_train_options_default(&d);
+    mvmoe_pass t = {.drop_path = v->drop_path, .seed = 7, .step = 3,
+                    .superclass_lambda = d.superclass_lambda, .aux_weight = 0.5f,
+                    .capacity_ratio = v->capacity_ratio, .route_noise = 1, .superclass_of = NULL};
+    return t;
+}
+
+/* The reference's options for the same pass (training) or for inference. */
+static mvmoe_vit_ref_opts opts_of(const mvmoe_model *m, const variant *v, int training) {
+    const mvmoe_pass t = pass_of(v);
+    mvmoe_vit_ref_opts o = {training, training ? t.drop_path : 0.0f, t.seed, t.step, t.superclass_lambda,
+                            t.aux_weight, t.capacity_ratio, t.route_noise, m->adaptive_k};
     return o;
 }
 
@@ -176,10 +187,11 @@ static void check_variant(const variant *v, mvmoe_rng *rng) {
     CHECK(mvmoe_model_pack_weights(m) == MVMOE_OK, "pack");
     memcpy(a->img, img, sizeof(float) * n_img);
     mvmoe_targets_smoothed(a->targets, labels, B, K, 0.1f);
-    mvmoe_vit_forward(m, a, B, v->drop_path, 7, 3);
-    const double loss = mvmoe_vit_loss(m, a, B, labels);
+    const mvmoe_pass pass = pass_of(v);
+    mvmoe_vit_forward(m, a, B, &pass);
+    const double loss = mvmoe_vit_loss(m, a, B, labels, &pass);
     mvmoe_vit_backward(m, a, B);
-    const mvmoe_vit_ref_opts ot = opts_of(m, 1, v->drop_path);
+    const mvmoe_vit_ref_opts ot = opts_of(m, v, 1);
     mvmoe_vit_ref_forward(&ref, img, &m->p, &ot);
     const double loss_ref = mvmoe_vit_ref_loss(&ref, a->targets, labels, &ot);
     mvmoe_params g;
@@ -207,7 +219,7 @@ static void check_variant(const variant *v, mvmoe_rng *rng) {
     /* inference through the public entry point: uint8 images in, logits out */
     snprintf(what, sizeof what, "%s, inference", v->name);
     CHECK(mvmoe_model_logits(m, u8, B, logits) == MVMOE_OK, "logits: %s", mvmoe_last_error());
-    const mvmoe_vit_ref_opts oi = opts_of(m, 0, 0.0f);
+    const mvmoe_vit_ref_opts oi = opts_of(m, v, 0);
     mvmoe_vit_ref_forward(&ref, img, &m->p, &oi);
     compare_logits(logits, ref.logits, K, what);
     compare_routes(&m->infer_acts, &ref, c, what, &dropped);
@@ -246,7 +258,7 @@ static void fd_check(const variant *v, mvmoe_rng *rng) {
     mvmoe_targets_smoothed(targets, labels, Bf, c->num_classes, 0.1f);
     mvmoe_vit_ref r;
     CHECK(mvmoe_vit_ref_init(&r, c, Bf) == MVMOE_OK, "ref init");
-    const mvmoe_vit_ref_opts o = opts_of(m, 1, v->drop_path);
+    const mvmoe_vit_ref_opts o = opts_of(m, v, 1);
     mvmoe_params g;
     mvmoe_params_view(&g, gbuf, c);
     ref_loss(&r, img, targets, labels, &m->p, &o);
