@@ -448,7 +448,7 @@ void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, in
  * pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) threads would idle: then the query rows
  * are split too, into about 2 tasks per thread (4 was 5 % slower on ViT-Tiny's batch 1: twice
  * the sgemm calls of half the rows). Rows are independent and every block has at least 16 rows
- * (see MIN_SLICE_ROWS in matmul.c), so the result does not depend on the blocks. */
+ * (see MIN_SLICE_ROWS in linear_sgemm.c), so the result does not depend on the blocks. */
 static int att_blocks(int pairs, int nq, int nt) {
     int blocks = 1;
     if (nt > 1 && pairs < 2 * nt && nq >= 32) {

@@ -2,9 +2,11 @@
  *
  * Conventions (shared by every op):
  *  - forward(outputs, saved stats, inputs, params, sizes)
- *  - backward(input/param gradients, upstream gradient, saved stats, inputs, params, sizes);
- *    backward ACCUMULATES (+=) into every gradient it writes; a NULL gradient pointer means
- *    "not needed" and is skipped.
+ *  - backward(input/param gradients, upstream gradient, saved stats, inputs, params, sizes
+ *    [, write mode]); backward ACCUMULATES (+=) into every gradient it writes, unless its last
+ *    argument, a mvmoe_grad_write, says MVMOE_GRAD_OVERWRITE for the gradient it names
+ *    (documented per op: always the bits of zeroing that gradient and accumulating, without
+ *    the pass that zeroes it). A NULL gradient pointer means "not needed" and is skipped.
  *  - Each op has a plain loop reference `*_ref` (kept forever, the oracle for tests) and the
  *    public name is the fast version (OpenMP threads, vectorizable inner loops). They must
  *    agree to float rounding (tests/kernels).
@@ -15,63 +17,57 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- linear (matmul.c): out[M,N] = in[M,K] · w[N,K]ᵀ + b[N] (b may be NULL). BLAS sgemm. */
-void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,
-                          int N);
-/* The same with row strides: out rows at stride ldo (>= N), in rows at stride ldi (>= K). */
-void mvmoe_linear_forward_strided(float *out, int ldo, const float *in, int ldi, const float *w,
-                                  const float *b, int M, int K, int N);
-/* ---- the forward with packed weights (matmul_packed.c): inference, whose weights stay put.
- * mvmoe_linear_packed_size: floats of the packed copy of a weight w[N,K], 0 if packing is
- * unavailable. mvmoe_linear_pack: w into dst in that layout (0, or -1 if unavailable).
- * mvmoe_linear_forward_packed: out[M,N] = in[M,K]·wᵀ + b (b may be NULL) from the packed
- * copy wp (NULL: use w), w being the plain weights it was packed from (its fallback).
- * Threaded by rows like mvmoe_linear_forward; the bits do not depend on the thread count. */
+/* How a backward writes the gradient its mvmoe_grad_write argument names. */
+typedef enum mvmoe_grad_write {
+    MVMOE_GRAD_ACCUMULATE = 0, /* += (the default, as for every other gradient) */
+    MVMOE_GRAD_OVERWRITE = 1   /* = : the bits of zeroing it first, without that pass */
+} mvmoe_grad_write;
+
+/* ---- linear layers (linear.c; backends linear_sgemm.c, linear_packed.c, linear_bf16.c):
+ * out[M,N] = in[M,K] · w[N,K]ᵀ + b[N] (b may be NULL).
+ *
+ * The weights of a product: the plain w[N,K] (always: every backend can fall back on it, and
+ * the backward reads it), and optionally `packed`, the copy mvmoe_linear_pack made of it
+ * (oneDNN's blocked layout, or w rounded to bf16 while bf16 products are on). */
+typedef struct mvmoe_linear_weights {
+    const float *w;
+    const float *packed; /* NULL: none */
+} mvmoe_linear_weights;
+static inline mvmoe_linear_weights mvmoe_linear_w(const float *w, const float *packed) {
+    return (mvmoe_linear_weights){w, packed};
+}
+/* out rows at stride ldo (>= N), in rows at stride ldi (>= K). The packed copy serves only
+ * dense rows (ldo == N, ldi == K); bf16 products run for weights of 64·64 elements or more
+ * while the mode is on. Threaded by rows (or, for a few rows, by column blocks); the bits do
+ * not depend on the thread count. */
+void mvmoe_linear_forward(float *out, int ldo, const float *in, int ldi, mvmoe_linear_weights w,
+                          const float *b, int M, int K, int N);
+/* din[M,K] (+)= dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout (each may be NULL).
+ * din_write: MVMOE_GRAD_ACCUMULATE (the default), or MVMOE_GRAD_OVERWRITE: the bits of zeroing
+ * din first, without that pass; dw and db always accumulate. */
+void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                           const float *w, int M, int K, int N, mvmoe_grad_write din_write);
+/* Floats of the packed copy of a weight w[N,K] in the current precision mode (0: packing is
+ * unavailable), and the packing (0, or -1 if unavailable). A copy made in one mode serves
+ * only that mode (mvmoe_linear_bf16_mode tells which). */
 size_t mvmoe_linear_packed_size(int N, int K);
 int mvmoe_linear_pack(float *dst, const float *w, int N, int K);
-void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, const float *w,
-                                 const float *b, int M, int K, int N);
-/* ---- bf16 products (matmul_bf16.c), opt-in for the whole process (mvmoe_set_precision).
- * mvmoe_matmul_bf16_set: 0, or -1 if this CPU has no bf16 kernel (the mode stays as it was).
- * While on, for weights where mvmoe_matmul_bf16_shape holds, mvmoe_linear_pack writes w
- * rounded to bf16 (row-major [N,K]), and
- * mvmoe_linear_forward_packed and mvmoe_linear_backward* run their products through
- * mvmoe_linear_forward_bf16 / mvmoe_linear_backward_bf16: operands rounded to bf16 (nearest
- * even), sums in fp32. Those return -1, having written nothing, when the mode is off or the
- * weight too small to gain (the caller then runs fp32). The backward's din_beta: 1
- * accumulates into din, 0 overwrites it; dw and db (each may be NULL) accumulate, db with the
- * bits of the fp32 path's sums. */
-int mvmoe_matmul_bf16_set(int on);
-int mvmoe_matmul_bf16(void);
-/* Whether products with a weight w[N,K] run in bf16 now (mode on, and the weight large enough) */
-int mvmoe_matmul_bf16_shape(int N, int K);
-/* float -> bf16: nearest even, denormal inputs to signed zero, NaNs quieted (the rules of
- * AVX-512 BF16's conversion, which the fast path uses; _ref is the plain loop) */
-void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n);
-void mvmoe_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
-float mvmoe_bf16_to_float(uint16_t h);
-int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
-                              int M, int K, int N);
-int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db, const float *dout,
-                               const float *in, const float *w, int M, int K, int N);
-/* db[N] += Σ_rows dout[M,N] (db may be NULL) over fixed row ranges, so its bits do not depend
- * on the thread count; with `rounded`, also writes dout rounded to bf16 there in that pass. */
-void mvmoe_bias_grad_round(float *db, uint16_t *rounded, const float *dout, int M, int N);
-/* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
-void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
-                           const float *w, int M, int K, int N);
-/* The same with din = dout·w overwritten rather than accumulated (dw, db still accumulate): the
- * bits of zeroing din and calling mvmoe_linear_backward, without the pass that zeroes it. */
-void mvmoe_linear_backward_overwrite(float *din, float *dw, float *db, const float *dout,
-                                     const float *in, const float *w, int M, int K, int N);
-/* C[M,N] = alpha·op(A)·op(B) + beta·C on the calling thread only (op 'N' or 'T', row-major,
- * BLAS argument order): the small products inside other kernels' parallel loops. */
-void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc);
+/* Whether bf16 products are on (mvmoe_set_precision(MVMOE_PRECISION_BF16), for the whole
+ * process): operands rounded to bf16 (nearest even), sums in fp32 (linear_bf16.c). */
+int mvmoe_linear_bf16_mode(void);
 void mvmoe_linear_forward_ref(float *out, const float *in, const float *w, const float *b, int M,
                               int K, int N);
 void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
                                const float *in, const float *w, int M, int K, int N);
+/* C[M,N] = alpha·op(A)·op(B) + beta·C on the calling thread only (op 'N' or 'T', row-major,
+ * BLAS argument order; gemm.c): the small products inside other kernels' parallel loops. */
+void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc);
+/* float -> bf16 (bf16.c): nearest even, denormal inputs to signed zero, NaNs quieted (the
+ * rules of AVX-512 BF16's conversion, which the fast path uses; _ref is the plain loop) */
+void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n);
+void mvmoe_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
+float mvmoe_bf16_to_float(uint16_t h);
 
 /* ---- LayerNorm (layernorm.c) over the last dim D, biased variance, eps inside the sqrt.
  * mean[M], rstd[M] = 1/sqrt(var+eps) are saved for backward. */

@@ -6,7 +6,7 @@
  * floats; tensor table), mvmoe_model_train_init (gradients, AdamW m and v), mvmoe_acts_init
  * (one arena of 16-float-padded buffers, plus the MoE routing plans), mvmoe_evaluate
  * (confusion matrix), mvmoe_model_pack_weights (packed weights) and, with bf16 products on,
- * their rounded operands (kernels/matmul_bf16.c). tests/model/test_memory.c checks the mirror against the sizes those
+ * their rounded operands (kernels/linear_bf16.c). tests/model/test_memory.c checks the mirror against the sizes those
  * functions really allocate, so a buffer added there without adding it here fails a test.
  * Sums are taken in double: a hostile config can ask for more than SIZE_MAX bytes, and then
  * the answer is SIZE_MAX rather than a wrapped-around small number. */
@@ -88,7 +88,7 @@ static double acts_bytes(const mvmoe_config *c, double B, int training) {
     return bytes;
 }
 
-/* The bf16 products' rounded operands (kernels/matmul_bf16.c), when that mode is on: per
+/* The bf16 products' rounded operands (kernels/linear_bf16.c), when that mode is on: per
  * thread, a block of 512 input rows of the widest forward product; in training, the largest
  * backward product's dout, input and weight, all rows (M = batch x tokens). */
 static double bf16_workspace_bytes(const mvmoe_config *c, double B, int training) {
@@ -117,7 +117,7 @@ size_t mvmoe_model_memory_estimate(const mvmoe_config *c, int batch, int trainin
         const double packed = (double)mvmoe_model_packed_floats(c);
         if (packed > 0) total += pad64b(packed * sizeof(float));
         if (training) total += 3 * params + acts_bytes(c, B, 1); /* gradients, AdamW m, v */
-        if (mvmoe_matmul_bf16()) total += bf16_workspace_bytes(c, B, training);
+        if (mvmoe_linear_bf16_mode()) total += bf16_workspace_bytes(c, B, training);
     } else if (training) {
         total += 3 * params;
     }
