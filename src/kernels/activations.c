@@ -20,17 +20,18 @@
 
 /* ---------------------------------------------------------------- reference (double) */
 
-void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n) {
-    for (size_t i = 0; i < n; i++) { /* out[n] = in·Φ(in) */
+/* out[n] = in·Φ(in) */
+static void gelu_ref(float *out, const float *in, size_t n) {
+    for (size_t i = 0; i < n; i++) {
         double x = in[i];
         out[i] = (float)(0.5 * x * (1.0 + erf(x * GELU_INV_SQRT2)));
     }
 }
 
-void mvmoe_gelu_bias_forward_ref(float *out, float *pre, const float *b, size_t M, int N) {
-    for (size_t i = 0; i < M; i++) /* pre[M,N] += b[N]; out = pre·Φ(pre) */
+void mvmoe_gelu_forward_ref(float *out, float *pre, const float *b, size_t M, int N) {
+    for (size_t i = 0; b && i < M; i++) /* pre[M,N] += b[N]; out = pre·Φ(pre) */
         for (int j = 0; j < N; j++) pre[i * N + j] += b[j];
-    mvmoe_gelu_forward_ref(out, pre, M * (size_t)N);
+    gelu_ref(out, pre, M * (size_t)N);
 }
 
 void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n) {
@@ -135,15 +136,6 @@ static void gelu_forward_grad_span(float *out, float *g, size_t n) {
 #endif
 }
 
-void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
-    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (size_t c = 0; c < chunks; c++) {
-        size_t lo = c * GELU_CHUNK, len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
-        gelu_forward_span(out + lo, in + lo, len);
-    }
-}
-
 /* The bias of the linear layer before GELU, added here, row by row, right before the row is
  * read (the sgemm path then needs no bias-fill pass over its output); b NULL: the product
  * added it already (the packed products take their bias, vit.c). With grad, pre ends up
@@ -166,21 +158,22 @@ static void gelu_bias_forward(float *out, float *pre, const float *b, size_t M, 
     }
 }
 
-void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N) {
-    gelu_bias_forward(out, pre, b, M, N, 0);
+void mvmoe_gelu_forward(float *out, float *pre, const float *b, size_t M, int N, mvmoe_gelu_save save) {
+    gelu_bias_forward(out, pre, b, M, N, save == MVMOE_GELU_SAVE_GRAD);
 }
 
-void mvmoe_gelu_bias_forward_grad(float *out, float *pre, const float *b, size_t M, int N) {
-    gelu_bias_forward(out, pre, b, M, N, 1);
-}
-
-void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n) {
+void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n,
+                               mvmoe_grad_write din_write) {
+    if (!din) return;
+    const int acc = din_write != MVMOE_GRAD_OVERWRITE;
     size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (size_t c = 0; c < chunks; c++) {
         size_t lo = c * GELU_CHUNK, hi = n - lo < GELU_CHUNK ? n : lo + GELU_CHUNK;
-        /* + 0: a product of -0 becomes +0, as the accumulating backward's 0 + dout·g gives */
-        for (size_t i = lo; i < hi; i++) din[i] = dout[i] * grad[i] + 0.0f;
+        if (acc) /* one fused multiply-add, as gelu_backward_span's */
+            for (size_t i = lo; i < hi; i++) din[i] = fmaf(dout[i], grad[i], din[i]);
+        else /* + 0: a product of -0 becomes +0, as the accumulating backward's 0 + dout·g gives */
+            for (size_t i = lo; i < hi; i++) din[i] = dout[i] * grad[i] + 0.0f;
     }
 }
 
@@ -194,10 +187,6 @@ static void gelu_backward(float *din, const float *dout, const float *in, size_t
     }
 }
 
-void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n) {
-    gelu_backward(din, dout, in, n, 1);
-}
-
-void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *in, size_t n) {
-    gelu_backward(din, dout, in, n, 0);
+void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n, mvmoe_grad_write din_write) {
+    gelu_backward(din, dout, in, n, din_write != MVMOE_GRAD_OVERWRITE);
 }

@@ -440,10 +440,6 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
     }
 }
 
-void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH) {
-    mvmoe_attention_forward_rows(out, att, qkv, B, T, D, NH, T);
-}
-
 /* The forward's tasks: B·NH pairs, each split into `blocks` blocks of query rows. With few
  * pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) threads would idle: then the query rows
  * are split too, into about 2 tasks per thread (4 was 5 % slower on ViT-Tiny's batch 1: twice
@@ -476,28 +472,23 @@ static void att_forward_tasks(float *out, float *att, const float *qkv, int B, i
 #pragma omp barrier
 }
 
-void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH, int nq) {
+void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
+                             int nq, mvmoe_team team) {
+    if (team == MVMOE_TEAM_CALLER) {
+        att_forward_tasks(out, att, qkv, B, T, D, NH, nq, att_blocks(B * NH, nq, omp_get_num_threads()));
+        return;
+    }
     const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     const int blocks = att_blocks(B * NH, nq, nt);
 #pragma omp parallel if (nt > 1 && B * NH * blocks > 1)
     att_forward_tasks(out, att, qkv, B, T, D, NH, nq, blocks);
 }
 
-void mvmoe_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH) {
-    att_forward_tasks(out, att, qkv, B, T, D, NH, T, att_blocks(B * NH, T, omp_get_num_threads()));
-}
-
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
-                              const float *qkv, int B, int T, int D, int NH) {
-    mvmoe_attention_backward_rows(dqkv, datt, dout, att, qkv, B, T, D, NH, T);
-}
-
-static void attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
-                               const float *qkv, int B, int T, int D, int NH, int nq, int acc) {
+                              const float *qkv, int B, int T, int D, int NH, int nq,
+                              mvmoe_grad_write dqkv_write) {
     if (!dqkv) return;
-    const int pairs = B * NH;
+    const int pairs = B * NH, acc = dqkv_write != MVMOE_GRAD_OVERWRITE;
 #pragma omp parallel if (pairs > 1)
     {
         const unsigned csr = att_ftz_begin();
@@ -506,15 +497,4 @@ static void attention_backward(float *dqkv, float *datt, const float *dout, cons
             att_backward_pair(dqkv, datt, dout, att, qkv, p / NH, p % NH, T, nq, D, NH, acc);
         att_ftz_end(csr);
     }
-}
-
-void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
-                                   const float *qkv, int B, int T, int D, int NH, int nq) {
-    attention_backward(dqkv, datt, dout, att, qkv, B, T, D, NH, nq, 1);
-}
-
-void mvmoe_attention_backward_rows_overwrite(float *dqkv, float *datt, const float *dout,
-                                             const float *att, const float *qkv, int B, int T,
-                                             int D, int NH, int nq) {
-    attention_backward(dqkv, datt, dout, att, qkv, B, T, D, NH, nq, 0);
 }

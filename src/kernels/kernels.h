@@ -95,25 +95,24 @@ void mvmoe_layernorm_backward_ref(float *din, float *dw, float *db, const float 
 int mvmoe_isa_width(void);
 int mvmoe_isa_force(int width);
 
-/* ---- exact GELU (activations.c): out = x · Φ(x) = 0.5·x·(1 + erf(x/√2)). n elements.
+/* ---- exact GELU (activations.c): gelu(x) = x · Φ(x) = 0.5·x·(1 + erf(x/√2)).
  * AVX-512 version (activations_avx512.c) when mvmoe_isa_width() is 512: same bits. */
-void mvmoe_gelu_forward(float *out, const float *in, size_t n);
-void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n);
-/* din = dout·GELU'(in), overwritten rather than accumulated: the bits of zeroing din and
- * calling mvmoe_gelu_backward, without the pass that zeroes it. din may be dout (in place). */
-void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *in, size_t n);
-void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);
-/* pre[M,N] += b[N] (each row; b NULL: no bias, the product added it), then out = gelu(pre):
- * the fc1 bias folded into GELU's pass when the product did not add it. */
-void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N);
-/* Training's version: as mvmoe_gelu_bias_forward, then pre is overwritten with GELU'(pre + b),
- * all the backward needs (mvmoe_gelu_backward_saved), computed while erf is at hand: one erf
- * per element for forward and backward instead of two. The bits of the separate kernels. */
-void mvmoe_gelu_bias_forward_grad(float *out, float *pre, const float *b, size_t M, int N);
-/* din[n] = dout·grad (overwritten), grad from mvmoe_gelu_bias_forward_grad: the bits of
- * mvmoe_gelu_backward_overwrite on the pre-activations. */
-void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n);
-void mvmoe_gelu_bias_forward_ref(float *out, float *pre, const float *b, size_t M, int N);
+typedef enum mvmoe_gelu_save {
+    MVMOE_GELU_PLAIN = 0,    /* pre keeps the pre-activations */
+    MVMOE_GELU_SAVE_GRAD = 1 /* pre is overwritten with GELU'(pre + b), all the backward needs */
+} mvmoe_gelu_save;
+/* pre[M,N] += b[N] (each row; b NULL: none, the product added it), then out = gelu(pre).
+ * With MVMOE_GELU_SAVE_GRAD (training), pre then holds GELU'(pre + b) for
+ * mvmoe_gelu_backward_saved, computed while erf is at hand: one erf per element for forward
+ * and backward instead of two; the bits of the separate kernels. */
+void mvmoe_gelu_forward(float *out, float *pre, const float *b, size_t M, int N, mvmoe_gelu_save save);
+/* din (+)= dout·GELU'(in), n elements; din may be dout (in place) when overwriting. */
+void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n, mvmoe_grad_write din_write);
+/* din (+)= dout·grad, grad from mvmoe_gelu_forward's MVMOE_GELU_SAVE_GRAD: the bits of
+ * mvmoe_gelu_backward on the pre-activations. */
+void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n,
+                               mvmoe_grad_write din_write);
+void mvmoe_gelu_forward_ref(float *out, float *pre, const float *b, size_t M, int N);
 void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n);
 
 /* ---- multi-head self-attention core (attention.c), no projections.
@@ -121,27 +120,22 @@ void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, siz
  * [h·hd, (h+1)·hd) of each, hd = D/NH.
  * att[B,NH,T,T] (saved): softmax_j(q_i·k_j / √hd) — rows sum to 1.
  * out[B,T,D]: out[b,i,h·hd + c] = Σ_j att[b,h,i,j] · v[b,j,h·hd + c].
- * Backward: dqkv[B,T,3D] += ; datt[B,NH,T,T] is scratch (overwritten, not accumulated). */
-void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH);
-/* Only the first nq (1..T) query rows of each image, all T keys and values: out[B,nq,D],
- * att[B,NH,nq,T]; backward: dout[B,nq,D], datt[B,NH,nq,T] scratch, dqkv[B,T,3D] += (q rows
- * beyond nq get nothing). For the last block, which only the class token leaves. */
-void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH, int nq);
-/* mvmoe_attention_forward for the threads of a parallel region: every thread of the team
- * calls it with the same arguments, and the work is shared out among them (an orphaned
- * `omp for`, with its barrier at the end). The same bits as mvmoe_attention_forward. */
-void mvmoe_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH);
-void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
-                                   const float *qkv, int B, int T, int D, int NH, int nq);
-/* The same with dqkv overwritten rather than accumulated (q rows beyond nq get zeros): the bits
- * of zeroing dqkv and calling mvmoe_attention_backward_rows, without the pass that zeroes it. */
-void mvmoe_attention_backward_rows_overwrite(float *dqkv, float *datt, const float *dout,
-                                             const float *att, const float *qkv, int B, int T,
-                                             int D, int NH, int nq);
+ * nq (1..T): only the first nq query rows of each image are computed, against all T keys and
+ * values: out[B,nq,D], att[B,NH,nq,T] (the last block, which only the class token leaves,
+ * runs nq = 1; every other block nq = T). */
+typedef enum mvmoe_team {
+    MVMOE_TEAM_OWN = 0,   /* the kernel runs its own threads (alone inside a parallel region) */
+    MVMOE_TEAM_CALLER = 1 /* every thread of the caller's parallel region calls it with the same
+                           * arguments and the work is shared among them (an orphaned `omp for`,
+                           * with its barrier at the end) */
+} mvmoe_team;
+void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
+                             int nq, mvmoe_team team);
+/* dout[B,nq,D]; datt[B,NH,nq,T] is scratch (overwritten); dqkv[B,T,3D] (+)= (q rows beyond nq
+ * get nothing, or zeros when overwriting). */
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
-                              const float *qkv, int B, int T, int D, int NH);
+                              const float *qkv, int B, int T, int D, int NH, int nq,
+                              mvmoe_grad_write dqkv_write);
 void mvmoe_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
                                  int NH);
 void mvmoe_attention_backward_ref(float *dqkv, float *datt, const float *dout, const float *att,

@@ -224,7 +224,7 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int 
     mvmoe_linear_forward(u.qkv + D, 3 * D, u.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
                          B * T, D, 2 * D);
     mvmoe_linear_forward(u.qkv, T * 3 * D, u.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
-    mvmoe_attention_forward_rows(u.atty, u.att, u.qkv, B, T, D, NH, 1);
+    mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, 1, MVMOE_TEAM_OWN);
     mvmoe_linear_forward(a->branch, D, u.atty, D, mvmoe_linear_w(p->proj_w + (size_t)l * D * D, NULL),
                          p->proj_b + (size_t)l * D, B, D, D);
     for (int b = 0; b < B; b++)
@@ -235,7 +235,7 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int 
     if (l < first_moe) {
         mvmoe_linear_forward(u.fch, H, u.ln2, D, mvmoe_linear_w(p->fc1_w + (size_t)slot * H * D, NULL),
                              p->fc1_b + (size_t)slot * H, B, D, H);
-        mvmoe_gelu_forward(u.fcg, u.fch, (size_t)B * H);
+        mvmoe_gelu_forward(u.fcg, u.fch, NULL, B, H, MVMOE_GELU_PLAIN);
         mvmoe_linear_forward(a->branch, D, u.fcg, H, mvmoe_linear_w(p->fc2_w + (size_t)slot * D * H, NULL),
                              p->fc2_b + (size_t)slot * D, B, H, D);
     } else {
@@ -273,7 +273,7 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
     if (l < first_moe) { /* d_fch_gelu, d_fch, d_ln: each overwritten */
         mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg,
                               p->fc2_w + slot * D * H, B, H, D, MVMOE_GRAD_OVERWRITE);
-        mvmoe_gelu_backward_overwrite(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H);
+        mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H, MVMOE_GRAD_OVERWRITE);
         mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2,
                               p->fc1_w + slot * H * D, B, D, H, MVMOE_GRAD_OVERWRITE);
     } else {
@@ -293,7 +293,8 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
         for (int d = 0; d < D; d++) dbr[(size_t)b * D + d] = u.keep[b] * dres1[(size_t)b * D + d];
     mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
                           p->proj_w + (size_t)l * D * D, B, D, D, MVMOE_GRAD_OVERWRITE);
-    mvmoe_attention_backward_rows_overwrite(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1);
+    mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1,
+                             MVMOE_GRAD_OVERWRITE);
     mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
                           u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D, MVMOE_GRAD_OVERWRITE);
     /* d(in) = the residual path (class rows) + LN1ᵀ(d_ln) (every row) */
@@ -404,9 +405,9 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
                              mvmoe_linear_w(p->fc1_w + slot * H * D, k ? k->fc1_w + slot * k->n_fc1 : NULL),
                              p->fc1_b + slot * H, cn, D, H);
         if (a->training) /* fch keeps GELU'(pre-activation): all the backward reads of it */
-            mvmoe_gelu_bias_forward_grad(u.fcg + oh, u.fch + oh, NULL, cn, H);
+            mvmoe_gelu_forward(u.fcg + oh, u.fch + oh, NULL, cn, H, MVMOE_GELU_SAVE_GRAD);
         else
-            mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, NULL, cn, H);
+            mvmoe_gelu_forward(u.fcg + oh, u.fch + oh, NULL, cn, H, MVMOE_GELU_PLAIN);
         mvmoe_linear_forward(br, D, u.fcg + oh, H,
                              mvmoe_linear_w(p->fc2_w + slot * D * H, k ? k->fc2_w + slot * k->n_fc2 : NULL),
                              NULL, cn, H, D);
@@ -452,9 +453,9 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
             if (l == 0) rows_norm1_qkv(m, a, B, 0, in, r0, rows);
 #pragma omp barrier
             if (n > 1)
-                mvmoe_attention_forward_team(u.atty, u.att, u.qkv, B, T, D, NH);
+                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_CALLER);
             else
-                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH);
+                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_OWN);
             if (l < first_moe) {
                 rows_after_attention(m, a, B, l, in, r0, rows);
             } else {
@@ -519,7 +520,7 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, float drop_path, ui
          * last block runs for the class token only */
         block_bufs u = block_bufs_at(a, B, l);
         rows_norm1_qkv(m, a, B, l, in, 0, BT);
-        mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH);
+        mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_OWN);
         rows_proj_norm2(m, a, B, l, in, 0, BT);
         /* MoE MLP: the per-image router runs once, on the class-token row of the residual
          * stream after the last dense block (`in` here), and every MoE block uses its plan
@@ -616,7 +617,8 @@ static void mlp_input_grads_by_rows(mvmoe_acts *a, const float *dbr, const float
             const size_t oh = (size_t)c0 * H;
             /* d_fch_gelu = dbr·W2 (fc2's input gradient), d_fch = it ⊙ GELU', d_ln = d_fch·W1 */
             mvmoe_gemm_serial('N', 'N', cn, H, D, 1.0f, dbr + (size_t)c0 * D, D, w2, H, 0.0f, a->d_fch_gelu + oh, H);
-            mvmoe_gelu_backward_saved(a->d_fch + oh, a->d_fch_gelu + oh, fch + oh, (size_t)cn * H);
+            mvmoe_gelu_backward_saved(a->d_fch + oh, a->d_fch_gelu + oh, fch + oh, (size_t)cn * H,
+                                      MVMOE_GRAD_OVERWRITE);
             mvmoe_gemm_serial('N', 'N', cn, D, H, 1.0f, a->d_fch + oh, H, w1, D, 0.0f, a->d_ln + (size_t)c0 * D, D);
         }
     }
@@ -676,7 +678,8 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
             } else if (l < first_moe) { /* bf16: each product's operands rounded once, all rows */
                 mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
                                       p->fc2_w + slot * D * H, BT, H, D, MVMOE_GRAD_OVERWRITE);
-                mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
+                mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H,
+                                          MVMOE_GRAD_OVERWRITE);
                 mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
                                       p->fc1_w + slot * H * D, BT, D, H, MVMOE_GRAD_OVERWRITE);
             } else {
@@ -705,7 +708,8 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
             dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
             mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
                                   atty, p->proj_w + (size_t)l * D * D, BT, D, D, MVMOE_GRAD_OVERWRITE);
-            mvmoe_attention_backward_rows_overwrite(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH, T);
+            mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH, T,
+                                     MVMOE_GRAD_OVERWRITE);
             mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
                                   a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D,
                                   MVMOE_GRAD_OVERWRITE);
