@@ -41,7 +41,8 @@ int mvmoe_linear_packed_forward(float *out, const float *in, const void *wp, con
 
 /* ---- bf16 products (linear_bf16.c): operands rounded to bf16, sums in fp32. probe: 0 if
  * this CPU has a bf16 kernel, else -1. forward: from wb = w rounded to bf16 (row-major [N,K]);
- * forward and backward return 0, or -1 having written nothing (the caller runs fp32). */
+ * forward returns 0, or -1 (the caller then runs the whole product in fp32; some rows may
+ * have been written); backward returns 0, or -1 having written nothing (the caller runs fp32). */
 int mvmoe_linear_bf16_probe(void);
 int mvmoe_linear_bf16_forward(float *out, const float *in, const uint16_t *wb, const float *b,
                               int M, int K, int N);

@@ -49,7 +49,8 @@
  * of a call are cut into blocks of BLOCK_ROWS and one last block, which runs padded to a
  * multiple of 16 rows (rows_product). Whatever M the calls bring (an expert's rows change
  * every step), at most 32 row counts per shape get a primitive (~100 KB each; 48 for the
- * weight gradient's sums, sum_rows), well within MVMOE_ONEDNN_OWNER_PRIMS. BLOCK_ROWS input rows rounded to bf16 also stay in L2. */
+ * weight gradient's sums, sum_rows), well within MVMOE_ONEDNN_OWNER_PRIMS. BLOCK_ROWS input
+ * rows rounded to bf16 also stay in L2. */
 #define BLOCK_ROWS 512
 
 enum { FWD, DIN, DW };
