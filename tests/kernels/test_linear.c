@@ -1,6 +1,6 @@
 /* Linear layer (src/kernels/linear.c, its sgemm and packed backends): known values, fast vs
  * reference at several shapes with 1 and 2 threads, finite-difference check of din/dw/db, += accumulation and NULL
- * gradients, the overwriting backward against zero + accumulate (bits). */
+ * gradients, the overwriting backward against zero + accumulate (bits), row strides. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -227,11 +227,48 @@ static void test_packed(void) {
            mvmoe_gemm_library());
 }
 
+/* Row strides: rows of in and out inside wider rows (the last block's class rows, the qkv
+ * columns of its keys and values) give the bits of the dense product, leave the gaps alone,
+ * and a packed copy is not used for them (it serves dense rows only). */
+static void test_strided(void) {
+    const int shapes[][3] = {{50, 64, 192}, {3, 192, 768}, {40, 64, 128}};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 54, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], ldi = K + 8, ldo = N + 5;
+        float *in = kc_alloc((size_t)M * ldi), *w = kc_alloc((size_t)N * K), *b = kc_alloc(N);
+        float *dense_in = kc_alloc((size_t)M * K), *want = kc_alloc((size_t)M * N), *out = kc_alloc((size_t)M * ldo);
+        const size_t np = mvmoe_linear_packed_size(N, K);
+        float *wp = np ? kc_alloc(np) : NULL;
+        kc_fill_normal(in, (size_t)M * ldi, &rng, 1.0f);
+        kc_fill_normal(w, (size_t)N * K, &rng, 0.1f);
+        kc_fill_normal(b, N, &rng, 1.0f);
+        if (wp) CHECK(mvmoe_linear_pack(wp, w, N, K) == 0, "pack N=%d K=%d", N, K);
+        for (int i = 0; i < M; i++) memcpy(dense_in + (size_t)i * K, in + (size_t)i * ldi, sizeof(float) * K);
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            mvmoe_linear_forward(want, N, dense_in, K, mvmoe_linear_w(w, NULL), b, M, K, N);
+            for (size_t i = 0; i < (size_t)M * ldo; i++) out[i] = NAN;
+            mvmoe_linear_forward(out, ldo, in, ldi, mvmoe_linear_w(w, wp), b, M, K, N);
+            int same = 1, gaps = 1;
+            for (int i = 0; i < M; i++) {
+                same &= !memcmp(out + (size_t)i * ldo, want + (size_t)i * N, sizeof(float) * N);
+                for (int j = N; j < ldo; j++) gaps &= isnan(out[(size_t)i * ldo + j]);
+            }
+            CHECK(same, "strided linear M=%d K=%d N=%d threads=%d: not the bits of the dense product", M, K, N, th);
+            CHECK(gaps, "strided linear M=%d K=%d N=%d threads=%d: wrote between the rows", M, K, N, th);
+        }
+        free(in), free(w), free(b), free(dense_in), free(want), free(out), free(wp);
+    }
+    omp_set_num_threads(1);
+}
+
 int main(void) {
     omp_set_num_threads(1);
     test_known_values();
     test_fast_vs_ref();
     test_gradients();
     test_packed();
+    test_strided();
     TEST_MAIN_END("test_linear");
 }
