@@ -1,6 +1,7 @@
 /* Linear layer (src/kernels/linear.c, its sgemm and packed backends): known values, fast vs
- * reference at several shapes with 1 and 2 threads, finite-difference check of din/dw/db, += accumulation and NULL
- * gradients, the overwriting backward against zero + accumulate (bits), row strides. */
+ * reference at several shapes with 1 and 2 threads, finite-difference check of din/dw/db, +=
+ * accumulation and NULL gradients, the overwriting backward against zero + accumulate (bits),
+ * row strides. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
