@@ -14,7 +14,8 @@
  * out[B,T,D]: out[b,i,h·hd + c] = Σ_j att[b,h,i,j] · v[b,j,h·hd + c].
  * nq (1..T): only the first nq query rows of each image are computed, against all T keys and
  * values: out[B,nq,D], att[B,NH,nq,T] (the last block, which only the class token leaves,
- * runs nq = 1; every other block nq = T). */
+ * runs nq = 1; every other block nq = T). team (conventions.h): MVMOE_TEAM_CALLER when every
+ * thread of an enclosing parallel region calls it (vit.c's dense blocks), else MVMOE_TEAM_OWN. */
 void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
                              int nq, mvmoe_team team);
 /* dout[B,nq,D]; datt[B,NH,nq,T] is scratch (overwritten); dqkv[B,T,3D] (+)= (q rows beyond nq
