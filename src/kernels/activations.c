@@ -13,24 +13,25 @@
 #include "kernels/kernels.h"
 #include "kernels/simd.h"
 
-#define GELU_INV_SQRT2 0.70710678118654752440
-#define GELU_INV_SQRT2PI 0.39894228040143267794
+#define GELU_INV_SQRT2 MVMOE_GELU_INV_SQRT2
+#define GELU_INV_SQRT2PI MVMOE_GELU_INV_SQRT2PI
 /* Elements per OpenMP chunk; below two chunks threading costs more than it saves. */
 #define GELU_CHUNK 8192
 
 /* ---------------------------------------------------------------- reference (double) */
 
-void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n) {
-    for (size_t i = 0; i < n; i++) { /* out[n] = in·Φ(in) */
+/* out[n] = in·Φ(in) */
+static void gelu_ref(float *out, const float *in, size_t n) {
+    for (size_t i = 0; i < n; i++) {
         double x = in[i];
         out[i] = (float)(0.5 * x * (1.0 + erf(x * GELU_INV_SQRT2)));
     }
 }
 
-void mvmoe_gelu_bias_forward_ref(float *out, float *pre, const float *b, size_t M, int N) {
-    for (size_t i = 0; i < M; i++) /* pre[M,N] += b[N]; out = pre·Φ(pre) */
+void mvmoe_gelu_forward_ref(float *out, float *pre, const float *b, size_t M, int N) {
+    for (size_t i = 0; b && i < M; i++) /* pre[M,N] += b[N]; out = pre·Φ(pre) */
         for (int j = 0; j < N; j++) pre[i * N + j] += b[j];
-    mvmoe_gelu_forward_ref(out, pre, M * (size_t)N);
+    gelu_ref(out, pre, M * (size_t)N);
 }
 
 void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n) {
@@ -45,103 +46,42 @@ void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, siz
 
 /* ---------------------------------------------------------------- fast */
 
+/* The spans dispatch on the vector width; the arithmetic is the SIMD layer's (simd.h), or the
+ * AVX-512 file's, which gives the same bits. */
 static void gelu_forward_span(float *out, const float *in, size_t n) {
-    size_t i = 0;
 #if MVMOE_SIMD_AVX2
     if (mvmoe_isa_width() == 512) {
         mvmoe_gelu_forward_span_avx512(out, in, n, mvmoe_simd_erf_coef, mvmoe_simd_erf_centers,
                                        (float)GELU_INV_SQRT2);
         return;
     }
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f),
-                 k = _mm256_set1_ps((float)GELU_INV_SQRT2);
-    for (; i + 8 <= n; i += 8) {
-        __m256 x = _mm256_loadu_ps(in + i);
-        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
-    }
-    if (i < n) {
-        __m256i m = mvmoe_simd_tailmask((int)(n - i));
-        __m256 x = _mm256_maskload_ps(in + i, m);
-        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
-        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
-    }
-#else
-    for (; i < n; i++) out[i] = in[i] * 0.5f * (1.0f + erff(in[i] * (float)GELU_INV_SQRT2));
 #endif
+    mvmoe_simd_gelu(out, in, n);
 }
 
 /* din = (acc ? din : 0) + dout·GELU'(in), element by element: din may be dout itself. */
 static void gelu_backward_span(float *din, const float *dout, const float *in, size_t n, int acc) {
-    size_t i = 0;
 #if MVMOE_SIMD_AVX2
     if (mvmoe_isa_width() == 512) {
         mvmoe_gelu_backward_span_avx512(din, dout, in, n, mvmoe_simd_erf_coef, mvmoe_simd_erf_centers,
                                         (float)GELU_INV_SQRT2, (float)GELU_INV_SQRT2PI, acc);
         return;
     }
-    const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f),
-                 k = _mm256_set1_ps((float)GELU_INV_SQRT2),
-                 kp = _mm256_set1_ps((float)GELU_INV_SQRT2PI);
-    for (; i < n; i += 8) {
-        __m256i m = mvmoe_simd_tailmask(n - i >= 8 ? 8 : (int)(n - i));
-        __m256 x = _mm256_maskload_ps(in + i, m);
-        __m256 cdf = _mm256_fmadd_ps(half, mvmoe_simd_erf8(_mm256_mul_ps(x, k)), half);
-        __m256 pdf = _mm256_mul_ps(mvmoe_simd_exp8(_mm256_mul_ps(mhalf, _mm256_mul_ps(x, x))), kp);
-        __m256 g = _mm256_fmadd_ps(x, pdf, cdf);
-        __m256 d = _mm256_fmadd_ps(_mm256_maskload_ps(dout + i, m), g,
-                                   acc ? _mm256_maskload_ps(din + i, m) : _mm256_setzero_ps());
-        _mm256_maskstore_ps(din + i, m, d);
-    }
-#else
-    for (; i < n; i++) {
-        float x = in[i];
-        float cdf = 0.5f + 0.5f * erff(x * (float)GELU_INV_SQRT2);
-        float pdf = expf(-0.5f * x * x) * (float)GELU_INV_SQRT2PI;
-        din[i] = (acc ? din[i] : 0.0f) + dout[i] * (cdf + x * pdf);
-    }
 #endif
+    mvmoe_simd_gelu_grad(din, dout, in, n, acc);
 }
 
 /* out = gelu(x) and g (which held x) = GELU'(x), each with the bits of gelu_forward_span and
  * gelu_backward_span: the derivative costs one exp more here, and the backward no erf. */
 static void gelu_forward_grad_span(float *out, float *g, size_t n) {
-    size_t i = 0;
 #if MVMOE_SIMD_AVX2
     if (mvmoe_isa_width() == 512) {
         mvmoe_gelu_forward_grad_span_avx512(out, g, n, mvmoe_simd_erf_coef, mvmoe_simd_erf_centers,
                                             (float)GELU_INV_SQRT2, (float)GELU_INV_SQRT2PI);
         return;
     }
-    const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f),
-                 k = _mm256_set1_ps((float)GELU_INV_SQRT2), kp = _mm256_set1_ps((float)GELU_INV_SQRT2PI);
-    for (; i < n; i += 8) {
-        __m256i m = mvmoe_simd_tailmask(n - i >= 8 ? 8 : (int)(n - i));
-        __m256 x = _mm256_maskload_ps(g + i, m);
-        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
-        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
-        __m256 cdf = _mm256_fmadd_ps(half, e, half);
-        __m256 pdf = _mm256_mul_ps(mvmoe_simd_exp8(_mm256_mul_ps(mhalf, _mm256_mul_ps(x, x))), kp);
-        _mm256_maskstore_ps(g + i, m, _mm256_fmadd_ps(x, pdf, cdf));
-    }
-#else
-    gelu_forward_span(out, g, n);
-    for (; i < n; i++) {
-        float x = g[i];
-        float cdf = 0.5f + 0.5f * erff(x * (float)GELU_INV_SQRT2);
-        float pdf = expf(-0.5f * x * x) * (float)GELU_INV_SQRT2PI;
-        g[i] = cdf + x * pdf;
-    }
 #endif
-}
-
-void mvmoe_gelu_forward(float *out, const float *in, size_t n) {
-    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (size_t c = 0; c < chunks; c++) {
-        size_t lo = c * GELU_CHUNK, len = n - lo < GELU_CHUNK ? n - lo : GELU_CHUNK;
-        gelu_forward_span(out + lo, in + lo, len);
-    }
+    mvmoe_simd_gelu_and_grad(out, g, n);
 }
 
 /* The bias of the linear layer before GELU, added here, row by row, right before the row is
@@ -166,21 +106,22 @@ static void gelu_bias_forward(float *out, float *pre, const float *b, size_t M, 
     }
 }
 
-void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N) {
-    gelu_bias_forward(out, pre, b, M, N, 0);
+void mvmoe_gelu_forward(float *out, float *pre, const float *b, size_t M, int N, mvmoe_gelu_save save) {
+    gelu_bias_forward(out, pre, b, M, N, save == MVMOE_GELU_SAVE_GRAD);
 }
 
-void mvmoe_gelu_bias_forward_grad(float *out, float *pre, const float *b, size_t M, int N) {
-    gelu_bias_forward(out, pre, b, M, N, 1);
-}
-
-void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n) {
+void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n,
+                               mvmoe_grad_write din_write) {
+    if (!din) return;
+    const int acc = din_write != MVMOE_GRAD_OVERWRITE;
     size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (size_t c = 0; c < chunks; c++) {
         size_t lo = c * GELU_CHUNK, hi = n - lo < GELU_CHUNK ? n : lo + GELU_CHUNK;
-        /* + 0: a product of -0 becomes +0, as the accumulating backward's 0 + dout·g gives */
-        for (size_t i = lo; i < hi; i++) din[i] = dout[i] * grad[i] + 0.0f;
+        if (acc) /* one fused multiply-add, as gelu_backward_span's */
+            for (size_t i = lo; i < hi; i++) din[i] = fmaf(dout[i], grad[i], din[i]);
+        else /* + 0: a product of -0 becomes +0, as the accumulating backward's 0 + dout·g gives */
+            for (size_t i = lo; i < hi; i++) din[i] = dout[i] * grad[i] + 0.0f;
     }
 }
 
@@ -194,10 +135,6 @@ static void gelu_backward(float *din, const float *dout, const float *in, size_t
     }
 }
 
-void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n) {
-    gelu_backward(din, dout, in, n, 1);
-}
-
-void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *in, size_t n) {
-    gelu_backward(din, dout, in, n, 0);
+void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n, mvmoe_grad_write din_write) {
+    gelu_backward(din, dout, in, n, din_write != MVMOE_GRAD_OVERWRITE);
 }

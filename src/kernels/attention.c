@@ -24,43 +24,18 @@
 #include <stddef.h>
 
 #include "kernels/kernels.h"
-#include "kernels/simd.h"
 #include "kernels/attention_avx512.h"
-#if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
-#endif
+#include "kernels/simd.h"
+#include "kernels/simd_tiles.h"
 
 /* A peaky row's small probabilities underflow: exp(s - max) is below FLT_MIN once s - max <
  * -87, and a GEMM fed such denormal values runs tens of times slower on x86 cores (microcode
  * assists; measured: ViT-Tiny's attention at batch 1, 0.13 ms per block, took 5.5 ms with its
  * scores spread over more than ~90). So attention runs with denormals flushed to zero (MXCSR
- * FTZ and DAZ, on this thread, restored before returning): values below 1.2e-38 become 0, far
- * inside any tolerance, and the same on every path and thread count. */
-static unsigned att_ftz_begin(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    const unsigned csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8040); /* FTZ | DAZ */
-    return csr;
-#else
-    return 0;
-#endif
-}
-static void att_ftz_end(unsigned csr) {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_setcsr(csr);
-#else
-    (void)csr;
-#endif
-}
-
+ * FTZ and DAZ, on this thread, restored before returning: mvmoe_simd_ftz_begin): values below
+ * 1.2e-38 become 0, far inside any tolerance, and the same on every path and thread count. */
 /* Floats in the per-thread transposed tile: 32 KiB, L1-sized, safe on any thread stack. */
 #define ATT_TILE 8192
-
-#if defined(__GNUC__)
-#define ATT_INLINE static inline __attribute__((always_inline))
-#else
-#define ATT_INLINE static inline
-#endif
 
 /* ---------------------------------------------------------------- reference (double) */
 
@@ -142,107 +117,20 @@ void mvmoe_attention_backward_ref(float *dqkv, float *datt, const float *dout, c
 
 /* ---------------------------------------------------------------- fast: building blocks */
 
-#if MVMOE_SIMD_AVX2
-/* Stores the first `cnt` (1..) lanes of x at p. */
-ATT_INLINE void att_store(float *p, __m256 x, int cnt) {
-    if (cnt >= 8) _mm256_storeu_ps(p, x);
-    else _mm256_maskstore_ps(p, mvmoe_simd_tailmask(cnt), x);
-}
-
-/* s_r[j] = scale · Σ_c a_r[c]·tile[c·njp + j] for r = 0, 1 and j < min(nvalid, 8·NV).
- * tile columns are zero-padded, so full vectors may always be loaded. */
-ATT_INLINE void att_score2(float *s0, float *s1, const float *a0, const float *a1,
-                           const float *tile, int njp, int hd, float scale, int nvalid,
-                           const int NV) {
-    __m256 x[4], y[4];
-    for (int u = 0; u < NV; u++) x[u] = y[u] = _mm256_setzero_ps();
-    for (int c = 0; c < hd; c++) {
-        const __m256 b0 = _mm256_broadcast_ss(a0 + c), b1 = _mm256_broadcast_ss(a1 + c);
-        const float *t = tile + (size_t)c * njp;
-        for (int u = 0; u < NV; u++) {
-            const __m256 tv = _mm256_loadu_ps(t + 8 * u);
-            x[u] = _mm256_fmadd_ps(b0, tv, x[u]);
-            y[u] = _mm256_fmadd_ps(b1, tv, y[u]);
-        }
-    }
-    const __m256 vs = _mm256_set1_ps(scale);
-    for (int u = 0; u < NV; u++) {
-        att_store(s0 + 8 * u, _mm256_mul_ps(x[u], vs), nvalid - 8 * u);
-        att_store(s1 + 8 * u, _mm256_mul_ps(y[u], vs), nvalid - 8 * u);
-    }
-}
-
-ATT_INLINE void att_score1(float *s0, const float *a0, const float *tile, int njp, int hd,
-                           float scale, int nvalid, const int NV) {
-    __m256 x[4];
-    for (int u = 0; u < NV; u++) x[u] = _mm256_setzero_ps();
-    for (int c = 0; c < hd; c++) {
-        const __m256 b0 = _mm256_broadcast_ss(a0 + c);
-        const float *t = tile + (size_t)c * njp;
-        for (int u = 0; u < NV; u++) x[u] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(t + 8 * u), x[u]);
-    }
-    const __m256 vs = _mm256_set1_ps(scale);
-    for (int u = 0; u < NV; u++) att_store(s0 + 8 * u, _mm256_mul_ps(x[u], vs), nvalid - 8 * u);
-}
-
-/* d_r[c] (+)= Σ_{n<cnt} coef_r[n·cs] · rows[n·ld + c] for c < 8·NV, r = 0 (and 1 if d1). */
-ATT_INLINE void att_combo_nv(float *d0, float *d1, const float *c0, const float *c1, size_t cs,
-                             const float *rows, size_t ld, int cnt, int accumulate, const int NV) {
-    __m256 x[4], y[4];
-    for (int u = 0; u < NV; u++) x[u] = y[u] = _mm256_setzero_ps();
-    if (d1) {
-        for (int n = 0; n < cnt; n++) {
-            const __m256 b0 = _mm256_broadcast_ss(c0 + n * cs), b1 = _mm256_broadcast_ss(c1 + n * cs);
-            const float *r = rows + n * ld;
-            for (int u = 0; u < NV; u++) {
-                const __m256 rv = _mm256_loadu_ps(r + 8 * u);
-                x[u] = _mm256_fmadd_ps(b0, rv, x[u]);
-                y[u] = _mm256_fmadd_ps(b1, rv, y[u]);
-            }
-        }
-    } else {
-        /* one output row: split n into even/odd chains to hide the FMA latency */
-        int n = 0;
-        for (; n + 2 <= cnt; n += 2) {
-            const __m256 b0 = _mm256_broadcast_ss(c0 + n * cs), b1 = _mm256_broadcast_ss(c0 + (n + 1) * cs);
-            const float *r = rows + n * ld;
-            for (int u = 0; u < NV; u++) {
-                x[u] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(r + 8 * u), x[u]);
-                y[u] = _mm256_fmadd_ps(b1, _mm256_loadu_ps(r + ld + 8 * u), y[u]);
-            }
-        }
-        if (n < cnt) {
-            const __m256 b0 = _mm256_broadcast_ss(c0 + n * cs);
-            for (int u = 0; u < NV; u++)
-                x[u] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(rows + n * ld + 8 * u), x[u]);
-        }
-        for (int u = 0; u < NV; u++) x[u] = _mm256_add_ps(x[u], y[u]);
-    }
-    for (int u = 0; u < NV; u++) {
-        if (accumulate) x[u] = _mm256_add_ps(_mm256_loadu_ps(d0 + 8 * u), x[u]);
-        _mm256_storeu_ps(d0 + 8 * u, x[u]);
-        if (d1) {
-            if (accumulate) y[u] = _mm256_add_ps(_mm256_loadu_ps(d1 + 8 * u), y[u]);
-            _mm256_storeu_ps(d1 + 8 * u, y[u]);
-        }
-    }
-}
-#endif
-
 /* d_r[c] (+)= Σ_{n<cnt} coef_r[n·cs]·rows[n·ld + c], c < hd; d1/c1 may be NULL (one row). */
 static void att_combo(float *d0, float *d1, const float *c0, const float *c1, size_t cs,
                       const float *rows, size_t ld, int cnt, int hd, int accumulate) {
-#if MVMOE_SIMD_AVX2
+#if MVMOE_SIMD_TILES
     if (hd % 8 == 0) {
         int c = 0;
         for (; c + 32 <= hd; c += 32)
-            att_combo_nv(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 4);
+            mvmoe_simd_tile_combo(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 4);
         if (c + 16 <= hd) {
-            att_combo_nv(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 2);
+            mvmoe_simd_tile_combo(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 2);
             c += 16;
         }
         if (c + 8 <= hd)
-            att_combo_nv(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 1);
+            mvmoe_simd_tile_combo(d0 + c, d1 ? d1 + c : NULL, c0, c1, cs, rows + c, ld, cnt, accumulate, 1);
         return;
     }
 #endif
@@ -262,7 +150,7 @@ static void att_combo(float *d0, float *d1, const float *c0, const float *c1, si
  * ldb; S rows at stride T. `tile` holds ATT_TILE floats. */
 static void att_scores(float *S, const float *a, size_t lda, const float *bm, size_t ldb, int Tq,
                        int T, int hd, float scale, float *tile) {
-#if MVMOE_SIMD_AVX2
+#if MVMOE_SIMD_TILES
     const int jb = (ATT_TILE / hd) & ~7; /* keys per tile block, a multiple of 8 */
     if (jb >= 8) {
         for (int j0 = 0; j0 < T; j0 += jb) {
@@ -277,19 +165,19 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
                 const float *a0 = a + (size_t)i * lda, *a1 = a0 + lda;
                 int j = 0;
                 for (; j + 32 <= njp; j += 32)
-                    att_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 4);
+                    mvmoe_simd_tile_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 4);
                 if (j + 16 <= njp) {
-                    att_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 2);
+                    mvmoe_simd_tile_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 2);
                     j += 16;
                 }
-                if (j < njp) att_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 1);
+                if (j < njp) mvmoe_simd_tile_score2(s0 + j, s1 + j, a0, a1, tile + j, njp, hd, scale, nj - j, 1);
             }
             if (i < Tq) {
                 float *s0 = S + (size_t)i * T + j0;
                 const float *a0 = a + (size_t)i * lda;
                 int j = 0;
-                for (; j + 32 <= njp; j += 32) att_score1(s0 + j, a0, tile + j, njp, hd, scale, nj - j, 4);
-                for (; j < njp; j += 8) att_score1(s0 + j, a0, tile + j, njp, hd, scale, nj - j, 1);
+                for (; j + 32 <= njp; j += 32) mvmoe_simd_tile_score1(s0 + j, a0, tile + j, njp, hd, scale, nj - j, 4);
+                for (; j < njp; j += 8) mvmoe_simd_tile_score1(s0 + j, a0, tile + j, njp, hd, scale, nj - j, 1);
             }
         }
         return;
@@ -440,15 +328,11 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
     }
 }
 
-void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH) {
-    mvmoe_attention_forward_rows(out, att, qkv, B, T, D, NH, T);
-}
-
 /* The forward's tasks: B·NH pairs, each split into `blocks` blocks of query rows. With few
  * pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) threads would idle: then the query rows
  * are split too, into about 2 tasks per thread (4 was 5 % slower on ViT-Tiny's batch 1: twice
  * the sgemm calls of half the rows). Rows are independent and every block has at least 16 rows
- * (see MIN_SLICE_ROWS in matmul.c), so the result does not depend on the blocks. */
+ * (see MIN_SLICE_ROWS in linear_sgemm.c), so the result does not depend on the blocks. */
 static int att_blocks(int pairs, int nq, int nt) {
     int blocks = 1;
     if (nt > 1 && pairs < 2 * nt && nq >= 32) {
@@ -464,7 +348,7 @@ static int att_blocks(int pairs, int nq, int nt) {
 static void att_forward_tasks(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
                               int nq, int blocks) {
     const int tasks = B * NH * blocks;
-    const unsigned csr = att_ftz_begin();
+    const unsigned csr = mvmoe_simd_ftz_begin();
 #pragma omp for schedule(static) nowait
     for (int t = 0; t < tasks; t++) {
         const int p = t / blocks, blk = t % blocks;
@@ -472,49 +356,33 @@ static void att_forward_tasks(float *out, float *att, const float *qkv, int B, i
         att_forward_block(out, att + ((size_t)p * nq + i0) * T, qkv, p / NH, p % NH, T, nq, D, NH,
                           i0, i1);
     }
-    att_ftz_end(csr);
+    mvmoe_simd_ftz_end(csr);
 #pragma omp barrier
 }
 
-void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH, int nq) {
+void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH,
+                             int nq, mvmoe_team team) {
+    if (team == MVMOE_TEAM_CALLER) {
+        att_forward_tasks(out, att, qkv, B, T, D, NH, nq, att_blocks(B * NH, nq, omp_get_num_threads()));
+        return;
+    }
     const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     const int blocks = att_blocks(B * NH, nq, nt);
 #pragma omp parallel if (nt > 1 && B * NH * blocks > 1)
     att_forward_tasks(out, att, qkv, B, T, D, NH, nq, blocks);
 }
 
-void mvmoe_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH) {
-    att_forward_tasks(out, att, qkv, B, T, D, NH, T, att_blocks(B * NH, T, omp_get_num_threads()));
-}
-
 void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
-                              const float *qkv, int B, int T, int D, int NH) {
-    mvmoe_attention_backward_rows(dqkv, datt, dout, att, qkv, B, T, D, NH, T);
-}
-
-static void attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
-                               const float *qkv, int B, int T, int D, int NH, int nq, int acc) {
+                              const float *qkv, int B, int T, int D, int NH, int nq,
+                              mvmoe_grad_write dqkv_write) {
     if (!dqkv) return;
-    const int pairs = B * NH;
+    const int pairs = B * NH, acc = dqkv_write != MVMOE_GRAD_OVERWRITE;
 #pragma omp parallel if (pairs > 1)
     {
-        const unsigned csr = att_ftz_begin();
+        const unsigned csr = mvmoe_simd_ftz_begin();
 #pragma omp for schedule(static)
         for (int p = 0; p < pairs; p++)
             att_backward_pair(dqkv, datt, dout, att, qkv, p / NH, p % NH, T, nq, D, NH, acc);
-        att_ftz_end(csr);
+        mvmoe_simd_ftz_end(csr);
     }
-}
-
-void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
-                                   const float *qkv, int B, int T, int D, int NH, int nq) {
-    attention_backward(dqkv, datt, dout, att, qkv, B, T, D, NH, nq, 1);
-}
-
-void mvmoe_attention_backward_rows_overwrite(float *dqkv, float *datt, const float *dout,
-                                             const float *att, const float *qkv, int B, int T,
-                                             int D, int NH, int nq) {
-    attention_backward(dqkv, datt, dout, att, qkv, B, T, D, NH, nq, 0);
 }

@@ -2,9 +2,11 @@
  *
  * Conventions (shared by every op):
  *  - forward(outputs, saved stats, inputs, params, sizes)
- *  - backward(input/param gradients, upstream gradient, saved stats, inputs, params, sizes);
- *    backward ACCUMULATES (+=) into every gradient it writes; a NULL gradient pointer means
- *    "not needed" and is skipped.
+ *  - backward(input/param gradients, upstream gradient, saved stats, inputs, params, sizes
+ *    [, write mode]); backward ACCUMULATES (+=) into every gradient it writes, unless its last
+ *    argument, a mvmoe_grad_write, says MVMOE_GRAD_OVERWRITE for the gradient it names
+ *    (documented per op: always the bits of zeroing that gradient and accumulating, without
+ *    the pass that zeroes it). A NULL gradient pointer means "not needed" and is skipped.
  *  - Each op has a plain loop reference `*_ref` (kept forever, the oracle for tests) and the
  *    public name is the fast version (OpenMP threads, vectorizable inner loops). They must
  *    agree to float rounding (tests/kernels).
@@ -15,157 +17,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- linear (matmul.c): out[M,N] = in[M,K] · w[N,K]ᵀ + b[N] (b may be NULL). BLAS sgemm. */
-void mvmoe_linear_forward(float *out, const float *in, const float *w, const float *b, int M, int K,
-                          int N);
-/* The same with row strides: out rows at stride ldo (>= N), in rows at stride ldi (>= K). */
-void mvmoe_linear_forward_strided(float *out, int ldo, const float *in, int ldi, const float *w,
-                                  const float *b, int M, int K, int N);
-/* ---- the forward with packed weights (matmul_packed.c): inference, whose weights stay put.
- * mvmoe_linear_packed_size: floats of the packed copy of a weight w[N,K], 0 if packing is
- * unavailable. mvmoe_linear_pack: w into dst in that layout (0, or -1 if unavailable).
- * mvmoe_linear_forward_packed: out[M,N] = in[M,K]·wᵀ + b (b may be NULL) from the packed
- * copy wp (NULL: use w), w being the plain weights it was packed from (its fallback).
- * Threaded by rows like mvmoe_linear_forward; the bits do not depend on the thread count. */
-size_t mvmoe_linear_packed_size(int N, int K);
-int mvmoe_linear_pack(float *dst, const float *w, int N, int K);
-void mvmoe_linear_forward_packed(float *out, const float *in, const float *wp, const float *w,
-                                 const float *b, int M, int K, int N);
-/* ---- bf16 products (matmul_bf16.c), opt-in for the whole process (mvmoe_set_precision).
- * mvmoe_matmul_bf16_set: 0, or -1 if this CPU has no bf16 kernel (the mode stays as it was).
- * While on, for weights where mvmoe_matmul_bf16_shape holds, mvmoe_linear_pack writes w
- * rounded to bf16 (row-major [N,K]), and
- * mvmoe_linear_forward_packed and mvmoe_linear_backward* run their products through
- * mvmoe_linear_forward_bf16 / mvmoe_linear_backward_bf16: operands rounded to bf16 (nearest
- * even), sums in fp32. Those return -1, having written nothing, when the mode is off or the
- * weight too small to gain (the caller then runs fp32). The backward's din_beta: 1
- * accumulates into din, 0 overwrites it; dw and db (each may be NULL) accumulate, db with the
- * bits of the fp32 path's sums. */
-int mvmoe_matmul_bf16_set(int on);
-int mvmoe_matmul_bf16(void);
-/* Whether products with a weight w[N,K] run in bf16 now (mode on, and the weight large enough) */
-int mvmoe_matmul_bf16_shape(int N, int K);
-/* float -> bf16: nearest even, denormal inputs to signed zero, NaNs quieted (the rules of
- * AVX-512 BF16's conversion, which the fast path uses; _ref is the plain loop) */
-void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n);
-void mvmoe_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
-float mvmoe_bf16_to_float(uint16_t h);
-int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
-                              int M, int K, int N);
-int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db, const float *dout,
-                               const float *in, const float *w, int M, int K, int N);
-/* db[N] += Σ_rows dout[M,N] (db may be NULL) over fixed row ranges, so its bits do not depend
- * on the thread count; with `rounded`, also writes dout rounded to bf16 there in that pass. */
-void mvmoe_bias_grad_round(float *db, uint16_t *rounded, const float *dout, int M, int N);
-/* din[M,K] += dout·w ; dw[N,K] += doutᵀ·in ; db[N] += Σ_rows dout. */
-void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
-                           const float *w, int M, int K, int N);
-/* The same with din = dout·w overwritten rather than accumulated (dw, db still accumulate): the
- * bits of zeroing din and calling mvmoe_linear_backward, without the pass that zeroes it. */
-void mvmoe_linear_backward_overwrite(float *din, float *dw, float *db, const float *dout,
-                                     const float *in, const float *w, int M, int K, int N);
-/* C[M,N] = alpha·op(A)·op(B) + beta·C on the calling thread only (op 'N' or 'T', row-major,
- * BLAS argument order): the small products inside other kernels' parallel loops. */
-void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc);
-void mvmoe_linear_forward_ref(float *out, const float *in, const float *w, const float *b, int M,
-                              int K, int N);
-void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
-                               const float *in, const float *w, int M, int K, int N);
-
-/* ---- LayerNorm (layernorm.c) over the last dim D, biased variance, eps inside the sqrt.
- * mean[M], rstd[M] = 1/sqrt(var+eps) are saved for backward. */
-void mvmoe_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
-                             const float *b, int M, int D, float eps);
-/* res[M,D] = x + keep[(r0+r)/T]·(br + bias[D]) per row r of a slice that starts at row r0 of
- * its batch (bias may be NULL; keep: one factor per image of T rows; mvmoe_residual_add), then
- * out, mean, rstd = LayerNorm(res) exactly as mvmoe_layernorm_forward. */
-void mvmoe_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
-                                      const float *x, const float *br, const float *bias,
-                                      const float *keep, int T, int r0, const float *w,
-                                      const float *b, int M, int D, float eps);
-void mvmoe_layernorm_backward(float *din, float *dw, float *db, const float *dout,
-                              const float *mean, const float *rstd, const float *in,
-                              const float *w, int M, int D);
-void mvmoe_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *in,
-                                 const float *w, const float *b, int M, int D, float eps);
-void mvmoe_layernorm_backward_ref(float *din, float *dw, float *db, const float *dout,
-                                  const float *mean, const float *rstd, const float *in,
-                                  const float *w, int M, int D);
+/* One header per op family; this one includes them all, so users of the kernels need only it. */
+#include "kernels/activations.h" /* GELU */
+#include "kernels/attention.h"
+#include "kernels/conventions.h" /* mvmoe_grad_write, mvmoe_team */
+#include "kernels/layernorm.h"
+#include "kernels/linear.h"
+#include "kernels/loss.h"
 
 /* ---- instruction set (isa.c): 512 when the AVX-512 kernel versions (GELU, attention's
  * softmax; same bits as AVX2) run, else 256.
  * mvmoe_isa_force(256 | 512 | 0 = automatic) is for tests and benchmarks; -1 if unsupported. */
 int mvmoe_isa_width(void);
 int mvmoe_isa_force(int width);
-
-/* ---- exact GELU (activations.c): out = x · Φ(x) = 0.5·x·(1 + erf(x/√2)). n elements.
- * AVX-512 version (activations_avx512.c) when mvmoe_isa_width() is 512: same bits. */
-void mvmoe_gelu_forward(float *out, const float *in, size_t n);
-void mvmoe_gelu_backward(float *din, const float *dout, const float *in, size_t n);
-/* din = dout·GELU'(in), overwritten rather than accumulated: the bits of zeroing din and
- * calling mvmoe_gelu_backward, without the pass that zeroes it. din may be dout (in place). */
-void mvmoe_gelu_backward_overwrite(float *din, const float *dout, const float *in, size_t n);
-void mvmoe_gelu_forward_ref(float *out, const float *in, size_t n);
-/* pre[M,N] += b[N] (each row; b NULL: no bias, the product added it), then out = gelu(pre):
- * the fc1 bias folded into GELU's pass when the product did not add it. */
-void mvmoe_gelu_bias_forward(float *out, float *pre, const float *b, size_t M, int N);
-/* Training's version: as mvmoe_gelu_bias_forward, then pre is overwritten with GELU'(pre + b),
- * all the backward needs (mvmoe_gelu_backward_saved), computed while erf is at hand: one erf
- * per element for forward and backward instead of two. The bits of the separate kernels. */
-void mvmoe_gelu_bias_forward_grad(float *out, float *pre, const float *b, size_t M, int N);
-/* din[n] = dout·grad (overwritten), grad from mvmoe_gelu_bias_forward_grad: the bits of
- * mvmoe_gelu_backward_overwrite on the pre-activations. */
-void mvmoe_gelu_backward_saved(float *din, const float *dout, const float *grad, size_t n);
-void mvmoe_gelu_bias_forward_ref(float *out, float *pre, const float *b, size_t M, int N);
-void mvmoe_gelu_backward_ref(float *din, const float *dout, const float *in, size_t n);
-
-/* ---- multi-head self-attention core (attention.c), no projections.
- * qkv[B,T,3D]: per token, q = [0,D), k = [D,2D), v = [2D,3D); head h uses columns
- * [h·hd, (h+1)·hd) of each, hd = D/NH.
- * att[B,NH,T,T] (saved): softmax_j(q_i·k_j / √hd) — rows sum to 1.
- * out[B,T,D]: out[b,i,h·hd + c] = Σ_j att[b,h,i,j] · v[b,j,h·hd + c].
- * Backward: dqkv[B,T,3D] += ; datt[B,NH,T,T] is scratch (overwritten, not accumulated). */
-void mvmoe_attention_forward(float *out, float *att, const float *qkv, int B, int T, int D, int NH);
-/* Only the first nq (1..T) query rows of each image, all T keys and values: out[B,nq,D],
- * att[B,NH,nq,T]; backward: dout[B,nq,D], datt[B,NH,nq,T] scratch, dqkv[B,T,3D] += (q rows
- * beyond nq get nothing). For the last block, which only the class token leaves. */
-void mvmoe_attention_forward_rows(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH, int nq);
-/* mvmoe_attention_forward for the threads of a parallel region: every thread of the team
- * calls it with the same arguments, and the work is shared out among them (an orphaned
- * `omp for`, with its barrier at the end). The same bits as mvmoe_attention_forward. */
-void mvmoe_attention_forward_team(float *out, float *att, const float *qkv, int B, int T, int D,
-                                  int NH);
-void mvmoe_attention_backward_rows(float *dqkv, float *datt, const float *dout, const float *att,
-                                   const float *qkv, int B, int T, int D, int NH, int nq);
-/* The same with dqkv overwritten rather than accumulated (q rows beyond nq get zeros): the bits
- * of zeroing dqkv and calling mvmoe_attention_backward_rows, without the pass that zeroes it. */
-void mvmoe_attention_backward_rows_overwrite(float *dqkv, float *datt, const float *dout,
-                                             const float *att, const float *qkv, int B, int T,
-                                             int D, int NH, int nq);
-void mvmoe_attention_backward(float *dqkv, float *datt, const float *dout, const float *att,
-                              const float *qkv, int B, int T, int D, int NH);
-void mvmoe_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int D,
-                                 int NH);
-void mvmoe_attention_backward_ref(float *dqkv, float *datt, const float *dout, const float *att,
-                                  const float *qkv, int B, int T, int D, int NH);
-
-/* ---- softmax cross-entropy with soft targets (loss.c).
- * targets[B,K] are probability rows (one-hot, label-smoothed, or mixed).
- * probs[B,K] = softmax(logits) (saved); loss[B] = -Σ_k targets·log softmax(logits) (computed
- * stably with log-sum-exp). Returns the mean of loss[] over B (as double).
- * Backward: dlogits[B,K] += scale · (probs - targets). */
-double mvmoe_softmax_ce_forward(float *loss, float *probs, const float *logits,
-                                const float *targets, int B, int K);
-void mvmoe_softmax_ce_backward(float *dlogits, const float *probs, const float *targets, int B,
-                               int K, float scale);
-double mvmoe_softmax_ce_forward_ref(float *loss, float *probs, const float *logits,
-                                    const float *targets, int B, int K);
-void mvmoe_softmax_ce_backward_ref(float *dlogits, const float *probs, const float *targets,
-                                   int B, int K, float scale);
-/* Builds label-smoothed one-hot rows: (1-s)·onehot(y) + s/K. targets[B,K]. */
-void mvmoe_targets_smoothed(float *targets, const int32_t *labels, int B, int K, float smoothing);
 
 /* ---- patch embedding (patch.c) as im2col + linear: patches[B, N, C·P·P] with
  * N = (H/P)·(W/P) in row-major patch order and per patch the (c, py, px) order of

@@ -115,27 +115,8 @@ void mvmoe_residual_layernorm_forward(float *res, float *out, float *mean, float
  * reassociation flags). */
 static void ln_row_sums(const float *x, const float *dy, const float *w, float m, float rs, int D,
                         float *sg_out, float *sgx_out) {
-    float sg[8] = {0}, sgx[8] = {0};
-    int c = 0;
-#if MVMOE_SIMD_AVX2
-    __m256 vg = _mm256_setzero_ps(), vgx = _mm256_setzero_ps();
-    const __m256 vm = _mm256_set1_ps(m), vrs = _mm256_set1_ps(rs);
-    for (; c + 8 <= D; c += 8) {
-        const __m256 g = _mm256_mul_ps(_mm256_loadu_ps(dy + c), _mm256_loadu_ps(w + c));
-        const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), vm), vrs);
-        vg = _mm256_add_ps(vg, g);
-        vgx = _mm256_fmadd_ps(g, xh, vgx);
-    }
-    _mm256_storeu_ps(sg, vg);
-    _mm256_storeu_ps(sgx, vgx);
-#else
-    for (; c + 8 <= D; c += 8)
-        for (int l = 0; l < 8; l++) {
-            float g = dy[c + l] * w[c + l], xh = (x[c + l] - m) * rs;
-            sg[l] += g;
-            sgx[l] += g * xh;
-        }
-#endif
+    float sg[8], sgx[8];
+    int c = mvmoe_simd_ln_row_sums8(sg, sgx, x, dy, w, m, rs, D);
     float a = ((sg[0] + sg[1]) + (sg[2] + sg[3])) + ((sg[4] + sg[5]) + (sg[6] + sg[7]));
     float bb = ((sgx[0] + sgx[1]) + (sgx[2] + sgx[3])) + ((sgx[4] + sgx[5]) + (sgx[6] + sgx[7]));
     for (; c < D; c++) {
@@ -146,32 +127,6 @@ static void ln_row_sums(const float *x, const float *dy, const float *w, float m
     *sg_out = a;
     *sgx_out = bb;
 }
-
-#if MVMOE_SIMD_AVX2
-/* aw[16] = Σ_r dy·x̂, ab[16] = Σ_r dy over one block of 16 columns, with the 16 + 16 double
- * accumulators held in registers (GCC keeps a double[16] array on the stack otherwise). */
-static void ln_col_block_sums(double *aw, double *ab, const float *in, const float *dout,
-                              const float *mean, const float *rstd, int M, int D) {
-    __m256d w[4], b[4];
-    for (int k = 0; k < 4; k++) w[k] = b[k] = _mm256_setzero_pd();
-    for (int r = 0; r < M; r++) {
-        const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D;
-        const __m256 m = _mm256_set1_ps(mean[r]), rs = _mm256_set1_ps(rstd[r]);
-        for (int h = 0; h < 2; h++) {
-            const __m256 d = _mm256_loadu_ps(dy + 8 * h);
-            const __m256 p = _mm256_mul_ps(d, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + 8 * h), m), rs));
-            w[2 * h] = _mm256_add_pd(w[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
-            w[2 * h + 1] = _mm256_add_pd(w[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
-            b[2 * h] = _mm256_add_pd(b[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(d)));
-            b[2 * h + 1] = _mm256_add_pd(b[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)));
-        }
-    }
-    for (int k = 0; k < 4; k++) {
-        _mm256_storeu_pd(aw + 4 * k, w[k]);
-        _mm256_storeu_pd(ab + 4 * k, b[k]);
-    }
-}
-#endif
 
 /* dx row r (+= the LayerNorm backward of dy). */
 static inline void ln_row_backward(float *dx, const float *x, const float *dy, const float *w, float m,
@@ -230,11 +185,9 @@ void mvmoe_layernorm_backward(float *din, float *dw, float *db, const float *dou
             const int nc = D - c0 < LN_COL_BLOCK ? D - c0 : LN_COL_BLOCK;
             /* double accumulators: M (= batch·tokens) can be tens of thousands of rows */
             double aw[LN_COL_BLOCK] = {0}, ab[LN_COL_BLOCK] = {0};
-#if MVMOE_SIMD_AVX2
-            if (nc == LN_COL_BLOCK) {
-                ln_col_block_sums(aw, ab, in + c0, dout + c0, mean, rstd, M, D);
+            if (nc == 16) {
+                mvmoe_simd_ln_col16_sums(aw, ab, in + c0, dout + c0, mean, rstd, M, D);
             } else
-#endif
             for (int r = 0; r < M; r++) {
                 const float *x = in + (size_t)r * D + c0, *dy = dout + (size_t)r * D + c0;
                 const float m = mean[r], rs = rstd[r];

@@ -25,6 +25,30 @@
 #else
 #define MVMOE_SIMD_AVX2 0
 #endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+/* ------------------------------------------------------------------ denormals */
+
+/* Denormals flushed to zero on the calling thread (x86: MXCSR FTZ | DAZ) until
+ * mvmoe_simd_ftz_end(the returned state); a no-op where not supported. */
+static inline unsigned mvmoe_simd_ftz_begin(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040); /* FTZ | DAZ */
+    return csr;
+#else
+    return 0;
+#endif
+}
+static inline void mvmoe_simd_ftz_end(unsigned csr) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(csr);
+#else
+    (void)csr;
+#endif
+}
 
 /* ------------------------------------------------------------------ reductions */
 
@@ -241,6 +265,157 @@ static inline float mvmoe_simd_exp_shift_sum(float *y, const float *x, float shi
 /* x[i] *= s */
 static inline void mvmoe_simd_scale(float *x, float s, int n) {
     for (int i = 0; i < n; i++) x[i] *= s;
+}
+
+/* ------------------------------------------------------------------ GELU spans (activations.c) */
+#define MVMOE_GELU_INV_SQRT2 0.70710678118654752440
+#define MVMOE_GELU_INV_SQRT2PI 0.39894228040143267794
+
+/* out[i] = gelu(in[i]) = in·0.5·(1 + erf(in·(1/√2))), PyTorch's evaluation order. */
+static inline void mvmoe_simd_gelu(float *out, const float *in, size_t n) {
+    size_t i = 0;
+#if MVMOE_SIMD_AVX2
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f),
+                 k = _mm256_set1_ps((float)MVMOE_GELU_INV_SQRT2);
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(in + i);
+        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
+    }
+    if (i < n) {
+        __m256i m = mvmoe_simd_tailmask((int)(n - i));
+        __m256 x = _mm256_maskload_ps(in + i, m);
+        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
+        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
+    }
+#else
+    for (; i < n; i++) out[i] = in[i] * 0.5f * (1.0f + erff(in[i] * (float)MVMOE_GELU_INV_SQRT2));
+#endif
+}
+
+/* din[i] = (acc ? din[i] : 0) + dout[i]·GELU'(in[i]), GELU'(x) = Φ(x) + x·φ(x); din may be dout. */
+static inline void mvmoe_simd_gelu_grad(float *din, const float *dout, const float *in, size_t n, int acc) {
+    size_t i = 0;
+#if MVMOE_SIMD_AVX2
+    const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f),
+                 k = _mm256_set1_ps((float)MVMOE_GELU_INV_SQRT2),
+                 kp = _mm256_set1_ps((float)MVMOE_GELU_INV_SQRT2PI);
+    for (; i < n; i += 8) {
+        __m256i m = mvmoe_simd_tailmask(n - i >= 8 ? 8 : (int)(n - i));
+        __m256 x = _mm256_maskload_ps(in + i, m);
+        __m256 cdf = _mm256_fmadd_ps(half, mvmoe_simd_erf8(_mm256_mul_ps(x, k)), half);
+        __m256 pdf = _mm256_mul_ps(mvmoe_simd_exp8(_mm256_mul_ps(mhalf, _mm256_mul_ps(x, x))), kp);
+        __m256 g = _mm256_fmadd_ps(x, pdf, cdf);
+        __m256 d = _mm256_fmadd_ps(_mm256_maskload_ps(dout + i, m), g,
+                                   acc ? _mm256_maskload_ps(din + i, m) : _mm256_setzero_ps());
+        _mm256_maskstore_ps(din + i, m, d);
+    }
+#else
+    for (; i < n; i++) {
+        float x = in[i];
+        float cdf = 0.5f + 0.5f * erff(x * (float)MVMOE_GELU_INV_SQRT2);
+        float pdf = expf(-0.5f * x * x) * (float)MVMOE_GELU_INV_SQRT2PI;
+        din[i] = (acc ? din[i] : 0.0f) + dout[i] * (cdf + x * pdf);
+    }
+#endif
+}
+
+/* out = gelu(x) and g (which held x) = GELU'(x), each with the bits of mvmoe_simd_gelu and
+ * mvmoe_simd_gelu_grad: the derivative costs one exp more here, and the backward no erf. */
+static inline void mvmoe_simd_gelu_and_grad(float *out, float *g, size_t n) {
+    size_t i = 0;
+#if MVMOE_SIMD_AVX2
+    const __m256 half = _mm256_set1_ps(0.5f), mhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f),
+                 k = _mm256_set1_ps((float)MVMOE_GELU_INV_SQRT2),
+                 kp = _mm256_set1_ps((float)MVMOE_GELU_INV_SQRT2PI);
+    for (; i < n; i += 8) {
+        __m256i m = mvmoe_simd_tailmask(n - i >= 8 ? 8 : (int)(n - i));
+        __m256 x = _mm256_maskload_ps(g + i, m);
+        __m256 e = mvmoe_simd_erf8(_mm256_mul_ps(x, k));
+        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(x, half), _mm256_add_ps(one, e)));
+        __m256 cdf = _mm256_fmadd_ps(half, e, half);
+        __m256 pdf = _mm256_mul_ps(mvmoe_simd_exp8(_mm256_mul_ps(mhalf, _mm256_mul_ps(x, x))), kp);
+        _mm256_maskstore_ps(g + i, m, _mm256_fmadd_ps(x, pdf, cdf));
+    }
+#else
+    mvmoe_simd_gelu(out, g, n);
+    for (; i < n; i++) {
+        float x = g[i];
+        float cdf = 0.5f + 0.5f * erff(x * (float)MVMOE_GELU_INV_SQRT2);
+        float pdf = expf(-0.5f * x * x) * (float)MVMOE_GELU_INV_SQRT2PI;
+        g[i] = cdf + x * pdf;
+    }
+#endif
+}
+
+/* ------------------------------------------------------------------ LayerNorm sums (layernorm.c) */
+
+/* The LayerNorm backward's row sums in 8 lanes: for the first D/8·8 columns c,
+ * sg[c % 8] += g and sgx[c % 8] += g·x̂ with g = dy·w, x̂ = (x - m)·rs (sg, sgx start at 0).
+ * Returns the number of columns done; the caller adds the lanes and the rest. */
+static inline int mvmoe_simd_ln_row_sums8(float sg[8], float sgx[8], const float *x, const float *dy,
+                                          const float *w, float m, float rs, int D) {
+    int c = 0;
+#if MVMOE_SIMD_AVX2
+    __m256 vg = _mm256_setzero_ps(), vgx = _mm256_setzero_ps();
+    const __m256 vm = _mm256_set1_ps(m), vrs = _mm256_set1_ps(rs);
+    for (; c + 8 <= D; c += 8) {
+        const __m256 g = _mm256_mul_ps(_mm256_loadu_ps(dy + c), _mm256_loadu_ps(w + c));
+        const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), vm), vrs);
+        vg = _mm256_add_ps(vg, g);
+        vgx = _mm256_fmadd_ps(g, xh, vgx);
+    }
+    _mm256_storeu_ps(sg, vg);
+    _mm256_storeu_ps(sgx, vgx);
+#else
+    for (int l = 0; l < 8; l++) sg[l] = sgx[l] = 0.0f;
+    for (; c + 8 <= D; c += 8)
+        for (int l = 0; l < 8; l++) {
+            float g = dy[c + l] * w[c + l], xh = (x[c + l] - m) * rs;
+            sg[l] += g;
+            sgx[l] += g * xh;
+        }
+#endif
+    return c;
+}
+
+/* aw[16] = Σ_r dy·x̂, ab[16] = Σ_r dy over one block of 16 columns of M rows at stride D
+ * (in, dout point at the block's first column), summed in double: the LayerNorm weight and
+ * bias gradients. The AVX2 version holds the 16 + 16 double accumulators in registers (GCC
+ * keeps a double[16] array on the stack otherwise); both add the same float terms in the same
+ * order. */
+static inline void mvmoe_simd_ln_col16_sums(double *aw, double *ab, const float *in, const float *dout,
+                                            const float *mean, const float *rstd, int M, int D) {
+#if MVMOE_SIMD_AVX2
+    __m256d w[4], b[4];
+    for (int k = 0; k < 4; k++) w[k] = b[k] = _mm256_setzero_pd();
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D;
+        const __m256 m = _mm256_set1_ps(mean[r]), rs = _mm256_set1_ps(rstd[r]);
+        for (int h = 0; h < 2; h++) {
+            const __m256 d = _mm256_loadu_ps(dy + 8 * h);
+            const __m256 p = _mm256_mul_ps(d, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + 8 * h), m), rs));
+            w[2 * h] = _mm256_add_pd(w[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+            w[2 * h + 1] = _mm256_add_pd(w[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+            b[2 * h] = _mm256_add_pd(b[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(d)));
+            b[2 * h + 1] = _mm256_add_pd(b[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)));
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_pd(aw + 4 * k, w[k]);
+        _mm256_storeu_pd(ab + 4 * k, b[k]);
+    }
+#else
+    for (int l = 0; l < 16; l++) aw[l] = ab[l] = 0.0;
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (size_t)r * D, *dy = dout + (size_t)r * D;
+        const float m = mean[r], rs = rstd[r];
+        for (int l = 0; l < 16; l++) {
+            aw[l] += (double)(dy[l] * ((x[l] - m) * rs));
+            ab[l] += (double)dy[l];
+        }
+    }
+#endif
 }
 
 #endif

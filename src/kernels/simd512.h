@@ -60,7 +60,7 @@ AVX512 static inline void transpose16(__m512 r[16]) {
     }
 }
 
-/* AVX-512 BF16 (matmul_bf16.c, when __builtin_cpu_supports("avx512bf16")) */
+/* AVX-512 BF16 (bf16.c, when __builtin_cpu_supports("avx512bf16")) */
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 
 /* 32 floats -> 32 bf16 (nearest even; denormal inputs flush to signed zero, NaNs are quieted:

@@ -6,7 +6,7 @@
  * table (layout.c), the activation arenas (acts.c: one for inference, one for training), and
  * adds what is proportional to them: gradients and AdamW m and v (mvmoe_model_train_init),
  * mvmoe_evaluate's confusion matrix, the packed weights (mvmoe_model_pack_weights) and, with
- * bf16 products on, their rounded operands (kernels/matmul_bf16.c). A buffer added to an
+ * bf16 products on, their rounded operands (kernels/linear_bf16.c). A buffer added to an
  * arena is therefore counted here without any change; tests/model/test_memory.c checks the
  * sum against what really gets allocated. Sums are taken in double: a hostile config can ask
  * for more than SIZE_MAX bytes, and then the answer is SIZE_MAX rather than a wrapped-around
@@ -29,7 +29,7 @@ static double acts_bytes(const mvmoe_config *c, double B, int training) {
     return s.bytes;
 }
 
-/* The bf16 products' rounded operands (kernels/matmul_bf16.c), when that mode is on: per
+/* The bf16 products' rounded operands (kernels/linear_bf16.c), when that mode is on: per
  * thread, a block of 512 input rows of the widest forward product; in training, the largest
  * backward product's dout, input and weight, all rows (M = batch x tokens). */
 static double bf16_workspace_bytes(const mvmoe_config *c, double B, int training) {
@@ -59,7 +59,7 @@ size_t mvmoe_model_memory_estimate(const mvmoe_config *c, int batch, int trainin
         const double packed = (double)mvmoe_model_packed_floats(c);
         if (packed > 0) total += pad64b(packed * sizeof(float));
         if (training) total += 3 * params + acts_bytes(c, B, 1); /* gradients, AdamW m, v */
-        if (mvmoe_matmul_bf16()) total += bf16_workspace_bytes(c, B, training);
+        if (mvmoe_linear_bf16_mode()) total += bf16_workspace_bytes(c, B, training);
     } else if (training) {
         total += 3 * params;
     }

@@ -82,7 +82,7 @@ typedef struct mvmoe_acts {
 } mvmoe_acts;
 
 /* Copies of the blocks' linear weights (and the patch embedding's) in oneDNN's packed layout
- * for the forward products (kernels/matmul_packed.c), made by mvmoe_model_pack_weights from
+ * for the forward products (kernels/linear_packed.c), made by mvmoe_model_pack_weights from
  * the weights of params_version. Block l's copy of qkv_w is at qkv_w + l·n_qkv (proj_w
  * likewise); MLP slot s's (mvmoe_mlp_slot: a dense block or one expert) at fc1_w + s·n_fc1. */
 typedef struct mvmoe_packed {

@@ -32,9 +32,11 @@ static void expert_rows(const mvmoe_experts *w, int e, float *xg, float *h, floa
     const size_t o = (size_t)g0 * D, oh = (size_t)g0 * H;
     float *w1, *b1, *w2, *b2;
     expert_ptrs(w, e, D, H, &w1, &b1, &w2, &b2);
-    mvmoe_linear_forward_packed(h + oh, xg + o, w->fc1_p ? w->fc1_p + e * w->n_fc1 : NULL, w1, b1, M, D, H);
-    mvmoe_gelu_forward(hg + oh, h + oh, (size_t)M * H);
-    mvmoe_linear_forward_packed(y + o, hg + oh, w->fc2_p ? w->fc2_p + e * w->n_fc2 : NULL, w2, b2, M, H, D);
+    mvmoe_linear_forward(h + oh, H, xg + o, D,
+                         mvmoe_linear_w(w1, w->fc1_p ? w->fc1_p + e * w->n_fc1 : NULL), b1, M, D, H);
+    mvmoe_gelu_forward(hg + oh, h + oh, NULL, M, H, MVMOE_GELU_PLAIN);
+    mvmoe_linear_forward(y + o, D, hg + oh, H,
+                         mvmoe_linear_w(w2, w->fc2_p ? w->fc2_p + e * w->n_fc2 : NULL), b2, M, H, D);
 }
 
 void mvmoe_moe_forward_rows(float *out, float *xg, float *h, float *hg, float *y, const float *u,
@@ -124,10 +126,12 @@ void mvmoe_moe_backward(float *du, float *dgate, const mvmoe_experts *g, float *
         expert_ptrs(w, e, D, H, &w1, &b1, &w2, &b2);
         expert_ptrs(g, e, D, H, &gw1, &gb1, &gw2, &gb2);
         /* each input gradient overwritten (the bits of zeroing it and accumulating) */
-        mvmoe_linear_backward_overwrite(s_hg + r0 * H, gw2, gb2, s_d + r0 * D, hg + r0 * H, w2, M, H, D);
-        mvmoe_gelu_backward_overwrite(s_h + r0 * H, s_hg + r0 * H, h + r0 * H, (size_t)M * H);
+        mvmoe_linear_backward(s_hg + r0 * H, gw2, gb2, s_d + r0 * D, hg + r0 * H, w2, M, H, D,
+                              MVMOE_GRAD_OVERWRITE);
+        mvmoe_gelu_backward(s_h + r0 * H, s_hg + r0 * H, h + r0 * H, (size_t)M * H, MVMOE_GRAD_OVERWRITE);
         /* s_d's rows of this expert are consumed: reuse them for d(xg) */
-        mvmoe_linear_backward_overwrite(s_d + r0 * D, gw1, gb1, s_h + r0 * H, xg + r0 * D, w1, M, D, H);
+        mvmoe_linear_backward(s_d + r0 * D, gw1, gb1, s_h + r0 * H, xg + r0 * D, w1, M, D, H,
+                              MVMOE_GRAD_OVERWRITE);
     }
     /* dispatch backward: scatter-add per item in choice order (deterministic) */
 #pragma omp parallel for schedule(static)
@@ -151,7 +155,7 @@ void mvmoe_moe_forward_dense_ref(float *out, float *scratch, const float *u,
         float *w1, *b1, *w2, *b2;
         expert_ptrs(w, e, D, H, &w1, &b1, &w2, &b2);
         mvmoe_linear_forward_ref(h, u, w1, b1, M, D, H);
-        mvmoe_gelu_forward_ref(hg, h, (size_t)M * H);
+        mvmoe_gelu_forward_ref(hg, h, NULL, M, H);
         mvmoe_linear_forward_ref(y, hg, w2, b2, M, H, D);
         for (int i = 0; i < plan->n; i++)
             for (int r = 0; r < k; r++) {

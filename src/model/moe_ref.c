@@ -169,7 +169,7 @@ void mvmoe_moe_ref_forward(float *out, float *h, float *hg, float *y, const floa
             float *hj = h + j * R * H, *hgj = hg + j * R * H;       /* [R, H] each */
             float *yj = y + j * R * D;                              /* [R, D] */
             mvmoe_linear_forward_ref(hj, ui, W1(w, e), B1(w, e), R, D, H);   /* fc1 */
-            mvmoe_gelu_forward_ref(hgj, hj, (size_t)R * H);                  /* GELU */
+            mvmoe_gelu_forward_ref(hgj, hj, NULL, (size_t)R, H);             /* GELU */
             mvmoe_linear_forward_ref(yj, hgj, W2(w, e), B2(w, e), R, H, D);  /* fc2 */
             for (size_t q = 0; q < (size_t)R * D; q++)                       /* combine */
                 out[(size_t)i * R * D + q] += r->gate[j] * yj[q];

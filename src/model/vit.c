@@ -33,7 +33,7 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
  * (the products then take the plain weights: same values to float rounding). */
 static const mvmoe_packed *packed_for(const mvmoe_model *m) {
     const mvmoe_packed *k = &m->packed;
-    return k->mem && k->version == m->params_version && k->bf16 == mvmoe_matmul_bf16() ? k : NULL;
+    return k->mem && k->version == m->params_version && k->bf16 == mvmoe_linear_bf16_mode() ? k : NULL;
 }
 
 /* The weights of block l's experts (consecutive layout slots). */
@@ -124,21 +124,22 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int 
     /* keys and values of every row, queries of the class rows only: attention reads no other
      * query here (nor does its backward), so a third of the block's qkv product is skipped */
     const float *wqkv = p->qkv_w + (size_t)l * 3 * D * D, *bqkv = p->qkv_b + (size_t)l * 3 * D;
-    mvmoe_linear_forward_strided(u.qkv + D, 3 * D, u.ln1, D, wqkv + (size_t)D * D, bqkv + D, B * T, D, 2 * D);
-    mvmoe_linear_forward_strided(u.qkv, T * 3 * D, u.ln1, T * D, wqkv, bqkv, B, D, D);
-    mvmoe_attention_forward_rows(u.atty, u.att, u.qkv, B, T, D, NH, 1);
-    mvmoe_linear_forward(a->branch, u.atty, p->proj_w + (size_t)l * D * D, p->proj_b + (size_t)l * D,
-                         B, D, D);
+    mvmoe_linear_forward(u.qkv + D, 3 * D, u.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
+                         B * T, D, 2 * D);
+    mvmoe_linear_forward(u.qkv, T * 3 * D, u.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
+    mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, 1, MVMOE_TEAM_OWN);
+    mvmoe_linear_forward(a->branch, D, u.atty, D, mvmoe_linear_w(p->proj_w + (size_t)l * D * D, NULL),
+                         p->proj_b + (size_t)l * D, B, D, D);
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++)
             u.res1[(size_t)b * D + d] = in[(size_t)b * T * D + d] + u.keep[b] * a->branch[(size_t)b * D + d];
     mvmoe_layernorm_forward(u.ln2, u.m2, u.r2, u.res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
                             B, D, LN_EPS);
     if (l < first_moe) {
-        mvmoe_linear_forward(u.fch, u.ln2, p->fc1_w + (size_t)slot * H * D, p->fc1_b + (size_t)slot * H,
-                             B, D, H);
-        mvmoe_gelu_forward(u.fcg, u.fch, (size_t)B * H);
-        mvmoe_linear_forward(a->branch, u.fcg, p->fc2_w + (size_t)slot * D * H,
+        mvmoe_linear_forward(u.fch, H, u.ln2, D, mvmoe_linear_w(p->fc1_w + (size_t)slot * H * D, NULL),
+                             p->fc1_b + (size_t)slot * H, B, D, H);
+        mvmoe_gelu_forward(u.fcg, u.fch, NULL, B, H, MVMOE_GELU_PLAIN);
+        mvmoe_linear_forward(a->branch, D, u.fcg, H, mvmoe_linear_w(p->fc2_w + (size_t)slot * D * H, NULL),
                              p->fc2_b + (size_t)slot * D, B, H, D);
     } else {
         /* per-image routing: the plan's items are images; here each carries one row */
@@ -173,11 +174,11 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
             dbr[(size_t)b * D + d] = u.keep[B + b] * v;
         }
     if (l < first_moe) { /* d_fch_gelu, d_fch, d_ln: each overwritten */
-        mvmoe_linear_backward_overwrite(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr,
-                                        u.fcg, p->fc2_w + slot * D * H, B, H, D);
-        mvmoe_gelu_backward_overwrite(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H);
-        mvmoe_linear_backward_overwrite(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch,
-                                        u.ln2, p->fc1_w + slot * H * D, B, D, H);
+        mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg,
+                              p->fc2_w + slot * D * H, B, H, D, MVMOE_GRAD_OVERWRITE);
+        mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H, MVMOE_GRAD_OVERWRITE);
+        mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2,
+                              p->fc1_w + slot * H * D, B, D, H, MVMOE_GRAD_OVERWRITE);
     } else {
         mvmoe_zero(a->d_ln, BD);
         mvmoe_plan *plan = &a->plans[0];
@@ -193,11 +194,12 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
     /* attention branch on the class rows; keys and values of every row get gradient */
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++) dbr[(size_t)b * D + d] = u.keep[b] * dres1[(size_t)b * D + d];
-    mvmoe_linear_backward_overwrite(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
-                                    u.atty, p->proj_w + (size_t)l * D * D, B, D, D);
-    mvmoe_attention_backward_rows_overwrite(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1);
-    mvmoe_linear_backward_overwrite(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
-                                    a->d_qkv, u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
+    mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
+                          p->proj_w + (size_t)l * D * D, B, D, D, MVMOE_GRAD_OVERWRITE);
+    mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1,
+                             MVMOE_GRAD_OVERWRITE);
+    mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
+                          u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D, MVMOE_GRAD_OVERWRITE);
     /* d(in) = the residual path (class rows) + LN1ᵀ(d_ln) (every row) */
     mvmoe_zero(a->d_res, (size_t)BT * D);
     for (int b = 0; b < B; b++) memcpy(a->d_res + (size_t)b * T * D, dres1 + (size_t)b * D, sizeof(float) * D);
@@ -262,8 +264,9 @@ static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, co
     block_bufs u = block_bufs_at(a, B, l);
     mvmoe_layernorm_forward(u.ln1 + o, u.m1 + r0, u.r1 + r0, in + o, p->ln1_w + (size_t)l * D,
                             p->ln1_b + (size_t)l * D, n, D, LN_EPS);
-    mvmoe_linear_forward_packed(u.qkv + (size_t)r0 * 3 * D, u.ln1 + o, k ? k->qkv_w + l * k->n_qkv : NULL,
-                                p->qkv_w + (size_t)l * 3 * D * D, p->qkv_b + (size_t)l * 3 * D, n, D, 3 * D);
+    mvmoe_linear_forward(u.qkv + (size_t)r0 * 3 * D, 3 * D, u.ln1 + o, D,
+                         mvmoe_linear_w(p->qkv_w + (size_t)l * 3 * D * D, k ? k->qkv_w + l * k->n_qkv : NULL),
+                         p->qkv_b + (size_t)l * 3 * D, n, D, 3 * D);
 }
 
 /* Rows [r0, r0+n) of block l after attention: proj, then res1 = in + attention branch (with
@@ -277,8 +280,9 @@ static void rows_proj_norm2(const mvmoe_model *m, mvmoe_acts *a, int B, int l, c
     const size_t o = (size_t)r0 * D;
     block_bufs u = block_bufs_at(a, B, l);
     float *br = a->branch + o;
-    mvmoe_linear_forward_packed(br, u.atty + o, k ? k->proj_w + l * k->n_proj : NULL, p->proj_w + (size_t)l * D * D,
-                                NULL, n, D, D);
+    mvmoe_linear_forward(br, D, u.atty + o, D,
+                         mvmoe_linear_w(p->proj_w + (size_t)l * D * D, k ? k->proj_w + l * k->n_proj : NULL),
+                         NULL, n, D, D);
     mvmoe_residual_layernorm_forward(u.res1 + o, u.ln2 + o, u.m2 + r0, u.r2 + r0, in + o, br,
                                      p->proj_b + (size_t)l * D, u.keep, T, r0, p->ln2_w + (size_t)l * D,
                                      p->ln2_b + (size_t)l * D, n, D, LN_EPS);
@@ -300,14 +304,16 @@ static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int
         const int c0 = chunk_start(r0, n, i, chunks), cn = chunk_start(r0, n, i + 1, chunks) - c0;
         const size_t o = (size_t)c0 * D, oh = (size_t)c0 * H;
         float *br = a->branch + o;
-        mvmoe_linear_forward_packed(u.fch + oh, u.ln2 + o, k ? k->fc1_w + slot * k->n_fc1 : NULL,
-                                    p->fc1_w + slot * H * D, p->fc1_b + slot * H, cn, D, H);
+        mvmoe_linear_forward(u.fch + oh, H, u.ln2 + o, D,
+                             mvmoe_linear_w(p->fc1_w + slot * H * D, k ? k->fc1_w + slot * k->n_fc1 : NULL),
+                             p->fc1_b + slot * H, cn, D, H);
         if (a->training) /* fch keeps GELU'(pre-activation): all the backward reads of it */
-            mvmoe_gelu_bias_forward_grad(u.fcg + oh, u.fch + oh, NULL, cn, H);
+            mvmoe_gelu_forward(u.fcg + oh, u.fch + oh, NULL, cn, H, MVMOE_GELU_SAVE_GRAD);
         else
-            mvmoe_gelu_bias_forward(u.fcg + oh, u.fch + oh, NULL, cn, H);
-        mvmoe_linear_forward_packed(br, u.fcg + oh, k ? k->fc2_w + slot * k->n_fc2 : NULL, p->fc2_w + slot * D * H,
-                                    NULL, cn, H, D);
+            mvmoe_gelu_forward(u.fcg + oh, u.fch + oh, NULL, cn, H, MVMOE_GELU_PLAIN);
+        mvmoe_linear_forward(br, D, u.fcg + oh, H,
+                             mvmoe_linear_w(p->fc2_w + slot * D * H, k ? k->fc2_w + slot * k->n_fc2 : NULL),
+                             NULL, cn, H, D);
         mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, c0, cn, D);
     }
 }
@@ -350,9 +356,9 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
             if (l == 0) rows_norm1_qkv(m, a, B, 0, in, r0, rows);
 #pragma omp barrier
             if (n > 1)
-                mvmoe_attention_forward_team(u.atty, u.att, u.qkv, B, T, D, NH);
+                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_CALLER);
             else
-                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH);
+                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_OWN);
             if (l < first_moe) {
                 rows_after_attention(m, a, B, l, in, r0, rows);
             } else {
@@ -393,7 +399,8 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
     /* patch embedding (Conv2d stride P == im2col + linear), class token, position embedding */
     mvmoe_patchify(a->patches, a->img, B, c->in_chans, c->img_size, c->img_size, c->patch);
     const mvmoe_packed *pk = packed_for(m);
-    mvmoe_linear_forward_packed(a->pe, a->patches, pk ? pk->patch_w : NULL, p->patch_w, p->patch_b, B * N, CPP, D);
+    mvmoe_linear_forward(a->pe, D, a->patches, CPP, mvmoe_linear_w(p->patch_w, pk ? pk->patch_w : NULL),
+                         p->patch_b, B * N, CPP, D);
     /* x0 row r = (image b, token t): class token or patch t-1, plus position t (by rows, so
      * that a batch of one image uses both cores too) */
 #pragma omp parallel for schedule(static) if ((size_t)BT * D >= 16384)
@@ -420,7 +427,7 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
          * last block runs for the class token only */
         block_bufs u = block_bufs_at(a, B, l);
         rows_norm1_qkv(m, a, B, l, in, 0, BT);
-        mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH);
+        mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_OWN);
         rows_proj_norm2(m, a, B, l, in, 0, BT);
         /* MoE MLP: the per-image router runs once, on the class-token row of the residual
          * stream after the last dense block (`in` here), and every MoE block uses its plan
@@ -445,7 +452,7 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
         for (int b = 0; b < B; b++) memcpy(a->clsx + (size_t)b * D, in + (size_t)b * T * D, sizeof(float) * D);
     mvmoe_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->clsx, p->norm_w, p->norm_b, B, D,
                             LN_EPS);
-    mvmoe_linear_forward(a->logits, a->lnf, p->head_w, p->head_b, B, D, K);
+    mvmoe_linear_forward(a->logits, K, a->lnf, D, mvmoe_linear_w(p->head_w, NULL), p->head_b, B, D, K);
 }
 
 double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t) {
@@ -519,7 +526,8 @@ static void mlp_input_grads_by_rows(mvmoe_acts *a, const float *dbr, const float
             const size_t oh = (size_t)c0 * H;
             /* d_fch_gelu = dbr·W2 (fc2's input gradient), d_fch = it ⊙ GELU', d_ln = d_fch·W1 */
             mvmoe_gemm_serial('N', 'N', cn, H, D, 1.0f, dbr + (size_t)c0 * D, D, w2, H, 0.0f, a->d_fch_gelu + oh, H);
-            mvmoe_gelu_backward_saved(a->d_fch + oh, a->d_fch_gelu + oh, fch + oh, (size_t)cn * H);
+            mvmoe_gelu_backward_saved(a->d_fch + oh, a->d_fch_gelu + oh, fch + oh, (size_t)cn * H,
+                                      MVMOE_GRAD_OVERWRITE);
             mvmoe_gemm_serial('N', 'N', cn, D, H, 1.0f, a->d_fch + oh, H, w1, D, 0.0f, a->d_ln + (size_t)c0 * D, D);
         }
     }
@@ -541,7 +549,8 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
     memset(a->d_logits, 0, sizeof(float) * (size_t)B * K);
     mvmoe_softmax_ce_backward(a->d_logits, a->probs, a->targets, B, K, 1.0f / (float)B);
     memset(a->d_lnf, 0, sizeof(float) * (size_t)B * D);
-    mvmoe_linear_backward(a->d_lnf, g->head_w, g->head_b, a->d_logits, a->lnf, p->head_w, B, D, K);
+    mvmoe_linear_backward(a->d_lnf, g->head_w, g->head_b, a->d_logits, a->lnf, p->head_w, B, D, K,
+                          MVMOE_GRAD_ACCUMULATE);
     memset(a->d_clsx, 0, sizeof(float) * (size_t)B * D);
     mvmoe_layernorm_backward(a->d_clsx, g->norm_w, g->norm_b, a->d_lnf, a->lnf_mean, a->lnf_rstd,
                              a->clsx, p->norm_w, B, D);
@@ -568,19 +577,20 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
             /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
             const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
-            if (l < first_moe && !mvmoe_matmul_bf16()) { /* d_fch_gelu, d_fch, d_ln: overwritten */
+            if (l < first_moe && !mvmoe_linear_bf16_mode()) { /* d_fch_gelu, d_fch, d_ln: overwritten */
                 /* a block run by rows: its forward left GELU' in fch (rows_after_attention) */
                 mlp_input_grads_by_rows(a, dbr, fch, p->fc1_w + slot * H * D, p->fc2_w + slot * D * H, BT, D, H);
-                mvmoe_linear_backward_overwrite(NULL, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
-                                                p->fc2_w + slot * D * H, BT, H, D);
-                mvmoe_linear_backward_overwrite(NULL, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
-                                                p->fc1_w + slot * H * D, BT, D, H);
+                mvmoe_linear_backward(NULL, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
+                                      p->fc2_w + slot * D * H, BT, H, D, MVMOE_GRAD_OVERWRITE);
+                mvmoe_linear_backward(NULL, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
+                                      p->fc1_w + slot * H * D, BT, D, H, MVMOE_GRAD_OVERWRITE);
             } else if (l < first_moe) { /* bf16: each product's operands rounded once, all rows */
-                mvmoe_linear_backward_overwrite(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D,
-                                                dbr, fcg, p->fc2_w + slot * D * H, BT, H, D);
-                mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H);
-                mvmoe_linear_backward_overwrite(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H,
-                                                a->d_fch, ln2, p->fc1_w + slot * H * D, BT, D, H);
+                mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
+                                      p->fc2_w + slot * D * H, BT, H, D, MVMOE_GRAD_OVERWRITE);
+                mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H,
+                                          MVMOE_GRAD_OVERWRITE);
+                mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
+                                      p->fc1_w + slot * H * D, BT, D, H, MVMOE_GRAD_OVERWRITE);
             } else {
                 mvmoe_zero(a->d_ln, (size_t)BT * D);
                 int lm = l - first_moe, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
@@ -605,12 +615,13 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
             /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))) */
             dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
-            mvmoe_linear_backward_overwrite(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D,
-                                            dbr, atty, p->proj_w + (size_t)l * D * D, BT, D, D);
-            mvmoe_attention_backward_rows_overwrite(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH, T);
-            mvmoe_linear_backward_overwrite(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D,
-                                            g->qkv_b + (size_t)l * 3 * D, a->d_qkv, ln1,
-                                            p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D);
+            mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
+                                  atty, p->proj_w + (size_t)l * D * D, BT, D, D, MVMOE_GRAD_OVERWRITE);
+            mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH, T,
+                                     MVMOE_GRAD_OVERWRITE);
+            mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
+                                  a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D,
+                                  MVMOE_GRAD_OVERWRITE);
             mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
                                      m1, r1, in, p->ln1_w + (size_t)l * D, BT, D);
         }
@@ -632,5 +643,6 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
         for (size_t i = 0; i < (size_t)T * D; i++) g->pos[i] += dx[i];
         memcpy(a->d_pe + (size_t)b * N * D, dx + D, sizeof(float) * (size_t)N * D);
     }
-    mvmoe_linear_backward(NULL, g->patch_w, g->patch_b, a->d_pe, a->patches, p->patch_w, B * N, CPP, D);
+    mvmoe_linear_backward(NULL, g->patch_w, g->patch_b, a->d_pe, a->patches, p->patch_w, B * N, CPP, D,
+                          MVMOE_GRAD_ACCUMULATE);
 }

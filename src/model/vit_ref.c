@@ -198,7 +198,7 @@ void mvmoe_vit_ref_forward(mvmoe_vit_ref *m, const float *img, const mvmoe_param
         if (l < d.first_moe) {
             const size_t s = (size_t)mvmoe_mlp_slot(c, l, 0);
             mvmoe_linear_forward_ref(a.fch, a.ln2, p->fc1_w + s * H * D, p->fc1_b + s * H, BT, D, H); /* [B, T, H] */
-            mvmoe_gelu_forward_ref(a.fcg, a.fch, (size_t)BT * H);                                     /* [B, T, H] */
+            mvmoe_gelu_forward_ref(a.fcg, a.fch, NULL, (size_t)BT, H);                                /* [B, T, H] */
             mvmoe_linear_forward_ref(a.mlp, a.fcg, p->fc2_w + s * D * H, p->fc2_b + s * D, BT, H, D); /* [B, T, D] */
         } else {
             const int lm = l - d.first_moe;

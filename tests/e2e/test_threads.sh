@@ -6,7 +6,7 @@
 # threaded sum once depended on the thread count; that rarely survived the float clipping
 # coefficient, so test_optim checks the norm's bits directly). Dense, per-image learned
 # routing, and (where the CPU has bf16 kernels) dense with --precision bf16, whose products
-# keep the property (matmul_bf16.c: padded row tails, fixed weight-gradient parts).
+# keep the property (linear_bf16.c: padded row tails, fixed weight-gradient parts).
 set -u
 BUILD=${1:-build}
 MV="$BUILD/mvmoe"

@@ -24,7 +24,7 @@ static void test_known_values(void) {
      * row 0 scores [ln 3, 0] -> att [0.75, 0.25] -> out 5; row 1 scores [0, 0] -> 6 */
     const float qkv[6] = {1.0f, (float)log(3.0), 4.0f, 0.0f, 0.0f, 8.0f};
     float out[2], att[4], outr[2], attr[4];
-    mvmoe_attention_forward(out, att, qkv, 1, 2, 1, 1);
+    mvmoe_attention_forward(out, att, qkv, 1, 2, 1, 1, 2, MVMOE_TEAM_OWN);
     mvmoe_attention_forward_ref(outr, attr, qkv, 1, 2, 1, 1);
     const float want_att[4] = {0.75f, 0.25f, 0.5f, 0.5f}, want_out[2] = {5.0f, 6.0f};
     for (int i = 0; i < 4; i++) {
@@ -44,7 +44,7 @@ static void test_known_values(void) {
     float *a = kc_alloc((size_t)B * NH * T * T);
     kc_fill_normal(x, (size_t)B * T * 3 * D, &rng, 1.0f);
     for (int t = 0; t < B * T; t++) memset(x + (size_t)t * 3 * D, 0, D * sizeof(float));
-    mvmoe_attention_forward(o, a, x, B, T, D, NH);
+    mvmoe_attention_forward(o, a, x, B, T, D, NH, T, MVMOE_TEAM_OWN);
     double worst_a = 0, worst_o = 0;
     for (size_t i = 0; i < (size_t)B * NH * T * T; i++) worst_a = fmax(worst_a, fabs(a[i] - 1.0 / T));
     for (int b = 0; b < B; b++)
@@ -61,7 +61,7 @@ static void test_known_values(void) {
     /* T = 1: attention is 1 and out = v */
     float one_qkv[3 * 16], one_out[16], one_att[2];
     kc_fill_normal(one_qkv, 48, &rng, 1.0f);
-    mvmoe_attention_forward(one_out, one_att, one_qkv, 1, 1, 16, 2);
+    mvmoe_attention_forward(one_out, one_att, one_qkv, 1, 1, 16, 2, 1, MVMOE_TEAM_OWN);
     CHECK(one_att[0] == 1.0f && one_att[1] == 1.0f, "T = 1: att = %g, %g, want 1", one_att[0], one_att[1]);
     CHECK(!memcmp(one_out, one_qkv + 32, sizeof one_out), "T = 1: out != v");
     free(x), free(o), free(a);
@@ -98,8 +98,8 @@ static void test_fast_vs_ref(void) {
             float *out = kc_alloc(no), *att = kc_alloc(na), *datt = kc_alloc(na), *g = kc_dup(g0, nq);
             for (size_t i = 0; i < na; i++) datt[i] = att[i] = NAN; /* scratch: must not be read */
             for (size_t i = 0; i < no; i++) out[i] = NAN; /* outputs: must be overwritten */
-            mvmoe_attention_forward(out, att, qkv, B, T, D, NH);
-            mvmoe_attention_backward(g, datt, dout, att, qkv, B, T, D, NH);
+            mvmoe_attention_forward(out, att, qkv, B, T, D, NH, T, MVMOE_TEAM_OWN);
+            mvmoe_attention_backward(g, datt, dout, att, qkv, B, T, D, NH, T, MVMOE_GRAD_ACCUMULATE);
             char what[128];
             snprintf(what, sizeof what, "attention out B=%d T=%d D=%d NH=%d thr=%d", B, T, D, NH, th);
             KC_CHECK_CLOSE(what, out, outr, no);
@@ -131,9 +131,10 @@ static void test_fast_vs_ref(void) {
     omp_set_num_threads(1);
 }
 
-/* mvmoe_attention_forward_rows: the first nq query rows equal the reference's rows, and a
- * query row the caller did not ask for is never written (the output holds nq rows per image).
- * mvmoe_attention_backward_rows equals the reference backward with dout zero beyond row nq. */
+/* mvmoe_attention_forward with nq rows: the first nq query rows equal the reference's rows, a
+ * query row the caller did not ask for is never written (the output holds nq rows per image),
+ * and the caller's team (MVMOE_TEAM_CALLER) gives the bits of the kernel's own threads.
+ * mvmoe_attention_backward equals the reference backward with dout zero beyond row nq. */
 static void test_rows(void) {
     const int shapes[][4] = {{3, 50, 64, 4}, {2, 197, 192, 3}, {2, 13, 40, 1}, {2, 5, 12, 3}, {2, 65, 192, 3}};
     mvmoe_rng rng;
@@ -154,7 +155,7 @@ static void test_rows(void) {
                 float *out = kc_alloc(no + 8), *att = kc_alloc(na + 8), *wo = kc_alloc(no), *wa = kc_alloc(na);
                 for (size_t i = 0; i < no + 8; i++) out[i] = NAN;
                 for (size_t i = 0; i < na + 8; i++) att[i] = NAN;
-                mvmoe_attention_forward_rows(out, att, qkv, B, T, D, NH, nq);
+                mvmoe_attention_forward(out, att, qkv, B, T, D, NH, nq, MVMOE_TEAM_OWN);
                 for (int b = 0; b < B; b++) {
                     memcpy(wo + (size_t)b * nq * D, outr + (size_t)b * T * D, sizeof(float) * nq * D);
                     for (int h = 0; h < NH; h++)
@@ -168,6 +169,14 @@ static void test_rows(void) {
                 int untouched = 1;
                 for (int i = 0; i < 8; i++) untouched &= isnan(out[no + i]) && isnan(att[na + i]);
                 CHECK(untouched, "%s: wrote beyond its nq rows", what);
+                {   /* called by every thread of the caller's team: the bits of its own threads */
+                    float *to = kc_alloc(no), *ta = kc_alloc(na);
+#pragma omp parallel num_threads(th)
+                    mvmoe_attention_forward(to, ta, qkv, B, T, D, NH, nq, MVMOE_TEAM_CALLER);
+                    CHECK(!memcmp(to, out, sizeof(float) * no) && !memcmp(ta, att, sizeof(float) * na),
+                          "%s: the caller's team gives other bits than the kernel's own threads", what);
+                    free(to), free(ta);
+                }
                 /* backward: dout on the nq rows; the reference sees zeros on the others */
                 float *dout = kc_alloc(no), *datt = kc_alloc(na), *g = kc_dup(g0, n3), *gr = kc_dup(g0, n3);
                 kc_fill_normal(dout, no, &rng, 1.0f);
@@ -175,15 +184,17 @@ static void test_rows(void) {
                 for (int b = 0; b < B; b++)
                     memcpy(doutr + (size_t)b * T * D, dout + (size_t)b * nq * D, sizeof(float) * nq * D);
                 mvmoe_attention_backward_ref(gr, dattr, doutr, attr, qkv, B, T, D, NH);
-                mvmoe_attention_backward_rows(g, datt, dout, att, qkv, B, T, D, NH, nq);
+                mvmoe_attention_backward(g, datt, dout, att, qkv, B, T, D, NH, nq, MVMOE_GRAD_ACCUMULATE);
                 {   /* overwrite from garbage = accumulate into zeros, bit for bit */
                     float *gz = kc_alloc(n3), *gg = kc_alloc(n3);
                     memset(gz, 0, sizeof(float) * n3);
                     for (size_t i = 0; i < n3; i++) gg[i] = NAN;
-                    mvmoe_attention_backward_rows(gz, datt, dout, att, qkv, B, T, D, NH, nq);
-                    mvmoe_attention_backward_rows_overwrite(gg, datt, dout, att, qkv, B, T, D, NH, nq);
+                    mvmoe_attention_backward(gz, datt, dout, att, qkv, B, T, D, NH, nq,
+                                             MVMOE_GRAD_ACCUMULATE);
+                    mvmoe_attention_backward(gg, datt, dout, att, qkv, B, T, D, NH, nq,
+                                             MVMOE_GRAD_OVERWRITE);
                     CHECK(!memcmp(gz, gg, sizeof(float) * n3),
-                          "attention backward_rows_overwrite nq=%d B=%d T=%d D=%d NH=%d thr=%d: not the bits of "
+                          "attention backward (overwrite) nq=%d B=%d T=%d D=%d NH=%d thr=%d: not the bits of "
                           "zero + accumulate", nq, B, T, D, NH, th);
                     free(gz), free(gg);
                 }
@@ -195,6 +206,12 @@ static void test_rows(void) {
         free(qkv), free(outr), free(attr), free(dattr), free(doutr), free(g0);
     }
     omp_set_num_threads(1);
+}
+
+/* The entry point for all T query rows, accumulating (the reference's signature) */
+static void attention_backward_acc(float *dqkv, float *datt, const float *dout, const float *att,
+                                   const float *qkv, int B, int T, int D, int NH) {
+    mvmoe_attention_backward(dqkv, datt, dout, att, qkv, B, T, D, NH, T, MVMOE_GRAD_ACCUMULATE);
 }
 
 static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
@@ -209,7 +226,7 @@ static void grad_check(int B, int T, int D, int NH, uint64_t seed) {
     att_objective(&c); /* att of the unperturbed input */
     for (int fast = 1; fast >= 0; fast--) {
         void (*bw)(float *, float *, const float *, const float *, const float *, int, int, int,
-                   int) = fast ? mvmoe_attention_backward : mvmoe_attention_backward_ref;
+                   int) = fast ? attention_backward_acc : mvmoe_attention_backward_ref;
         float *g = kc_alloc(nq);
         bw(g, datt, c.r, c.att, c.qkv, B, T, D, NH);
         char what[96];
@@ -260,7 +277,7 @@ static void test_isa_same_bits(void) {
         for (int w = 0; w < 2; w++) {
             o[w] = kc_alloc(no), a[w] = kc_alloc(na);
             mvmoe_isa_force(w ? 512 : 256);
-            mvmoe_attention_forward(o[w], a[w], qkv, B, t, D, NH);
+            mvmoe_attention_forward(o[w], a[w], qkv, B, t, D, NH, t, MVMOE_TEAM_OWN);
         }
         checked++;
         const int bitwise = !(D / NH == 64 && t <= 80);

@@ -16,7 +16,7 @@ typedef struct {
 
 static double gelu_objective(void *p) {
     gelu_ctx *c = p;
-    mvmoe_gelu_forward_ref(c->out, c->x, c->n);
+    mvmoe_gelu_forward_ref(c->out, c->x, NULL, 1, c->n);
     return kc_weighted_sum(c->out, c->r, c->n);
 }
 
@@ -27,12 +27,12 @@ static double gelu_grad_exact(double x) {
 
 static void test_known_values(void) {
     /* 0.5·x·(1 + erf(x/√2)) in double (Python math.erf); gelu(1) is the brief's value */
-    const float x[5] = {1.0f, -1.0f, 0.0f, 2.0f, -3.0f};
+    float x[5] = {1.0f, -1.0f, 0.0f, 2.0f, -3.0f};
     const double want[5] = {0.8413447460685429, -0.15865525393145707, 0.0, 1.9544997361036416,
                             -0.00404969409489031};
     float y[5], yr[5];
-    mvmoe_gelu_forward(y, x, 5);
-    mvmoe_gelu_forward_ref(yr, x, 5);
+    mvmoe_gelu_forward(y, x, NULL, 1, 5, MVMOE_GELU_PLAIN);
+    mvmoe_gelu_forward_ref(yr, x, NULL, 1, 5);
     for (int i = 0; i < 5; i++) {
         /* about one float ulp of the result, in the absolute sense of 0.5·x·(1+erf) */
         double tol = 1.5e-7 * fmax(1.0, fabs(x[i]));
@@ -44,7 +44,7 @@ static void test_known_values(void) {
     const float gx[2] = {0.0f, 1.0f}, ones[2] = {1.0f, 1.0f};
     const double gwant[2] = {0.5, 0.8413447460685429 + 0.24197072451914337};
     float g[2] = {0}, gr[2] = {0};
-    mvmoe_gelu_backward(g, ones, gx, 2);
+    mvmoe_gelu_backward(g, ones, gx, 2, MVMOE_GRAD_ACCUMULATE);
     mvmoe_gelu_backward_ref(gr, ones, gx, 2);
     for (int i = 0; i < 2; i++) {
         CHECK(fabs(g[i] - gwant[i]) < 2e-7, "fast gelu'(%g) = %.9g, want %.9g", gx[i], g[i], gwant[i]);
@@ -54,8 +54,8 @@ static void test_known_values(void) {
     float nx[9], ny[9], nd[9] = {0}, n1[9];
     for (int i = 0; i < 9; i++) nx[i] = n1[i] = 1.0f;
     nx[3] = NAN;
-    mvmoe_gelu_forward(ny, nx, 9);
-    mvmoe_gelu_backward(nd, n1, nx, 9);
+    mvmoe_gelu_forward(ny, nx, NULL, 1, 9, MVMOE_GELU_PLAIN);
+    mvmoe_gelu_backward(nd, n1, nx, 9, MVMOE_GRAD_ACCUMULATE);
     CHECK(isnan(ny[3]) && isnan(nd[3]), "gelu(NaN) = %g, gelu'(NaN) = %g, want NaN", ny[3], nd[3]);
     CHECK(!isnan(ny[2]) && !isnan(nd[4]), "NaN leaked into neighbouring lanes");
 }
@@ -68,8 +68,8 @@ static void test_dense_accuracy(void) {
         x[i] = (float)(-12.0 + 1e-4 * (double)i);
         one[i] = 1.0f;
     }
-    mvmoe_gelu_forward(y, x, n);
-    mvmoe_gelu_backward(g, one, x, n);
+    mvmoe_gelu_forward(y, x, NULL, 1, n, MVMOE_GELU_PLAIN);
+    mvmoe_gelu_backward(g, one, x, n, MVMOE_GRAD_ACCUMULATE);
     double worst_y = 0, worst_g = 0;
     for (size_t i = 0; i < n; i++) {
         double s = fmax(1.0, fabs(x[i]));
@@ -94,15 +94,15 @@ static void test_fast_vs_ref(void) {
         kc_fill_normal(dy, n, &rng, 1.0f);
         kc_fill_normal(g0, n, &rng, 1.0f);
         float *yr = kc_alloc(n), *gr = kc_dup(g0, n);
-        mvmoe_gelu_forward_ref(yr, x, n);
+        mvmoe_gelu_forward_ref(yr, x, NULL, 1, n);
         mvmoe_gelu_backward_ref(gr, dy, x, n);
         float *y1 = NULL, *g1 = NULL;
         for (int th = 1; th <= 2; th++) {
             omp_set_num_threads(th);
             float *y = kc_alloc(n), *g = kc_dup(g0, n);
             for (size_t i = 0; i < n; i++) y[i] = NAN; /* must be overwritten */
-            mvmoe_gelu_forward(y, x, n);
-            mvmoe_gelu_backward(g, dy, x, n);
+            mvmoe_gelu_forward(y, x, NULL, 1, n, MVMOE_GELU_PLAIN);
+            mvmoe_gelu_backward(g, dy, x, n, MVMOE_GRAD_ACCUMULATE);
             char what[96];
             snprintf(what, sizeof what, "gelu forward n=%zu threads=%d", n, th);
             KC_CHECK_CLOSE(what, y, yr, n);
@@ -130,14 +130,14 @@ static void test_gradients(void) {
     kc_fill_normal(c.r, n, &rng, 1.0f);
     float *num = kc_alloc(n), *ga = kc_alloc(n), *gr = kc_alloc(n);
     kc_numeric_grad(num, c.x, n, KC_FD_EPS, gelu_objective, &c);
-    mvmoe_gelu_backward(ga, c.r, c.x, n);
+    mvmoe_gelu_backward(ga, c.r, c.x, n, MVMOE_GRAD_ACCUMULATE);
     mvmoe_gelu_backward_ref(gr, c.r, c.x, n);
     KC_CHECK_GRAD("gelu din (fast)", ga, num, n, 1.0);
     KC_CHECK_GRAD("gelu din (ref)", gr, num, n, 1.0);
 
     /* accumulation: a second call adds the same gradient again */
     float *twice = kc_dup(ga, n);
-    mvmoe_gelu_backward(twice, c.r, c.x, n);
+    mvmoe_gelu_backward(twice, c.r, c.x, n, MVMOE_GRAD_ACCUMULATE);
     for (size_t i = 0; i < n; i++) ga[i] *= 2.0f;
     double e = tu_rel_err(twice, ga, n, 1e-6);
     CHECK(e < 1e-6, "gelu backward does not accumulate: 2 calls vs 2x one call rel err %.3g", e);
@@ -146,7 +146,7 @@ static void test_gradients(void) {
     for (size_t i = 0; i < n; i++) gr[i] *= 2.0f;
     e = tu_rel_err(rt, gr, n, 1e-6);
     CHECK(e < 1e-6, "gelu backward_ref does not accumulate: rel err %.3g", e);
-    mvmoe_gelu_backward(NULL, c.r, c.x, n); /* NULL gradient: skipped, must not crash */
+    mvmoe_gelu_backward(NULL, c.r, c.x, n, MVMOE_GRAD_ACCUMULATE); /* NULL gradient: skipped, must not crash */
     mvmoe_gelu_backward_ref(NULL, c.r, c.x, n);
     free(c.x), free(c.r), free(c.out), free(num), free(ga), free(gr), free(twice), free(rt);
 }
@@ -177,8 +177,8 @@ static void test_isa_same_bits(void) {
             o[w] = malloc(sizeof(float) * n);
             g[w] = malloc(sizeof(float) * n);
             for (size_t i = 0; i < n; i++) g[w][i] = 0.25f;
-            mvmoe_gelu_forward(o[w], x, n);
-            mvmoe_gelu_backward(g[w], dy, x, n);
+            mvmoe_gelu_forward(o[w], x, NULL, 1, n, MVMOE_GELU_PLAIN);
+            mvmoe_gelu_backward(g[w], dy, x, n, MVMOE_GRAD_ACCUMULATE);
         }
         CHECK(!memcmp(o[0], o[1], sizeof(float) * n), "n=%zu: AVX-512 GELU forward differs from AVX2", n);
         CHECK(!memcmp(g[0], g[1], sizeof(float) * n), "n=%zu: AVX-512 GELU backward differs from AVX2", n);
@@ -188,10 +188,10 @@ static void test_isa_same_bits(void) {
             CHECK(mvmoe_isa_force(w ? 512 : 256) == 0, "force isa");
             float *z = calloc(n, sizeof(float)), *ip = malloc(sizeof(float) * n);
             memcpy(ip, dy, sizeof(float) * n);
-            mvmoe_gelu_backward(z, dy, x, n);
-            mvmoe_gelu_backward_overwrite(ip, ip, x, n);
+            mvmoe_gelu_backward(z, dy, x, n, MVMOE_GRAD_ACCUMULATE);
+            mvmoe_gelu_backward(ip, ip, x, n, MVMOE_GRAD_OVERWRITE);
             CHECK(!memcmp(z, ip, sizeof(float) * n),
-                  "n=%zu isa=%d: in-place GELU backward_overwrite differs from zero + accumulate", n, w ? 512 : 256);
+                  "n=%zu isa=%d: in-place GELU backward (overwrite) differs from zero + accumulate", n, w ? 512 : 256);
             free(z), free(ip);
         }
         for (int w = 0; w < 2; w++) free(o[w]), free(g[w]);
@@ -200,7 +200,7 @@ static void test_isa_same_bits(void) {
     free(x), free(dy);
 }
 
-/* fc1's bias folded into GELU (mvmoe_gelu_bias_forward): pre gets the bias, out its GELU; the
+/* fc1's bias folded into GELU (mvmoe_gelu_forward with b): pre gets the bias, out its GELU; the
  * same as adding the bias and calling mvmoe_gelu_forward (bits), and close to the reference;
  * 1 and 2 threads give the same bits; row lengths not a multiple of the vector width. */
 static void test_bias_forward(void) {
@@ -216,15 +216,15 @@ static void test_bias_forward(void) {
         kc_fill_normal(pre0, n, &rng, 2.0f);
         kc_fill_normal(b, N, &rng, 1.0f);
         memcpy(pre_r, pre0, n * sizeof(float));
-        mvmoe_gelu_bias_forward_ref(out_r, pre_r, b, M, N);
+        mvmoe_gelu_forward_ref(out_r, pre_r, b, M, N);
         memcpy(pre_s, pre0, n * sizeof(float));
         for (size_t i = 0; i < M; i++)
             for (int j = 0; j < N; j++) pre_s[i * N + j] += b[j];
-        mvmoe_gelu_forward(out_s, pre_s, n);
+        mvmoe_gelu_forward(out_s, pre_s, NULL, 1, n, MVMOE_GELU_PLAIN);
         for (int th = 1; th <= 2; th++) {
             omp_set_num_threads(th);
             memcpy(pre, pre0, n * sizeof(float));
-            mvmoe_gelu_bias_forward(out, pre, b, M, N);
+            mvmoe_gelu_forward(out, pre, b, M, N, MVMOE_GELU_PLAIN);
             char what[80];
             snprintf(what, sizeof what, "gelu+bias M=%zu N=%d threads=%d", M, N, th);
             KC_CHECK_CLOSE(what, out, out_r, n);
@@ -235,7 +235,7 @@ static void test_bias_forward(void) {
             /* b NULL (the product added the bias): pre untouched, out = gelu(pre) */
             memcpy(pre, pre_s, n * sizeof(float));
             memset(out, 0xff, n * sizeof(float));
-            mvmoe_gelu_bias_forward(out, pre, NULL, M, N);
+            mvmoe_gelu_forward(out, pre, NULL, M, N, MVMOE_GELU_PLAIN);
             CHECK(!memcmp(pre, pre_s, n * sizeof(float)) && !memcmp(out, out_s, n * sizeof(float)),
                   "gelu, no bias, M=%zu N=%d threads=%d: not the bits of gelu_forward", M, N, th);
         }
@@ -244,9 +244,9 @@ static void test_bias_forward(void) {
     omp_set_num_threads(1);
 }
 
-/* Training's fused version (mvmoe_gelu_bias_forward_grad): out has the bits of
- * mvmoe_gelu_bias_forward, and pre ends up holding GELU' so that mvmoe_gelu_backward_saved
- * gives the bits of mvmoe_gelu_backward_overwrite on the pre-activations; both ISAs, 1 and 2
+/* Training's fused version (MVMOE_GELU_SAVE_GRAD): out has the bits of the plain forward, and
+ * pre ends up holding GELU' so that mvmoe_gelu_backward_saved gives the bits of
+ * mvmoe_gelu_backward on the pre-activations (overwriting and accumulating); both ISAs, 1 and 2
  * threads, tails, special values (±0, ±inf, NaN, large |x|), and a check of GELU' against the
  * double-precision derivative so the pair cannot agree on something wrong. */
 static void test_bias_forward_grad(void) {
@@ -270,17 +270,24 @@ static void test_bias_forward_grad(void) {
             for (int th = 1; th <= 2; th++) {
                 omp_set_num_threads(th);
                 memcpy(pre_s, pre0, n * sizeof(float));
-                mvmoe_gelu_bias_forward(out_s, pre_s, b, M, N);
-                mvmoe_gelu_backward_overwrite(d_s, dy, pre_s, n);
+                mvmoe_gelu_forward(out_s, pre_s, b, M, N, MVMOE_GELU_PLAIN);
+                mvmoe_gelu_backward(d_s, dy, pre_s, n, MVMOE_GRAD_OVERWRITE);
                 memcpy(pre, pre0, n * sizeof(float));
-                mvmoe_gelu_bias_forward_grad(out, pre, b, M, N);
-                mvmoe_gelu_backward_saved(d, dy, pre, n);
+                mvmoe_gelu_forward(out, pre, b, M, N, MVMOE_GELU_SAVE_GRAD);
+                mvmoe_gelu_backward_saved(d, dy, pre, n, MVMOE_GRAD_OVERWRITE);
                 CHECK(!memcmp(out, out_s, n * sizeof(float)),
                       "gelu+bias+grad M=%zu N=%d isa=%d threads=%d: forward not the bits of gelu_bias_forward", M, N,
                       isa, th);
                 CHECK(!memcmp(d, d_s, n * sizeof(float)),
                       "gelu backward from saved GELU' M=%zu N=%d isa=%d threads=%d: not the bits of the recomputing one",
                       M, N, isa, th);
+                /* accumulating: into the same nonzero gradient, the bits of the recomputing one */
+                for (size_t i = 0; i < n; i++) d[i] = d_s[i] = 0.25f * dy[(i * 7) % n];
+                mvmoe_gelu_backward(d_s, dy, pre_s, n, MVMOE_GRAD_ACCUMULATE);
+                mvmoe_gelu_backward_saved(d, dy, pre, n, MVMOE_GRAD_ACCUMULATE);
+                CHECK(!memcmp(d, d_s, n * sizeof(float)),
+                      "gelu backward from saved GELU', accumulating, M=%zu N=%d isa=%d threads=%d: not the "
+                      "bits of the recomputing one", M, N, isa, th);
                 double worst = 0;
                 for (size_t i = 0; i < n; i++) {
                     double x = pre_s[i];

@@ -1,6 +1,7 @@
-/* Linear layer (BLAS sgemm, src/kernels/matmul.c): known values, fast vs reference at several
- * shapes with 1 and 2 threads, finite-difference check of din/dw/db, += accumulation and NULL
- * gradients, the overwriting backward against zero + accumulate (bits). */
+/* Linear layer (src/kernels/linear.c, its sgemm and packed backends): known values, fast vs
+ * reference at several shapes with 1 and 2 threads, finite-difference check of din/dw/db, +=
+ * accumulation and NULL gradients, the overwriting backward against zero + accumulate (bits),
+ * row strides. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -25,13 +26,13 @@ static void test_known_values(void) {
     const float in[2] = {1, 2}, w[6] = {1, 0, 0, 1, 1, 1}, b[3] = {0.5f, 0, -1};
     const float want[3] = {1.5f, 2.0f, 2.0f}, want_nob[3] = {1.0f, 2.0f, 3.0f};
     float o[3] = {9, 9, 9}, orf[3] = {9, 9, 9};
-    mvmoe_linear_forward(o, in, w, b, 1, 2, 3);
+    mvmoe_linear_forward(o, 3, in, 2, mvmoe_linear_w(w, NULL), b, 1, 2, 3);
     mvmoe_linear_forward_ref(orf, in, w, b, 1, 2, 3);
     CHECK(!memcmp(o, want, sizeof o) && !memcmp(orf, want, sizeof orf),
           "linear known value: fast [%g %g %g] ref [%g %g %g], want [1.5 2 2]", o[0], o[1], o[2],
           orf[0], orf[1], orf[2]);
     for (int i = 0; i < 3; i++) o[i] = orf[i] = 9; /* b = NULL must overwrite, not add */
-    mvmoe_linear_forward(o, in, w, NULL, 1, 2, 3);
+    mvmoe_linear_forward(o, 3, in, 2, mvmoe_linear_w(w, NULL), NULL, 1, 2, 3);
     mvmoe_linear_forward_ref(orf, in, w, NULL, 1, 2, 3);
     CHECK(!memcmp(o, want_nob, sizeof o) && !memcmp(orf, want_nob, sizeof orf),
           "linear without bias: fast [%g %g %g] ref [%g %g %g], want [1 2 3]", o[0], o[1], o[2],
@@ -71,17 +72,17 @@ static void test_fast_vs_ref(void) {
             float *o = kc_alloc(no), *on = kc_alloc(no);
             float *di = kc_dup(di0, ni), *dw = kc_dup(dw0, nw), *db = kc_dup(db0, N);
             for (size_t i = 0; i < no; i++) on[i] = NAN; /* must be overwritten */
-            mvmoe_linear_forward(o, in, w, b, M, K, N);
-            mvmoe_linear_forward(on, in, w, NULL, M, K, N);
-            mvmoe_linear_backward(di, dw, db, dy, in, w, M, K, N);
+            mvmoe_linear_forward(o, N, in, K, mvmoe_linear_w(w, NULL), b, M, K, N);
+            mvmoe_linear_forward(on, N, in, K, mvmoe_linear_w(w, NULL), NULL, M, K, N);
+            mvmoe_linear_backward(di, dw, db, dy, in, w, M, K, N, MVMOE_GRAD_ACCUMULATE);
             {   /* overwrite: din from garbage = din accumulated into zeros, bit for bit (sgemm's
                  * beta 0 vs 1); dw and db still accumulate */
                 float *dz = kc_alloc(ni), *dg = kc_alloc(ni), *dw2 = kc_dup(dw0, nw), *db2 = kc_dup(db0, N);
                 float *dw3 = kc_dup(dw0, nw), *db3 = kc_dup(db0, N);
                 memset(dz, 0, sizeof(float) * ni);
                 for (size_t i = 0; i < ni; i++) dg[i] = NAN;
-                mvmoe_linear_backward(dz, dw2, db2, dy, in, w, M, K, N);
-                mvmoe_linear_backward_overwrite(dg, dw3, db3, dy, in, w, M, K, N);
+                mvmoe_linear_backward(dz, dw2, db2, dy, in, w, M, K, N, MVMOE_GRAD_ACCUMULATE);
+                mvmoe_linear_backward(dg, dw3, db3, dy, in, w, M, K, N, MVMOE_GRAD_OVERWRITE);
                 CHECK(!memcmp(dz, dg, sizeof(float) * ni) && !memcmp(dw2, dw3, sizeof(float) * nw) &&
                           !memcmp(db2, db3, sizeof(float) * N),
                       "linear backward_overwrite M=%d K=%d N=%d threads=%d: not the bits of zero + accumulate",
@@ -122,6 +123,12 @@ static void test_fast_vs_ref(void) {
     omp_set_num_threads(1);
 }
 
+/* The entry point with its default, accumulating din */
+static void linear_backward_acc(float *din, float *dw, float *db, const float *dout, const float *in,
+                                const float *w, int M, int K, int N) {
+    mvmoe_linear_backward(din, dw, db, dout, in, w, M, K, N, MVMOE_GRAD_ACCUMULATE);
+}
+
 static void test_gradients(void) {
     enum { M = 3, K = 5, N = 4 };
     mvmoe_rng rng;
@@ -138,7 +145,7 @@ static void test_gradients(void) {
     kc_numeric_grad(nb, c.b, N, KC_FD_EPS, lin_objective, &c);
     for (int fast = 1; fast >= 0; fast--) {
         void (*bw)(float *, float *, float *, const float *, const float *, const float *, int,
-                   int, int) = fast ? mvmoe_linear_backward : mvmoe_linear_backward_ref;
+                   int, int) = fast ? linear_backward_acc : mvmoe_linear_backward_ref;
         const char *v = fast ? "fast" : "ref";
         float di[M * K] = {0}, dw[N * K] = {0}, db[N] = {0};
         bw(di, dw, db, c.r, c.in, c.w, M, K, N);
@@ -170,7 +177,7 @@ static void test_gradients(void) {
     free(c.in), free(c.w), free(c.b), free(c.r), free(c.out), free(ni), free(nw), free(nb);
 }
 
-/* The forward on packed weights (matmul_packed.c): the reference's values with and without
+/* The forward on packed weights (linear_packed.c): the reference's values with and without
  * bias; the same bits on 1 and 2 threads and for any split of the rows into slices (so the
  * thread count never changes a result); NULL packed weights fall back to the plain ones. */
 static void test_packed(void) {
@@ -196,20 +203,21 @@ static void test_packed(void) {
         for (int bias = 1; bias >= 0; bias--) {
             const float *bb = bias ? b : NULL, *want = bias ? ref : refn;
             omp_set_num_threads(1);
-            mvmoe_linear_forward_packed(o1, in, wp, w, bb, M, K, N);
+            mvmoe_linear_forward(o1, N, in, K, mvmoe_linear_w(w, wp), bb, M, K, N);
             snprintf(what, sizeof what, "packed linear M=%d K=%d N=%d bias %d", M, K, N, bias);
             KC_CHECK_CLOSE(what, o1, want, no);
             omp_set_num_threads(2);
-            mvmoe_linear_forward_packed(o2, in, wp, w, bb, M, K, N);
+            mvmoe_linear_forward(o2, N, in, K, mvmoe_linear_w(w, wp), bb, M, K, N);
             const int cut = M / 3;
 #pragma omp parallel for schedule(static)
             for (int part = 0; part < 2; part++) {
                 const int r0 = part ? cut : 0, r1 = part ? M : cut;
-                mvmoe_linear_forward_packed(o3 + (size_t)r0 * N, in + (size_t)r0 * K, wp, w, bb, r1 - r0, K, N);
+                mvmoe_linear_forward(o3 + (size_t)r0 * N, N, in + (size_t)r0 * K, K, mvmoe_linear_w(w, wp),
+                                     bb, r1 - r0, K, N);
             }
             CHECK(!memcmp(o1, o2, no * sizeof(float)) && !memcmp(o1, o3, no * sizeof(float)),
                   "packed linear M=%d K=%d N=%d bias %d: 1 thread, 2 threads and row slices differ", M, K, N, bias);
-            mvmoe_linear_forward_packed(o2, in, NULL, w, bb, M, K, N);
+            mvmoe_linear_forward(o2, N, in, K, mvmoe_linear_w(w, NULL), bb, M, K, N);
             snprintf(what, sizeof what, "packed linear fallback M=%d K=%d N=%d bias %d", M, K, N, bias);
             KC_CHECK_CLOSE(what, o2, want, no);
         }
@@ -220,11 +228,48 @@ static void test_packed(void) {
            mvmoe_gemm_library());
 }
 
+/* Row strides: rows of in and out inside wider rows (the last block's class rows, the qkv
+ * columns of its keys and values) give the bits of the dense product, leave the gaps alone,
+ * and a packed copy is not used for them (it serves dense rows only). */
+static void test_strided(void) {
+    const int shapes[][3] = {{50, 64, 192}, {3, 192, 768}, {40, 64, 128}};
+    mvmoe_rng rng;
+    mvmoe_rng_init(&rng, 54, 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], ldi = K + 8, ldo = N + 5;
+        float *in = kc_alloc((size_t)M * ldi), *w = kc_alloc((size_t)N * K), *b = kc_alloc(N);
+        float *dense_in = kc_alloc((size_t)M * K), *want = kc_alloc((size_t)M * N), *out = kc_alloc((size_t)M * ldo);
+        const size_t np = mvmoe_linear_packed_size(N, K);
+        float *wp = np ? kc_alloc(np) : NULL;
+        kc_fill_normal(in, (size_t)M * ldi, &rng, 1.0f);
+        kc_fill_normal(w, (size_t)N * K, &rng, 0.1f);
+        kc_fill_normal(b, N, &rng, 1.0f);
+        if (wp) CHECK(mvmoe_linear_pack(wp, w, N, K) == 0, "pack N=%d K=%d", N, K);
+        for (int i = 0; i < M; i++) memcpy(dense_in + (size_t)i * K, in + (size_t)i * ldi, sizeof(float) * K);
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            mvmoe_linear_forward(want, N, dense_in, K, mvmoe_linear_w(w, NULL), b, M, K, N);
+            for (size_t i = 0; i < (size_t)M * ldo; i++) out[i] = NAN;
+            mvmoe_linear_forward(out, ldo, in, ldi, mvmoe_linear_w(w, wp), b, M, K, N);
+            int same = 1, gaps = 1;
+            for (int i = 0; i < M; i++) {
+                same &= !memcmp(out + (size_t)i * ldo, want + (size_t)i * N, sizeof(float) * N);
+                for (int j = N; j < ldo; j++) gaps &= isnan(out[(size_t)i * ldo + j]);
+            }
+            CHECK(same, "strided linear M=%d K=%d N=%d threads=%d: not the bits of the dense product", M, K, N, th);
+            CHECK(gaps, "strided linear M=%d K=%d N=%d threads=%d: wrote between the rows", M, K, N, th);
+        }
+        free(in), free(w), free(b), free(dense_in), free(want), free(out), free(wp);
+    }
+    omp_set_num_threads(1);
+}
+
 int main(void) {
     omp_set_num_threads(1);
     test_known_values();
     test_fast_vs_ref();
     test_gradients();
     test_packed();
+    test_strided();
     TEST_MAIN_END("test_linear");
 }

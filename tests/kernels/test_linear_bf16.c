@@ -1,4 +1,4 @@
-/* The opt-in bf16 products (src/kernels/matmul_bf16.c): rounding to bf16, and the forward,
+/* The opt-in bf16 products (src/kernels/linear_bf16.c): rounding to bf16, and the forward,
  * input-gradient and weight-gradient products against a double-precision reference computed
  * on the bf16-rounded operands. The AMX / AVX-512 BF16 kernels multiply bf16 values exactly
  * and sum in fp32, so the only error allowed is fp32 summation's: |err| <= K·2⁻²⁴·Σ|terms|
@@ -109,7 +109,7 @@ static void test_products(void) {
     mvmoe_rng_init(&rng, 71, 0);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
-        const int small = N * K < 64 * 64; /* weights this small stay fp32 (matmul_bf16.c) */
+        const int small = N * K < 64 * 64; /* weights this small stay fp32 (linear.c) */
         const size_t ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N;
         float *in = kc_alloc(ni), *w = kc_alloc(nw), *b = kc_alloc(N), *dout = kc_alloc(no);
         float *inr = kc_alloc(ni), *wr = kc_alloc(nw), *doutr = kc_alloc(no);
@@ -135,7 +135,7 @@ static void test_products(void) {
         ref_product(want, absum, brow, inr, K, 1, wr, 1, K, M, N, K);
         for (int th = 1; th <= 2; th++) {
             omp_set_num_threads(th);
-            mvmoe_linear_forward_packed(th == 1 ? o1 : o2, in, wp, w, b, M, K, N);
+            mvmoe_linear_forward(th == 1 ? o1 : o2, N, in, K, mvmoe_linear_w(w, wp), b, M, K, N);
         }
         r = bound_ratio(o1, want, absum, no, K);
         CHECK(r <= 1.0, "bf16 forward M=%d K=%d N=%d: error %.3g x the fp32 summation bound", M, K, N, r);
@@ -145,7 +145,8 @@ static void test_products(void) {
 #pragma omp parallel for schedule(static) num_threads(2)
         for (int part = 0; part < 2; part++) {
             const int r0 = part ? cut : 0, r1 = part ? M : cut;
-            mvmoe_linear_forward_packed(o2 + (size_t)r0 * N, in + (size_t)r0 * K, wp, w, b, r1 - r0, K, N);
+            mvmoe_linear_forward(o2 + (size_t)r0 * N, N, in + (size_t)r0 * K, K, mvmoe_linear_w(w, wp), b,
+                                 r1 - r0, K, N);
         }
         CHECK(!memcmp(o1, o2, no * 4), "bf16 forward M=%d K=%d N=%d: row slices %d + %d differ", M, K, N, cut, M - cut);
 
@@ -155,14 +156,14 @@ static void test_products(void) {
             float *o = th == 1 ? o1 : o2;
             memset(o, 0xff, ni * 4); /* NaNs: an overwrite must not read them */
             omp_set_num_threads(th);
-            mvmoe_linear_backward_overwrite(o, NULL, NULL, dout, in, w, M, K, N);
+            mvmoe_linear_backward(o, NULL, NULL, dout, in, w, M, K, N, MVMOE_GRAD_OVERWRITE);
         }
         r = bound_ratio(o1, want, absum, ni, N);
         CHECK(r <= 1.0, "bf16 din (overwrite) M=%d K=%d N=%d: error %.3g x the bound", M, K, N, r);
         CHECK(!memcmp(o1, o2, ni * 4), "bf16 din M=%d K=%d N=%d: 1 and 2 threads differ", M, K, N);
         ref_product(want, absum, base, doutr, N, 1, wr, K, 1, M, K, N);
         memcpy(o1, base, ni * 4);
-        mvmoe_linear_backward(o1, NULL, NULL, dout, in, w, M, K, N);
+        mvmoe_linear_backward(o1, NULL, NULL, dout, in, w, M, K, N, MVMOE_GRAD_ACCUMULATE);
         r = bound_ratio(o1, want, absum, ni, N);
         CHECK(r <= 1.0, "bf16 din (accumulate) M=%d K=%d N=%d: error %.3g x the bound", M, K, N, r);
 
@@ -175,13 +176,13 @@ static void test_products(void) {
             memcpy(o, base, nw * 4);
             memcpy(d, base, N * 4);
             omp_set_num_threads(th);
-            mvmoe_linear_backward(NULL, o, d, dout, in, w, M, K, N);
+            mvmoe_linear_backward(NULL, o, d, dout, in, w, M, K, N, MVMOE_GRAD_ACCUMULATE);
         }
         r = bound_ratio(o1, want, absum, nw, M);
         CHECK(r <= 1.0, "bf16 dw M=%d K=%d N=%d: error %.3g x the bound", M, K, N, r);
         CHECK(!memcmp(o1, o2, nw * 4), "bf16 dw M=%d K=%d N=%d: 1 and 2 threads differ", M, K, N);
         memcpy(dbf, base, N * 4);
-        mvmoe_linear_backward(NULL, NULL, dbf, dout, in, w, M, K, N); /* no product: the fp32 path */
+        mvmoe_linear_backward(NULL, NULL, dbf, dout, in, w, M, K, N, MVMOE_GRAD_ACCUMULATE); /* no product: the fp32 path */
         memcpy(dbr, base, N * 4);
         mvmoe_linear_backward_ref(NULL, NULL, dbr, dout, in, w, M, K, N);
         KC_CHECK_CLOSE("bf16 mode db", db, dbr, N);
@@ -207,7 +208,7 @@ static void test_unrounded_differs(void) {
     kc_fill_normal(in, (size_t)M * K, &rng, 1.0f);
     kc_fill_normal(w, (size_t)N * K, &rng, 0.1f);
     mvmoe_linear_pack(wp, w, N, K);
-    mvmoe_linear_forward_packed(o, in, wp, w, NULL, M, K, N);
+    mvmoe_linear_forward(o, N, in, K, mvmoe_linear_w(w, wp), NULL, M, K, N);
     ref_product(want, absum, NULL, in, K, 1, w, 1, K, M, N, K);
     const double r = bound_ratio(o, want, absum, (size_t)M * N, K);
     CHECK(r > 1.0, "bf16 forward within the fp32 bound of unrounded operands (%.3g): was it fp32?", r);

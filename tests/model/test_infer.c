@@ -25,7 +25,7 @@ static void check(const char *name, mvmoe_config c, int B) {
     mvmoe_rng_init(&r, 11, 0);
     for (size_t i = 0; i < m->layout.total; i++) m->param_mem[i] += 0.2f * mvmoe_rng_normal(&r);
     mvmoe_model_params_changed(m);
-    /* inference on the packed copies of the weights (kernels/matmul_packed.c) */
+    /* inference on the packed copies of the weights (kernels/linear_packed.c) */
     CHECK(mvmoe_model_pack_weights(m) == MVMOE_OK, "%s: prepare", name);
     CHECK(m->packed.mem || !mvmoe_model_packed_floats(&c), "%s: no packed weights", name);
     CHECK(mvmoe_model_train_init(m, B) == MVMOE_OK, "%s: train init", name);

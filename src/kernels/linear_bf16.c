@@ -1,4 +1,5 @@
-/* Opt-in bf16 products: the layers' linear products with both operands rounded to bfloat16
+/* The bf16 backend of the linear layers (linear.c chooses it while the mode is on): opt-in bf16
+ * products, the layers' linear products with both operands rounded to bfloat16
  * (round to nearest even) and the sums kept in fp32, on oneDNN's AMX / AVX-512 BF16 matmul
  * kernels. Switched on for the whole process by mvmoe_set_precision(MVMOE_PRECISION_BF16)
  * (`--precision bf16`); off by default.
@@ -13,12 +14,12 @@
  * with PyTorch (fp32) no longer holds to float tolerance. That is why the mode is opt-in,
  * never the default, and why its accuracy on real data is measured (docs/PERFORMANCE.md).
  *
- * Which products: the forward products that take packed weights (mvmoe_linear_forward_packed:
- * patch embedding, qkv, proj, fc1, fc2, experts; the packed copy is then the bf16 weights),
- * and the input- and weight-gradient products of mvmoe_linear_backward*. Attention's
+ * Which products: the forward products that have a packed copy of their weights (patch
+ * embedding, qkv, proj, fc1, fc2, experts; the packed copy is then the bf16 weights), and the
+ * input- and weight-gradient products of mvmoe_linear_backward. Attention's
  * products, the last block's class-row forwards and the head's forward stay fp32, as do bias
  * gradients and everything that is not a product. Products whose weight has fewer than
- * BF16_MIN_WEIGHTS elements stay fp32 (their packed copy then stays fp32's): the rounding passes
+ * BF16_MIN_WEIGHTS elements (linear.c) stay fp32 (their packed copy then stays fp32's): the rounding passes
  * would cost more than they save. The choice depends on the weight's shape only, never on the
  * rows of a call, so a product's precision does not change with how its rows are cut.
  *
@@ -35,15 +36,10 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/linear_backend.h"
 #include "kernels/onednn.h"
-#include "kernels/simd512.h"
-#include "core/status.h"
-#include "mvmoe.h"
 
-#define MAX_PRIMS 256
 #define MAX_THREADS 64
-/* Products whose weight has fewer elements stay fp32 (see above). */
-#define BF16_MIN_WEIGHTS (64 * 64)
 /* The rows of dw are cut into this many fixed parts, one product each, shared by the threads:
  * oneDNN's sums over the M rows depend on the part's shape (measured: the halves of 2 threads
  * gave other bits than 1 thread's whole), so the parts may not follow the thread count. Two
@@ -53,7 +49,8 @@
  * of a call are cut into blocks of BLOCK_ROWS and one last block, which runs padded to a
  * multiple of 16 rows (rows_product). Whatever M the calls bring (an expert's rows change
  * every step), at most 32 row counts per shape get a primitive (~100 KB each; 48 for the
- * weight gradient's sums, sum_rows), well within MAX_PRIMS. BLOCK_ROWS input rows rounded to bf16 also stay in L2. */
+ * weight gradient's sums, sum_rows), well within MVMOE_ONEDNN_OWNER_PRIMS. BLOCK_ROWS input
+ * rows rounded to bf16 also stay in L2. */
 #define BLOCK_ROWS 512
 
 enum { FWD, DIN, DW };
@@ -68,18 +65,6 @@ static int sum_rows(int left) { return left >= BLOCK_ROWS ? BLOCK_ROWS : left >=
 static int rows_product(int kind, int mc, int N, int K, int flag, const uint16_t *src, int src_padded,
                         const uint16_t *wei, const float *bias, float *dst);
 
-typedef struct bprim {
-    int kind, M, N, K, ld, flag, ok; /* dst[M,N] = src[M,K]·wei[K,N]; ld: src's row stride (DW) */
-    dnnl_primitive_desc_t pd;
-    dnnl_primitive_t p;
-    size_t scratch;
-} bprim;
-
-static int bf16_on;
-static bprim prims[MAX_PRIMS];
-static int n_prims;
-/* Memory objects per thread and primitive for mvmoe_onednn_matmul_execute (onednn.h). */
-static dnnl_memory_t mems[MAX_THREADS][MAX_PRIMS][5];
 /* per-thread buffers: rounded input rows (forward), a padded block's source and destination */
 static void *thread_buf[MAX_THREADS][3];
 static size_t thread_buf_n[MAX_THREADS][3];
@@ -87,100 +72,53 @@ static size_t thread_buf_n[MAX_THREADS][3];
 static uint16_t *bwd_buf;
 static size_t bwd_buf_n;
 
-/* float -> bfloat16 as AVX-512 BF16's VCVTNEPS2BF16 does it, so that both paths give the same
- * bits: round to nearest even; denormal inputs become signed zeros (the instruction ignores
- * MXCSR and treats them as zero); NaNs stay NaNs, quieted. */
-static inline uint16_t round_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    if (!(u & 0x7f800000u)) return (uint16_t)((u >> 16) & 0x8000u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-void mvmoe_bf16_round_ref(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = round_bf16(src[i]);
-}
-
-/* The instruction, 32 at a time: 2x the plain loop's speed on 3.2 M floats (0.64 against
- * 1.34 ms), and rounding is ~15 % of a bf16 training step. */
-AVX512BF16 static void round_avx512(uint16_t *dst, const float *src, size_t n) {
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) bf16_round32(dst + i, src + i);
-    for (; i < n; i++) dst[i] = round_bf16(src[i]);
-}
-
-void mvmoe_bf16_round(uint16_t *dst, const float *src, size_t n) {
-    static int have = -1; /* racing first calls store the same value */
-    if (have < 0) have = __builtin_cpu_supports("avx512bf16") && mvmoe_isa_width() == 512;
-    if (have) round_avx512(dst, src, n);
-    else mvmoe_bf16_round_ref(dst, src, n);
-}
-
-float mvmoe_bf16_to_float(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
-/* The primitive of (kind, M, N, K, ld, flag), made if new; NULL if oneDNN has only its
- * reference code for it. FWD: flag = with bias. DIN, DW: flag = accumulate into dst. */
-static bprim *prim_of(int kind, int M, int N, int K, int ld, int flag) {
-    bprim *r = NULL;
-    dnnl_engine_t eng = mvmoe_onednn_engine();
-    if (!eng) return NULL;
-#pragma omp critical(mvmoe_bf16_cache)
-    {
-        for (int i = 0; i < n_prims && !r; i++)
-            if (prims[i].kind == kind && prims[i].M == M && prims[i].N == N && prims[i].K == K &&
-                prims[i].ld == ld && prims[i].flag == flag)
-                r = &prims[i];
-        if (!r && n_prims < MAX_PRIMS) {
-            r = &prims[n_prims++];
-            memset(r, 0, sizeof *r);
-            r->kind = kind, r->M = M, r->N = N, r->K = K, r->ld = ld, r->flag = flag;
-            dnnl_dims_t sd = {M, K}, wd = {K, N}, dd = {M, N}, bd = {1, N};
-            dnnl_dims_t sstr = {ld, 1};
-            if (kind == DW) sstr[0] = 1, sstr[1] = ld; /* src[i,j] = dout[j·ld + i] */
-            dnnl_memory_desc_t smd, wmd, dmd, bmd;
-            dnnl_matmul_desc_t mm;
-            dnnl_primitive_attr_t attr = NULL;
-            dnnl_post_ops_t po = NULL;
-            const char *impl = "";
-            int ok = dnnl_memory_desc_init_by_strides(&smd, 2, sd, dnnl_bf16, sstr) == dnnl_success &&
-                     dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dnnl_bf16, kind == FWD ? dnnl_ba : dnnl_ab) == dnnl_success &&
-                     dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
-                     dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success &&
-                     dnnl_matmul_desc_init(&mm, &smd, &wmd, kind == FWD && flag ? &bmd : NULL, &dmd) == dnnl_success &&
-                     dnnl_primitive_attr_create(&attr) == dnnl_success &&
-                     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
-            if (ok && kind != FWD && flag)
-                ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
-                     dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
-            ok = ok && dnnl_primitive_desc_create(&r->pd, &mm, attr, eng, NULL) == dnnl_success &&
-                 dnnl_primitive_desc_query(r->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-                 !strstr(impl, "ref") && dnnl_primitive_create(&r->p, r->pd) == dnnl_success;
-            if (ok) {
-                const dnnl_memory_desc_t *s = dnnl_primitive_desc_query_md(r->pd, dnnl_query_scratchpad_md, 0);
-                r->scratch = s ? dnnl_memory_desc_get_size(s) : 0;
-            }
-            r->ok = ok;
-            if (po) dnnl_post_ops_destroy(po);
-            if (attr) dnnl_primitive_attr_destroy(attr);
-        }
+/* Makes the primitive of r's key (kind, M, N, K, ld, flag): dst[M,N] = src[M,K]·wei[K,N],
+ * src bf16 at row stride ld, FWD: flag = with bias; DIN, DW: flag = accumulate into dst.
+ * 0 if oneDNN has only its reference code for it. */
+static int make_bf16(mvmoe_onednn_prim *r, dnnl_engine_t eng, const void *ctx) {
+    (void)ctx;
+    const int kind = r->kind, M = r->M, N = r->N, K = r->K, ld = r->ld, flag = r->flag;
+    dnnl_dims_t sd = {M, K}, wd = {K, N}, dd = {M, N}, bd = {1, N};
+    dnnl_dims_t sstr = {ld, 1};
+    if (kind == DW) sstr[0] = 1, sstr[1] = ld; /* src[i,j] = dout[j·ld + i] */
+    dnnl_memory_desc_t smd, wmd, dmd, bmd;
+    dnnl_matmul_desc_t mm;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    const char *impl = "";
+    int ok = dnnl_memory_desc_init_by_strides(&smd, 2, sd, dnnl_bf16, sstr) == dnnl_success &&
+             dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dnnl_bf16, kind == FWD ? dnnl_ba : dnnl_ab) == dnnl_success &&
+             dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+             dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success &&
+             dnnl_matmul_desc_init(&mm, &smd, &wmd, kind == FWD && flag ? &bmd : NULL, &dmd) == dnnl_success &&
+             dnnl_primitive_attr_create(&attr) == dnnl_success &&
+             dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
+    if (ok && kind != FWD && flag)
+        ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    ok = ok && dnnl_primitive_desc_create(&r->pd, &mm, attr, eng, NULL) == dnnl_success &&
+         dnnl_primitive_desc_query(r->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+         !strstr(impl, "ref") && dnnl_primitive_create(&r->p, r->pd) == dnnl_success;
+    if (ok) {
+        const dnnl_memory_desc_t *s = dnnl_primitive_desc_query_md(r->pd, dnnl_query_scratchpad_md, 0);
+        r->scratch = s ? dnnl_memory_desc_get_size(s) : 0;
     }
-    return r && r->ok ? r : NULL;
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return ok;
+}
+
+/* The primitive of (kind, M, N, K, ld, flag) (see make_bf16), NULL if unavailable. */
+static const mvmoe_onednn_prim *prim_of(int kind, int M, int N, int K, int ld, int flag) {
+    const mvmoe_onednn_prim key = {.owner = MVMOE_ONEDNN_BF16, .kind = kind, .M = M, .N = N, .K = K,
+                                   .ld = ld, .flag = flag};
+    return mvmoe_onednn_prim_get(&key, make_bf16, NULL);
 }
 
 /* Runs r on this thread: src, weights (bf16), bias (may be NULL), dst (f32). 0 or -1. */
-static int run(bprim *r, const void *src, const void *wei, const float *bias, float *dst) {
-    void *scr = NULL;
-    dnnl_stream_t st = mvmoe_onednn_thread_stream(r->scratch, &scr);
-    if (!st || omp_get_thread_num() >= MAX_THREADS) return -1;
-    void *h[5] = {(void *)src, (void *)wei, (void *)bias, dst, r->scratch ? scr : NULL};
-    const int rc = mvmoe_onednn_matmul_execute(r->pd, r->p, st, mems[omp_get_thread_num()][r - prims], h, 0);
+static int run(const mvmoe_onednn_prim *r, const void *src, const void *wei, const float *bias, float *dst) {
+    const void *h[4] = {src, wei, bias, dst};
+    const int rc = mvmoe_onednn_run(r, h);
     if (rc == -2) {
         fprintf(stderr, "mvmoe: internal error: oneDNN bf16 matmul (M=%d N=%d K=%d) failed (%s:%d); "
                 "please report this\n", r->M, r->N, r->K, __FILE__, __LINE__);
@@ -216,7 +154,7 @@ static void *thread_buffer(int which, size_t bytes) {
 static int rows_product(int kind, int mc, int N, int K, int flag, const uint16_t *src, int src_padded,
                         const uint16_t *wei, const float *bias, float *dst) {
     const int mp = (mc + 15) / 16 * 16;
-    bprim *r = prim_of(kind, mp, N, K, K, flag);
+    const mvmoe_onednn_prim *r = prim_of(kind, mp, N, K, K, flag);
     if (!r) return -1;
     if (mp == mc) return run(r, src, wei, bias, dst);
     float *pd = thread_buffer(2, (size_t)mp * N * sizeof *pd);
@@ -234,15 +172,7 @@ static int rows_product(int kind, int mc, int N, int K, int flag, const uint16_t
     return 0;
 }
 
-int mvmoe_matmul_bf16(void) { return bf16_on; }
-
-int mvmoe_matmul_bf16_shape(int N, int K) { return bf16_on && (double)N * K >= BF16_MIN_WEIGHTS; }
-
-int mvmoe_matmul_bf16_set(int on) {
-    if (on && !prim_of(FWD, 256, 256, 256, 256, 1)) return -1; /* no bf16 kernel on this CPU */
-    bf16_on = on != 0;
-    return 0;
-}
+int mvmoe_linear_bf16_probe(void) { return prim_of(FWD, 256, 256, 256, 256, 1) ? 0 : -1; }
 
 /* M rows on this thread: round them, one product. */
 static int forward_rows(float *out, const float *in, const uint16_t *wb, const float *b, int M,
@@ -260,9 +190,8 @@ static int forward_rows(float *out, const float *in, const uint16_t *wb, const f
     return 0;
 }
 
-int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
+int mvmoe_linear_bf16_forward(float *out, const float *in, const uint16_t *wb, const float *b,
                               int M, int K, int N) {
-    if (!mvmoe_matmul_bf16_shape(N, K)) return -1;
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (nt > M) nt = M;
     if (nt <= 1) return forward_rows(out, in, wb, b, M, K, N);
@@ -277,9 +206,9 @@ int mvmoe_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, c
     return bad ? -1 : 0;
 }
 
-int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db, const float *dout,
+int mvmoe_linear_bf16_backward(float *din, float din_beta, float *dw, float *db, const float *dout,
                                const float *in, const float *w, int M, int K, int N) {
-    if (!mvmoe_matmul_bf16_shape(N, K) || omp_in_parallel() || M <= 0) return -1;
+    if (omp_in_parallel() || M <= 0) return -1;
     const size_t need = (size_t)M * N + (size_t)M * K + (size_t)N * K;
     if (bwd_buf_n < need) {
         free(bwd_buf);
@@ -315,7 +244,7 @@ int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db,
                 /* the sum over the M rows in blocks too, each added to dw in turn */
                 for (int i0 = 0, ic; i0 < M; i0 += ic) {
                     ic = sum_rows(M - i0);
-                    bprim *r = prim_of(DW, cn, K, ic, N, 1);
+                    const mvmoe_onednn_prim *r = prim_of(DW, cn, K, ic, N, 1);
                     if (!r || run(r, gb + (size_t)i0 * N + c0, xb + (size_t)i0 * K, NULL, dw + (size_t)c0 * K))
                         mvmoe_gemm_serial('T', 'N', cn, K, ic, 1.0f, dout + (size_t)i0 * N + c0, N,
                                           in + (size_t)i0 * K, K, 1.0f, dw + (size_t)c0 * K, K);
@@ -325,20 +254,3 @@ int mvmoe_linear_backward_bf16(float *din, float din_beta, float *dw, float *db,
     }
     return 0;
 }
-
-mvmoe_status mvmoe_set_precision(mvmoe_precision p) {
-    if (p != MVMOE_PRECISION_FP32 && p != MVMOE_PRECISION_BF16)
-        MVMOE_FAIL(MVMOE_ERR_INVALID, "unknown precision %d (fp32 or bf16)", (int)p);
-    if (mvmoe_matmul_bf16_set(p == MVMOE_PRECISION_BF16))
-        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED,
-                   "bf16 products need a CPU with AVX-512 BF16 or AMX-BF16, for which oneDNN (%s) "
-                   "has kernels; this one has none: use fp32 (the default)",
-                   mvmoe_gemm_library());
-    return MVMOE_OK;
-}
-
-mvmoe_precision mvmoe_get_precision(void) {
-    return mvmoe_matmul_bf16() ? MVMOE_PRECISION_BF16 : MVMOE_PRECISION_FP32;
-}
-
-const char *mvmoe_precision_name(mvmoe_precision p) { return p == MVMOE_PRECISION_BF16 ? "bf16" : "fp32"; }
