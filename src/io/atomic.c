@@ -105,10 +105,11 @@ mvmoe_status mvmoe_output_check(const char *path, const char *flag) {
     MVMOE_ALLOC(dir, len + 1, "folder name");
     memcpy(dir, slash ? path : ".", len);
     mvmoe_status s = MVMOE_OK;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    int e = stat(dir, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (e)
         s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
-                            "%s%s'%s': the folder '%s' does not exist; create it or choose another "
-                            "path", by, sep, path, dir);
+                            "%s%s'%s': the folder '%s' does not exist (%s); create it or choose "
+                            "another path", by, sep, path, dir, strerror(e));
     else if (access(dir, W_OK | X_OK) != 0)
         s = mvmoe_error_set(MVMOE_ERR_IO, __FILE__, __LINE__,
                             "%s%s'%s': cannot write in the folder '%s': %s; choose another path",
