@@ -2,7 +2,7 @@
  *
  * The one public header. Every function that can fail returns an mvmoe_status; on failure
  * mvmoe_last_error() holds a message saying what went wrong, where, and what to do.
- * Checkpoints follow shared/CHECKPOINT_FORMAT.md (timm names in safetensors). */
+ * Checkpoints follow docs/CHECKPOINT_FORMAT.md (timm names in safetensors). */
 #ifndef MVMOE_H
 #define MVMOE_H
 

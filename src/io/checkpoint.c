@@ -1,4 +1,4 @@
-/* Checkpoint <-> parameter arena, per shared/CHECKPOINT_FORMAT.md: tensors under timm names,
+/* Checkpoint <-> parameter arena, per docs/CHECKPOINT_FORMAT.md: tensors under timm names,
  * the config as JSON text in __metadata__["config"]. Plain timm files (no config) are
  * accepted: sizes come from shapes, heads/mean/std from the load options. */
 #include <math.h>

@@ -1,5 +1,5 @@
 /* The Vision Transformer's forward and backward passes (pre-norm blocks, class token, learned
- * position embedding; shared/CHECKPOINT_FORMAT.md "Forward pass"), built from src/kernels. */
+ * position embedding; docs/CHECKPOINT_FORMAT.md "Forward pass"), built from src/kernels. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -219,7 +219,7 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
  * faster at 12x64 batch 256, and 64-row chunks lost 12 %, the GEMMs being less efficient on
  * fewer rows.)
  * The bits are those of running the ops one after another on all rows: every GEMM slice has
- * at least 16 rows (MIN_SLICE_ROWS in matmul.c) and the other ops are per row. */
+ * at least 16 rows (MIN_SLICE_ROWS in kernels/linear_sgemm.c) and the other ops are per row. */
 
 /* Rows below which a slice is not split between threads (see above). */
 #define ROW_SLICE_MIN 16
@@ -245,7 +245,7 @@ static block_bufs block_bufs_at(mvmoe_acts *a, int B, int l) {
  * +7.6 %; the MLP's input gradients by chunks its backward -4.7 % (mlp_input_grads_by_rows);
  * 12x64 (H = 256) +0-1.4 %. Equal chunks of at least 16 rows: rows are independent in every op
  * run this way and products give the same bits on any slice of 16 rows or more
- * (MIN_SLICE_ROWS in matmul.c), so chunking changes no bits. */
+ * (MIN_SLICE_ROWS in kernels/linear_sgemm.c), so chunking changes no bits. */
 #define CHUNK_BYTES (1 << 20)
 static int row_chunks(int n, int width) {
     const int ch = CHUNK_BYTES / (width * (int)sizeof(float));
@@ -511,7 +511,7 @@ static const float *branch_grad(float *dbr, const float *dres, const float *keep
  * one op to the next in L2 instead of through L3. d_fch stays complete for the weight
  * gradients, which the caller computes after (they sum over all rows). fp32 only: the bf16
  * backward rounds each operand once for its input- and weight-gradient products together
- * (matmul_bf16.c). */
+ * (kernels/linear_bf16.c). */
 static void mlp_input_grads_by_rows(mvmoe_acts *a, const float *dbr, const float *fch, const float *w1,
                                     const float *w2, int BT, int D, int H) {
     int nt = omp_get_max_threads();

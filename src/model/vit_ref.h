@@ -5,7 +5,7 @@
  * against this one for every routing mode (tests/model/test_vit_ref.c). Never called by the
  * fast path.
  *
- * Model (shared/CHECKPOINT_FORMAT.md "Forward pass"; Daxberger et al. 2023):
+ * Model (docs/CHECKPOINT_FORMAT.md "Forward pass"; Daxberger et al. 2023):
  *   x = [cls; patch_embed(img)] + pos                      [B, T, D], T = 1 + N patches
  *   per block l: x = x + keep·proj(attention(qkv(LN1(x))))
  *                x = x + keep·MLP(LN2(x))   MLP = fc2(GELU(fc1)), or in the last moe_layers

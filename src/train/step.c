@@ -35,7 +35,7 @@ mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe
     mvmoe_pass pass = o->pass;
     pass.step = m->step;
     const double t0 = mvmoe_clock_seconds();
-    /* the forward's products on packed copies of this step's weights (kernels/matmul_packed.c) */
+    /* the forward's products on packed copies of this step's weights (kernels/linear_packed.c) */
     MVMOE_TRY(mvmoe_model_pack_weights(m));
     const double t1 = mvmoe_clock_seconds();
     mvmoe_vit_forward(m, a, B, &pass);

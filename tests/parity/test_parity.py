@@ -2,7 +2,7 @@
 
 Run:  /usr/bin/python3 tests/parity/test_parity.py --build build
 For each config below it builds a random, well-scaled ViT, writes it as a contract checkpoint
-(CHECKPOINT_FORMAT.md) plus a batch file, runs `build/tests/tools/parity_dump CKPT BATCH OUT
+(docs/CHECKPOINT_FORMAT.md) plus a batch file, runs `build/tests/tools/parity_dump CKPT BATCH OUT
 [HEADS]`, and compares what the C side dumped with a float64 PyTorch reference
 (tests/parity/vit_torch.py, written from the contract text). Before that it checks the Python
 side itself (safetensors round trip, attention head layout against torch's

@@ -1,4 +1,4 @@
-"""PyTorch reference of the mvmoe checkpoint contract (docs: /work/shared/CHECKPOINT_FORMAT.md).
+"""PyTorch reference of the mvmoe checkpoint contract (docs/CHECKPOINT_FORMAT.md; the binding contract is ../shared/CHECKPOINT_FORMAT.md beside a checkout).
 
 Written from the contract text alone, so it can serve as an independent reference for the C
 implementation: parameter names/shapes follow timm's VisionTransformer (the contract's table),
