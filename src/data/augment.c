@@ -125,10 +125,9 @@ static void augment_one(float *out, const mvmoe_dataset *ds, int32_t index, int 
         random_erase(out, C, S, r);
 }
 
-mvmoe_status mvmoe_augment_batch_checked(float *out, const mvmoe_dataset *ds, const int32_t *idx,
-                                         int B, int S, const float *mean, const float *std,
-                                         const mvmoe_augment *a, uint64_t seed,
-                                         uint64_t stream_base) {
+mvmoe_status mvmoe_augment_batch(float *out, const mvmoe_dataset *ds, const int32_t *idx, int B,
+                                 int S, const float *mean, const float *std,
+                                 const mvmoe_augment *a, uint64_t seed, uint64_t stream_base) {
     if (!ds || !mean || !std || B < 0 || (B > 0 && (!out || !idx))) {
         MVMOE_FAIL(MVMOE_ERR_INVALID, "augment_batch: missing argument (B = %d)", B);
     }
@@ -151,7 +150,7 @@ mvmoe_status mvmoe_augment_batch_checked(float *out, const mvmoe_dataset *ds, co
         }
     }
     if (a && (a->crop_pad < 0 || a->crop_pad > S || a->randaug_n < 0 || a->randaug_n > 16)) {
-        MVMOE_FAIL(MVMOE_ERR_INVALID, "augment_batch: crop_pad %d must be in 0..%d and randaug_n "
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "--crop-pad %d must be in 0..%d (the image size) and --randaug n "
                    "%d in 0..16", a->crop_pad, S, a->randaug_n);
     }
     if (B == 0) return MVMOE_OK;
@@ -179,18 +178,4 @@ mvmoe_status mvmoe_augment_batch_checked(float *out, const mvmoe_dataset *ds, co
     }
     free(mem);
     return MVMOE_OK;
-}
-
-void mvmoe_augment_batch(float *out, const mvmoe_dataset *ds, const int32_t *idx, int B, int S,
-                         const float *mean, const float *std, const mvmoe_augment *a,
-                         uint64_t seed, uint64_t stream_base) {
-    if (mvmoe_augment_batch_checked(out, ds, idx, B, S, mean, std, a, seed, stream_base) ==
-        MVMOE_OK)
-        return;
-    /* This entry point cannot return a status: poison the batch so the failure surfaces as a
-     * NaN loss (MVMOE_ERR_NUMERIC) with the message still in mvmoe_last_error(). */
-    if (out && ds && B > 0 && S > 0 && ds->c > 0 && ds->c <= MVMOE_MAX_CHANNELS) {
-        size_t n = (size_t)B * ds->c * S * S;
-        for (size_t i = 0; i < n; i++) out[i] = NAN;
-    }
 }

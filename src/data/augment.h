@@ -18,10 +18,12 @@ typedef struct mvmoe_augment {
 
 /* out[B, C, S, S] = normalize(augment(ds image idx[i])), pixel (v/255 - mean[c]) / std[c].
  * If the stored image size differs from S, it is resized (bilinear) to S first.
- * a == NULL: no augmentation (evaluation). RNG stream for sample i: (seed, stream_base + i). */
-void mvmoe_augment_batch(float *out, const mvmoe_dataset *ds, const int32_t *idx, int B, int S,
-                         const float *mean, const float *std, const mvmoe_augment *a,
-                         uint64_t seed, uint64_t stream_base);
+ * a == NULL: no augmentation (evaluation). RNG stream for sample i: (seed, stream_base + i).
+ * A bad index, size, mean/std or augmentation setting (e.g. a crop padding larger than the
+ * image) is an error naming it, and out is left unspecified: callers must not run on it. */
+mvmoe_status mvmoe_augment_batch(float *out, const mvmoe_dataset *ds, const int32_t *idx, int B,
+                                 int S, const float *mean, const float *std,
+                                 const mvmoe_augment *a, uint64_t seed, uint64_t stream_base);
 
 /* Mixup / CutMix on a normalized batch in place (timm semantics: one λ per batch, pairs with
  * the batch flipped; cutmix λ corrected to the box area). With both alphas > 0, each batch

@@ -1,5 +1,5 @@
 /* Extras of the data layer for other modules (trainer, CLI) beyond the public header:
- * CIFAR-100 super-class names / map, and a checked variant of mvmoe_augment_batch. */
+ * CIFAR-100 super-class names / map. */
 #ifndef MVMOE_DATA_DATA_H
 #define MVMOE_DATA_DATA_H
 
@@ -18,11 +18,5 @@ mvmoe_status mvmoe_dataset_coarse_names(const mvmoe_dataset *ds, char ***names, 
  * [num_classes]. INVALID if ds has no coarse labels. */
 mvmoe_status mvmoe_dataset_superclass_map(const mvmoe_dataset *ds, int **map);
 
-/* mvmoe_augment_batch that reports failures (bad index, bad sizes, out of memory) instead of
- * filling the batch with NaN. */
-mvmoe_status mvmoe_augment_batch_checked(float *out, const mvmoe_dataset *ds, const int32_t *idx,
-                                         int B, int S, const float *mean, const float *std,
-                                         const mvmoe_augment *a, uint64_t seed,
-                                         uint64_t stream_base);
 
 #endif

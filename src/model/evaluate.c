@@ -30,6 +30,13 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
     if (ds->num_classes > K)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset %s has %d classes, the model only %d",
                    ds->source ? ds->source : "", ds->num_classes, K);
+    /* running a model at another image size resamples its position embeddings: that must be
+     * asked for (load option img_size, as timm's), never happen because the data differ */
+    if (ds->h != c->img_size || ds->w != c->img_size)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "the images of %s are %dx%d but the model takes %dx%d; give "
+                   "--img-size %d to run it at the data's size (position embeddings resampled), or "
+                   "data of the model's size", ds->source ? ds->source : "", ds->h, ds->w,
+                   c->img_size, c->img_size, ds->h);
     MVMOE_TRY(mvmoe_model_pack_weights(m));
     if (batch < 1) batch = 256;
     if (batch > n) batch = n > 0 ? n : 1;
@@ -70,7 +77,13 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
     for (int i0 = 0; i0 < n; i0 += batch) {
         int B = n - i0 < batch ? n - i0 : batch;
         for (int i = 0; i < B; i++) bidx[i] = idx ? idx[i0 + i] : i0 + i;
-        mvmoe_augment_batch(a->img, ds, bidx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
+        mvmoe_status s = mvmoe_augment_batch(a->img, ds, bidx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
+        if (s != MVMOE_OK) {
+            free(bidx);
+            free(expert_correct);
+            mvmoe_eval_result_free(r);
+            return s;
+        }
         mvmoe_vit_forward(m, a, B, NULL);
         for (int i = 0; i < B; i++) {
             const float *row = a->logits + (size_t)i * K;

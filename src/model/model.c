@@ -223,7 +223,7 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
     for (int i0 = 0; i0 < n; i0 += chunk) {
         int B = n - i0 < chunk ? n - i0 : chunk;
         for (int i = 0; i < B; i++) idx[i] = i0 + i;
-        mvmoe_augment_batch(a->img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
+        MVMOE_TRY(mvmoe_augment_batch(a->img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0));
         mvmoe_vit_forward(m, a, B, NULL);
         memcpy(logits + (size_t)i0 * c->num_classes, a->logits,
                sizeof(float) * (size_t)B * c->num_classes);

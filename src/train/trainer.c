@@ -214,8 +214,11 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         }
         const int32_t *idx = order + (size_t)si * B;
         /* batch: augmented images, smoothed (and possibly mixed) targets */
-        mvmoe_augment_batch(a->img, ds, idx, B, S, c->mean, c->std, &aug, o->seed,
-                            (uint64_t)m->step * (uint64_t)B);
+        /* a failure here (e.g. --crop-pad larger than the image) is the real cause to report,
+         * not the NaN loss an unfilled batch would give */
+        s = mvmoe_augment_batch(a->img, ds, idx, B, S, c->mean, c->std, &aug, o->seed,
+                                (uint64_t)m->step * (uint64_t)B);
+        if (s != MVMOE_OK) break;
         for (int i = 0; i < B; i++) labels[i] = ds->labels[idx[i]];
         mvmoe_targets_smoothed(a->targets, labels, B, K, o->label_smoothing);
         if (o->mixup > 0 || o->cutmix > 0)

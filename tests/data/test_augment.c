@@ -184,10 +184,12 @@ static void test_determinism(void) {
     mvmoe_augment_batch(o3, &ds, idx, B, H, mean, stdv, &a, 12, 500);
     CHECK(memcmp(o1, o3, sizeof o1) != 0, "seed 12 gives the same batch as seed 11");
     int32_t bad = NIMG;
-    mvmoe_status s = mvmoe_augment_batch_checked(one, &ds, &bad, 1, H, mean, stdv, &a, 1, 0);
-    CHECK(s == MVMOE_ERR_INVALID, "index %d accepted", bad);
-    mvmoe_augment_batch(one, &ds, &bad, 1, H, mean, stdv, &a, 1, 0);
-    CHECK(isnan(one[0]) && isnan(one[IMG - 1]), "unchecked entry point did not poison the batch");
+    mvmoe_status s = mvmoe_augment_batch(one, &ds, &bad, 1, H, mean, stdv, &a, 1, 0);
+    CHECK(s == MVMOE_ERR_INVALID && strstr(mvmoe_last_error(), "index"), "index %d accepted", bad);
+    mvmoe_augment big = {.crop_pad = H + 1};
+    s = mvmoe_augment_batch(one, &ds, idx, 1, H, mean, stdv, &big, 1, 0);
+    CHECK(s == MVMOE_ERR_INVALID && strstr(mvmoe_last_error(), "--crop-pad"),
+          "crop padding beyond the image: %d %s", s, mvmoe_last_error());
 }
 
 static void test_mix(void) {

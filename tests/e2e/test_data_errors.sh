@@ -42,6 +42,18 @@ make_set "$T/size" 32 0 0
 [ $rc -eq 1 ] && grep -q "32x32" "$T/e1" && grep -q "28x28" "$T/e1" && ok "test split of 32x32 images: exit 1, says both sizes" \
   || { bad "test split of another size: exit $rc"; cat "$T/e1" "$T/o1" | tail -3; }
 
+# a model is run at another image size only when asked (--img-size), never because the data differ
+make_set "$T/ok" 28 0 0
+"$MV" train --data "$T/ok" --out "$T/ok/m.safetensors" "${RUN[@]}" > /dev/null 2>&1
+"$MV" eval --model "$T/ok/m.safetensors" --data "$T/size" --split test > "$T/o5" 2> "$T/e5"; rc=$?
+[ $rc -eq 1 ] && grep -q -- "--img-size 32" "$T/e5" && ok "eval of 32x32 images with a 28x28 model: exit 1, suggests --img-size" \
+  || { bad "eval at another size: exit $rc"; cat "$T/e5" | tail -3; }
+"$MV" eval --model "$T/ok/m.safetensors" --data "$T/size" --split test --img-size 32 > "$T/o6" 2> "$T/e6" \
+  && ok "the same with --img-size 32: evaluated" || { bad "--img-size 32 refused"; tail -3 "$T/e6"; }
+"$MV" train --data "$T/ok" --out "$T/ok/c.safetensors" "${RUN[@]}" --crop-pad 40 > "$T/o7" 2> "$T/e7"; rc=$?
+[ $rc -eq 1 ] && grep -q -- "--crop-pad 40" "$T/e7" && ! grep -qi "nan" "$T/e7" && ok "--crop-pad beyond the image: the real cause, not 'loss nan'" \
+  || { bad "--crop-pad 40: exit $rc"; cat "$T/e7" | tail -3; }
+
 make_set "$T/cut" 28 1000 0
 "$MV" train --data "$T/cut" --out "$T/cut/m.safetensors" "${RUN[@]}" > "$T/o2" 2> "$T/e2"; rc=$?
 [ $rc -eq 1 ] && grep -q "t10k-images" "$T/e2" && ok "truncated test split: exit 1, names the file" \

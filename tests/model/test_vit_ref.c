@@ -112,7 +112,8 @@ static void normalize(float *img, const uint8_t *u8, const mvmoe_config *c) {
                           .num_classes = c->num_classes, .images = (uint8_t *)u8};
     int32_t idx[B];
     for (int i = 0; i < B; i++) idx[i] = i;
-    mvmoe_augment_batch(img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0);
+    CHECK(mvmoe_augment_batch(img, &view, idx, B, c->img_size, c->mean, c->std, NULL, 0, 0) == MVMOE_OK,
+          "normalize: %s", mvmoe_last_error());
 }
 
 static double compare_logits(const float *fast, const float *ref, int K, const char *what) {
