@@ -1,6 +1,6 @@
 /* SIGINT / SIGTERM for `mvmoe train`, taken by sigwait in a thread of their own.
  *
- * Why not a signal handler: the kernel runs a handler on the interrupted thread's stack, writing
+ * Why not a signal handler: Linux runs a handler on the interrupted thread's stack, writing
  * its signal frame (registers and the AVX-512 state, about 3 KB) below that thread's rsp. oneDNN
  * 2.6's JIT sgemm kernels (jit_avx512_common_gemm_f32 and jit_avx_gemm_f32, the no-copy path
  * our linear layers take for larger K) point rsp at a heap workspace while they run; a handler
