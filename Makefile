@@ -66,10 +66,11 @@ clean:
 #   make asan-test               the default suite on an ASan + UBSan build (build-asan/)
 #   make valgrind-test           checkpoint and data tests + a tiny train/eval under valgrind
 #   make kill-resume-test        SIGKILL at random moments, --resume, weights bit-identical
+#   make sigterm-test            SIGTERM at random moments: exit 130 + checkpoint, no heap abort
 # Flags go in through the environment so that the CFLAGS/LDFLAGS += above still apply.
 FUZZ_SECONDS ?= 60
 SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-.PHONY: fuzz fuzz-build fuzz-harnesses asan-test valgrind-test kill-resume-test
+.PHONY: fuzz fuzz-build fuzz-harnesses asan-test valgrind-test kill-resume-test sigterm-test
 fuzz-build:
 	CC=clang CFLAGS="-O1 -g -march=x86-64-v3 -fsanitize=fuzzer-no-link $(SAN_FLAGS)" \
 	  LDFLAGS="-fsanitize=fuzzer $(SAN_FLAGS)" $(MAKE) BUILD=build-fuzz fuzz-harnesses
@@ -86,5 +87,7 @@ valgrind-test: all
 	bash tests/sanitize/valgrind_test.sh $(BUILD)
 kill-resume-test: $(BUILD)/mvmoe
 	bash tests/long/kill_resume.sh $(BUILD)
+sigterm-test: $(BUILD)/mvmoe
+	bash tests/long/sigterm_loop.sh $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

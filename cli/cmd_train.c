@@ -2,7 +2,6 @@
  * validation part, saves it, and reports its accuracy on the test split. */
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +11,7 @@
 #include "common.h"
 #include "mvmoe.h"
 #include "progress.h"
+#include "stopsig.h"
 #include "train_args.h"
 
 #define TEST_BATCH 256
@@ -181,30 +181,6 @@ static int check_loaded(const train_args *t, mvmoe_model *m, const mvmoe_dataset
     return 0;
 }
 
-/* ---------------------------------------------------------------- signals */
-
-static void on_stop_signal(int sig) {
-    (void)sig;
-    mvmoe_request_stop(); /* async-signal-safe by contract */
-}
-
-/* SA_RESETHAND: a second Ctrl-C gets the default action and kills at once, for when saving
- * the checkpoint itself hangs. */
-static void install_stop_handlers(struct sigaction *old_int, struct sigaction *old_term) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND | SA_RESTART;
-    sigaction(SIGINT, &sa, old_int);
-    sigaction(SIGTERM, &sa, old_term);
-}
-
-static void restore_handlers(const struct sigaction *old_int, const struct sigaction *old_term) {
-    sigaction(SIGINT, old_int, NULL);
-    sigaction(SIGTERM, old_term, NULL);
-}
-
 /* ---------------------------------------------------------------- test split */
 
 static int evaluate_test(const train_args *t, mvmoe_model *m, int load_size, const char *which) {
@@ -368,11 +344,10 @@ static int run(train_args *t) {
 
     t->o.out_path = t->out;
     t->o.resume_path = t->resume ? t->out : NULL;
-    struct sigaction old_int, old_term;
-    install_stop_handlers(&old_int, &old_term);
+    mvmoe_cli_stopsig_arm(1); /* SIGINT/SIGTERM: save and exit 130 (stopsig.h) */
     mvmoe_status st = mvmoe_train(m, &ds, train_idx, n_train, val_idx, n_val, &t->o,
                                   mvmoe_cli_progress_fn, &prog);
-    restore_handlers(&old_int, &old_term);
+    mvmoe_cli_stopsig_arm(0);
     mvmoe_cli_progress_clear(&prog);
     if (st == MVMOE_ERR_INTERRUPTED) {
         if (prog.last_step > 0)
@@ -434,5 +409,10 @@ int mvmoe_cmd_train(int argc, char **argv) {
     }
     train_args t;
     int rc = mvmoe_train_args_parse(&t, argc, argv);
-    return rc ? rc : run(&t);
+    if (rc) return rc;
+    /* before any thread exists, so that every thread inherits the blocked signals */
+    if (mvmoe_cli_stopsig_start() != 0)
+        fprintf(stderr, "mvmoe train: warning: cannot start the signal thread (%s); Ctrl-C and SIGTERM will stop training without saving a checkpoint\n",
+                strerror(errno));
+    return run(&t);
 }

@@ -302,8 +302,12 @@ mvmoe_precision mvmoe_get_precision(void);
 /* "fp32" or "bf16" */
 const char *mvmoe_precision_name(mvmoe_precision p);
 
-/* Async-signal-safe: asks a running mvmoe_train to save a checkpoint at the end of the
- * current step and return MVMOE_ERR_INTERRUPTED. For SIGINT/SIGTERM handlers. */
+/* Asks a running mvmoe_train to save a checkpoint at the end of the current step and return
+ * MVMOE_ERR_INTERRUPTED. Async-signal-safe and thread-safe. Call it from a thread that waits
+ * for SIGINT/SIGTERM (sigwait, with the signals blocked in every other thread), not from a
+ * handler that may interrupt a computing thread: oneDNN 2.6's JIT sgemm runs with its stack
+ * pointer on a heap buffer, and a handler's signal frame written there corrupts the heap
+ * (cli/stopsig.c). */
 void mvmoe_request_stop(void);
 
 /* ---------------------------------------------------------------- benchmarks

@@ -2,7 +2,6 @@
  * checkpoints (model + optimizer state) and resumption. Everything it needs is allocated
  * before the first step; the step itself allocates nothing. */
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +15,11 @@
 #include "train/optim.h"
 #include "train/step.h"
 
-static volatile sig_atomic_t stop_requested;
+/* Set by a signal handler or by another thread (the CLI's thread waiting in sigwait): lock-free
+ * atomic accesses are async-signal-safe and free of data races across threads. */
+static int stop_requested;
 
-void mvmoe_request_stop(void) { stop_requested = 1; }
+void mvmoe_request_stop(void) { __atomic_store_n(&stop_requested, 1, __ATOMIC_RELAXED); }
 
 void mvmoe_train_options_default(mvmoe_train_options *o) {
     memset(o, 0, sizeof *o);
@@ -289,8 +290,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             if (o->out_path) s = save_all(m, o->out_path);
             if (cb) cb(&pr, user);
         }
-        if (stop_requested && s == MVMOE_OK) {
-            stop_requested = 0;
+        if (s == MVMOE_OK && __atomic_exchange_n(&stop_requested, 0, __ATOMIC_RELAXED)) {
             if (o->out_path && !epoch_end) s = save_all(m, o->out_path);
             if (s == MVMOE_OK)
                 s = mvmoe_error_set(MVMOE_ERR_INTERRUPTED, __FILE__, __LINE__,
