@@ -1,10 +1,12 @@
 /* The training loop: batches → forward → loss → backward → clip → AdamW, with validation,
  * checkpoints (model + optimizer state) and resumption. Everything it needs is allocated
  * before the first step; the step itself allocates nothing. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/rng.h"
 #include "core/status.h"
@@ -70,10 +72,60 @@ static mvmoe_status check_options(const mvmoe_train_options *o, int n_train) {
     return MVMOE_OK;
 }
 
-/* Optimizer state beside the checkpoint: OUT.state.safetensors. */
+/* Optimizer state beside the checkpoint: OUT.state.safetensors; while a new pair is being
+ * written, the previous state waits as OUT.state.prev.safetensors. */
 static void state_path(char *buf, size_t n, const char *out) { snprintf(buf, n, "%s.state.safetensors", out); }
+static void prev_state_path(char *buf, size_t n, const char *out) { snprintf(buf, n, "%s.state.prev.safetensors", out); }
 
 static void ema_path(char *buf, size_t n, const char *out) { snprintf(buf, n, "%s.ema.safetensors", out); }
+
+/* ---------------------------------------------------------------- the run's settings
+ * Everything that changes what a step computes, recorded in the optimizer state as
+ * "name=value" words so that --resume with other settings is refused (bit-identical
+ * continuation is only possible with the same ones). The names are the flags'. */
+#define SETTINGS_CAP 1024
+
+static void settings_text(char *buf, size_t cap, const mvmoe_train_options *o, int n_train) {
+    snprintf(buf, cap,
+             "--epochs=%d --batch=%d --lr=%.9g --min-lr=%.9g --weight-decay=%.9g adam-betas=%.9g,%.9g "
+             "adam-eps=%.9g --warmup=%.9g --clip=%.9g --label-smoothing=%.9g --seed=%llu "
+             "--crop-pad=%d --hflip=%d --rrc=%d --drop-path=%.9g --mixup=%.9g --cutmix=%.9g "
+             "--randaug=%d,%d --erase=%.9g --ema=%.9g --superclass-lambda=%.9g --aux-weight=%.9g "
+             "--capacity-ratio=%.9g --precision=%s training-images=%d",
+             o->epochs, o->batch, (double)o->lr, (double)o->min_lr, (double)o->weight_decay,
+             (double)o->beta1, (double)o->beta2, (double)o->eps, (double)o->warmup_epochs,
+             (double)o->clip_norm, (double)o->label_smoothing, (unsigned long long)o->seed,
+             o->crop_pad, o->hflip, o->rrc, (double)o->drop_path, (double)o->mixup,
+             (double)o->cutmix, o->randaug_n, o->randaug_m, (double)o->erase_prob,
+             (double)o->ema_decay, (double)o->superclass_lambda, (double)o->aux_weight,
+             (double)o->capacity_ratio, mvmoe_precision_name(mvmoe_get_precision()), n_train);
+}
+
+/* The words of `was` whose value differs in `now`, as "--batch 128 (now 64), ..." in buf. */
+static int settings_diff(char *buf, size_t cap, const char *was, const char *now) {
+    size_t used = 0;
+    int n = 0;
+    buf[0] = 0;
+    for (const char *w = was; *w;) {
+        size_t len = strcspn(w, " "), key = strcspn(w, "=");
+        if (key < len) {
+            const char *found = NULL;
+            for (const char *v = now; *v; v += strcspn(v, " "), v += *v == ' ')
+                if (strncmp(v, w, key + 1) == 0) found = v;
+            size_t flen = found ? strcspn(found, " ") : 0;
+            if (!found || flen != len || strncmp(found, w, len) != 0) {
+                int k = snprintf(buf + used, cap - used, "%s%.*s %.*s (now %.*s)", n ? ", " : "",
+                                 (int)key, w, (int)(len - key - 1), w + key + 1,
+                                 found ? (int)(flen - key - 1) : 4, found ? found + key + 1 : "none");
+                if (k > 0 && (size_t)k < cap - used) used += (size_t)k;
+                n++;
+            }
+        }
+        w += len;
+        while (*w == ' ') w++;
+    }
+    return n;
+}
 
 /* The EMA weights as a checkpoint of their own (what `mvmoe eval` takes): swapped into the
  * parameter arena around the save, with the gradient arena (free between steps) as scratch. */
@@ -88,36 +140,55 @@ static mvmoe_status save_ema(mvmoe_model *m, const char *out) {
     return s;
 }
 
-static mvmoe_status save_all(mvmoe_model *m, const char *out) {
-    char sp[4096];
+/* The weights and their optimizer state are two files, replaced one after the other: a kill
+ * between the two renames would leave a pair of different steps. So the previous state is
+ * first renamed to OUT.state.prev.safetensors and removed only once both new files are in
+ * place; whenever the run stops, either the state or the previous state matches the weights'
+ * step, and --resume (load_state) takes the one that does. */
+static mvmoe_status save_all(mvmoe_model *m, const char *out, const char *settings) {
+    char sp[4096], pp[4096];
     state_path(sp, sizeof sp, out);
+    prev_state_path(pp, sizeof pp, out);
     char step[32], total[32];
     snprintf(step, sizeof step, "%lld", (long long)m->step);
     snprintf(total, sizeof total, "%zu", m->layout.total);
     mvmoe_st_out t[3] = {{.name = "adamw.exp_avg", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_m},
                          {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->adam_v},
                          {.name = "ema.weights", .ndim = 1, .shape = {(int64_t)m->layout.total}, .data = m->ema_mem}};
-    const char *keys[] = {"step", "arena_floats"}, *vals[] = {step, total};
-    /* state first, then the weights; both record the step, so a crash between the two writes
-     * is detected by --resume (load_state) instead of silently mixing them */
-    MVMOE_TRY(mvmoe_st_write(sp, t, m->ema_mem ? 3 : 2, keys, vals, 2));
-    MVMOE_TRY(mvmoe_model_save(m, out));
+    const char *keys[] = {"step", "arena_floats", "settings"}, *vals[] = {step, total, settings};
+    if (rename(sp, pp) != 0 && errno != ENOENT)
+        MVMOE_FAIL(MVMOE_ERR_IO, "%s: cannot keep the previous optimizer state as %s: %s; check the "
+                   "folder's permissions", sp, pp, strerror(errno));
+    mvmoe_status s = mvmoe_st_write(sp, t, m->ema_mem ? 3 : 2, keys, vals, 3);
+    if (s == MVMOE_OK) s = mvmoe_model_save(m, out);
+    if (s != MVMOE_OK) { /* a write failed (disk full): put the previous pair back as it was */
+        if (rename(pp, sp) != 0 && errno != ENOENT) unlink(sp); /* else the message stands */
+        return s;
+    }
+    if (unlink(pp) != 0 && errno != ENOENT)
+        MVMOE_FAIL(MVMOE_ERR_IO, "%s: cannot remove the previous optimizer state: %s", pp, strerror(errno));
     return m->ema_mem ? save_ema(m, out) : MVMOE_OK;
 }
 
-static mvmoe_status load_state(mvmoe_model *m, const char *path) {
-    char sp[4096];
-    state_path(sp, sizeof sp, path);
+/* Reads the optimizer state file sp; *st = its step. */
+static mvmoe_status read_state(mvmoe_model *m, const char *sp, long long *st, const char *settings) {
     mvmoe_st_file f;
     MVMOE_TRY(mvmoe_st_open(&f, sp));
     mvmoe_status s = MVMOE_OK;
-    const char *step = mvmoe_st_meta(&f, "step");
+    const char *step = mvmoe_st_meta(&f, "step"), *was = mvmoe_st_meta(&f, "settings");
     const mvmoe_st_tensor *tm = mvmoe_st_find(&f, "adamw.exp_avg"), *tv = mvmoe_st_find(&f, "adamw.exp_avg_sq");
     char *end = NULL;
-    long long st = step ? strtoll(step, &end, 10) : -1;
-    if (!step || !end || *end || st < 0 || !tm || !tv)
+    *st = step ? strtoll(step, &end, 10) : -1;
+    if (!step || !end || *end || *st < 0 || !tm || !tv)
         s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
                             "%s: not an mvmoe optimizer state (needs step, adamw.exp_avg, adamw.exp_avg_sq)", sp);
+    /* a state written before settings were recorded resumes as before, unchecked */
+    char diff[2048];
+    if (s == MVMOE_OK && was && settings && settings_diff(diff, sizeof diff, was, settings) > 0)
+        s = mvmoe_error_set(MVMOE_ERR_INVALID, __FILE__, __LINE__,
+                            "--resume with settings other than the run's: %s. A resumed run continues "
+                            "bit for bit only with the same ones; resume with the run's settings, or "
+                            "start a new run from these weights with --init", diff);
     if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tm, m->adam_m, m->layout.total);
     if (s == MVMOE_OK) s = mvmoe_st_read_f32(&f, tv, m->adam_v, m->layout.total);
     if (s == MVMOE_OK && m->ema_mem) {
@@ -129,15 +200,39 @@ static mvmoe_status load_state(mvmoe_model *m, const char *path) {
         else
             s = mvmoe_st_read_f32(&f, te, m->ema_mem, m->layout.total);
     }
-    if (s == MVMOE_OK && m->ckpt_step >= 0 && m->ckpt_step != st)
-        s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
-                            "%s is at step %lld but its optimizer state %s is at step %lld (the run was "
-                            "stopped between writing the two); restart from an earlier copy or train "
-                            "anew with --init %s",
-                            path, (long long)m->ckpt_step, sp, st, path);
-    if (s == MVMOE_OK) m->step = st;
     mvmoe_st_close(&f);
     return s;
+}
+
+/* The state whose step is the weights' (the state, or the previous one kept during a save). */
+static mvmoe_status load_state(mvmoe_model *m, const char *path, const char *settings) {
+    char sp[4096], pp[4096];
+    state_path(sp, sizeof sp, path);
+    prev_state_path(pp, sizeof pp, path);
+    const int have_sp = access(sp, F_OK) == 0, have_pp = access(pp, F_OK) == 0;
+    long long st = -1, prev = -1;
+    if (have_sp || !have_pp) {
+        MVMOE_TRY(read_state(m, sp, &st, settings));
+        if (m->ckpt_step < 0 || m->ckpt_step == st) {
+            m->step = st;
+            return MVMOE_OK;
+        }
+        if (!have_pp)
+            MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                       "%s is at step %lld but its optimizer state %s is at step %lld; restart from "
+                       "an earlier copy or train anew with --init %s",
+                       path, (long long)m->ckpt_step, sp, st, path);
+    }
+    /* stopped between the two renames of a save: the previous state is the weights' */
+    MVMOE_TRY(read_state(m, pp, &prev, settings));
+    if (m->ckpt_step < 0 || m->ckpt_step == prev) {
+        m->step = prev;
+        return MVMOE_OK;
+    }
+    MVMOE_FAIL(MVMOE_ERR_FORMAT,
+               "%s is at step %lld, but neither its optimizer state %s (step %lld) nor the previous "
+               "one %s (step %lld) is; restart from an earlier copy or train anew with --init %s",
+               path, (long long)m->ckpt_step, sp, st, pp, prev, path);
 }
 
 mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
@@ -163,6 +258,8 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     const int64_t total = (int64_t)steps_per_epoch * o->epochs;
     const int64_t warmup = (int64_t)llround((double)o->warmup_epochs * steps_per_epoch);
     MVMOE_TRY(mvmoe_model_train_init(m, B));
+    char settings[SETTINGS_CAP];
+    settings_text(settings, sizeof settings, o, n_train);
     free(m->ema_mem);
     m->ema_mem = NULL;
     if (o->ema_decay > 0) { /* starts at the initial weights; a resumed run reads its own */
@@ -170,7 +267,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         memcpy(m->ema_mem, m->param_mem, sizeof(float) * m->layout.total);
     }
     if (o->resume_path) {
-        MVMOE_TRY(load_state(m, o->resume_path));
+        MVMOE_TRY(load_state(m, o->resume_path, settings));
         if (m->step > total)
             MVMOE_FAIL(MVMOE_ERR_INVALID,
                        "%s: optimizer state is at step %lld, beyond this run's %lld steps; "
@@ -287,11 +384,11 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                 pr.val_loss = (float)r.loss;
                 mvmoe_eval_result_free(&r);
             }
-            if (o->out_path) s = save_all(m, o->out_path);
+            if (o->out_path) s = save_all(m, o->out_path, settings);
             if (cb) cb(&pr, user);
         }
         if (s == MVMOE_OK && __atomic_exchange_n(&stop_requested, 0, __ATOMIC_RELAXED)) {
-            if (o->out_path && !epoch_end) s = save_all(m, o->out_path);
+            if (o->out_path && !epoch_end) s = save_all(m, o->out_path, settings);
             if (s == MVMOE_OK)
                 s = mvmoe_error_set(MVMOE_ERR_INTERRUPTED, __FILE__, __LINE__,
                                     "interrupted at step %lld%s%s", (long long)m->step,
@@ -302,7 +399,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     }
     /* stopped early (--max-steps) between epoch ends: save so --resume can continue */
     if (s == MVMOE_OK && o->out_path && m->step % steps_per_epoch != 0 && m->step != step0)
-        s = save_all(m, o->out_path);
+        s = save_all(m, o->out_path, settings);
     if (s == MVMOE_OK && cb) {
         pr.event = 2;
         pr.step = m->step;

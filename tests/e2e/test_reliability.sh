@@ -8,6 +8,9 @@
 #     --resume finishes with weights bit-identical to an uninterrupted run.
 #  3. one SIGKILL at a random moment, then --resume until done: bit-identical weights
 #     (tests/long/kill_resume.sh repeats this many times: make kill-resume-test).
+#  4. a stop between the renames of the state and the weights: --resume takes the previous
+#     state kept beside them and still ends bit-identical.
+#  5. --resume with result-changing flags (--batch, --lr, ...) is refused, naming them.
 # Usage: tests/e2e/test_reliability.sh BUILD_DIR
 set -u
 BUILD=${1:-build}
@@ -84,6 +87,32 @@ left=$(find "$T" -name '*.tmp.*' | wc -l)  # mvmoe_st_write's temp files: PATH.t
   && ok "resume after disk full" || { bad "resume after disk full failed"; tail -5 "$T/d3.log"; }
 cmp -s "$T/d.safetensors" "$T/ref.safetensors" && ok "disk full + resume: weights bit-identical" \
   || bad "disk full + resume: weights differ from the uninterrupted run"
+
+# ---- 4. a kill between the two renames of a save: the state is a step ahead of the weights;
+# the previous state kept beside them lets --resume continue bit-identically
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --max-steps 9 --out "$T/p.safetensors" > "$T/p1.log" 2>&1 \
+  && cp "$T/p.safetensors" "$T/p9.weights" && cp "$T/p.safetensors.state.safetensors" "$T/p9.state" \
+  && "$MV" train "${RUN[@]}" --resume --max-steps 9 --out "$T/p.safetensors" > "$T/p2.log" 2>&1 \
+  && ok "pair saved at steps 9 and 18" || { bad "pair runs failed"; tail -3 "$T/p1.log" "$T/p2.log"; }
+cp "$T/p9.weights" "$T/p.safetensors"                                # weights: step 9
+cp "$T/p9.state" "$T/p.safetensors.state.prev.safetensors"           # previous state: step 9
+# (the state file stays at step 18: renamed, the weights' rename had not happened yet)
+"$MV" train "${RUN[@]}" --resume --out "$T/p.safetensors" > "$T/p3.log" 2>&1 \
+  && ok "resume from a half-written pair" || { bad "resume from a half-written pair failed"; tail -3 "$T/p3.log"; }
+cmp -s "$T/p.safetensors" "$T/ref.safetensors" && ok "half-written pair + resume: weights bit-identical" \
+  || bad "half-written pair + resume: weights differ from the uninterrupted run"
+[ ! -e "$T/p.safetensors.state.prev.safetensors" ] && ok "the previous state is removed once a pair is complete" \
+  || bad "the previous state was left behind"
+
+# ---- 5. --resume with settings that change the result is refused, naming them
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --max-steps 5 --out "$T/r.safetensors" > /dev/null 2>&1
+"$MV" train "${RUN[@]}" --batch 25 --lr 1e-3 --resume --out "$T/r.safetensors" > "$T/r.log" 2> "$T/r.err"
+rc=$?
+[ $rc -eq 1 ] && grep -q -- "--batch 50 (now 25)" "$T/r.err" && grep -q -- "--lr 0.00200000009 (now 0.00100000005)" "$T/r.err" \
+  && ok "--resume with another --batch and --lr refused: $(head -c 200 "$T/r.err")" \
+  || { bad "--resume with other settings: exit $rc"; cat "$T/r.err"; }
+"$MV" train "${RUN[@]}" --resume --threads 1 --out "$T/r.safetensors" > "$T/r2.log" 2>&1 \
+  && ok "--resume with another --threads (same result) accepted" || { bad "--resume --threads 1 refused"; tail -3 "$T/r2.log"; }
 
 # ---- 3. SIGKILL at a random moment, then resume until done (a longer run, so the kill lands)
 LONG=(--data "$DATA" --max-images 6000 --batch 50 --epochs 2 --lr 2e-3 --seed 7 --val-fraction 0.1)
