@@ -30,8 +30,8 @@
 
 /* A peaky row's small probabilities underflow: exp(s - max) is below FLT_MIN once s - max <
  * -87, and a GEMM fed such denormal values runs tens of times slower on x86 cores (microcode
- * assists; measured: ViT-Tiny's attention at batch 1, 0.13 ms per block, took 5.5 ms with its
- * scores spread over more than ~90). So attention runs with denormals flushed to zero (MXCSR
+ * assists; measured on ViT-Tiny's attention at batch 1 with its scores spread over more than
+ * ~90: docs/PERFORMANCE.md §2.6). So attention runs with denormals flushed to zero (MXCSR
  * FTZ and DAZ, on this thread, restored before returning: mvmoe_simd_ftz_begin): values below
  * 1.2e-38 become 0, far inside any tolerance, and the same on every path and thread count. */
 /* Floats in the per-thread transposed tile: 32 KiB, L1-sized, safe on any thread stack. */
@@ -192,11 +192,12 @@ static void att_scores(float *S, const float *a, size_t lda, const float *bm, si
 /* ---------------------------------------------------------------- fast: per (b, h) pair */
 
 /* Where oneDNN's sgemm (mvmoe_gemm_serial, single-threaded inside our loops) beats the tile
- * kernels above, measured on one core (docs/PERFORMANCE.md): for the products over the key
- * index (A·V, dS·K, dSᵀ·Q, Aᵀ·dO) at every head width once a pair has 8 query rows (T = 50,
- * hd = 16: 0.75 µs against ~1.7 µs), and for the hd-deep products (Q·Kᵀ, dO·Vᵀ) from hd = 32
- * on (hd = 64: 170 GFLOP/s, about twice the AVX2 tile kernel; at hd = 16 sgemm's fixed cost
- * makes it no faster). The choice depends only on the shapes, never on the thread count. */
+ * kernels above, measured on one core (docs/PERFORMANCE.md §2.6): for the products over the
+ * key index (A·V, dS·K, dSᵀ·Q, Aᵀ·dO) at every head width once a pair has 8 query rows (at
+ * T = 50, hd = 16 in less than half the tile kernel's time), and for the hd-deep products
+ * (Q·Kᵀ, dO·Vᵀ) from hd = 32 on (at hd = 64 about twice the AVX2 tile kernel's speed; at
+ * hd = 16 sgemm's fixed cost makes it no faster). The choice depends only on the shapes, never
+ * on the thread count. */
 #define ATT_GEMM_MIN_HD 32
 /* Longest sequence the AVX-512 hd = 64 kernels take (attention_avx512.c; longer ones, like
  * ViT-Tiny's T = 197, keep sgemm, which is efficient there) */
@@ -330,9 +331,10 @@ static void att_backward_pair(float *dqkv, float *datt, const float *dout, const
 
 /* The forward's tasks: B·NH pairs, each split into `blocks` blocks of query rows. With few
  * pairs (batch 1: ViT-Tiny has 3 heads for 2 threads) threads would idle: then the query rows
- * are split too, into about 2 tasks per thread (4 was 5 % slower on ViT-Tiny's batch 1: twice
- * the sgemm calls of half the rows). Rows are independent and every block has at least 16 rows
- * (see MIN_SLICE_ROWS in linear_sgemm.c), so the result does not depend on the blocks. */
+ * are split too, into about 2 tasks per thread (4 were slower on ViT-Tiny's batch 1, twice the
+ * sgemm calls of half the rows: docs/PERFORMANCE.md §4). Rows are independent and every block
+ * has at least 16 rows (see MIN_SLICE_ROWS in linear_sgemm.c), so the result does not depend
+ * on the blocks. */
 static int att_blocks(int pairs, int nq, int nt) {
     int blocks = 1;
     if (nt > 1 && pairs < 2 * nt && nq >= 32) {

@@ -1,9 +1,10 @@
 /* AVX-512 attention kernels, chosen at run time (isa.c): softmax rows, and a fused block for
  * small heads (hd = 16, T <= 64: 12x64 and the other narrow presets).
  *
- * Softmax was the largest non-GEMM cost of 12x64 inference (T = 50: ~16 % of a batch-256
- * pass on the AVX2 path). It gives the bits of the AVX2 path in attention.c (simd.h: mvmoe_simd_max,
- * mvmoe_simd_exp_shift_sum, mvmoe_simd_scale), which tests/kernels/test_attention.c checks:
+ * Softmax was the largest non-GEMM cost of 12x64 inference (T = 50, on the AVX2 path;
+ * docs/PERFORMANCE.md §2.6). It gives the bits of the AVX2 path in attention.c (simd.h:
+ * mvmoe_simd_max, mvmoe_simd_exp_shift_sum, mvmoe_simd_scale), which
+ * tests/kernels/test_attention.c checks:
  *  - the maximum is exact in any order;
  *  - exp16 is exp8's polynomial and operation order, lane for lane (simd512.h);
  *  - the sum keeps AVX2's 8 partial sums and order: each 16-lane block is added as its low
@@ -89,9 +90,9 @@ AVX512 static inline void small_av(float *o, size_t ldo, const float *A, int T, 
 }
 
 /* Why fused: with hd = 16 and T = 50, an (image, head) pair is 160 kFLOP, and the three-step
- * path (tile-kernel scores, softmax, sgemm A·V) spent ~4.2 µs on it on one core: about
- * 38 GFLOP/s, the slowest part of 12x64. Here the scores of 4 rows stay in 16 registers
- * through the softmax, and A·V runs 8 rows (8 independent chains) at once. */
+ * path (tile-kernel scores, softmax, sgemm A·V) ran it far below the core's FMA rate, the
+ * slowest part of 12x64 (docs/PERFORMANCE.md §2.6). Here the scores of 4 rows stay in 16
+ * registers through the softmax, and A·V runs 8 rows (8 independent chains) at once. */
 AVX512 void mvmoe_attention_small_avx512(float *o, size_t ldo, float *A, const float *q,
                                          const float *k, const float *v, size_t ld, int T, int nr,
                                          float scale) {
@@ -113,13 +114,13 @@ AVX512 void mvmoe_attention_small_avx512(float *o, size_t ldo, float *A, const f
 
 /* ---------------------------------------------------------------- hd = 64, T <= 80 */
 /* Why: with hd = 64 and T = 65 (12x192; T = 50 for 12x256 and 12x384) a pair is six products
- * of 65 x 65 x 64, and sgemm spent ~4 µs on each (about 130 GFLOP/s, much of it call and
- * packing overhead): attention was ~96 ms of a ~1050 ms 12x192 training step. These keep a
- * pair's working set in L1 and its scores in registers through the softmax. Unlike the
- * small-head block above they do not follow the AVX2 path's order (that path uses sgemm for
- * hd >= 32, whose bits already depend on the machine); what they keep: every output element is
- * one chain in a fixed order, so a row's bits do not depend on the group or block it falls in,
- * nor on the thread count. */
+ * of 65 x 65 x 64, and sgemm spent much of its time on each in call and packing overhead,
+ * which made attention a sizable part of a 12x192 training step (docs/PERFORMANCE.md §2.6).
+ * These keep a pair's working set in L1 and its scores in registers through the softmax.
+ * Unlike the small-head block above they do not follow the AVX2 path's order (that path uses
+ * sgemm for hd >= 32, whose bits already depend on the machine); what they keep: every output
+ * element is one chain in a fixed order, so a row's bits do not depend on the group or block
+ * it falls in, nor on the thread count. */
 #define KT_LD 80 /* keys per row of a transposed tile: T <= 80 */
 /* the row counts (R) and vector counts (NV) must be constants in each copy, or the
  * accumulator arrays leave the registers */
@@ -278,8 +279,9 @@ AVX512 void mvmoe_attention_hd64_backward_avx512(float *dq, float *dk, float *dv
 /* R rows of A (stride T) in three streamed passes (max; exp, sum; scale), the R rows
  * interleaved in each pass: a single row's passes are chains of dependent max and add
  * (4-cycle latency each per 16 floats), R rows give the core R independent chains. Measured
- * on one core, 98 rows: T = 197 9.2 -> 6.3 us, T = 65 4.3 -> 2.7 us against one row at a time
- * (and against rows held in registers, which T > 64 leaves too few of). */
+ * on one core, 4 interleaved rows take about a third less time than one row at a time at
+ * T = 65 and 197 (docs/PERFORMANCE.md §2.6), and rows held in registers are no option, since
+ * T > 64 leaves too few of them. */
 AVX512 static inline void softmax_stream(float *x, int T, const int R) {
     __m512 vm[4], vs[4], inv[4];
     __m256 acc[4];

@@ -4,11 +4,11 @@
  * kernels. Switched on for the whole process by mvmoe_set_precision(MVMOE_PRECISION_BF16)
  * (`--precision bf16`); off by default.
  *
- * Why: on this machine's cores (AMX-BF16), one thread, M = 4160 rows (12x192 at batch 128,
- * one thread's rows): fc1 4160x192x768 runs at 127-146 GFLOP/s in fp32 (oneDNN's AVX-512
- * brgemm) and at 634 in bf16; fc2 (K = 768) 769; the weight gradient (a reduction over the
- * 4160 rows, A transposed) 700-740 (docs/PERFORMANCE.md, "bf16 products"). The products are
- * 75 % of a 12x192 training step in fp32.
+ * Why: on cores with AMX-BF16, oneDNN's bf16 kernels run the model's products several times
+ * faster than its fp32 AVX-512 brgemm (measured on 12x192's fc1, fc2, qkv and weight-gradient
+ * products, one thread's rows: docs/PERFORMANCE.md §2.8), and these products are most of a
+ * 12x192 training step in fp32 (§2.8, §2.10), so they are where bf16 pays; the rest of the
+ * step stays fp32.
  *
  * What changes: an operand keeps 8 significant bits, so results are not fp32's and parity
  * with PyTorch (fp32) no longer holds to float tolerance. That is why the mode is opt-in,
@@ -43,7 +43,7 @@
 /* The rows of dw are cut into this many fixed parts, one product each, shared by the threads:
  * oneDNN's sums over the M rows depend on the part's shape (measured: the halves of 2 threads
  * gave other bits than 1 thread's whole), so the parts may not follow the thread count. Two
- * suit this 2-core machine; 4 or 6 parts ran 5-30 % slower (12x192's shapes, M = 8320). */
+ * suit a 2-core machine; more parts ran slower on 12x192's shapes (docs/PERFORMANCE.md §4). */
 #define DW_PARTS 2
 /* Rows per product: a primitive is made per row count (the fast kernels fix M), so the rows
  * of a call are cut into blocks of BLOCK_ROWS and one last block, which runs padded to a

@@ -3,12 +3,12 @@
  * time, through oneDNN's matmul primitive (its brgemm kernels on AVX-512).
  *
  * Why: an sgemm call packs its weight operand into oneDNN's blocked layout on every call, and
- * its kernels run below the primitive's: measured on one core (docs/PERFORMANCE.md, "Packed
- * weights"), 98 x 576 x 192 (ViT-Tiny's qkv at batch 1, one thread's rows) 199 -> 235
- * GFLOP/s, 3200 x 256 x 64 (12x64's fc1 at batch 128) 172 -> 224 GFLOP/s, 97 % of the core's
- * FMA peak at best. The model packs its weights once per change (model.c,
- * mvmoe_model_pack_weights): for inference once, in training once per step, a pass over the
- * weights that costs far less than it saves (12x192 training +4 %).
+ * its kernels run below the primitive's: measured on one core (docs/PERFORMANCE.md §2.3), the
+ * primitive on packed weights was faster than sgemm on every product we timed (ViT-Tiny's and
+ * 12x64's, one thread's rows) and came close to the core's FMA peak. The model packs its
+ * weights once per change (model.c, mvmoe_model_pack_weights): for inference once, in training
+ * once per step, a pass over the weights that costs far less than it saves (training is faster
+ * with it, §2.3).
  *
  * Threads and bits: like gemm_rows in linear_sgemm.c, the rows of out are split between our threads,
  * each running one single-threaded primitive on its slice (oneDNN runs single-threaded inside

@@ -2,16 +2,17 @@
  * It takes every shape and stride, and every product the other backends do not.
  *
  * Why oneDNN: measured against OpenBLAS 0.3.21 (the previous backend), BLIS 0.9 and LIBXSMM 1.17
- * on the products a ViT step issues (docs/PERFORMANCE.md, "GEMM library"), oneDNN 2.6's JIT
- * sgemm is 10-30 % faster on one thread and up to 2x faster on the weight-gradient products (a
- * reduction over all B·T rows), where OpenBLAS packs a lot for little arithmetic.
+ * on the products a ViT step issues (docs/PERFORMANCE.md §2.1), oneDNN 2.6's JIT sgemm was
+ * faster than OpenBLAS and BLIS on almost every shape, by far the most on the weight-gradient
+ * products (a reduction over all B·T rows), where OpenBLAS packs a lot for little arithmetic;
+ * LIBXSMM tied it on the forward products but has no kernel for the weight gradients.
  *
  * Why we thread it ourselves: oneDNN's own threading of these small products is erratic (some
- * calls of 50 rows ran at a tenth of their one-thread speed). So every product is split into
- * disjoint row slices of its output (rows of out and din, rows of dw); each thread runs one
- * single-threaded sgemm on its slice (oneDNN stays single-threaded inside a parallel region);
- * no element is summed by two threads. oneDNN allocates its packing buffers inside sgemm; our
- * code allocates nothing. */
+ * calls of 50 rows ran several times slower on 2 threads than on one; docs/PERFORMANCE.md
+ * §2.2). So every product is split into disjoint row slices of its output (rows of out and
+ * din, rows of dw); each thread runs one single-threaded sgemm on its slice (oneDNN stays
+ * single-threaded inside a parallel region); no element is summed by two threads. oneDNN
+ * allocates its packing buffers inside sgemm; our code allocates nothing. */
 #include <dnnl.h>
 #include <omp.h>
 #include <stddef.h>
@@ -19,7 +20,8 @@
 #include "kernels/kernels.h"
 #include "kernels/linear_backend.h"
 
-/* Products smaller than this many multiply-adds run on one thread: a fork-join costs ~2 µs. */
+/* Products smaller than this many multiply-adds run on one thread: a fork-join costs more than
+ * splitting them saves (docs/PERFORMANCE.md §2.2). */
 #define SPLIT_MIN_MACS (64 * 64 * 64)
 /* Every slice has at least this many rows. oneDNN 2.6 computes each row of C with the same
  * arithmetic whatever M is, except for 'N','T' products of fewer than 16 rows and 1-row
@@ -28,11 +30,12 @@
 #define MIN_SLICE_ROWS 16
 /* Forward products ('N','T') too short to split by rows (a last block's class rows, the head,
  * at small batches) are split by columns of C, in blocks of COL_ALIGN, once the weights hold
- * COL_SPLIT_MIN_WEIGHTS floats: such a product is a read of the weights, which two cores share
- * (1 row x 768 x 192: 22 -> 11 us; 192 x 192: 4.9 -> 2.1 us). Column blocks at multiples of 16
- * give the bits of the unsplit product (checked bit by bit on the shapes we issue, M = 1..39,
- * and by test_linear). Products of more rows stay split by rows: their consumers read rows,
- * and measured in place a column split of 197-row products was slower. */
+ * COL_SPLIT_MIN_WEIGHTS floats: such a product is a read of the weights, which two cores share,
+ * so splitting its columns on two cores about halves its time (docs/PERFORMANCE.md §2.3).
+ * Column blocks at multiples of 16 give the bits of the unsplit product (checked bit by bit on
+ * the shapes we issue, M = 1..39, and by test_linear). Products of more rows stay split by
+ * rows: their consumers read rows, and measured in place a column split of 197-row products
+ * was slower (§4). */
 #define COL_ALIGN 16
 #define COL_SPLIT_MIN_WEIGHTS 32768
 

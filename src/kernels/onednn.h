@@ -43,8 +43,9 @@ const mvmoe_onednn_prim *mvmoe_onednn_prim_get(const mvmoe_onednn_prim *key, mvm
 
 /* Runs r on the calling thread's stream with h = {src, weights, bias, dst} (bias NULL: none).
  * The thread's memory objects for r are made on first use and only re-pointed after (making
- * them per call costs ~1.5 µs of a small product); the scratchpad is the thread's. 0; -1 if
- * something could not be had (nothing ran); -2 if oneDNN failed to execute. */
+ * them per call took about half the time of a small product: docs/PERFORMANCE.md §2.3); the
+ * scratchpad is the thread's. 0; -1 if something could not be had (nothing ran); -2 if oneDNN
+ * failed to execute. */
 int mvmoe_onednn_run(const mvmoe_onednn_prim *r, const void *const h[4]);
 
 /* The blocked layout oneDNN's matmul prefers for weights w[N,K] (logical [K,N]), the one every

@@ -34,7 +34,7 @@ void mvmoe_patchify(float *patches, const float *img, int B, int C, int H, int W
         for (int gx = 0; gx < GW; gx++) {
             float *dst = patches + ((size_t)b * GH * GW + (size_t)gy * GW + gx) * E;
             /* ViT-Tiny copies 9408 runs of 16 floats per image: a memcpy of constant size
-             * is a few vector moves instead of a call per run (27 -> 24 us per image) */
+             * is a few vector moves instead of a call per run (docs/PERFORMANCE.md §4) */
             for (int c = 0; c < C; c++)
                 for (int py = 0; py < P; py++) {
                     float *d = dst + ((size_t)c * P + py) * P;

@@ -215,9 +215,9 @@ static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int
  * head) tasks; then each thread takes its rows from proj to the next block's qkv with no
  * fork-join between the ops. Two barriers per block instead of nine fork-joins, and each row
  * stays in one core's cache. The MLP goes further, by L2-sized chunks of a thread's rows
- * (row_chunks): its hidden activations are the widest. (All ops by 256-row chunks measured no
- * faster at 12x64 batch 256, and 64-row chunks lost 12 %, the GEMMs being less efficient on
- * fewer rows.)
+ * (row_chunks): its hidden activations are the widest. (Chunking all of a block's ops measured
+ * no faster, and small chunks slower, the GEMMs being less efficient on fewer rows:
+ * docs/PERFORMANCE.md §4.)
  * The bits are those of running the ops one after another on all rows: every GEMM slice has
  * at least 16 rows (MIN_SLICE_ROWS in kernels/linear_sgemm.c) and the other ops are per row. */
 
@@ -240,12 +240,12 @@ static block_bufs block_bufs_at(mvmoe_acts *a, int B, int l) {
 
 /* A thread's rows go through a run of row-local ops in chunks whose widest buffer (`width`
  * floats a row) takes about CHUNK_BYTES: what one op writes, the next reads from L2 instead of
- * L3 (a thread's rows of fc1's output are 12.8 MB at 12x192 batch 128). Measured, A/B pairs on
- * 2 threads: the MLP forward by chunks took 12x192's forward -6.5 %, its batch-256 inference
- * +7.6 %; the MLP's input gradients by chunks its backward -4.7 % (mlp_input_grads_by_rows);
- * 12x64 (H = 256) +0-1.4 %. Equal chunks of at least 16 rows: rows are independent in every op
- * run this way and products give the same bits on any slice of 16 rows or more
- * (MIN_SLICE_ROWS in kernels/linear_sgemm.c), so chunking changes no bits. */
+ * L3 (a thread's rows of fc1's output are 12.8 MB at 12x192 batch 128). Measured in A/B pairs
+ * (docs/PERFORMANCE.md §2.4): the MLP's forward and its input gradients
+ * (mlp_input_grads_by_rows) by chunks make 12x192's forward, backward and batch inference
+ * faster, and leave 12x64 (H = 256) about unchanged. Equal chunks of at least 16 rows: rows
+ * are independent in every op run this way and products give the same bits on any slice of 16
+ * rows or more (MIN_SLICE_ROWS in kernels/linear_sgemm.c), so chunking changes no bits. */
 #define CHUNK_BYTES (1 << 20)
 static int row_chunks(int n, int width) {
     const int ch = CHUNK_BYTES / (width * (int)sizeof(float));
@@ -255,7 +255,8 @@ static int row_chunks(int n, int width) {
 static int chunk_start(int r0, int n, int i, int chunks) { return r0 + (int)((long long)n * i / chunks); }
 
 /* Rows [r0, r0+n) of dense block l: norm1 of `in`, then qkv (its bias filled in: qkv is
- * saved for the backward). (By chunks, with proj and norm2 too: no faster, 6 A/B pairs.) */
+ * saved for the backward). (By chunks, with proj and norm2 too: no faster, docs/PERFORMANCE.md
+ * §4.) */
 static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0, int n) {
     const mvmoe_params *p = &m->p;
     const mvmoe_packed *k = packed_for(m);
