@@ -59,8 +59,7 @@ typedef struct bench_args {
     int json, n_threads, n_peak;
     int threads[MAX_THREAD_SETTINGS];
     float peak[MAX_THREAD_SETTINGS];
-    /* model overrides, -1: not given */
-    int img_size, in_chans, classes, patch, dim, depth, heads, mlp_dim, experts, top_k, moe_layers;
+    mvmoe_cli_shape shape; /* model overrides */
     int routing_given;
     mvmoe_routing routing;
     mvmoe_bench_options o;
@@ -73,21 +72,6 @@ typedef struct {
     long lo, hi;
 } int_flag;
 
-static const int_flag model_flags[] = {
-    {"--img-size", offsetof(bench_args, img_size), 1, 4096},
-    {"--in-chans", offsetof(bench_args, in_chans), 1, MVMOE_MAX_CHANNELS},
-    {"--classes", offsetof(bench_args, classes), 1, 100000},
-    {"--patch", offsetof(bench_args, patch), 1, 4096},
-    {"--dim", offsetof(bench_args, dim), 1, 16384},
-    {"--depth", offsetof(bench_args, depth), 1, 256},
-    {"--heads", offsetof(bench_args, heads), 1, 16384},
-    {"--mlp-dim", offsetof(bench_args, mlp_dim), 1, 65536},
-    {"--experts", offsetof(bench_args, experts), 0, 1024},
-    {"--top-k", offsetof(bench_args, top_k), 1, 1024},
-    {"--moe-layers", offsetof(bench_args, moe_layers), 0, 256},
-};
-#define N_MODEL_FLAGS (sizeof model_flags / sizeof model_flags[0])
-
 static const int_flag option_flags[] = {
     {"--batch", offsetof(mvmoe_bench_options, batch), 1, 65536},
     {"--steps", offsetof(mvmoe_bench_options, steps), 1, 1000000},
@@ -99,12 +83,7 @@ static const int_flag option_flags[] = {
 #define N_OPTION_FLAGS (sizeof option_flags / sizeof option_flags[0])
 
 static int table_flag(mvmoe_args *a, bench_args *b, int *rc) {
-    for (size_t k = 0; k < N_MODEL_FLAGS; k++)
-        if (mvmoe_args_is(a, model_flags[k].flag)) {
-            *rc = mvmoe_args_int(a, model_flags[k].lo, model_flags[k].hi,
-                                 (int *)((char *)b + model_flags[k].offset));
-            return 1;
-        }
+    if (mvmoe_cli_shape_flag(a, &b->shape, 1, rc)) return 1;
     for (size_t k = 0; k < N_OPTION_FLAGS; k++)
         if (mvmoe_args_is(a, option_flags[k].flag)) {
             *rc = mvmoe_args_int(a, option_flags[k].lo, option_flags[k].hi,
@@ -131,9 +110,7 @@ static int parse_threads(mvmoe_args *a, bench_args *b) {
 static int parse(bench_args *b, int argc, char **argv) {
     memset(b, 0, sizeof *b);
     mvmoe_bench_options_default(&b->o);
-    int *ints[] = {&b->img_size, &b->in_chans, &b->classes, &b->patch, &b->dim, &b->depth,
-                   &b->heads, &b->mlp_dim, &b->experts, &b->top_k, &b->moe_layers};
-    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) *ints[k] = -1;
+    mvmoe_cli_shape_init(&b->shape);
     b->threads[0] = 1;
     b->threads[1] = 2;
     b->n_threads = 2;
@@ -172,8 +149,7 @@ static int parse(bench_args *b, int argc, char **argv) {
     if (b->o.check_path && mvmoe_get_precision() != MVMOE_PRECISION_FP32)
         return mvmoe_args_error(&a, "--check-out writes logits for checking fp32 frameworks against; "
                                     "run it without --precision %s", mvmoe_precision_name(mvmoe_get_precision()));
-    int overrides = b->routing_given;
-    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) overrides |= *ints[k] >= 0;
+    int overrides = b->routing_given || mvmoe_cli_shape_given(&b->shape, 1);
     if (b->model && overrides)
         return mvmoe_args_error(&a, "the model flags (--img-size, --dim, ...) apply to --preset; a checkpoint brings its own shape");
     if (b->n_peak && b->n_peak != b->n_threads)
@@ -190,18 +166,9 @@ static int preset_config(const bench_args *b, mvmoe_config *c) {
         fprintf(stderr, "mvmoe bench: invalid value '%s' for --preset: %s\n", b->preset, mvmoe_last_error());
         return MVMOE_EXIT_USAGE;
     }
-    if (b->img_size > 0) c->img_size = b->img_size;
-    if (b->in_chans > 0) c->in_chans = b->in_chans;
-    if (b->classes > 0) c->num_classes = b->classes;
-    if (b->patch > 0) c->patch = b->patch;
-    if (b->dim > 0) c->dim = b->dim;
-    if (b->depth > 0) c->depth = b->depth;
-    if (b->heads > 0) c->heads = b->heads;
-    if (b->mlp_dim > 0) c->mlp_dim = b->mlp_dim;
+    mvmoe_cli_shape_apply_sizes(&b->shape, c);
     if (b->routing_given) c->routing = b->routing;
-    if (b->experts >= 0) c->experts = b->experts;
-    if (b->top_k > 0) c->top_k = b->top_k;
-    if (b->moe_layers >= 0) c->moe_layers = b->moe_layers;
+    mvmoe_cli_shape_apply_moe(&b->shape, c);
     if (mvmoe_config_validate(c) != MVMOE_OK) {
         fprintf(stderr, "mvmoe bench: %s\nAdjust the model flags (or --preset); see 'mvmoe bench --help'.\n",
                 mvmoe_last_error());

@@ -82,12 +82,7 @@ static int preset_config(const train_args *t, mvmoe_config *c) {
         fprintf(stderr, "mvmoe train: invalid value '%s' for --preset: %s\n", preset, mvmoe_last_error());
         return MVMOE_EXIT_USAGE;
     }
-    if (t->img_size > 0) c->img_size = t->img_size;
-    if (t->patch > 0) c->patch = t->patch;
-    if (t->dim > 0) c->dim = t->dim;
-    if (t->depth > 0) c->depth = t->depth;
-    if (t->heads > 0) c->heads = t->heads;
-    if (t->mlp_dim > 0) c->mlp_dim = t->mlp_dim;
+    mvmoe_cli_shape_apply_sizes(&t->shape, c);
     if (t->routing_given) c->routing = t->routing;
     else if (t->superclasses) c->routing = MVMOE_ROUTING_IMAGE_SUPERCLASS;
     if (c->routing != MVMOE_ROUTING_DENSE) {
@@ -95,13 +90,11 @@ static int preset_config(const train_args *t, mvmoe_config *c) {
         if (c->experts == 0) c->experts = 4;
         if (c->moe_layers == 0) c->moe_layers = 2;
     }
-    if (t->experts >= 0) c->experts = t->experts;
-    if (t->top_k > 0) c->top_k = t->top_k;
-    if (t->moe_layers >= 0) c->moe_layers = t->moe_layers;
+    mvmoe_cli_shape_apply_moe(&t->shape, c);
     /* Catch shape mistakes (heads not dividing dim, ...) before a long dataset read. The image
      * size may still change to the dataset's, so the probe uses one that every patch divides. */
     mvmoe_config probe = *c; /* the preset owns no names/maps yet: a shallow copy is safe */
-    if (t->img_size <= 0) probe.img_size = probe.patch;
+    if (t->shape.img_size <= 0) probe.img_size = probe.patch;
     if (mvmoe_config_validate(&probe) != MVMOE_OK) {
         fprintf(stderr, "mvmoe train: %s\nAdjust the model flags (or --preset); see 'mvmoe train --help'.\n",
                 mvmoe_last_error());
@@ -114,9 +107,9 @@ static int preset_config(const train_args *t, mvmoe_config *c) {
  * input statistics of the training images), then the whole config is checked. */
 static int dataset_config(const train_args *t, const mvmoe_dataset *ds, const int32_t *train_idx,
                           int n_train, mvmoe_config *c) {
-    if (t->in_chans > 0 && t->in_chans != ds->c) {
+    if (t->shape.in_chans > 0 && t->shape.in_chans != ds->c) {
         fprintf(stderr, "mvmoe train: --in-chans %d does not match the %d channel(s) of the images in '%s'\n",
-                t->in_chans, ds->c, t->data);
+                t->shape.in_chans, ds->c, t->data);
         return MVMOE_EXIT_USAGE;
     }
     if (ds->c < 1 || ds->c > MVMOE_MAX_CHANNELS) {
@@ -125,7 +118,7 @@ static int dataset_config(const train_args *t, const mvmoe_dataset *ds, const in
         return MVMOE_EXIT_FAIL;
     }
     c->in_chans = ds->c;
-    c->img_size = t->img_size > 0 ? t->img_size : ds->h;
+    c->img_size = t->shape.img_size > 0 ? t->shape.img_size : ds->h;
     c->num_classes = ds->num_classes;
     dataset_mean_std(ds, train_idx, n_train, c->mean, c->std);
     if (ds->class_names &&
@@ -141,7 +134,7 @@ static int dataset_config(const train_args *t, const mvmoe_dataset *ds, const in
             free(map);
             return mvmoe_cli_fail("train");
         }
-        if (t->experts < 0) {
+        if (t->shape.experts < 0) {
             c->experts = E; /* one expert per super-class, as in the paper */
         } else if (E > c->experts) {
             fprintf(stderr, "mvmoe train: error: '%s' has %d super-classes but --experts is %d; give at least one expert per super-class\n",
@@ -155,7 +148,7 @@ static int dataset_config(const train_args *t, const mvmoe_dataset *ds, const in
     } else if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS && ds->coarse) {
         int rc = superclass_map(ds, c);
         if (rc) return rc;
-        if (t->experts < 0) c->experts = ds->num_coarse;
+        if (t->shape.experts < 0) c->experts = ds->num_coarse;
     }
     if (mvmoe_config_validate(c) != MVMOE_OK) {
         fprintf(stderr, "mvmoe train: %s\nAdjust the model flags (or --preset); see 'mvmoe train --help'.\n",
@@ -261,7 +254,7 @@ static int run(train_args *t) {
     if (ckpt) {
         mvmoe_load_options lo;
         memset(&lo, 0, sizeof lo);
-        lo.img_size = t->img_size > 0 ? t->img_size : 0;
+        lo.img_size = t->shape.img_size > 0 ? t->shape.img_size : 0;
         if (mvmoe_model_load(&m, ckpt, &lo) != MVMOE_OK) {
             rc = mvmoe_cli_fail("train");
             goto done;

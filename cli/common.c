@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -162,4 +163,65 @@ int mvmoe_cli_load_finish(const mvmoe_args *a, mvmoe_cli_load *l) {
                                 l->n_mean, l->n_std);
     l->o.in_chans_mean_std = l->n_mean;
     return 0;
+}
+
+/* ---------------------------------------------------------------- model-shape flags */
+
+static const struct {
+    const char *flag;
+    size_t offset;
+    long lo, hi;
+} shape_flags[] = {
+    {"--img-size", offsetof(mvmoe_cli_shape, img_size), 1, 4096},
+    {"--in-chans", offsetof(mvmoe_cli_shape, in_chans), 1, MVMOE_MAX_CHANNELS},
+    {"--classes", offsetof(mvmoe_cli_shape, classes), 1, 100000},
+    {"--patch", offsetof(mvmoe_cli_shape, patch), 1, 4096},
+    {"--dim", offsetof(mvmoe_cli_shape, dim), 1, 16384},
+    {"--depth", offsetof(mvmoe_cli_shape, depth), 1, 256},
+    {"--heads", offsetof(mvmoe_cli_shape, heads), 1, 16384},
+    {"--mlp-dim", offsetof(mvmoe_cli_shape, mlp_dim), 1, 65536},
+    {"--experts", offsetof(mvmoe_cli_shape, experts), 0, 1024},
+    {"--top-k", offsetof(mvmoe_cli_shape, top_k), 1, 1024},
+    {"--moe-layers", offsetof(mvmoe_cli_shape, moe_layers), 0, 256},
+};
+
+void mvmoe_cli_shape_init(mvmoe_cli_shape *s) {
+    for (size_t k = 0; k < sizeof shape_flags / sizeof shape_flags[0]; k++)
+        *(int *)((char *)s + shape_flags[k].offset) = -1;
+}
+
+int mvmoe_cli_shape_flag(mvmoe_args *a, mvmoe_cli_shape *s, int with_classes, int *rc) {
+    for (size_t k = 0; k < sizeof shape_flags / sizeof shape_flags[0]; k++)
+        if (mvmoe_args_is(a, shape_flags[k].flag) &&
+            (with_classes || shape_flags[k].offset != offsetof(mvmoe_cli_shape, classes))) {
+            *rc = mvmoe_args_int(a, shape_flags[k].lo, shape_flags[k].hi,
+                                 (int *)((char *)s + shape_flags[k].offset));
+            return 1;
+        }
+    return 0;
+}
+
+int mvmoe_cli_shape_given(const mvmoe_cli_shape *s, int with_img_size) {
+    int given = 0;
+    for (size_t k = 0; k < sizeof shape_flags / sizeof shape_flags[0]; k++)
+        if (with_img_size || shape_flags[k].offset != offsetof(mvmoe_cli_shape, img_size))
+            given |= *(const int *)((const char *)s + shape_flags[k].offset) >= 0;
+    return given;
+}
+
+void mvmoe_cli_shape_apply_sizes(const mvmoe_cli_shape *s, mvmoe_config *c) {
+    if (s->img_size > 0) c->img_size = s->img_size;
+    if (s->in_chans > 0) c->in_chans = s->in_chans;
+    if (s->classes > 0) c->num_classes = s->classes;
+    if (s->patch > 0) c->patch = s->patch;
+    if (s->dim > 0) c->dim = s->dim;
+    if (s->depth > 0) c->depth = s->depth;
+    if (s->heads > 0) c->heads = s->heads;
+    if (s->mlp_dim > 0) c->mlp_dim = s->mlp_dim;
+}
+
+void mvmoe_cli_shape_apply_moe(const mvmoe_cli_shape *s, mvmoe_config *c) {
+    if (s->experts >= 0) c->experts = s->experts;
+    if (s->top_k > 0) c->top_k = s->top_k;
+    if (s->moe_layers >= 0) c->moe_layers = s->moe_layers;
 }

@@ -10,6 +10,20 @@
 #define MVMOE_CLI_VERSION "0.1.0"
 
 /* "mvmoe CMD: error: <mvmoe_last_error()>" on stderr; returns MVMOE_EXIT_FAIL. */
+/* Model-shape flags shared by train and bench; -1: not given (the preset's value stays). */
+typedef struct mvmoe_cli_shape {
+    int img_size, in_chans, classes, patch, dim, depth, heads, mlp_dim, experts, top_k, moe_layers;
+} mvmoe_cli_shape;
+void mvmoe_cli_shape_init(mvmoe_cli_shape *s);
+/* 1 if a's current flag is a shape flag (*rc: its parse status); --classes only with_classes. */
+int mvmoe_cli_shape_flag(mvmoe_args *a, mvmoe_cli_shape *s, int with_classes, int *rc);
+/* Whether any shape flag was given (--img-size counted only if with_img_size). */
+int mvmoe_cli_shape_given(const mvmoe_cli_shape *s, int with_img_size);
+/* The given sizes (image, channels, classes, patch, dim, depth, heads, mlp) into c ... */
+void mvmoe_cli_shape_apply_sizes(const mvmoe_cli_shape *s, mvmoe_config *c);
+/* ... and the given MoE shape (experts, top-k, MoE blocks), after the routing is settled. */
+void mvmoe_cli_shape_apply_moe(const mvmoe_cli_shape *s, mvmoe_config *c);
+
 /* `mvmoe --verbose` or MVMOE_VERBOSE=1: failures also print mvmoe_last_error_where(). */
 extern int mvmoe_cli_verbose;
 int mvmoe_cli_fail(const char *cmd);

@@ -69,26 +69,12 @@ void mvmoe_train_args_help(void) {
 }
 
 
-/* Model-shape flags: each an int written into the train_args field at `offset`. */
+/* Training-option ints: an int in mvmoe_train_options at `offset`, in [lo, hi]. */
 typedef struct {
     const char *flag;
     size_t offset;
     long lo, hi;
 } int_flag;
-
-static const int_flag model_flags[] = {
-    {"--img-size", offsetof(train_args, img_size), 1, 4096},
-    {"--in-chans", offsetof(train_args, in_chans), 1, MVMOE_MAX_CHANNELS},
-    {"--patch", offsetof(train_args, patch), 1, 4096},
-    {"--dim", offsetof(train_args, dim), 1, 16384},
-    {"--depth", offsetof(train_args, depth), 1, 256},
-    {"--heads", offsetof(train_args, heads), 1, 16384},
-    {"--mlp-dim", offsetof(train_args, mlp_dim), 1, 65536},
-    {"--experts", offsetof(train_args, experts), 0, 1024},
-    {"--top-k", offsetof(train_args, top_k), 1, 1024},
-    {"--moe-layers", offsetof(train_args, moe_layers), 0, 256},
-};
-#define N_MODEL_FLAGS (sizeof model_flags / sizeof model_flags[0])
 
 /* Training-option flags: a float in mvmoe_train_options at `offset`, in [lo, hi]. */
 typedef struct {
@@ -129,12 +115,7 @@ static const int_flag option_ints[] = {
 
 /* Returns 1 if the current flag was one of the table-driven ones (*rc set), else 0. */
 static int table_flag(mvmoe_args *a, train_args *t, int *rc) {
-    for (size_t k = 0; k < N_MODEL_FLAGS; k++)
-        if (mvmoe_args_is(a, model_flags[k].flag)) {
-            *rc = mvmoe_args_int(a, model_flags[k].lo, model_flags[k].hi,
-                                 (int *)((char *)t + model_flags[k].offset));
-            return 1;
-        }
+    if (mvmoe_cli_shape_flag(a, &t->shape, 0, rc)) return 1;
     for (size_t k = 0; k < N_OPTION_INTS; k++)
         if (mvmoe_args_is(a, option_ints[k].flag)) {
             *rc = mvmoe_args_int(a, option_ints[k].lo, option_ints[k].hi,
@@ -154,9 +135,7 @@ static int table_flag(mvmoe_args *a, train_args *t, int *rc) {
 int mvmoe_train_args_parse(train_args *t, int argc, char **argv) {
     memset(t, 0, sizeof *t);
     mvmoe_train_options_default(&t->o);
-    int *ints[] = {&t->img_size, &t->in_chans, &t->patch, &t->dim, &t->depth,
-                   &t->heads, &t->mlp_dim, &t->experts, &t->top_k, &t->moe_layers};
-    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) *ints[k] = -1;
+    mvmoe_cli_shape_init(&t->shape);
 
     mvmoe_args a;
     mvmoe_args_init(&a, "train", SYNOPSIS, argc, argv);
@@ -207,14 +186,14 @@ int mvmoe_train_args_parse(train_args *t, int argc, char **argv) {
     if (t->resume && t->init)
         return mvmoe_args_error(&a, "--resume and --init exclude each other (--resume continues '%s' itself)", t->out);
     int arch = t->preset || t->routing_given;
-    for (size_t k = 1; k < sizeof ints / sizeof ints[0]; k++) arch |= *ints[k] >= 0;
+    arch |= mvmoe_cli_shape_given(&t->shape, 0);
     if ((t->resume || t->init) && arch)
         return mvmoe_args_error(&a, "--preset and the model-shape flags cannot be combined with %s: the model comes from the checkpoint",
                                 t->resume ? "--resume" : "--init");
     if ((t->resume || t->init) && (t->superclasses || t->upcycle))
         return mvmoe_args_error(&a, "--superclasses and --upcycle describe a new model; they cannot be combined with %s",
                                 t->resume ? "--resume" : "--init");
-    if (t->resume && t->img_size >= 0)
+    if (t->resume && t->shape.img_size >= 0)
         return mvmoe_args_error(&a, "--img-size cannot be combined with --resume: the run continues at the checkpoint's size");
     return 0;
 }

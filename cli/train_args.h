@@ -2,6 +2,7 @@
 #ifndef MVMOE_CLI_TRAIN_ARGS_H
 #define MVMOE_CLI_TRAIN_ARGS_H
 
+#include "common.h"
 #include "memlimit.h"
 #include "mvmoe.h"
 
@@ -11,7 +12,7 @@
 typedef struct train_args {
     const char *data, *out, *preset, *metrics, *init, *superclasses, *upcycle;
     int resume, max_images, threads_given;
-    int img_size, in_chans, patch, dim, depth, heads, mlp_dim, experts, top_k, moe_layers;
+    mvmoe_cli_shape shape;
     int routing_given;
     mvmoe_routing routing;
     mvmoe_train_options o;

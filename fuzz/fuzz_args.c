@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../cli/args.c"
+#include "../cli/common.c"
 #include "../cli/memlimit.c"
 #include "../cli/precision.c"
 #include "../cli/train_args.c"
@@ -47,9 +48,9 @@ int mvmoe_fuzz_args(const uint8_t *data, size_t size) {
         FZ_ASSERT(t.o.weight_decay >= 0 && t.o.weight_decay < 1, "weight decay");
         FZ_ASSERT(t.o.label_smoothing >= 0 && t.o.label_smoothing < 1, "label smoothing");
         FZ_ASSERT(t.o.drop_path >= 0 && t.o.drop_path < 1, "drop path");
-        FZ_ASSERT(t.img_size == -1 || (t.img_size >= 1 && t.img_size <= 4096), "img_size %d", t.img_size);
-        FZ_ASSERT(t.dim == -1 || (t.dim >= 1 && t.dim <= 16384), "dim %d", t.dim);
-        FZ_ASSERT(t.depth == -1 || (t.depth >= 1 && t.depth <= 256), "depth %d", t.depth);
+        FZ_ASSERT(t.shape.img_size == -1 || (t.shape.img_size >= 1 && t.shape.img_size <= 4096), "img_size %d", t.shape.img_size);
+        FZ_ASSERT(t.shape.dim == -1 || (t.shape.dim >= 1 && t.shape.dim <= 16384), "dim %d", t.shape.dim);
+        FZ_ASSERT(t.shape.depth == -1 || (t.shape.depth >= 1 && t.shape.depth <= 256), "depth %d", t.shape.depth);
         FZ_ASSERT(!(t.resume && t.init), "--resume with --init accepted");
     }
     if (size_ok == 0) FZ_ASSERT(bytes < ((uint64_t)1 << 63), "size %llu", (unsigned long long)bytes);
