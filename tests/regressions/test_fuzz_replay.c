@@ -20,6 +20,7 @@
 #include "../../fuzz/fuzz_args.c"
 #include "../../fuzz/fuzz_cifar.c"
 #include "../../fuzz/fuzz_config_json.c"
+#include "../../fuzz/fuzz_eval_json.c"
 #include "../../fuzz/fuzz_idx.c"
 #include "../../fuzz/fuzz_image.c"
 #include "../../fuzz/fuzz_safetensors.c"
@@ -37,7 +38,7 @@ static const struct {
     {"safetensors", mvmoe_fuzz_safetensors}, {"idx", mvmoe_fuzz_idx},
     {"cifar", mvmoe_fuzz_cifar},             {"image", mvmoe_fuzz_image},
     {"config_json", mvmoe_fuzz_config_json}, {"supermap", mvmoe_fuzz_supermap},
-    {"args", mvmoe_fuzz_args},
+    {"args", mvmoe_fuzz_args},               {"eval_json", mvmoe_fuzz_eval_json},
 };
 
 static uint8_t *slurp(const char *path, size_t *n) {
