@@ -314,7 +314,7 @@ static int run(bench_args *b) {
         if (rc == 0 && mvmoe_model_create(&m, &c, b->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("bench");
         mvmoe_config_free(&c);
     } else if (mvmoe_model_load(&m, b->model, NULL) != MVMOE_OK) {
-        rc = mvmoe_cli_fail("bench");
+        rc = mvmoe_cli_fail_flag("bench", "--model");
     } else {
         rc = mvmoe_cli_memlimit_check("bench", &b->mem, mvmoe_model_config(m), batch, 1, 1);
     }

@@ -242,16 +242,19 @@ static int run(const eval_args *e) {
     int rc = 0;
 
     if (e->threads_given) mvmoe_set_threads(e->threads);
-    if ((e->logits && mvmoe_output_check(e->logits, "--logits") != MVMOE_OK) ||
-        mvmoe_model_load(&m, e->model, &e->load.o) != MVMOE_OK) {
+    if (e->logits && mvmoe_output_check(e->logits, "--logits") != MVMOE_OK) {
         rc = mvmoe_cli_fail("eval");
+        goto done;
+    }
+    if (mvmoe_model_load(&m, e->model, &e->load.o) != MVMOE_OK) {
+        rc = mvmoe_cli_fail_flag("eval", "--model");
         goto done;
     }
     const mvmoe_config *c = mvmoe_model_config(m);
     int load_size = mvmoe_cli_is_image_folder(e->data, e->split) ? c->img_size : 0;
     if (mvmoe_dataset_load(&ds, e->data, e->split, load_size, e->max_images) != MVMOE_OK ||
         mvmoe_dataset_match_classes(&ds, (const char *const *)c->class_names, c->num_classes) != MVMOE_OK) {
-        rc = mvmoe_cli_fail("eval");
+        rc = mvmoe_cli_fail_flag("eval", "--data");
         goto done;
     }
     if (ds.c != c->in_chans || ds.num_classes > c->num_classes) {

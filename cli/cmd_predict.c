@@ -137,7 +137,7 @@ static int run(const predict_args *a) {
 
     if (a->threads_given) mvmoe_set_threads(a->threads);
     if (mvmoe_model_load(&m, a->model, &a->load.o) != MVMOE_OK) {
-        rc = mvmoe_cli_fail("predict");
+        rc = mvmoe_cli_fail_flag("predict", "--model");
         goto done;
     }
     const mvmoe_config *c = mvmoe_model_config(m);

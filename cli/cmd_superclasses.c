@@ -141,7 +141,7 @@ static void confusion_free(confusion_src *c) {
  * `mvmoe report` uses): every field present is checked, a bad one named with its file. */
 static int confusion_from_json(const char *path, confusion_src *c) {
     mvmoe_eval_confusion e;
-    if (mvmoe_eval_confusion_load(path, &e) != MVMOE_OK) return mvmoe_cli_fail("superclasses");
+    if (mvmoe_eval_confusion_load(path, &e) != MVMOE_OK) return mvmoe_cli_fail_flag("superclasses", "--confusion");
     c->K = e.K;
     c->n = e.n;
     c->top1 = e.top1;
@@ -164,13 +164,13 @@ static int confusion_from_model(const sc_args *s, confusion_src *cs) {
     const char *split = use_val ? "train" : "test";
 
     if (mvmoe_model_load(&m, s->model, &s->load.o) != MVMOE_OK) {
-        rc = mvmoe_cli_fail("superclasses");
+        rc = mvmoe_cli_fail_flag("superclasses", "--model");
         goto done;
     }
     const mvmoe_config *c = mvmoe_model_config(m);
     int load_size = mvmoe_cli_is_image_folder(s->data, split) ? c->img_size : 0;
     if (mvmoe_dataset_load(&ds, s->data, split, load_size, s->max_images) != MVMOE_OK) {
-        rc = mvmoe_cli_fail("superclasses");
+        rc = mvmoe_cli_fail_flag("superclasses", "--data");
         goto done;
     }
     if (ds.c != c->in_chans || ds.num_classes > c->num_classes) {

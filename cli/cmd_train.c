@@ -132,7 +132,7 @@ static int dataset_config(const train_args *t, const mvmoe_dataset *ds, const in
         }
         if (mvmoe_superclass_map_load(t->superclasses, ds->num_classes, map, &E) != MVMOE_OK) {
             free(map);
-            return mvmoe_cli_fail("train");
+            return mvmoe_cli_fail_flag("train", "--superclasses");
         }
         if (t->shape.experts < 0) {
             c->experts = E; /* one expert per super-class, as in the paper */
@@ -256,7 +256,7 @@ static int run(train_args *t) {
         memset(&lo, 0, sizeof lo);
         lo.img_size = t->shape.img_size > 0 ? t->shape.img_size : 0;
         if (mvmoe_model_load(&m, ckpt, &lo) != MVMOE_OK) {
-            rc = mvmoe_cli_fail("train");
+            rc = mvmoe_cli_fail_flag("train", t->resume ? "--resume (the --out checkpoint)" : "--init");
             goto done;
         }
     } else if ((rc = preset_config(t, &cfg)) != 0) {
@@ -266,8 +266,11 @@ static int run(train_args *t) {
     int load_size = 0;
     if (mvmoe_cli_is_image_folder(t->data, "train"))
         load_size = m ? mvmoe_model_config(m)->img_size : cfg.img_size;
-    if (mvmoe_dataset_load(&ds, t->data, "train", load_size, t->max_images) != MVMOE_OK ||
-        mvmoe_dataset_split(&ds, t->o.val_fraction, t->o.seed, &train_idx, &n_train, &val_idx,
+    if (mvmoe_dataset_load(&ds, t->data, "train", load_size, t->max_images) != MVMOE_OK) {
+        rc = mvmoe_cli_fail_flag("train", "--data");
+        goto done;
+    }
+    if (mvmoe_dataset_split(&ds, t->o.val_fraction, t->o.seed, &train_idx, &n_train, &val_idx,
                             &n_val) != MVMOE_OK) {
         rc = mvmoe_cli_fail("train");
         goto done;
@@ -291,8 +294,9 @@ static int run(train_args *t) {
         if (rc == 0 && mvmoe_model_create(&m, &cfg, t->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("train");
         if (rc == 0 && t->upcycle) {
             mvmoe_model *dense = NULL;
-            if (mvmoe_model_load(&dense, t->upcycle, NULL) != MVMOE_OK ||
-                mvmoe_model_upcycle(m, dense) != MVMOE_OK)
+            if (mvmoe_model_load(&dense, t->upcycle, NULL) != MVMOE_OK)
+                rc = mvmoe_cli_fail_flag("train", "--upcycle");
+            else if (mvmoe_model_upcycle(m, dense) != MVMOE_OK)
                 rc = mvmoe_cli_fail("train");
             if (dense) mvmoe_model_free(dense);
         }

@@ -13,6 +13,13 @@ int mvmoe_cli_fail(const char *cmd) {
     return MVMOE_EXIT_FAIL;
 }
 
+int mvmoe_cli_fail_flag(const char *cmd, const char *flag) {
+    const char *msg = mvmoe_last_error(), *where = mvmoe_last_error_where();
+    fprintf(stderr, "mvmoe %s: error: %s: %s\n", cmd, flag, msg && *msg ? msg : "unknown failure");
+    if (mvmoe_cli_verbose && where && *where) fprintf(stderr, "  (raised at %s)\n", where);
+    return MVMOE_EXIT_FAIL;
+}
+
 void mvmoe_cli_format_flops(double flops, char *buf, size_t cap) {
     if (flops >= 1e9)
         snprintf(buf, cap, "%.2f GFLOPs", flops / 1e9);

@@ -27,6 +27,9 @@ void mvmoe_cli_shape_apply_moe(const mvmoe_cli_shape *s, mvmoe_config *c);
 /* `mvmoe --verbose` or MVMOE_VERBOSE=1: failures also print mvmoe_last_error_where(). */
 extern int mvmoe_cli_verbose;
 int mvmoe_cli_fail(const char *cmd);
+/* The same for a failure of the file or folder a flag gave: "mvmoe CMD: error: FLAG: <message>",
+ * so the user knows which argument to fix. */
+int mvmoe_cli_fail_flag(const char *cmd, const char *flag);
 
 /* "12.3 MFLOPs" / "4.56 GFLOPs" / "789 kFLOPs". */
 void mvmoe_cli_format_flops(double flops, char *buf, size_t cap);

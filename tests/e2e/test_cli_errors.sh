@@ -116,11 +116,11 @@ expect 2 "no-such-preset" :: info --preset no-such-preset
 expect 2 "extra" :: presets extra
 
 # ---- missing or corrupt files: exit 1, the message names the file
-expect 1 "$TMP/missing.safetensors" :: eval --model "$TMP/missing.safetensors" --data "$D"
+expect 1 "--model: " "$TMP/missing.safetensors" :: eval --model "$TMP/missing.safetensors" --data "$D"
 expect 1 "$TMP/missing.safetensors" :: info "$TMP/missing.safetensors"
 expect 1 "$TMP/missing.safetensors" :: predict --model "$TMP/missing.safetensors" a.png
-expect 1 "$TMP/missing.safetensors" :: "${T[@]}" --init "$TMP/missing.safetensors"
-expect 1 "$D" :: "${T[@]}" --preset vit-test-tiny
+expect 1 "--init: " "$TMP/missing.safetensors" :: "${T[@]}" --init "$TMP/missing.safetensors"
+expect 1 "--data: " "$D" :: "${T[@]}" --preset vit-test-tiny
 printf 'this is not a safetensors file' > "$TMP/junk.safetensors"
 expect 1 "$TMP/junk.safetensors" :: info "$TMP/junk.safetensors"
 expect 1 "$TMP/junk.safetensors" :: eval --model "$TMP/junk.safetensors" --data "$D"
