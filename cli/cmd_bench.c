@@ -66,13 +66,7 @@ typedef struct bench_args {
     mvmoe_cli_memlimit mem;
 } bench_args;
 
-typedef struct {
-    const char *flag;
-    size_t offset;
-    long lo, hi;
-} int_flag;
-
-static const int_flag option_flags[] = {
+static const mvmoe_cli_int_flag option_flags[] = {
     {"--batch", offsetof(mvmoe_bench_options, batch), 1, 65536},
     {"--steps", offsetof(mvmoe_bench_options, steps), 1, 1000000},
     {"--warmup", offsetof(mvmoe_bench_options, warmup), 0, 1000000},
@@ -83,14 +77,8 @@ static const int_flag option_flags[] = {
 #define N_OPTION_FLAGS (sizeof option_flags / sizeof option_flags[0])
 
 static int table_flag(mvmoe_args *a, bench_args *b, int *rc) {
-    if (mvmoe_cli_shape_flag(a, &b->shape, 1, rc)) return 1;
-    for (size_t k = 0; k < N_OPTION_FLAGS; k++)
-        if (mvmoe_args_is(a, option_flags[k].flag)) {
-            *rc = mvmoe_args_int(a, option_flags[k].lo, option_flags[k].hi,
-                                 (int *)((char *)&b->o + option_flags[k].offset));
-            return 1;
-        }
-    return 0;
+    return mvmoe_cli_shape_flag(a, &b->shape, 1, rc) ||
+           mvmoe_cli_int_flag_parse(a, option_flags, N_OPTION_FLAGS, &b->o, rc) != NULL;
 }
 
 /* --threads 1,2: whole numbers 0..4096 */

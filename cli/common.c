@@ -174,11 +174,17 @@ int mvmoe_cli_load_finish(const mvmoe_args *a, mvmoe_cli_load *l) {
 
 /* ---------------------------------------------------------------- model-shape flags */
 
-static const struct {
-    const char *flag;
-    size_t offset;
-    long lo, hi;
-} shape_flags[] = {
+const mvmoe_cli_int_flag *mvmoe_cli_int_flag_parse(mvmoe_args *a, const mvmoe_cli_int_flag *table,
+                                                   size_t n, void *base, int *rc) {
+    for (size_t k = 0; k < n; k++)
+        if (mvmoe_args_is(a, table[k].flag)) {
+            *rc = mvmoe_args_int(a, table[k].lo, table[k].hi, (int *)((char *)base + table[k].offset));
+            return &table[k];
+        }
+    return NULL;
+}
+
+static const mvmoe_cli_int_flag shape_flags[] = {
     {"--img-size", offsetof(mvmoe_cli_shape, img_size), 1, 4096},
     {"--in-chans", offsetof(mvmoe_cli_shape, in_chans), 1, MVMOE_MAX_CHANNELS},
     {"--classes", offsetof(mvmoe_cli_shape, classes), 1, 100000},
@@ -198,14 +204,9 @@ void mvmoe_cli_shape_init(mvmoe_cli_shape *s) {
 }
 
 int mvmoe_cli_shape_flag(mvmoe_args *a, mvmoe_cli_shape *s, int with_classes, int *rc) {
-    for (size_t k = 0; k < sizeof shape_flags / sizeof shape_flags[0]; k++)
-        if (mvmoe_args_is(a, shape_flags[k].flag) &&
-            (with_classes || shape_flags[k].offset != offsetof(mvmoe_cli_shape, classes))) {
-            *rc = mvmoe_args_int(a, shape_flags[k].lo, shape_flags[k].hi,
-                                 (int *)((char *)s + shape_flags[k].offset));
-            return 1;
-        }
-    return 0;
+    /* train takes the class count from its data: there --classes is no flag */
+    if (!with_classes && mvmoe_args_is(a, "--classes")) return 0;
+    return mvmoe_cli_int_flag_parse(a, shape_flags, sizeof shape_flags / sizeof shape_flags[0], s, rc) != NULL;
 }
 
 int mvmoe_cli_shape_given(const mvmoe_cli_shape *s, int with_img_size) {

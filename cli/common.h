@@ -10,6 +10,17 @@
 #define MVMOE_CLI_VERSION "0.1.0"
 
 /* "mvmoe CMD: error: <mvmoe_last_error()>" on stderr; returns MVMOE_EXIT_FAIL. */
+/* A flag whose value is an int written at `offset` of a struct, in [lo, hi]. */
+typedef struct mvmoe_cli_int_flag {
+    const char *flag;
+    size_t offset;
+    long lo, hi;
+} mvmoe_cli_int_flag;
+/* If a's current flag is one of table[n]: parses it into base (*rc: its status) and returns
+ * that entry; else NULL. */
+const mvmoe_cli_int_flag *mvmoe_cli_int_flag_parse(mvmoe_args *a, const mvmoe_cli_int_flag *table,
+                                                   size_t n, void *base, int *rc);
+
 /* Model-shape flags shared by train and bench; -1: not given (the preset's value stays). */
 typedef struct mvmoe_cli_shape {
     int img_size, in_chans, classes, patch, dim, depth, heads, mlp_dim, experts, top_k, moe_layers;

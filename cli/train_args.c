@@ -69,12 +69,6 @@ void mvmoe_train_args_help(void) {
 }
 
 
-/* Training-option ints: an int in mvmoe_train_options at `offset`, in [lo, hi]. */
-typedef struct {
-    const char *flag;
-    size_t offset;
-    long lo, hi;
-} int_flag;
 
 /* Training-option flags: a float in mvmoe_train_options at `offset`, in [lo, hi]. */
 typedef struct {
@@ -103,7 +97,8 @@ static const float_flag option_floats[] = {
 };
 #define N_OPTION_FLOATS (sizeof option_floats / sizeof option_floats[0])
 
-static const int_flag option_ints[] = {
+/* Training-option ints in mvmoe_train_options. */
+static const mvmoe_cli_int_flag option_ints[] = {
     {"--epochs", offsetof(mvmoe_train_options, epochs), 1, 1000000},
     {"--batch", offsetof(mvmoe_train_options, batch), 1, 65536},
     {"--crop-pad", offsetof(mvmoe_train_options, crop_pad), 0, 1024},
@@ -116,13 +111,11 @@ static const int_flag option_ints[] = {
 /* Returns 1 if the current flag was one of the table-driven ones (*rc set), else 0. */
 static int table_flag(mvmoe_args *a, train_args *t, int *rc) {
     if (mvmoe_cli_shape_flag(a, &t->shape, 0, rc)) return 1;
-    for (size_t k = 0; k < N_OPTION_INTS; k++)
-        if (mvmoe_args_is(a, option_ints[k].flag)) {
-            *rc = mvmoe_args_int(a, option_ints[k].lo, option_ints[k].hi,
-                                 (int *)((char *)&t->o + option_ints[k].offset));
-            if (*rc == 0 && strcmp(option_ints[k].flag, "--threads") == 0) t->threads_given = 1;
-            return 1;
-        }
+    const mvmoe_cli_int_flag *f = mvmoe_cli_int_flag_parse(a, option_ints, N_OPTION_INTS, &t->o, rc);
+    if (f) {
+        if (*rc == 0 && strcmp(f->flag, "--threads") == 0) t->threads_given = 1;
+        return 1;
+    }
     for (size_t k = 0; k < N_OPTION_FLOATS; k++)
         if (mvmoe_args_is(a, option_floats[k].flag)) {
             const float_flag *f = &option_floats[k];
