@@ -62,6 +62,8 @@ void mvmoe_train_args_help(void) {
            (double)d.capacity_ratio);
     printf("Output and continuation:\n"
            "  --metrics FILE        JSON Lines metrics (default: CKPT.metrics.jsonl)\n"
+           "  --keep-every N        also keep the weights of every N-th epoch end as\n"
+           "                        CKPT-stem.epochE.safetensors (0: off) [0]\n"
            "  --resume              continue the run saved in CKPT (weights, optimizer, step)\n"
            "  --init CKPT0          start from CKPT0's weights (fine-tuning)\n\n"
            "Exit status: 0 done, 1 failure, 2 usage error, 130 interrupted (Ctrl-C / SIGTERM;\n"
@@ -105,6 +107,7 @@ static const mvmoe_cli_int_flag option_ints[] = {
     {"--threads", offsetof(mvmoe_train_options, threads), 0, 4096},
     {"--eval-every", offsetof(mvmoe_train_options, eval_every), 0, 1000000},
     {"--max-steps", offsetof(mvmoe_train_options, max_steps), 0, 2147483647L},
+    {"--keep-every", offsetof(mvmoe_train_options, keep_every), 0, 1000000},
 };
 #define N_OPTION_INTS (sizeof option_ints / sizeof option_ints[0])
 

@@ -180,6 +180,8 @@ typedef struct mvmoe_train_options {
     const char *out_path;   /* checkpoint written at each epoch end and at the end */
     const char *resume_path; /* optimizer state + step read from here if set */
     int max_steps;          /* > 0: stop after this many steps (tests, benchmarks) */
+    int keep_every;         /* > 0: at every keep_every-th epoch end, also keep the weights as
+                               OUT.epochN.safetensors (N = epochs done; e.g. to upcycle from) */
 } mvmoe_train_options;
 
 void mvmoe_train_options_default(mvmoe_train_options *o);

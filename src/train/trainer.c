@@ -170,6 +170,17 @@ static mvmoe_status save_all(mvmoe_model *m, const char *out, const char *settin
     return m->ema_mem ? save_ema(m, out) : MVMOE_OK;
 }
 
+/* A kept copy of the weights at an epoch end (--keep-every): OUT.epochN.safetensors, a
+ * checkpoint of its own for eval, --init or --upcycle; no optimizer state. */
+static mvmoe_status save_kept(mvmoe_model *m, const char *out, int epoch) {
+    char kp[4096];
+    const char *ext = strrchr(out, '.');
+    size_t stem = ext && strcmp(ext, ".safetensors") == 0 ? (size_t)(ext - out) : strlen(out);
+    if ((size_t)snprintf(kp, sizeof kp, "%.*s.epoch%d.safetensors", (int)stem, out, epoch) >= sizeof kp)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "%s: the path is too long for its kept copies (--keep-every)", out);
+    return mvmoe_model_save(m, kp);
+}
+
 /* Reads the optimizer state file sp; *st = its step. */
 static mvmoe_status read_state(mvmoe_model *m, const char *sp, long long *st, const char *settings) {
     mvmoe_st_file f;
@@ -385,6 +396,8 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                 mvmoe_eval_result_free(&r);
             }
             if (o->out_path) s = save_all(m, o->out_path, settings);
+            if (s == MVMOE_OK && o->out_path && o->keep_every > 0 && (epoch + 1) % o->keep_every == 0)
+                s = save_kept(m, o->out_path, epoch + 1);
             if (cb) cb(&pr, user);
         }
         if (s == MVMOE_OK && __atomic_exchange_n(&stop_requested, 0, __ATOMIC_RELAXED)) {

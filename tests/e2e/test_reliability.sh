@@ -11,6 +11,8 @@
 #  4. a stop between the renames of the state and the weights: --resume takes the previous
 #     state kept beside them and still ends bit-identical.
 #  5. --resume with result-changing flags (--batch, --lr, ...) is refused, naming them.
+#  6. --keep-every 1 keeps each epoch end's weights (CKPT-stem.epochN.safetensors): the last
+#     equals the final checkpoint, and a run stopped and resumed keeps the same bits.
 # Usage: tests/e2e/test_reliability.sh BUILD_DIR
 set -u
 BUILD=${1:-build}
@@ -141,6 +143,20 @@ until [ $tries -ge 5 ]; do
 done
 cmp -s "$T/k.safetensors" "$T/kref.safetensors" && ok "SIGKILL + resume: weights bit-identical" \
   || { bad "SIGKILL + resume: weights differ"; tail -3 "$T/k2.log"; }
+
+# ---- 6. --keep-every: kept epoch copies, the same bits after a stop and --resume
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --keep-every 1 --out "$T/keep.safetensors" > "$T/keep.log" 2>&1 \
+  && [ -f "$T/keep.epoch1.safetensors" ] && [ -f "$T/keep.epoch2.safetensors" ] \
+  && ok "--keep-every 1: epoch1 and epoch2 copies written" || { bad "--keep-every 1: copies missing"; ls "$T"; }
+cmp -s "$T/keep.epoch2.safetensors" "$T/keep.safetensors" && ! cmp -s "$T/keep.epoch1.safetensors" "$T/keep.safetensors" \
+  && ok "--keep-every: the last copy is the final checkpoint, the first differs" || bad "--keep-every: copies do not match the run"
+steps1=$(( 900 / 50 ))  # one epoch: 900 training images (10 % held out) at batch 50
+"$MV" train "${RUN[@]}" "${MODEL[@]}" --keep-every 1 --max-steps $steps1 --out "$T/keep2.safetensors" > /dev/null 2>&1 \
+  && "$MV" train "${RUN[@]}" --keep-every 1 --resume --out "$T/keep2.safetensors" > /dev/null 2>&1 \
+  && cmp -s "$T/keep2.epoch1.safetensors" "$T/keep.epoch1.safetensors" && cmp -s "$T/keep2.epoch2.safetensors" "$T/keep.epoch2.safetensors" \
+  && ok "--keep-every across --resume: the same kept bits" || bad "--keep-every across --resume: kept copies differ"
+"$MV" eval --model "$T/keep.epoch1.safetensors" --data "$DATA" --max-images 200 > /dev/null 2>&1 \
+  && ok "a kept copy evaluates as a checkpoint" || bad "a kept copy does not load"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

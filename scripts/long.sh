@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Dense vs Mobile V-MoE trained to convergence (docs/RESULTS.md, "Full budget"): the recipe that
+# gave the dense 12x64 its 90.6 % (35 epochs, lr 2e-3, 2 warm-up epochs, the default
+# augmentation, 10 % of the training set held out and evaluated every epoch), image-superclass
+# routing with E=4, k=1, L=2 from scratch at widths 16, 32 and 64 over 2 seeds, then at width 64
+# k=2, image-learned routing and upcycled (dense 18 epochs, then MoE 17) — see
+# scripts/experiments.sh (SET=long) for the list.
+#
+# The super-class map is the main job's (docs/results/main/superclasses.json): METIS on the
+# confusion of a dense 12x64 on the 6,000 images held out of the training split, never the test set.
+#
+# About 11 h of one core (2 runs side by side: JOBS=2 THREADS=1); stop it at any time: finished
+# runs are skipped and a stopped run continues from its checkpoint (--resume) on the next start.
+# JOB_END=UNIX_TIME stops (and saves) every run at that time, e.g. before a session ends.
+# When every run is done, `bash scripts/long.sh collect` copies each run's eval JSON, metrics and
+# log to docs/results/long/ and writes the report there (report.json + report.html).
+#
+# Environment: MVMOE [build/mvmoe] OUT [runs/long] JOBS [2] THREADS [1] EPOCHS [35] SEEDS ["0 1"]
+#   EXTRA_SEEDS ["0"] ONLY [regex of run names] JOB_END [0]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/long}
+EPOCHS=${EPOCHS:-35}
+TITLE="Dense vs Mobile V-MoE on Fashion-MNIST at full budget ($EPOCHS epochs)"
+mkdir -p "$OUT/maps"
+[ -f "$OUT/maps/fmnist_E4.json" ] || cp docs/results/main/superclasses.json "$OUT/maps/fmnist_E4.json"
+
+if [ "${1:-}" != collect ]; then
+    SET=long EPOCHS=$EPOCHS WARMUP=2 EVAL_EVERY=1 OUT=$OUT MAPS=$OUT/maps JOBS=${JOBS:-2} \
+        THREADS=${THREADS:-1} TITLE=$TITLE bash scripts/experiments.sh
+    exit $?
+fi
