@@ -16,7 +16,8 @@
 static const char SYNOPSIS[] =
     "usage: mvmoe report --out REPORT.html [--json REPORT.json] [--title TEXT]\n"
     "                    [--superclasses MAP.json] [--confusion VAL_EVAL.json]\n"
-    "                    --run NAME=EVAL.json [--run NAME=EVAL.json ...]\n";
+    "                    --run NAME=EVAL.json [--run NAME=EVAL.json ...]\n"
+    "                    [--curve NAME=METRICS.jsonl ...]\n";
 
 static void print_help(void) {
     printf("%s\n", SYNOPSIS);
@@ -34,6 +35,9 @@ static void print_help(void) {
            "                       confusion matrix and labels the experts\n"
            "  --confusion FILE     eval JSON whose confusion matrix is drawn, e.g. the dense model\n"
            "                       on the validation split (default: the first dense run's)\n"
+           "  --curve NAME=FILE    FILE is a training's metrics (`mvmoe train --metrics`, by default\n"
+           "                       CKPT.metrics.jsonl): draws validation accuracy per epoch, the\n"
+           "                       mean over the files sharing NAME (repeatable)\n"
            "\nFiles are written only when everything succeeded. SOURCE_DATE_EPOCH fixes the date.\n"
            "Exit status: 0 done, 1 failure (message names the file and field), 2 usage error.\n");
 }
@@ -41,18 +45,20 @@ static void print_help(void) {
 typedef struct report_args {
     mvmoe_report_options o;
     mvmoe_report_run *runs;
-    int n_runs;
+    mvmoe_report_curve *curves;
+    int n_runs, n_curves;
 } report_args;
 
-static int add_run(mvmoe_args *a, report_args *r) {
+/* A NAME=FILE value of `flag`: *name a copy, *path pointing into argv (argv lives until exit). */
+static int name_file(mvmoe_args *a, const char *flag, const char *file, int n_given, const char **name_out,
+                     const char **path_out) {
     const char *v;
     int rc = mvmoe_args_str(a, &v);
     if (rc) return rc;
     const char *eq = strchr(v, '=');
     if (!eq || eq == v || !eq[1])
-        return mvmoe_args_error(a, "invalid value '%s' for --run: use NAME=EVAL.json (a name, '=', a file)", v);
-    if (r->n_runs == MAX_RUNS) return mvmoe_args_error(a, "more than %d --run flags", MAX_RUNS);
-    /* argv strings live until exit: the name is a copy, the path points into argv */
+        return mvmoe_args_error(a, "invalid value '%s' for %s: use NAME=%s (a name, '=', a file)", v, flag, file);
+    if (n_given == MAX_RUNS) return mvmoe_args_error(a, "more than %d %s flags", MAX_RUNS, flag);
     size_t n = (size_t)(eq - v);
     char *name = malloc(n + 1);
     if (!name) {
@@ -61,10 +67,25 @@ static int add_run(mvmoe_args *a, report_args *r) {
     }
     memcpy(name, v, n);
     name[n] = '\0';
-    r->runs[r->n_runs].name = name;
-    r->runs[r->n_runs].eval_path = eq + 1;
-    r->n_runs++;
+    *name_out = name;
+    *path_out = eq + 1;
     return 0;
+}
+
+static int add_run(mvmoe_args *a, report_args *r) {
+    mvmoe_report_run *x = &r->runs[r->n_runs];
+    int rc = name_file(a, "--run", "EVAL.json", r->n_runs, &x->name, &x->eval_path);
+    if (rc == 0) r->n_runs++;
+    return rc;
+}
+
+static int add_curve(mvmoe_args *a, report_args *r) {
+    mvmoe_report_curve *x = &r->curves[r->n_curves];
+    int rc = name_file(a, "--curve", "METRICS.jsonl", r->n_curves, &x->name, &x->metrics_path);
+    if (rc == 0) r->n_curves++;
+    r->o.curves = r->curves;
+    r->o.n_curves = r->n_curves;
+    return rc;
 }
 
 static int parse(report_args *r, int argc, char **argv) {
@@ -75,6 +96,7 @@ static int parse(report_args *r, int argc, char **argv) {
     while (rc == 0 && (kind = mvmoe_args_next(&a, &pos)) >= 0) {
         if (kind == 0) return mvmoe_args_error(&a, "unexpected argument '%s' (give eval files as --run NAME=FILE)", pos);
         if (mvmoe_args_is(&a, "--run")) rc = add_run(&a, r);
+        else if (mvmoe_args_is(&a, "--curve")) rc = add_curve(&a, r);
         else if (mvmoe_args_is(&a, "--out")) rc = mvmoe_args_str(&a, &r->o.html_path);
         else if (mvmoe_args_is(&a, "--json")) rc = mvmoe_args_str(&a, &r->o.json_path);
         else if (mvmoe_args_is(&a, "--title")) rc = mvmoe_args_str(&a, &r->o.title);
@@ -98,7 +120,8 @@ int mvmoe_cmd_report(int argc, char **argv) {
     report_args r;
     memset(&r, 0, sizeof r);
     r.runs = calloc(MAX_RUNS, sizeof *r.runs);
-    if (!r.runs) {
+    r.curves = calloc(MAX_RUNS, sizeof *r.curves);
+    if (!r.runs || !r.curves) {
         fprintf(stderr, "mvmoe report: error: out of memory\n");
         return MVMOE_EXIT_FAIL;
     }
@@ -110,9 +133,13 @@ int mvmoe_cmd_report(int argc, char **argv) {
     if (rc == 0) {
         printf("wrote %s", r.o.html_path);
         if (r.o.json_path) printf(" and %s", r.o.json_path);
-        printf(" (%d run%s)\n", r.n_runs, r.n_runs == 1 ? "" : "s");
+        printf(" (%d run%s", r.n_runs, r.n_runs == 1 ? "" : "s");
+        if (r.n_curves) printf(", %d learning curve%s", r.n_curves, r.n_curves == 1 ? "" : "s");
+        printf(")\n");
     }
     for (int i = 0; i < r.n_runs; i++) free((char *)r.runs[i].name);
+    for (int i = 0; i < r.n_curves; i++) free((char *)r.curves[i].name);
     free(r.runs);
+    free(r.curves);
     return rc;
 }

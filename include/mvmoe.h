@@ -218,6 +218,10 @@ typedef struct mvmoe_moe_eval {
     double *expert_acc;       /* [experts] top-1 accuracy of those images (< 0 if none) */
     double experts_per_item;  /* kept choices per router item (image, or token per block): top_k,
                                  or fewer with adaptive k */
+    /* image-* with a super-class map: images whose top-1 expert is not their class's
+     * super-class, and the top-1 accuracy of those and of the others (< 0 when undefined) */
+    int64_t misrouted;
+    double misrouted_acc, routed_acc;
 } mvmoe_moe_eval;
 
 typedef struct mvmoe_eval_result {
@@ -399,6 +403,13 @@ typedef struct mvmoe_report_run {
     const char *eval_path; /* output of `mvmoe eval --json` */
 } mvmoe_report_run;
 
+/* A training's metrics (`mvmoe train --metrics`, JSON Lines) for the learning-curve figure;
+ * curves with the same name are one model over several seeds. */
+typedef struct mvmoe_report_curve {
+    const char *name;
+    const char *metrics_path;
+} mvmoe_report_curve;
+
 typedef struct mvmoe_report_options {
     const char *html_path;       /* required */
     const char *json_path;       /* NULL: no JSON summary */
@@ -406,6 +417,8 @@ typedef struct mvmoe_report_options {
     const char *superclass_path; /* NULL: none; else a map as `mvmoe superclasses` writes */
     const char *confusion_path;  /* eval JSON whose confusion matrix is drawn; NULL: the first
                                     dense run's */
+    const mvmoe_report_curve *curves; /* validation accuracy per epoch; NULL / 0: no figure */
+    int n_curves;
 } mvmoe_report_options;
 
 mvmoe_status mvmoe_report_write(const mvmoe_report_run *runs, int n_runs, const mvmoe_report_options *o);

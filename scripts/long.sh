@@ -25,8 +25,35 @@ TITLE="Dense vs Mobile V-MoE on Fashion-MNIST at full budget ($EPOCHS epochs)"
 mkdir -p "$OUT/maps"
 [ -f "$OUT/maps/fmnist_E4.json" ] || cp docs/results/main/superclasses.json "$OUT/maps/fmnist_E4.json"
 
-if [ "${1:-}" != collect ]; then
+if [ "${1:-}" != collect ]; then # the runs
     SET=long EPOCHS=$EPOCHS WARMUP=2 EVAL_EVERY=1 OUT=$OUT MAPS=$OUT/maps JOBS=${JOBS:-2} \
         THREADS=${THREADS:-1} TITLE=$TITLE bash scripts/experiments.sh
     exit $?
 fi
+
+# collect: the finished runs into docs/results/long/RUN-sSEED/ (eval JSON, the epoch-end lines
+# of the metrics, the log without its per-step lines), then one report with learning curves
+DOCS=${DOCS:-docs/results/long}
+mkdir -p "$DOCS"
+cp "$OUT/maps/fmnist_E4.json" "$DOCS/superclasses.json"
+args=()
+for f in "$OUT"/*/test.json; do
+    [ -f "$f" ] || continue
+    d=$(dirname "$f")
+    run=$(basename "$d")
+    name=${run%-s*}
+    mkdir -p "$DOCS/$run"
+    cp "$f" "$DOCS/$run/test.json"
+    grep '"event":[12]' "$d/model.safetensors.metrics.jsonl" > "$DOCS/$run/metrics.jsonl"
+    grep -v ' step [0-9]*/[0-9]* (global' "$d/train.log" > "$DOCS/$run/train.log" || true
+    args+=(--run "$name=$DOCS/$run/test.json" --curve "$name=$DOCS/$run/metrics.jsonl")
+    for a in "$d"/test_adaptive*.json; do
+        [ -f "$a" ] || continue
+        t=${a##*test_adaptive}
+        cp "$a" "$DOCS/$run/"
+        args+=(--run "${name/-k2-/-k2a${t%.json}-}=$DOCS/$run/$(basename "$a")")
+    done
+done
+[ ${#args[@]} -gt 0 ] || { echo "long: no finished run in $OUT" >&2; exit 1; }
+"${MVMOE:-build/mvmoe}" report --out "$DOCS/report.html" --json "$DOCS/report.json" --title "$TITLE" \
+    --superclasses "$DOCS/superclasses.json" "${args[@]}"

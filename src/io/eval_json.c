@@ -75,6 +75,13 @@ mvmoe_status mvmoe_eval_json_format(const mvmoe_eval_result *r, const mvmoe_conf
         ok &= ok && cJSON_AddNumberToObject(moe, "adaptive_k", meta->adaptive_k) != NULL;
         ok &= ok && (me->router_acc >= 0 ? cJSON_AddNumberToObject(moe, "router_acc", me->router_acc)
                                          : cJSON_AddNullToObject(moe, "router_acc")) != NULL;
+        if (me->router_acc >= 0) {
+            ok &= ok && cJSON_AddNumberToObject(moe, "misrouted", (double)me->misrouted) != NULL;
+            ok &= ok && (me->routed_acc >= 0 ? cJSON_AddNumberToObject(moe, "routed_acc", me->routed_acc)
+                                             : cJSON_AddNullToObject(moe, "routed_acc")) != NULL;
+            ok &= ok && (me->misrouted_acc >= 0 ? cJSON_AddNumberToObject(moe, "misrouted_acc", me->misrouted_acc)
+                                                : cJSON_AddNullToObject(moe, "misrouted_acc")) != NULL;
+        }
         cJSON *load = ok ? cJSON_AddArrayToObject(moe, "expert_load") : NULL;
         cJSON *imgs = ok ? cJSON_AddArrayToObject(moe, "expert_images") : NULL;
         cJSON *acc = ok ? cJSON_AddArrayToObject(moe, "expert_acc") : NULL;
@@ -181,6 +188,9 @@ static mvmoe_status parse_moe(mvmoe_eval_json *e, const cJSON *moe) {
     if (E < 0) E = e->experts > 0 ? e->experts : 0; /* else the arrays' length tells */
     const char *src = "\"moe.experts\"";
     MVMOE_TRY(mvmoe_json_get_num(&w, moe, "router_acc", 0, 1, "a number from 0 to 1 (or null)", &e->router_acc));
+    MVMOE_TRY(mvmoe_json_get_num(&w, moe, "routed_acc", 0, 1, "a number from 0 to 1 (or null)", &e->routed_acc));
+    MVMOE_TRY(mvmoe_json_get_num(&w, moe, "misrouted_acc", 0, 1, "a number from 0 to 1 (or null)", &e->misrouted_acc));
+    MVMOE_TRY(mvmoe_json_get_num(&w, moe, "misrouted", 0, 9.007199254740992e15, "a count (or null)", &e->misrouted));
     MVMOE_TRY(mvmoe_json_get_count_array(&w, moe, "expert_load", &E, MVMOE_EVAL_JSON_MAX_EXPERTS, src, &e->expert_load));
     MVMOE_TRY(mvmoe_json_get_count_array(&w, moe, "expert_images", &E, MVMOE_EVAL_JSON_MAX_EXPERTS, src, &e->expert_images));
     MVMOE_TRY(mvmoe_json_get_nums(&w, moe, "expert_acc", &E, MVMOE_EVAL_JSON_MAX_EXPERTS, src, 0, 1, 1, &e->expert_acc));
@@ -230,6 +240,7 @@ mvmoe_status mvmoe_eval_json_load(mvmoe_eval_json *e, const char *name, const ch
     e->path = path;
     e->n = -1;
     e->top1 = e->top5 = e->loss = e->router_acc = NAN;
+    e->routed_acc = e->misrouted_acc = e->misrouted = NAN;
     e->params = e->active_params = e->flops = NAN;
     e->img_size = e->in_chans = e->patch = e->dim = e->depth = e->heads = e->mlp_dim = -1;
     e->experts = e->top_k = e->moe_layers = -1;

@@ -35,6 +35,7 @@ typedef struct mvmoe_eval_json {
     /* "moe" */
     int moe_experts;        /* 0: no "moe" object */
     double router_acc;      /* NaN: null */
+    double routed_acc, misrouted_acc, misrouted; /* NaN: null or absent (older files) */
     int64_t *expert_load, *expert_images; /* [moe_experts] or NULL */
     double *expert_acc;     /* [moe_experts] (NaN entries: null) or NULL */
 } mvmoe_eval_json;

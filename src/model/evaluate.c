@@ -58,7 +58,7 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
     }
     int moe = c->routing != MVMOE_ROUTING_DENSE, E = c->experts, k = c->top_k;
     int image = moe && c->routing != MVMOE_ROUTING_TOKEN_LEARNED;
-    int64_t *expert_correct = NULL, router_ok = 0, items = 0, kept = 0;
+    int64_t *expert_correct = NULL, router_ok = 0, items = 0, kept = 0, routed_correct = 0, misrouted_correct = 0;
     if (moe) {
         r->moe.experts = E;
         r->moe.expert_load = calloc((size_t)E, sizeof *r->moe.expert_load);
@@ -106,7 +106,12 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
                 int e = a->plans[0].expert[(size_t)i * k];
                 r->moe.expert_images[e]++;
                 expert_correct[e] += best == y;
-                if (c->superclass_of) router_ok += c->superclass_of[y] == e;
+                if (c->superclass_of) { /* why the MoE errs: wrong expert, or right expert but wrong class */
+                    int routed = c->superclass_of[y] == e;
+                    router_ok += routed;
+                    routed_correct += routed && best == y;
+                    misrouted_correct += !routed && best == y;
+                }
             }
         }
         for (int pl = 0; moe && pl < a->n_plans; pl++) { /* load: every kept choice */
@@ -119,7 +124,11 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
     }
     free(bidx);
     if (moe) {
-        r->moe.router_acc = image && c->superclass_of && n ? (double)router_ok / n : -1;
+        int mapped = image && c->superclass_of && n;
+        r->moe.router_acc = mapped ? (double)router_ok / n : -1;
+        r->moe.misrouted = mapped ? n - router_ok : 0;
+        r->moe.routed_acc = mapped && router_ok ? (double)routed_correct / router_ok : -1;
+        r->moe.misrouted_acc = mapped && n > router_ok ? (double)misrouted_correct / (n - router_ok) : -1;
         r->moe.experts_per_item = items ? (double)kept / (double)items : 0;
         for (int e = 0; e < E; e++)
             r->moe.expert_acc[e] = r->moe.expert_images[e] ? (double)expert_correct[e] / r->moe.expert_images[e] : -1;

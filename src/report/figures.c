@@ -394,3 +394,95 @@ void mvmoe_report_fig_experts(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
     if (!any)
         note(t, "Experts: no run has expert counts or accuracies (\"moe\" in its eval JSON): dense models only, or older files.");
 }
+
+/* ---------------------------------------------------------------- learning curves */
+
+/* y range of the curves' means (± std) over epochs [e0, e1). */
+static void curve_range(const mvmoe_report_curves *cs, int e0, int e1, double *lo, double *hi) {
+    *lo = INFINITY, *hi = -INFINITY;
+    for (int i = 0; i < cs->n; i++)
+        for (int e = e0; e < e1 && e < cs->curves[i].epochs; e++) {
+            double m = 100 * cs->curves[i].val_mean[e], s = 100 * cs->curves[i].val_std[e];
+            if (!isfinite(m)) continue;
+            if (!isfinite(s)) s = 0;
+            *lo = fmin(*lo, m - s), *hi = fmax(*hi, m + s);
+        }
+}
+
+/* One panel: every curve over epochs [e0, e1). */
+static void curve_panel(mvmoe_rtext *t, const mvmoe_report_curves *cs, mvmoe_svg_plot *p, int e0, int e1,
+                        double *x, double *y, double *err) {
+    double lo, hi;
+    curve_range(cs, e0, e1, &lo, &hi);
+    mvmoe_svg_axis_fit(&p->x, e0 + 1, e1, 0.03, 1.0);
+    mvmoe_svg_axis_fit(&p->y, lo, hi, 0.06, 0.5);
+    mvmoe_svg_axes(t, p);
+    for (int i = 0; i < cs->n; i++) {
+        const mvmoe_report_curve_stats *c = &cs->curves[i];
+        int m = 0;
+        for (int e = e0; e < e1 && e < c->epochs; e++, m++) {
+            x[m] = e + 1;
+            y[m] = 100 * c->val_mean[e];
+            err[m] = 100 * c->val_std[e];
+        }
+        mvmoe_svg_series(t, p, x, y, err, NULL, m, mvmoe_svg_color(i), mvmoe_svg_shape(i));
+    }
+}
+
+/* Is the MoE slower to start, lower at the end, or overtaking? The whole run on the left, the
+ * second half on the right, where the curves are close and the comparison is decided. */
+void mvmoe_report_fig_curves(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
+    const mvmoe_report_curves *cs = c->curves;
+    if (!cs || cs->n == 0) {
+        note(t, "Learning curves: no training metrics were given (mvmoe report --curve NAME=METRICS.jsonl).");
+        return;
+    }
+    int epochs = 0, measured = 0;
+    for (int i = 0; i < cs->n; i++) {
+        if (cs->curves[i].epochs > epochs) epochs = cs->curves[i].epochs;
+        for (int e = 0; e < cs->curves[i].epochs; e++) measured += isfinite(cs->curves[i].val_mean[e]);
+    }
+    if (measured == 0) {
+        note(t, "Learning curves: the metrics files have no validation accuracy (train with a validation split "
+                "and --eval-every 1).");
+        return;
+    }
+    double *x = calloc((size_t)epochs, sizeof *x), *y = calloc((size_t)epochs, sizeof *y);
+    double *err = calloc((size_t)epochs, sizeof *err);
+    const char **names = calloc((size_t)cs->n, sizeof *names), **colors = calloc((size_t)cs->n, sizeof *colors);
+    int *shapes = calloc((size_t)cs->n, sizeof *shapes);
+    if (!x || !y || !err || !names || !colors || !shapes) {
+        t->oom = 1;
+        goto done;
+    }
+    for (int i = 0; i < cs->n; i++) {
+        names[i] = cs->curves[i].name;
+        colors[i] = mvmoe_svg_color(i);
+        shapes[i] = mvmoe_svg_shape(i);
+    }
+    double h = 24 + 300 + 56 + 20.0 * cs->n + 10;
+    char desc[256];
+    snprintf(desc, sizeof desc,
+             "Line plots of validation top-1 accuracy per epoch for %d model%s over %d epochs: all epochs on the "
+             "left, the second half on the right.", cs->n, cs->n == 1 ? "" : "s", epochs);
+    mvmoe_rtext_puts(t, "<figure>\n");
+    mvmoe_svg_begin(t, "fig-curves", 900, h, "Validation accuracy per epoch", desc);
+    mvmoe_svg_plot all = {.left = 64, .top = 24, .width = 360, .height = 300};
+    all.x.label = "epoch";
+    all.y.label = "validation top-1 (%)";
+    curve_panel(t, cs, &all, 0, epochs, x, y, err);
+    mvmoe_svg_plot late = all;
+    late.left = 64 + 360 + 80;
+    late.x.label = "epoch (second half)";
+    curve_panel(t, cs, &late, epochs / 2, epochs, x, y, err);
+    mvmoe_svg_legend(t, 64, 24 + 300 + 56, names, colors, shapes, cs->n);
+    mvmoe_svg_end(t);
+    char cap[400];
+    snprintf(cap, sizeof cap,
+             "Top-1 accuracy on the validation images held out of the training split, at the end of each epoch: "
+             "mean over the seeds of each model, bars \xC2\xB1 sample std where there are two or more. Left: all %d "
+             "epochs; right: epochs %d to %d, zoomed.", epochs, epochs / 2 + 1, epochs);
+    caption(t, "Figure 3.", cap);
+done:
+    free(x), free(y), free(err), free(names), free(colors), free(shapes);
+}

@@ -215,6 +215,37 @@ static void results_table(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
                         "percentage points. \xE2\x80\x94: not in the inputs.</p>\n");
 }
 
+/* Why a super-class-routed MoE errs: a misrouted image meets an expert that never trained on
+ * its class, so its accuracy says what routing mistakes cost, and the routed images' accuracy
+ * what the experts themselves reach. One row per MoE model that has the numbers. */
+static void routing_table(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
+    int rows = 0;
+    for (int i = 0; i < c->st->n_groups; i++) rows += isfinite(c->st->groups[i].routed_acc_mean) ||
+                                                     isfinite(c->st->groups[i].misrouted_acc_mean);
+    if (!rows) {
+        mvmoe_rtext_puts(t, "<p class=\"note\">No run has routing-error numbers (they need image routing with a "
+                            "super-class map, evaluated by a version of mvmoe that writes <code>moe.misrouted</code>).</p>\n");
+        return;
+    }
+    mvmoe_rtext_puts(t, "<table id=\"routing\">\n<thead><tr><th>run</th><th>router acc. (%)</th>"
+                        "<th>misrouted images (%)</th><th>top-1 of routed images (%)</th>"
+                        "<th>top-1 of misrouted images (%)</th></tr></thead>\n<tbody>\n");
+    for (int i = 0; i < c->st->n_groups; i++) {
+        const mvmoe_report_group *g = &c->st->groups[i];
+        if (!isfinite(g->routed_acc_mean) && !isfinite(g->misrouted_acc_mean)) continue;
+        mvmoe_rtext_puts(t, "<tr><th scope=\"row\">");
+        mvmoe_rtext_escape(t, g->name);
+        mvmoe_rtext_puts(t, "</th>");
+        put_pct(t, g->n_router > 0 ? g->router_acc_mean : NAN, NAN, 0);
+        put_pct(t, g->misrouted_share_mean, NAN, 0);
+        put_pct(t, g->routed_acc_mean, NAN, 0);
+        put_pct(t, g->misrouted_acc_mean, NAN, 0);
+        mvmoe_rtext_puts(t, "</tr>\n");
+    }
+    mvmoe_rtext_puts(t, "</tbody></table>\n<p class=\"note\">Means over seeds. Routed: the image's first "
+                        "expert is its class's super-class; misrouted: any other expert.</p>\n");
+}
+
 /* One row per super-class; names from the map's groups, else from the class names. */
 static void superclass_rows(mvmoe_rtext *t, const int *map, int K, int E,
                             char ***groups, const char *const *names) {
@@ -316,8 +347,14 @@ static void build_page(mvmoe_rtext *t, const mvmoe_report_ctx *c, const char *co
     mvmoe_report_fig_accuracy(t, c);
     mvmoe_rtext_puts(t, "<h2>Confusion matrix</h2>\n");
     mvmoe_report_fig_confusion(t, c);
+    if (c->curves && c->curves->n > 0) {
+        mvmoe_rtext_puts(t, "<h2>Learning curves</h2>\n");
+        mvmoe_report_fig_curves(t, c);
+    }
     mvmoe_rtext_puts(t, "<h2>Experts</h2>\n");
     mvmoe_report_fig_experts(t, c);
+    mvmoe_rtext_puts(t, "<h2>Routing errors</h2>\n");
+    routing_table(t, c);
     mvmoe_rtext_puts(t, "<h2>Super-classes</h2>\n");
     superclass_section(t, c);
     inputs_section(t, c, confusion_path);
@@ -370,6 +407,7 @@ typedef struct report_inputs {
     int n_ev, have_conf, have_map;
     mvmoe_report_map map;
     mvmoe_report_stats st;
+    mvmoe_report_curves curves;
 } report_inputs;
 
 static void inputs_free(report_inputs *in) {
@@ -378,6 +416,7 @@ static void inputs_free(report_inputs *in) {
     if (in->have_conf) mvmoe_eval_json_free(&in->conf);
     if (in->have_map) mvmoe_report_map_free(&in->map);
     mvmoe_report_stats_free(&in->st);
+    mvmoe_report_curves_free(&in->curves);
 }
 
 /* An eval JSON as the report needs it: with its top-1 accuracy at least. */
@@ -411,6 +450,7 @@ static mvmoe_status load_inputs(report_inputs *in, const mvmoe_report_run *runs,
         MVMOE_TRY(mvmoe_report_map_load(&in->map, o->superclass_path));
         in->have_map = 1;
     }
+    if (o->n_curves > 0) MVMOE_TRY(mvmoe_report_curves_load(&in->curves, o->curves, o->n_curves));
     return mvmoe_report_stats_build(&in->st, in->ev, in->n_ev);
 }
 
@@ -423,6 +463,7 @@ static mvmoe_status fill_ctx(mvmoe_report_ctx *c, const report_inputs *in, const
     c->n_ev = in->n_ev;
     c->st = &in->st;
     c->map = in->have_map ? &in->map : NULL;
+    c->curves = &in->curves;
     if (in->have_conf) c->confusion = &in->conf;
     for (int i = 0; !c->confusion && i < in->n_ev; i++)
         if (mvmoe_eval_json_is_dense(&in->ev[i]) && in->ev[i].confusion) c->confusion = &in->ev[i];

@@ -153,6 +153,9 @@ typedef struct mvmoe_report_group {
     double flops, params, active_params;
     double router_acc_mean;
     int n_router;
+    /* image-superclass: top-1 accuracy of the images routed to their super-class's expert and
+     * of the others, and the others' share of the images (means over seeds; NaN: unknown) */
+    double routed_acc_mean, misrouted_acc_mean, misrouted_share_mean;
     int dense_ref;          /* group index of the dense run of the same width, or -1 */
     double delta_vs_dense;  /* top1_mean - dense top1_mean, NaN when there is none */
     /* MoE: per-expert means over seeds (NaN where no seed has the number). */
@@ -174,6 +177,29 @@ int mvmoe_report_group_is_dense(const mvmoe_report_group *g);
 /* Mean and sample standard deviation of the finite entries of v[n]; returns how many. */
 int mvmoe_report_mean_std(const double *v, int n, double *mean, double *std);
 
+/* ---------------------------------------------------------------- learning curves (curves.c) */
+
+/* A metrics file holds ~10 short lines per 10 steps: 64 MiB is years of training. */
+#define MVMOE_REPORT_METRICS_MAX_BYTES ((size_t)64 << 20)
+#define MVMOE_REPORT_MAX_EPOCHS 100000
+
+/* Validation accuracy per epoch of the runs sharing one name: mean and sample std over the
+ * runs that measured it that epoch (NaN: none / fewer than two). */
+typedef struct mvmoe_report_curve_stats {
+    const char *name;      /* the caller's string */
+    int epochs, n_files;
+    double *val_mean, *val_std; /* [epochs] */
+    int *n_at;                  /* [epochs] runs with a value */
+} mvmoe_report_curve_stats;
+
+typedef struct mvmoe_report_curves {
+    mvmoe_report_curve_stats *curves; /* names in order of first appearance */
+    int n;
+} mvmoe_report_curves;
+
+mvmoe_status mvmoe_report_curves_load(mvmoe_report_curves *cs, const mvmoe_report_curve *in, int n);
+void mvmoe_report_curves_free(mvmoe_report_curves *cs);
+
 /* ---------------------------------------------------------------- the page (figures.c, report.c) */
 
 typedef struct mvmoe_report_ctx {
@@ -186,12 +212,14 @@ typedef struct mvmoe_report_ctx {
     const mvmoe_report_map *map;         /* or NULL */
     const char *const *class_names;      /* [K] best names known, or NULL */
     int K;
+    const mvmoe_report_curves *curves;   /* n == 0: no --curve given */
 } mvmoe_report_ctx;
 
 /* Each appends one <figure> (or a short note why there is none). */
 void mvmoe_report_fig_accuracy(mvmoe_rtext *t, const mvmoe_report_ctx *c);
 void mvmoe_report_fig_confusion(mvmoe_rtext *t, const mvmoe_report_ctx *c);
 void mvmoe_report_fig_experts(mvmoe_rtext *t, const mvmoe_report_ctx *c);
+void mvmoe_report_fig_curves(mvmoe_rtext *t, const mvmoe_report_ctx *c);
 
 /* The JSON summary (--json): title, date, runs, superclasses. Caller frees *out. */
 mvmoe_status mvmoe_report_json(const mvmoe_report_ctx *c, char **out);

@@ -157,6 +157,15 @@ static mvmoe_status group_stats(mvmoe_report_group *g, const mvmoe_eval_json *ev
     for (int m = 0; m < g->n; m++) v[m] = ev[g->members[m]].router_acc;
     double unused;
     g->n_router = mvmoe_report_mean_std(v, g->n, &g->router_acc_mean, &unused);
+    for (int m = 0; m < g->n; m++) v[m] = ev[g->members[m]].routed_acc;
+    mvmoe_report_mean_std(v, g->n, &g->routed_acc_mean, &unused);
+    for (int m = 0; m < g->n; m++) v[m] = ev[g->members[m]].misrouted_acc;
+    mvmoe_report_mean_std(v, g->n, &g->misrouted_acc_mean, &unused);
+    for (int m = 0; m < g->n; m++) {
+        const mvmoe_eval_json *e = &ev[g->members[m]];
+        v[m] = e->n > 0 && isfinite(e->misrouted) ? e->misrouted / e->n : NAN;
+    }
+    mvmoe_report_mean_std(v, g->n, &g->misrouted_share_mean, &unused);
     free(v);
     /* Seeds change the weights, not the shape: the first file that has a count gives it. */
     g->flops = first_finite(g, ev, offsetof(mvmoe_eval_json, flops));
@@ -244,6 +253,9 @@ static int add_run(cJSON *runs, const mvmoe_report_ctx *c, const mvmoe_report_gr
     ok &= add_num(r, "params", g->params);
     ok &= add_num(r, "active_params", g->active_params);
     ok &= add_num(r, "router_acc_mean", g->router_acc_mean);
+    ok &= add_num(r, "routed_acc_mean", g->routed_acc_mean);
+    ok &= add_num(r, "misrouted_acc_mean", g->misrouted_acc_mean);
+    ok &= add_num(r, "misrouted_share_mean", g->misrouted_share_mean);
     ok &= add_num(r, "delta_vs_dense", g->delta_vs_dense);
     ok &= add_str(r, "dense_reference", g->dense_ref >= 0 ? c->st->groups[g->dense_ref].name : NULL);
     if (g->E > 0) {
@@ -288,6 +300,18 @@ mvmoe_status mvmoe_report_json(const mvmoe_report_ctx *c, char **out) {
     ok &= runs != NULL;
     for (int i = 0; ok && i < c->st->n_groups; i++) ok &= add_run(runs, c, &c->st->groups[i]);
     ok &= ok && add_superclasses(o, c->map);
+    cJSON *curves = ok ? cJSON_AddArrayToObject(o, "curves") : NULL;
+    ok &= curves != NULL;
+    for (int i = 0; ok && c->curves && i < c->curves->n; i++) {
+        const mvmoe_report_curve_stats *cv = &c->curves->curves[i];
+        cJSON *r = cJSON_CreateObject();
+        ok &= r && cJSON_AddItemToArray(curves, r);
+        ok &= ok && add_str(r, "name", cv->name);
+        ok &= ok && add_int(r, "n_seeds", cv->n_files);
+        ok &= ok && add_int(r, "epochs", cv->epochs);
+        ok &= ok && add_nums(r, "val_acc_mean", cv->val_mean, cv->epochs);
+        ok &= ok && add_nums(r, "val_acc_std", cv->val_std, cv->epochs);
+    }
     *out = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     if (!*out) MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot build the JSON summary: out of memory");

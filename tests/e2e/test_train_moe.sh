@@ -34,6 +34,10 @@ assert len(c["superclass_of"]) == 10
 assert m["experts"] == 3 and sum(m["expert_images"]) == e["n"] and sum(m["expert_load"]) == e["n"]
 assert e["active_params"] < e["params"]
 assert m["router_acc"] >= 0.75, m["router_acc"]   # chance is about 1/3
+# routed and misrouted images partition the test set: their accuracies recombine into top-1
+assert m["misrouted"] == round(e["n"] * (1 - m["router_acc"]))
+recombined = (m["routed_acc"] * (e["n"] - m["misrouted"]) + m["misrouted_acc"] * m["misrouted"]) / e["n"]
+assert abs(recombined - e["top1"]) < 1e-9, (recombined, e["top1"])
 assert e["top1"] >= 0.55, e["top1"]   # measured 61.8 % (3 epochs on 5,400 images)
 PY
 "$MV" info "$T/moe.safetensors" > "$T/i.txt" 2>&1 && grep -q "active params" "$T/i.txt" && grep -q "token-learned" "$T/i.txt" \

@@ -91,7 +91,8 @@ D1=0.8512 D2=0.8534 M1=0.8610 M2=0.8475
 eval_json "$TMP/dense1.json" dense $D1 0.9901 0 null
 eval_json "$TMP/dense2.json" dense $D2 0.9893 0 null
 eval_json "$TMP/moe_sc.json" image-superclass $M1 0.9912 5 \
-  '{"experts": 5, "router_acc": 0.93, "expert_load": [800, 100, 100, 300, 100],
+  '{"experts": 5, "router_acc": 0.93, "misrouted": 70, "routed_acc": 0.9, "misrouted_acc": 0.25,
+    "expert_load": [800, 100, 100, 300, 100],
     "expert_images": [400, 100, 100, 300, 100], "expert_acc": [0.8, 0.95, 0.9, 0.97, null]}'
 eval_json "$TMP/moe_tok.json" token-learned $M2 0.9870 4 \
   '{"experts": 4, "router_acc": null, "expert_load": [30000, 20000, 25000, 25000],
@@ -133,6 +134,7 @@ check "params 412.0 k / 310.0 k" grep -qF "412.0 k / 310.0 k" "$H"
 check "super-class listing" grep -qF "<td>T-shirt/top, Pullover, Coat, Shirt</td>" "$H"
 check "expert label from the super-class map" grep -qF "expert 3: Sandal, Sneaker, Ankle boot" "$H"
 check "token routing: share of assignments" grep -qF "share of expert assignments" "$H"
+check "routing-error table: misrouted 7.00 %, their top-1 25.00 %" grep -qF '<th scope="row">moe-sc-64</th><td class="num">93.00</td><td class="num">7.00</td><td class="num">90.00</td><td class="num">25.00</td>' "$H"
 
 # Every <svg> is well-formed XML with a <title>; four figures (accuracy, confusion, 2 MoE runs).
 check "SVGs are well-formed XML with titles" $PY - "$H" <<'EOF'
@@ -167,6 +169,9 @@ ok = [r["title"] == "Fashion <MNIST> & MoE",
       abs(m["delta_vs_dense"] - (m1 - mean)) < 1e-12,
       d["delta_vs_dense"] is None and m["top1_std"] is None,
       abs(m["router_acc_mean"] - 0.93) < 1e-12 and t["router_acc_mean"] is None,
+      abs(m["routed_acc_mean"] - 0.9) < 1e-12 and abs(m["misrouted_acc_mean"] - 0.25) < 1e-12,
+      abs(m["misrouted_share_mean"] - 70 / 1000) < 1e-12 and t["misrouted_acc_mean"] is None,
+      d["routed_acc_mean"] is None,
       m["routing"] == "image-superclass" and m["experts"] == 5 and m["moe_layers"] == 2,
       d["flops"] == 21400000 and d["params"] == 412000 and d["active_params"] == 310000,
       r["superclasses"]["experts"] == 5 and r["superclasses"]["sizes"] == [4, 1, 1, 3, 1],
@@ -187,6 +192,58 @@ check "minimal: HTML written with the mean" grep -q ">50.00 <span" "$TMP/min.htm
 check "minimal: JSON has nulls" $PY -c "
 import json; r = json.load(open('$TMP/min.json'))['runs'][0]
 assert r['top1_mean'] == 0.5 and r['flops'] is None and r['routing'] is None and r['top1_std'] is None"
+
+# Learning curves (--curve): validation accuracy per epoch, the mean over a name's files; a
+# resumed run's repeated epoch counts once (its last record); step lines and a cut last line are
+# skipped.
+curve() { # FILE VAL1 VAL2 VAL3 (epochs 1..3; "null": not measured)
+  local f=$1 e=1; shift
+  : >"$f"
+  for v in "$@"; do
+    echo "{\"event\":0,\"epoch\":$e,\"epochs\":3,\"step\":5,\"loss\":2.1}" >>"$f"
+    echo "{\"event\":1,\"epoch\":$e,\"epochs\":3,\"step\":10,\"loss\":1.5,\"train_acc\":0.5,\"val_acc\":$v,\"val_loss\":1.2}" >>"$f"
+    e=$((e+1))
+  done
+}
+curve "$TMP/c_d1.jsonl" 0.5 0.7 0.8
+curve "$TMP/c_d2.jsonl" 0.6 0.7 0.9
+curve "$TMP/c_m1.jsonl" 0.4 null 0.95
+echo '{"event":1,"epoch":2,"epochs":3,"step":10,"val_acc":0.1}' >>"$TMP/c_d2.jsonl"   # overwritten below
+echo '{"event":1,"epoch":2,"epochs":3,"step":10,"val_acc":0.75}' >>"$TMP/c_d2.jsonl"  # a resumed epoch 2
+printf '{"event":1,"epoch":3,"ep' >>"$TMP/c_m1.jsonl"                                   # cut short
+expect 0 :: report --out "$TMP/c.html" --json "$TMP/c.json" "${RUNS[@]}" \
+  --curve "dense-64=$TMP/c_d1.jsonl" --curve "dense-64=$TMP/c_d2.jsonl" --curve "moe-sc-64=$TMP/c_m1.jsonl"
+check "curves: JSON means, stds, gaps" $PY - "$TMP/c.json" <<'EOF'
+import json, statistics as s, sys
+c = {x["name"]: x for x in json.load(open(sys.argv[1]))["curves"]}
+d, m = c["dense-64"], c["moe-sc-64"]
+ok = [d["n_seeds"] == 2 and d["epochs"] == 3 and m["n_seeds"] == 1,
+      all(abs(a - b) < 1e-12 for a, b in zip(d["val_acc_mean"], [0.55, 0.725, 0.85])),
+      abs(d["val_acc_std"][1] - s.stdev([0.7, 0.75])) < 1e-12,
+      m["val_acc_mean"][0] == 0.4 and m["val_acc_mean"][1] is None and m["val_acc_mean"][2] == 0.95,
+      m["val_acc_std"] == [None, None, None]]
+print(ok)
+sys.exit(0 if all(ok) else 1)
+EOF
+check "curves: figure drawn" grep -qF "Figure 3.</b> Top-1 accuracy on the validation images" "$TMP/c.html"
+check "curves: a line per name and panel (the MoE has one point in the second half)" $PY - "$TMP/c.html" <<'EOF'
+import re, sys
+h = open(sys.argv[1]).read()
+svg = [s for s in re.findall(r"<svg.*?</svg>", h, re.S) if "fig-curves" in s][0]
+n = svg.count("<polyline")
+print("polylines:", n)
+sys.exit(0 if n == 3 else 1)
+EOF
+check "no curves: no section" bash -c "! grep -q 'Learning curves' '$TMP/r.html'"
+echo '{"event":1,"epoch":4,"epochs":3,"val_acc":0.5}' >"$TMP/c_bad.jsonl"
+expect 1 "$TMP/c_bad.jsonl:1" "epoch" :: report --out "$TMP/e.html" --run "a=$TMP/dense1.json" --curve "a=$TMP/c_bad.jsonl"
+echo '{"event":0,"epoch":1,"epochs":3}' >"$TMP/c_none.jsonl"
+expect 1 "$TMP/c_none.jsonl" "no epoch-end record" :: report --out "$TMP/e.html" --run "a=$TMP/dense1.json" --curve "a=$TMP/c_none.jsonl"
+curve "$TMP/c_short.jsonl" 0.5 0.6
+sed -i 's/"epochs":3/"epochs":2/' "$TMP/c_short.jsonl"
+expect 1 "one name is one training recipe" :: report --out "$TMP/e.html" --run "a=$TMP/dense1.json" \
+  --curve "a=$TMP/c_d1.jsonl" --curve "a=$TMP/c_short.jsonl"
+expect 2 "NAME=METRICS.jsonl" :: report --out "$TMP/e.html" --run "a=$TMP/dense1.json" --curve "$TMP/c_d1.jsonl"
 
 # ---------------------------------------------------------------- errors
 expect 2 "--run" :: report --out "$TMP/e.html"
