@@ -24,8 +24,6 @@
 
 static int bf16_on;
 
-int mvmoe_linear_bf16_mode(void) { return bf16_on; }
-
 /* Whether products with a weight w[N,K] run in bf16 now (mode on, and the weight large enough) */
 static int bf16_shape(int N, int K) { return bf16_on && (double)N * K >= BF16_MIN_WEIGHTS; }
 

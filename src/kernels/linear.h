@@ -33,12 +33,9 @@ void mvmoe_linear_backward(float *din, float *dw, float *db, const float *dout, 
                            const float *w, int M, int K, int N, mvmoe_grad_write din_write);
 /* Floats of the packed copy of a weight w[N,K] in the current precision mode (0: packing is
  * unavailable), and the packing (0, or -1 if unavailable). A copy made in one mode serves
- * only that mode (mvmoe_linear_bf16_mode tells which). */
+ * only that mode (mvmoe_get_precision tells which). */
 size_t mvmoe_linear_packed_size(int N, int K);
 int mvmoe_linear_pack(float *dst, const float *w, int N, int K);
-/* Whether bf16 products are on (mvmoe_set_precision(MVMOE_PRECISION_BF16), for the whole
- * process): operands rounded to bf16 (nearest even), sums in fp32 (linear_bf16.c). */
-int mvmoe_linear_bf16_mode(void);
 void mvmoe_linear_forward_ref(float *out, const float *in, const float *w, const float *b, int M,
                               int K, int N);
 void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout,

@@ -59,7 +59,7 @@ size_t mvmoe_model_memory_estimate(const mvmoe_config *c, int batch, int trainin
         const double packed = (double)mvmoe_model_packed_floats(c);
         if (packed > 0) total += pad64b(packed * sizeof(float));
         if (training) total += 3 * params + acts_bytes(c, B, 1); /* gradients, AdamW m, v */
-        if (mvmoe_linear_bf16_mode()) total += bf16_workspace_bytes(c, B, training);
+        if (mvmoe_get_precision() == MVMOE_PRECISION_BF16) total += bf16_workspace_bytes(c, B, training);
     } else if (training) {
         total += 3 * params;
     }

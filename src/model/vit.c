@@ -33,7 +33,7 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
  * (the products then take the plain weights: same values to float rounding). */
 static const mvmoe_packed *packed_for(const mvmoe_model *m) {
     const mvmoe_packed *k = &m->packed;
-    return k->mem && k->version == m->params_version && k->bf16 == mvmoe_linear_bf16_mode() ? k : NULL;
+    return k->mem && k->version == m->params_version && k->bf16 == (mvmoe_get_precision() == MVMOE_PRECISION_BF16) ? k : NULL;
 }
 
 /* The weights of block l's experts (consecutive layout slots). */
@@ -82,150 +82,31 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
                          noise, n, D, E, k, capacity, m->adaptive_k, rows);
 }
 
-/* The last block for the class-token rows only, since the head reads nothing else: all T
- * rows still feed the keys and values, but the attention queries, projection, residuals,
- * norm2 and MLP (or the image's experts) run on B rows instead of B·T, about 1/depth of the
- * FLOPs saved, forward and backward. Exact up to float summation order (the skipped rows'
- * outputs are never read). Layer-l buffers: ln1 [B·T, D], qkv [B·T, 3D] as usual; att
- * [B, NH, 1, T]; atty, res1, ln2 [B, D]; fch, fch_gelu [B, H]; MoE rows: one per image. Writes
- * a->clsx [B, D]. Per-token routing keeps the full block (its routers see every token, its
- * capacity counts them, and eval's load statistics too). */
-static int class_only_last(const mvmoe_config *c) { return c->routing != MVMOE_ROUTING_TOKEN_LEARNED; }
-
-typedef struct last_bufs {
-    float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fcg;
-    float *xg, *h, *hg, *y; /* MoE */
-    const float *keep;      /* [2B]: attention, MLP branch */
-} last_bufs;
-
-static last_bufs last_block_bufs(mvmoe_acts *a, const mvmoe_config *c, int B, int l, int first_moe) {
-    size_t lm = l >= first_moe ? (size_t)(l - first_moe) : 0;
-    last_bufs u = {a->ln1 + l * a->layer_bt_d, a->ln1_mean + l * a->layer_bt, a->ln1_rstd + l * a->layer_bt,
-                   a->qkv + l * a->layer_bt_3d, a->att + l * a->layer_att, a->atty + l * a->layer_bt_d,
-                   a->res1 + l * a->layer_bt_d, a->ln2 + l * a->layer_bt_d, a->ln2_mean + l * a->layer_bt,
-                   a->ln2_rstd + l * a->layer_bt, a->fch + l * a->layer_bt_h, a->fch_gelu + l * a->layer_bt_h,
-                   NULL, NULL, NULL, NULL, a->keep + (size_t)l * 2 * B};
-    if (c->routing != MVMOE_ROUTING_DENSE) {
-        u.xg = a->moe_xg + lm * a->layer_moe_rd, u.h = a->moe_h + lm * a->layer_moe_rh;
-        u.hg = a->moe_hg + lm * a->layer_moe_rh, u.y = a->moe_y + lm * a->layer_moe_rd;
-    }
-    return u;
-}
-
-static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int first_moe,
-                               const float *in, uint64_t seed, int64_t step) {
-    const mvmoe_config *c = &m->cfg;
-    const mvmoe_params *p = &m->p;
-    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim, NH = c->heads;
-    const int slot = mvmoe_mlp_slot(c, l, 0);
-    last_bufs u = last_block_bufs(a, c, B, l, first_moe);
-    mvmoe_layernorm_forward(u.ln1, u.m1, u.r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
-                            B * T, D, LN_EPS);
-    /* keys and values of every row, queries of the class rows only: attention reads no other
-     * query here (nor does its backward), so a third of the block's qkv product is skipped */
-    const float *wqkv = p->qkv_w + (size_t)l * 3 * D * D, *bqkv = p->qkv_b + (size_t)l * 3 * D;
-    mvmoe_linear_forward(u.qkv + D, 3 * D, u.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
-                         B * T, D, 2 * D);
-    mvmoe_linear_forward(u.qkv, T * 3 * D, u.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
-    mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, 1, MVMOE_TEAM_OWN);
-    mvmoe_linear_forward(a->branch, D, u.atty, D, mvmoe_linear_w(p->proj_w + (size_t)l * D * D, NULL),
-                         p->proj_b + (size_t)l * D, B, D, D);
-    for (int b = 0; b < B; b++)
-        for (int d = 0; d < D; d++)
-            u.res1[(size_t)b * D + d] = in[(size_t)b * T * D + d] + u.keep[b] * a->branch[(size_t)b * D + d];
-    mvmoe_layernorm_forward(u.ln2, u.m2, u.r2, u.res1, p->ln2_w + (size_t)l * D, p->ln2_b + (size_t)l * D,
-                            B, D, LN_EPS);
-    if (l < first_moe) {
-        mvmoe_linear_forward(u.fch, H, u.ln2, D, mvmoe_linear_w(p->fc1_w + (size_t)slot * H * D, NULL),
-                             p->fc1_b + (size_t)slot * H, B, D, H);
-        mvmoe_gelu_forward(u.fcg, u.fch, NULL, B, H, MVMOE_GELU_PLAIN);
-        mvmoe_linear_forward(a->branch, D, u.fcg, H, mvmoe_linear_w(p->fc2_w + (size_t)slot * D * H, NULL),
-                             p->fc2_b + (size_t)slot * D, B, H, D);
-    } else {
-        /* per-image routing: the plan's items are images; here each carries one row */
-        if (l == first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
-        mvmoe_plan *plan = &a->plans[0];
-        mvmoe_experts w = experts_packed(m, l);
-        int rows = plan->rows;
-        plan->rows = 1;
-        mvmoe_moe_forward(a->branch, u.xg, u.h, u.hg, u.y, u.ln2, &w, plan, D, H);
-        plan->rows = rows;
-    }
-    for (int b = 0; b < B; b++)
-        for (int d = 0; d < D; d++)
-            a->clsx[(size_t)b * D + d] = u.res1[(size_t)b * D + d] + u.keep[B + b] * a->branch[(size_t)b * D + d];
-}
-
-/* Backward of last_block_forward: from a->d_clsx to d(in) in a->d_res [B·T, D] (overwritten). */
-static void last_block_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int first_moe,
-                                const float *in) {
-    const mvmoe_config *c = &m->cfg;
-    const mvmoe_params *p = &m->p;
-    mvmoe_params *g = &m->g;
-    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim, NH = c->heads, BT = B * T;
-    const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0), BD = (size_t)B * D;
-    last_bufs u = last_block_bufs(a, c, B, l, first_moe);
-    /* compact [B, D] gradients in the [B·T, D] scratch of d_branch (T >= 2) */
-    float *dres1 = a->d_branch, *dbr = a->d_branch + BD;
-    for (int b = 0; b < B; b++)
-        for (int d = 0; d < D; d++) {
-            float v = a->d_clsx[(size_t)b * D + d];
-            dres1[(size_t)b * D + d] = v;
-            dbr[(size_t)b * D + d] = u.keep[B + b] * v;
-        }
-    if (l < first_moe) { /* d_fch_gelu, d_fch, d_ln: each overwritten */
-        mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg,
-                              p->fc2_w + slot * D * H, B, H, D, MVMOE_GRAD_OVERWRITE);
-        mvmoe_gelu_backward(a->d_fch, a->d_fch_gelu, u.fch, (size_t)B * H, MVMOE_GRAD_OVERWRITE);
-        mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2,
-                              p->fc1_w + slot * H * D, B, D, H, MVMOE_GRAD_OVERWRITE);
-    } else {
-        mvmoe_zero(a->d_ln, BD);
-        mvmoe_plan *plan = &a->plans[0];
-        mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
-        int rows = plan->rows;
-        plan->rows = 1;
-        mvmoe_moe_backward(a->d_ln, a->rdgate, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg, dbr, u.xg, u.h,
-                           u.hg, u.y, &w, plan, D, H);
-        plan->rows = rows;
-    }
-    mvmoe_layernorm_backward(dres1, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln, u.m2,
-                             u.r2, u.res1, p->ln2_w + (size_t)l * D, B, D);
-    /* attention branch on the class rows; keys and values of every row get gradient */
-    for (int b = 0; b < B; b++)
-        for (int d = 0; d < D; d++) dbr[(size_t)b * D + d] = u.keep[b] * dres1[(size_t)b * D + d];
-    mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
-                          p->proj_w + (size_t)l * D * D, B, D, D, MVMOE_GRAD_OVERWRITE);
-    mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, NH, 1,
-                             MVMOE_GRAD_OVERWRITE);
-    mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
-                          u.ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D, MVMOE_GRAD_OVERWRITE);
-    /* d(in) = the residual path (class rows) + LN1ᵀ(d_ln) (every row) */
-    mvmoe_zero(a->d_res, (size_t)BT * D);
-    for (int b = 0; b < B; b++) memcpy(a->d_res + (size_t)b * T * D, dres1 + (size_t)b * D, sizeof(float) * D);
-    mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln, u.m1,
-                             u.r1, in, p->ln1_w + (size_t)l * D, BT, D);
-}
-
-/* ---------------------------------------------------------------- dense blocks, by rows */
-/* Everything in a dense block but attention is row-local: row r of norm1, qkv, proj,
- * residual, norm2, fc1, GELU, fc2 and the second residual depends only on row r of the
- * block's input (and of attention's output). So the dense blocks run in one parallel region,
- * each thread owning the same rows throughout: per block, attention shares out its (image,
- * head) tasks; then each thread takes its rows from proj to the next block's qkv with no
- * fork-join between the ops. Two barriers per block instead of nine fork-joins, and each row
- * stays in one core's cache. The MLP goes further, by L2-sized chunks of a thread's rows
- * (row_chunks): its hidden activations are the widest. (Chunking all of a block's ops measured
- * no faster, and small chunks slower, the GEMMs being less efficient on fewer rows:
- * docs/PERFORMANCE.md §4.)
- * The bits are those of running the ops one after another on all rows: every GEMM slice has
- * at least 16 rows (MIN_SLICE_ROWS in kernels/linear_sgemm.c) and the other ops are per row. */
+/* ---------------------------------------------------------------- one block, over rows */
+/* A pre-norm block is norm1 → qkv → attention → proj → residual → norm2 → MLP (or the
+ * experts) → residual. Everything but attention is row-local: row r of each op depends only on
+ * row r of the block's input (and of attention's output). So a block runs as
+ *   block_norm1_qkv(rows) · attention · block_after_attention(rows)
+ * over any row range, and the three ways the model runs blocks are that one function over
+ * different rows:
+ *   - the row pipeline (blocks_by_rows): every thread of one parallel region owns a slice of
+ *     the B·T rows through all dense and per-image MoE blocks, with two barriers per block
+ *     instead of nine fork-joins, and each row stays in one core's cache;
+ *   - per-token MoE blocks: all rows at once (their routers see every token of the batch and
+ *     cap the experts' loads across it);
+ *   - the class-only last block (last_block_forward): the head reads only the class token, so
+ *     after attention the block runs on the B class rows alone (T_eff = 1 row per image).
+ * The bits are those of running each op on all rows: every GEMM slice has at least 16 rows
+ * (MIN_SLICE_ROWS in kernels/linear_sgemm.c) and the other ops are per row. */
 
 /* Rows below which a slice is not split between threads (see above). */
 #define ROW_SLICE_MIN 16
 
+/* Block l's activations. The rows after attention (atty, res1, ln2, fch, fch_gelu, out) are
+ * B·T_eff: all tokens, or (the class-only last block) the class rows, compact. */
 typedef struct block_bufs {
-    float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fcg, *res2;
+    float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fcg;
+    float *out;        /* the block's output: res2 of layer l, or a->clsx for the last block */
     const float *keep; /* [2B]: attention, MLP branch */
 } block_bufs;
 
@@ -237,6 +118,14 @@ static block_bufs block_bufs_at(mvmoe_acts *a, int B, int l) {
                     a->res2 + l * a->layer_bt_d, a->keep + (size_t)l * 2 * B};
     return u;
 }
+
+/* What the row functions need beyond the model and the activations. */
+typedef struct block_ctx {
+    int B, l, first_moe;
+    int T;           /* rows per image after attention: tokens, or 1 (class-only last block) */
+    uint64_t seed;   /* routing noise (learned routing, training) */
+    int64_t step;
+} block_ctx;
 
 /* A thread's rows go through a run of row-local ops in chunks whose widest buffer (`width`
  * floats a row) takes about CHUNK_BYTES: what one op writes, the next reads from L2 instead of
@@ -254,10 +143,9 @@ static int row_chunks(int n, int width) {
 /* First row of part i of `chunks` equal parts of rows [r0, r0+n): chunks, and threads' slices. */
 static int chunk_start(int r0, int n, int i, int chunks) { return r0 + (int)((long long)n * i / chunks); }
 
-/* Rows [r0, r0+n) of dense block l: norm1 of `in`, then qkv (its bias filled in: qkv is
- * saved for the backward). (By chunks, with proj and norm2 too: no faster, docs/PERFORMANCE.md
- * §4.) */
-static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0, int n) {
+/* Rows [r0, r0+n) of block l: norm1 of `in`, then qkv (its bias filled in: qkv is saved for the
+ * backward). (By chunks, with proj and norm2 too: no faster, docs/PERFORMANCE.md §4.) */
+static void block_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0, int n) {
     const mvmoe_params *p = &m->p;
     const mvmoe_packed *k = packed_for(m);
     const int D = m->cfg.dim;
@@ -270,71 +158,57 @@ static void rows_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, co
                          p->qkv_b + (size_t)l * 3 * D, n, D, 3 * D);
 }
 
-/* Rows [r0, r0+n) of block l after attention: proj, then res1 = in + attention branch (with
- * proj's bias) and norm2(res1), fused. */
-static void rows_proj_norm2(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0,
-                            int n) {
+/* Rows [r0, r0+n) of block x->l after attention, from the block's input `in` (same rows) into
+ * u->out: proj, res1 = in + attention branch (with proj's bias) and norm2(res1), fused; then the
+ * MLP by chunks (row_chunks: fc1 with its bias, GELU, fc2, residual with fc2's bias), or the
+ * per-image experts on these rows (the plan sends all of an image's rows to the same experts,
+ * so this is row-local too), or, for per-token routing (all rows only), the block's router and
+ * its experts. */
+static void block_after_attention(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const block_bufs *u,
+                                  const float *in, int r0, int n) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
     const mvmoe_packed *k = packed_for(m);
-    const int T = mvmoe_config_tokens(c), D = c->dim;
+    const int B = x->B, l = x->l, T = x->T, D = c->dim, H = c->mlp_dim;
     const size_t o = (size_t)r0 * D;
-    block_bufs u = block_bufs_at(a, B, l);
-    float *br = a->branch + o;
-    mvmoe_linear_forward(br, D, u.atty + o, D,
+    mvmoe_linear_forward(a->branch + o, D, u->atty + o, D,
                          mvmoe_linear_w(p->proj_w + (size_t)l * D * D, k ? k->proj_w + l * k->n_proj : NULL),
                          NULL, n, D, D);
-    mvmoe_residual_layernorm_forward(u.res1 + o, u.ln2 + o, u.m2 + r0, u.r2 + r0, in + o, br,
-                                     p->proj_b + (size_t)l * D, u.keep, T, r0, p->ln2_w + (size_t)l * D,
+    mvmoe_residual_layernorm_forward(u->res1 + o, u->ln2 + o, u->m2 + r0, u->r2 + r0, in + o, a->branch + o,
+                                     p->proj_b + (size_t)l * D, u->keep, T, r0, p->ln2_w + (size_t)l * D,
                                      p->ln2_b + (size_t)l * D, n, D, LN_EPS);
-}
-
-/* Rows [r0, r0+n) of dense block l after attention: rows_proj_norm2, then by chunks
- * (row_chunks) fc1 (with its bias), GELU, fc2, residual (with fc2's bias) into res2. */
-static void rows_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in,
-                                 int r0, int n) {
-    const mvmoe_config *c = &m->cfg;
-    const mvmoe_params *p = &m->p;
-    const mvmoe_packed *k = packed_for(m);
-    const int T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim;
-    const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
-    block_bufs u = block_bufs_at(a, B, l);
-    rows_proj_norm2(m, a, B, l, in, r0, n);
-    const int chunks = row_chunks(n, H);
-    for (int i = 0; i < chunks; i++) {
-        const int c0 = chunk_start(r0, n, i, chunks), cn = chunk_start(r0, n, i + 1, chunks) - c0;
-        const size_t o = (size_t)c0 * D, oh = (size_t)c0 * H;
-        float *br = a->branch + o;
-        mvmoe_linear_forward(u.fch + oh, H, u.ln2 + o, D,
-                             mvmoe_linear_w(p->fc1_w + slot * H * D, k ? k->fc1_w + slot * k->n_fc1 : NULL),
-                             p->fc1_b + slot * H, cn, D, H);
-        if (a->training) /* fch keeps GELU'(pre-activation): all the backward reads of it */
-            mvmoe_gelu_forward(u.fcg + oh, u.fch + oh, NULL, cn, H, MVMOE_GELU_SAVE_GRAD);
-        else
-            mvmoe_gelu_forward(u.fcg + oh, u.fch + oh, NULL, cn, H, MVMOE_GELU_PLAIN);
-        mvmoe_linear_forward(br, D, u.fcg + oh, H,
-                             mvmoe_linear_w(p->fc2_w + slot * D * H, k ? k->fc2_w + slot * k->n_fc2 : NULL),
-                             NULL, cn, H, D);
-        mvmoe_residual_add(u.res2 + o, u.res1 + o, br, p->fc2_b + slot * D, u.keep + B, T, c0, cn, D);
+    if (l < x->first_moe) {
+        const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
+        const int chunks = row_chunks(n, H);
+        for (int i = 0; i < chunks; i++) {
+            const int c0 = chunk_start(r0, n, i, chunks), cn = chunk_start(r0, n, i + 1, chunks) - c0;
+            const size_t oc = (size_t)c0 * D, oh = (size_t)c0 * H;
+            mvmoe_linear_forward(u->fch + oh, H, u->ln2 + oc, D,
+                                 mvmoe_linear_w(p->fc1_w + slot * H * D, k ? k->fc1_w + slot * k->n_fc1 : NULL),
+                                 p->fc1_b + slot * H, cn, D, H);
+            /* in training fch keeps GELU'(pre-activation): all the backward reads of it */
+            mvmoe_gelu_forward(u->fcg + oh, u->fch + oh, NULL, cn, H,
+                               a->training ? MVMOE_GELU_SAVE_GRAD : MVMOE_GELU_PLAIN);
+            mvmoe_linear_forward(a->branch + oc, D, u->fcg + oh, H,
+                                 mvmoe_linear_w(p->fc2_w + slot * D * H, k ? k->fc2_w + slot * k->n_fc2 : NULL),
+                                 NULL, cn, H, D);
+            mvmoe_residual_add(u->out + oc, u->res1 + oc, a->branch + oc, p->fc2_b + slot * D, u->keep + B, T, c0,
+                               cn, D);
+        }
+        return;
     }
-}
-
-/* Rows [r0, r0+n) of per-image MoE block l (lm = l - first_moe) after attention:
- * rows_proj_norm2, the MoE MLP on these rows (mvmoe_moe_forward_rows: the per-image plan sends
- * all of an image's rows to the same experts, so this is row-local too), the residual. */
-static void rows_moe_after_attention(const mvmoe_model *m, mvmoe_acts *a, int B, int l, int lm,
-                                     const float *in, int r0, int n) {
-    const mvmoe_config *c = &m->cfg;
-    const int T = mvmoe_config_tokens(c), D = c->dim;
-    block_bufs u = block_bufs_at(a, B, l);
+    const int lm = l - x->first_moe;
     const mvmoe_experts w = experts_packed(m, l);
-    rows_proj_norm2(m, a, B, l, in, r0, n);
-    mvmoe_moe_forward_rows(a->branch, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
-                           a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, u.ln2, &w,
-                           &a->plans[0], D, c->mlp_dim, r0, n);
+    float *xg = a->moe_xg + lm * a->layer_moe_rd, *h = a->moe_h + lm * a->layer_moe_rh;
+    float *hg = a->moe_hg + lm * a->layer_moe_rh, *y = a->moe_y + lm * a->layer_moe_rd;
+    if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED) { /* this block's router, on norm2(x) */
+        route(m, a, lm, u->ln2, D, p->trouter_w + (size_t)lm * c->experts * D, B * T, 1, x->seed, x->step);
+        mvmoe_moe_forward(a->branch, xg, h, hg, y, u->ln2, &w, &a->plans[lm], D, H);
+    } else {
+        mvmoe_moe_forward_rows(a->branch, xg, h, hg, y, u->ln2, &w, &a->plans[0], D, H, r0, n);
+    }
     /* the gated sum already holds the experts' fc2 biases */
-    mvmoe_residual_add(u.res2 + (size_t)r0 * D, u.res1 + (size_t)r0 * D, a->branch + (size_t)r0 * D, NULL,
-                       u.keep + B, T, r0, n, D);
+    mvmoe_residual_add(u->out + o, u->res1 + o, a->branch + o, NULL, u->keep + B, T, r0, n, D);
 }
 
 /* Blocks 0..nb-1 on input x0 [B·T, D] (their output: res2 of block nb-1): dense blocks, and
@@ -352,27 +226,69 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int r0 = chunk_start(0, BT, t, n), rows = chunk_start(0, BT, t + 1, n) - r0;
         for (int l = 0; l < nb; l++) {
-            const float *in = l ? block_bufs_at(a, B, l - 1).res2 : a->x0;
+            const float *in = l ? block_bufs_at(a, B, l - 1).out : a->x0;
             block_bufs u = block_bufs_at(a, B, l);
-            if (l == 0) rows_norm1_qkv(m, a, B, 0, in, r0, rows);
+            block_ctx x = {B, l, first_moe, T, seed, step};
+            if (l == 0) block_norm1_qkv(m, a, B, 0, in, r0, rows);
 #pragma omp barrier
-            if (n > 1)
-                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_CALLER);
-            else
-                mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_OWN);
-            if (l < first_moe) {
-                rows_after_attention(m, a, B, l, in, r0, rows);
-            } else {
-                if (l == first_moe) { /* the per-image router reads every image's class row of `in`:
-                                       * complete since the barrier above (paper Sec. 3.1) */
+            mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, n > 1 ? MVMOE_TEAM_CALLER : MVMOE_TEAM_OWN);
+            if (l == first_moe) { /* the per-image router reads every image's class row of `in`:
+                                   * complete since the barrier above (paper Sec. 3.1) */
 #pragma omp single
-                    route(m, a, 0, in, T * D, m->p.router_w, B, T, seed, step);
-                }
-                rows_moe_after_attention(m, a, B, l, l - first_moe, in, r0, rows);
+                route(m, a, 0, in, T * D, m->p.router_w, B, T, seed, step);
             }
-            if (l + 1 < nb) rows_norm1_qkv(m, a, B, l + 1, u.res2, r0, rows);
+            block_after_attention(m, a, &x, &u, in, r0, rows);
+            if (l + 1 < nb) block_norm1_qkv(m, a, B, l + 1, u.out, r0, rows);
         }
     }
+}
+
+/* A per-token MoE block: all rows at once. */
+static void token_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const float *in) {
+    const mvmoe_config *c = &m->cfg;
+    const int BT = x->B * x->T;
+    block_bufs u = block_bufs_at(a, x->B, x->l);
+    block_norm1_qkv(m, a, x->B, x->l, in, 0, BT);
+    mvmoe_attention_forward(u.atty, u.att, u.qkv, x->B, x->T, c->dim, c->heads, x->T, MVMOE_TEAM_OWN);
+    block_after_attention(m, a, x, &u, in, 0, BT);
+}
+
+/* The last block for the class-token rows only, since the head reads nothing else: all T
+ * rows still feed the keys and values, but the attention queries, projection, residuals,
+ * norm2 and MLP (or the image's experts) run on B rows instead of B·T, about 1/depth of the
+ * FLOPs saved, forward and backward. Exact up to float summation order (the skipped rows'
+ * outputs are never read). Layer-l buffers: ln1 [B·T, D], qkv [B·T, 3D] as usual; att
+ * [B, NH, 1, T]; atty, res1, ln2 [B, D]; fch, fch_gelu [B, H]; MoE rows: one per image. Writes
+ * a->clsx [B, D]. Per-token routing keeps the full block (its routers see every token, its
+ * capacity counts them, and eval's load statistics too). */
+static int class_only_last(const mvmoe_config *c) { return c->routing != MVMOE_ROUTING_TOKEN_LEARNED; }
+
+static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const float *in) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    const int B = x->B, l = x->l, T = mvmoe_config_tokens(c), D = c->dim;
+    block_bufs u = block_bufs_at(a, B, l);
+    u.out = a->clsx;
+    mvmoe_layernorm_forward(u.ln1, u.m1, u.r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
+                            B * T, D, LN_EPS);
+    /* keys and values of every row, queries of the class rows only: attention reads no other
+     * query here (nor does its backward), so a third of the block's qkv product is skipped */
+    const float *wqkv = p->qkv_w + (size_t)l * 3 * D * D, *bqkv = p->qkv_b + (size_t)l * 3 * D;
+    mvmoe_linear_forward(u.qkv + D, 3 * D, u.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
+                         B * T, D, 2 * D);
+    mvmoe_linear_forward(u.qkv, T * 3 * D, u.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
+    mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, c->heads, 1, MVMOE_TEAM_OWN);
+    if (l == x->first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, x->seed, x->step);
+    /* the class rows of `in`, compact, in the output buffer (read by the first residual, before
+     * the second writes it) */
+    for (int b = 0; b < B; b++) memcpy(a->clsx + (size_t)b * D, in + (size_t)b * T * D, sizeof(float) * D);
+    mvmoe_plan *plan = c->routing != MVMOE_ROUTING_DENSE ? &a->plans[0] : NULL;
+    int rows = plan ? plan->rows : 0;
+    if (plan) plan->rows = 1; /* per-image routing: each image has one row here */
+    block_ctx x1 = *x;
+    x1.T = 1;
+    block_after_attention(m, a, &x1, &u, a->clsx, 0, B);
+    if (plan) plan->rows = rows;
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -384,11 +300,10 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
     a->capacity_ratio = t ? t->capacity_ratio : 0.0f;
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
-    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
-              K = c->num_classes, CPP = c->in_chans * c->patch * c->patch;
+    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, K = c->num_classes,
+              CPP = c->in_chans * c->patch * c->patch;
     const int BT = B * T;
     const int first_moe = c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
-    const int E = c->experts;
 
     if (a->training) {
         if (drop_path > 0)
@@ -418,34 +333,15 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
     int nd = class_only ? c->depth - 1 : c->depth;
     if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED && nd > first_moe) nd = first_moe;
     if (nd > 0) blocks_by_rows(m, a, B, nd, first_moe, seed, step);
-    const float *in = nd > 0 ? block_bufs_at(a, B, nd - 1).res2 : a->x0;
+    const float *in = nd > 0 ? block_bufs_at(a, B, nd - 1).out : a->x0;
     for (int l = nd; l < c->depth; l++) {
-        if (class_only && l == c->depth - 1) {
-            last_block_forward(m, a, B, l, first_moe, in, seed, step);
+        block_ctx x = {B, l, first_moe, T, seed, step};
+        if (class_only) { /* only the last block is left here */
+            last_block_forward(m, a, &x, in);
             break;
         }
-        /* only per-token MoE blocks are left here: the others ran by rows above, and the
-         * last block runs for the class token only */
-        block_bufs u = block_bufs_at(a, B, l);
-        rows_norm1_qkv(m, a, B, l, in, 0, BT);
-        mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, MVMOE_TEAM_OWN);
-        rows_proj_norm2(m, a, B, l, in, 0, BT);
-        /* MoE MLP: the per-image router runs once, on the class-token row of the residual
-         * stream after the last dense block (`in` here), and every MoE block uses its plan
-         * (paper Sec. 3.1); per-token routers run in each block on norm2(x). */
-        int lm = l - first_moe;
-        if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED)
-            route(m, a, lm, u.ln2, D, p->trouter_w + (size_t)lm * E * D, BT, 1, seed, step);
-        else if (lm == 0)
-            route(m, a, 0, in, T * D, p->router_w, B, T, seed, step);
-        mvmoe_plan *plan = &a->plans[c->routing == MVMOE_ROUTING_TOKEN_LEARNED ? lm : 0];
-        mvmoe_experts w = experts_packed(m, l);
-        mvmoe_moe_forward(a->branch, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
-                          a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, u.ln2, &w,
-                          plan, D, H);
-        /* the combine already added the experts' fc2 biases */
-        mvmoe_residual_add(u.res2, u.res1, a->branch, NULL, u.keep + B, T, 0, BT, D);
-        in = u.res2;
+        token_block_forward(m, a, &x, in);
+        in = block_bufs_at(a, B, l).out;
     }
 
     /* logits = head(norm(x)[class token]): only the class-token rows need the final norm */
@@ -534,12 +430,87 @@ static void mlp_input_grads_by_rows(mvmoe_acts *a, const float *dbr, const float
     }
 }
 
+/* Backward of block x->l (block_norm1_qkv · attention · block_after_attention). dres
+ * [B·T_eff, D] holds d(out) and becomes d(res1) in place; scratch [B·T_eff, D] takes the
+ * branches' gradients when a stochastic-depth factor is not 1. d(in) ends in a->d_res
+ * [B·T, D]: for a full block dres is a->d_res itself (the residual path is already there);
+ * for the class-only last block (T_eff = 1) the class rows of d(res1) are put there first. */
+static void block_backward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const float *in, float *dres,
+                           float *scratch) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    mvmoe_params *g = &m->g;
+    const int B = x->B, l = x->l, T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim, E = c->experts;
+    const int R = B * x->T; /* rows after attention */
+    block_bufs u = block_bufs_at(a, B, l);
+
+    /* MLP branch: out = res1 + keep·mlp(ln2(res1)) */
+    const float *dbr = branch_grad(scratch, dres, u.keep + B, B, x->T, D);
+    if (l < x->first_moe) {
+        const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
+        const float *w1 = p->fc1_w + slot * H * D, *w2 = p->fc2_w + slot * D * H;
+        if (mvmoe_get_precision() != MVMOE_PRECISION_BF16) { /* d_fch_gelu, d_fch, d_ln: overwritten */
+            /* the forward left GELU' in fch (block_after_attention) */
+            mlp_input_grads_by_rows(a, dbr, u.fch, w1, w2, R, D, H);
+            mvmoe_linear_backward(NULL, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg, w2, R, H, D,
+                                  MVMOE_GRAD_OVERWRITE);
+            mvmoe_linear_backward(NULL, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2, w1, R, D, H,
+                                  MVMOE_GRAD_OVERWRITE);
+        } else { /* bf16: each product's operands rounded once, all rows */
+            mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg, w2, R,
+                                  H, D, MVMOE_GRAD_OVERWRITE);
+            mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, u.fch, (size_t)R * H, MVMOE_GRAD_OVERWRITE);
+            mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2, w1, R, D,
+                                  H, MVMOE_GRAD_OVERWRITE);
+        }
+    } else {
+        mvmoe_zero(a->d_ln, (size_t)R * D);
+        const int lm = l - x->first_moe, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED, pi = token ? lm : 0;
+        mvmoe_plan *plan = &a->plans[pi];
+        mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
+        const size_t nE = (size_t)a->n_route * E, nk = (size_t)a->n_route * c->top_k;
+        int rows = plan->rows;
+        if (!token) plan->rows = x->T; /* per-image routing: the image's rows here */
+        mvmoe_moe_backward(a->d_ln, a->rdgate + pi * nk, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg, dbr,
+                           a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
+                           a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, &w, plan, D, H);
+        plan->rows = rows;
+        if (token) { /* this block's router read norm2(x): its gradient joins d_ln */
+            mvmoe_plan_gate_backward(a->rdp + pi * nE, a->rdgate + pi * nk, plan);
+            mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->rdz + pi * nE,
+                                  a->rdp + pi * nE, a->rp + pi * nE, u.ln2, D, p->trouter_w + (size_t)lm * E * D,
+                                  R, D, E);
+        }
+    }
+    /* d(res1) = d(out) + LN2ᵀ(d_ln), in place */
+    mvmoe_layernorm_backward(dres, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln, u.m2, u.r2,
+                             u.res1, p->ln2_w + (size_t)l * D, R, D);
+
+    /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))); keys and values of every row
+     * get gradient, queries only of the rows after attention */
+    dbr = branch_grad(scratch, dres, u.keep, B, x->T, D);
+    mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
+                          p->proj_w + (size_t)l * D * D, R, D, D, MVMOE_GRAD_OVERWRITE);
+    mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, c->heads, x->T,
+                             MVMOE_GRAD_OVERWRITE);
+    mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
+                          u.ln1, p->qkv_w + (size_t)l * 3 * D * D, B * T, D, 3 * D, MVMOE_GRAD_OVERWRITE);
+    /* d(in) = the residual path + LN1ᵀ(d_ln) (every row) */
+    if (dres != a->d_res) {
+        mvmoe_zero(a->d_res, (size_t)B * T * D);
+        for (int b = 0; b < B; b++)
+            memcpy(a->d_res + (size_t)b * T * D, dres + (size_t)b * x->T * D, sizeof(float) * x->T * D);
+    }
+    mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln, u.m1, u.r1,
+                             in, p->ln1_w + (size_t)l * D, B * T, D);
+}
+
 void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
     mvmoe_params *g = &m->g;
-    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, H = c->mlp_dim, NH = c->heads,
-              K = c->num_classes, CPP = c->in_chans * c->patch * c->patch;
+    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, K = c->num_classes,
+              CPP = c->in_chans * c->patch * c->patch;
     const int BT = B * T;
     const int first_moe = c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
     const int E = c->experts;
@@ -556,7 +527,7 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
     mvmoe_layernorm_backward(a->d_clsx, g->norm_w, g->norm_b, a->d_lnf, a->lnf_mean, a->lnf_rstd,
                              a->clsx, p->norm_w, B, D);
     const int class_only = class_only_last(c);
-    if (!class_only) { /* else last_block_backward starts from d_clsx */
+    if (!class_only) { /* else the last block starts from d_clsx */
         mvmoe_zero(a->d_res, (size_t)BT * D);
         for (int b = 0; b < B; b++)
             memcpy(a->d_res + (size_t)b * T * D, a->d_clsx + (size_t)b * D, sizeof(float) * D);
@@ -564,67 +535,14 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 
     for (int l = c->depth - 1; l >= 0; l--) {
         const float *in = l == 0 ? a->x0 : a->res2 + (l - 1) * a->layer_bt_d;
-        const float *ln1 = a->ln1 + l * a->layer_bt_d, *ln2 = a->ln2 + l * a->layer_bt_d;
-        const float *m1 = a->ln1_mean + l * a->layer_bt, *r1 = a->ln1_rstd + l * a->layer_bt;
-        const float *m2 = a->ln2_mean + l * a->layer_bt, *r2 = a->ln2_rstd + l * a->layer_bt;
-        const float *qkv = a->qkv + l * a->layer_bt_3d, *att = a->att + l * a->layer_att;
-        const float *atty = a->atty + l * a->layer_bt_d, *res1 = a->res1 + l * a->layer_bt_d;
-        const float *fch = a->fch + l * a->layer_bt_h, *fcg = a->fch_gelu + l * a->layer_bt_h;
-        const float *keep = a->keep + (size_t)l * 2 * B;
-        if (class_only && l == c->depth - 1) {
-            last_block_backward(m, a, B, l, first_moe, in);
+        if (class_only && l == c->depth - 1) { /* compact [B, D] gradients in the [B·T, D] scratch
+                                                * of d_branch (T >= 2) */
+            block_ctx x = {B, l, first_moe, 1, 0, 0};
+            memcpy(a->d_branch, a->d_clsx, sizeof(float) * (size_t)B * D);
+            block_backward(m, a, &x, in, a->d_branch, a->d_branch + (size_t)B * D);
         } else {
-            size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
-
-            /* MLP branch: d_res holds d(res2); res2 = res1 + keep·fc2(gelu(fc1(ln2(res1)))) */
-            const float *dbr = branch_grad(a->d_branch, a->d_res, keep + B, B, T, D);
-            if (l < first_moe && !mvmoe_linear_bf16_mode()) { /* d_fch_gelu, d_fch, d_ln: overwritten */
-                /* a block run by rows: its forward left GELU' in fch (rows_after_attention) */
-                mlp_input_grads_by_rows(a, dbr, fch, p->fc1_w + slot * H * D, p->fc2_w + slot * D * H, BT, D, H);
-                mvmoe_linear_backward(NULL, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
-                                      p->fc2_w + slot * D * H, BT, H, D, MVMOE_GRAD_OVERWRITE);
-                mvmoe_linear_backward(NULL, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
-                                      p->fc1_w + slot * H * D, BT, D, H, MVMOE_GRAD_OVERWRITE);
-            } else if (l < first_moe) { /* bf16: each product's operands rounded once, all rows */
-                mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, fcg,
-                                      p->fc2_w + slot * D * H, BT, H, D, MVMOE_GRAD_OVERWRITE);
-                mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, fch, (size_t)BT * H,
-                                          MVMOE_GRAD_OVERWRITE);
-                mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, ln2,
-                                      p->fc1_w + slot * H * D, BT, D, H, MVMOE_GRAD_OVERWRITE);
-            } else {
-                mvmoe_zero(a->d_ln, (size_t)BT * D);
-                int lm = l - first_moe, token = c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
-                int pi = token ? lm : 0;
-                mvmoe_plan *plan = &a->plans[pi];
-                mvmoe_experts w = experts_at(p, c, l), gw = experts_at(g, c, l);
-                size_t nE = (size_t)a->n_route * E, nk = (size_t)a->n_route * c->top_k;
-                mvmoe_moe_backward(a->d_ln, a->rdgate + pi * nk, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg,
-                                   dbr, a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
-                                   a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd,
-                                   &w, plan, D, H);
-                if (token) { /* this block's router read norm2(x): its gradient joins d_ln */
-                    mvmoe_plan_gate_backward(a->rdp + pi * nE, a->rdgate + pi * nk, plan);
-                    mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->rdz + pi * nE,
-                                          a->rdp + pi * nE, a->rp + pi * nE, ln2, D,
-                                          p->trouter_w + (size_t)lm * E * D, BT, D, E);
-                }
-            }
-            /* d(res1) = d(res2) + LN2ᵀ(d_ln): accumulate into d_res in place */
-            mvmoe_layernorm_backward(a->d_res, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln,
-                                     m2, r2, res1, p->ln2_w + (size_t)l * D, BT, D);
-
-            /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))) */
-            dbr = branch_grad(a->d_branch, a->d_res, keep, B, T, D);
-            mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr,
-                                  atty, p->proj_w + (size_t)l * D * D, BT, D, D, MVMOE_GRAD_OVERWRITE);
-            mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, att, qkv, B, T, D, NH, T,
-                                     MVMOE_GRAD_OVERWRITE);
-            mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D,
-                                  a->d_qkv, ln1, p->qkv_w + (size_t)l * 3 * D * D, BT, D, 3 * D,
-                                  MVMOE_GRAD_OVERWRITE);
-            mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln,
-                                     m1, r1, in, p->ln1_w + (size_t)l * D, BT, D);
+            block_ctx x = {B, l, first_moe, T, 0, 0};
+            block_backward(m, a, &x, in, a->d_res, a->d_branch);
         }
         /* d_res now holds d(in) */
         if (l == first_moe && c->routing != MVMOE_ROUTING_DENSE &&
