@@ -157,7 +157,8 @@ install: lib $(BUILD)/mvmoe
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmvmoe.so
 	install -m 644 $(BUILD)/libmvmoe.a $(DESTDIR)$(LIBDIR)/libmvmoe.a
 	install -m 644 include/mvmoe.h $(DESTDIR)$(INCLUDEDIR)/mvmoe.h
-	{ echo 'prefix=$(PREFIX)'; echo 'libdir=$(LIBDIR)'; echo 'includedir=$(INCLUDEDIR)'; echo; \
+	{ echo 'prefix=$(PREFIX)'; echo 'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))'; \
+	  echo 'includedir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))'; echo; \
 	  echo 'Name: mvmoe'; \
 	  echo 'Description: train, evaluate and run Mobile V-MoE vision transformers on the CPU'; \
 	  echo 'Version: $(VERSION)'; echo 'Cflags: -I$${includedir}'; \
@@ -166,7 +167,7 @@ install: lib $(BUILD)/mvmoe
 	install -m 644 $(BUILD)/man/mvmoe.1 $(DESTDIR)$(MANDIR)/man1/mvmoe.1
 	install -m 644 completions/mvmoe.bash $(DESTDIR)$(BASHCOMPDIR)/mvmoe
 	install -m 644 $(PY_SRC) $(DESTDIR)$(PYTHONDIR)/mvmoe/
-	echo "LIBRARY = '$$(realpath -m --relative-to=$(PYTHONDIR)/mvmoe $(LIBDIR)/$(SONAME))'" \
+	echo "LIBRARY = '$$(realpath -m -s --relative-to=$(PYTHONDIR)/mvmoe $(LIBDIR)/$(SONAME))'" \
 	  > $(DESTDIR)$(PYTHONDIR)/mvmoe/_installed.py
 
 uninstall:
