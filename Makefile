@@ -177,7 +177,7 @@ uninstall:
 	  $(DESTDIR)$(MANDIR)/man1/mvmoe.1 $(DESTDIR)$(BASHCOMPDIR)/mvmoe \
 	  $(addprefix $(DESTDIR)$(PYTHONDIR)/mvmoe/,$(notdir $(PY_SRC)) _installed.py)
 	rm -rf $(DESTDIR)$(PYTHONDIR)/mvmoe/__pycache__
-	-rmdir $(DESTDIR)$(PYTHONDIR)/mvmoe 2>/dev/null
+	rmdir $(DESTDIR)$(PYTHONDIR)/mvmoe 2>/dev/null || true
 # ---------------------------------------------------------------- end of installable library
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -19,6 +19,7 @@ ValueError / TypeError before anything reaches C.
 """
 import ctypes
 import json
+import os
 
 import numpy as np
 
@@ -66,7 +67,6 @@ def _path_bytes(path, what):
     if isinstance(path, bytes):
         return path
     try:
-        import os
         return os.fsencode(path)
     except TypeError:
         raise TypeError(f"{what} must be a path (str, bytes or os.PathLike), got {type(path).__name__}") from None
