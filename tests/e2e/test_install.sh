@@ -110,13 +110,15 @@ cc -std=c17 -o "$T/prog-static" "$T/prog.c" $(pkg-config --cflags mvmoe) -Wl,--a
 
 # the man page renders, with one section per command of `mvmoe --help`
 MANPAGE=$P/share/man/man1/mvmoe.1
-if command -v man > /dev/null; then render() { MANWIDTH=100 man -l "$1" 2>&1; }
-elif command -v groff > /dev/null; then render() { groff -man -Tutf8 "$1" 2>&1; }
-elif command -v nroff > /dev/null; then render() { nroff -man "$1" 2>&1; }
+# (groff's warnings, e.g. of a malformed request, go to stderr: there must be none)
+if command -v man > /dev/null; then render() { MANWIDTH=100 MAN_KEEP_FORMATTING= man -l "$1"; }
+elif command -v groff > /dev/null; then render() { groff -ww -man -Tutf8 "$1"; }
+elif command -v nroff > /dev/null; then render() { nroff -ww -man "$1"; }
 else echo "skip: neither man, groff nor nroff (scripts/setup.sh installs man-db)"; exit 77; fi
-render "$MANPAGE" | col -b > "$T/man.txt" 2>/dev/null || render "$MANPAGE" > "$T/man.txt"
-grep -q "^NAME" "$T/man.txt" && grep -q "mvmoe $VERSION" "$T/man.txt" && ! grep -qi "warning" "$T/man.txt" \
-  && ok "man -l renders the installed page ($(wc -l < "$T/man.txt") lines)" || { bad "man page"; head -20 "$T/man.txt"; }
+render "$MANPAGE" 2> "$T/man.err" | sed 's/.\x08//g' > "$T/man.txt"
+grep -q "^NAME" "$T/man.txt" && grep -q "mvmoe $VERSION" "$T/man.txt" && [ ! -s "$T/man.err" ] \
+  && ok "man -l renders the installed page ($(wc -l < "$T/man.txt") lines, no warning)" \
+  || { bad "man page"; head -20 "$T/man.err" "$T/man.txt"; }
 cmds=$("$P/bin/mvmoe" --help | awk '/^commands:/ {on=1; next} on && /^  [a-z]/ {print $1} on && /^$/ {exit}')
 nomissing=1
 for c in $cmds; do
