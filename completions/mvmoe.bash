@@ -29,7 +29,7 @@ _mvmoe_flags() {
         --mlp-dim --routing --experts --top-k --moe-layers --batch --warmup --steps --threads
         --infer-batch --infer-reps --latency-reps --seed --peak-gflops --max-memory --precision
         --save-weights --check-out --json --help" ;;
-    report) echo "--out --json --title --superclasses --confusion --run --help" ;;
+    report) echo "--out --json --title --superclasses --confusion --run --curve --help" ;;
     esac
 }
 
@@ -84,7 +84,7 @@ _mvmoe() {
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         --superclasses | --confusion)
             COMPREPLY=($(compgen -f -X '!*.json' -- "$cur") $(compgen -d -S / -- "$cur")) ;;
-        --logits | --metrics | --listing | --run) COMPREPLY=($(compgen -f -- "$cur")) ;;
+        --logits | --metrics | --listing | --run | --curve) COMPREPLY=($(compgen -f -- "$cur")) ;;
         *) COMPREPLY=() ;; # a number, a list or a text: nothing to offer
         esac
         [[ ${COMPREPLY[0]} == */ ]] && compopt -o nospace 2> /dev/null

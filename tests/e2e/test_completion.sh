@@ -24,9 +24,11 @@ complete_words() { # mode words...
     COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
     _mvmoe; printf "%s\n" "${COMPREPLY[@]}"' _ "$mode" "$COMP" "$@" 2>&1 | sort -u | sed '/^$/d'
 }
-# flags in a help text: every --word on a usage line or a line that starts with a flag
+# flags in a help text: every --word on a usage line or a line that starts with a flag, except
+# inside quotes (`mvmoe train --metrics` in a description names another command's flag)
 help_flags() {
-  { "$MV" "$1" --help | grep -E '^(usage:| +(\[|\()?--| +mvmoe )' | grep -oE '(^|[^a-z0-9-])--[a-z][a-z0-9-]*' \
+  { "$MV" "$1" --help | grep -E '^(usage:| +(\[|\()?--| +mvmoe )' | sed -e 's/`[^`]*`//g' -e "s/'[^']*'//g" \
+      | grep -oE '(^|[^a-z0-9-])--[a-z][a-z0-9-]*' \
       | sed 's/^[^-]*//'; echo --help; } | sort -u
 }
 
