@@ -50,8 +50,9 @@ $(BUILD)/bench/peak: bench/peak.c $(BUILD)/libmvmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmvmoe.a $(LDLIBS)
 
-# Default suite: C unit tests, PyTorch parity, end-to-end training on real data.
-test: all
+# Default suite: C unit tests, PyTorch parity, end-to-end training on real data, and the
+# installed products (shared library, Python binding, man page: `lib` below).
+test: all lib
 	bash tests/run_all.sh $(BUILD)
 
 setup:
@@ -89,5 +90,94 @@ kill-resume-test: $(BUILD)/mvmoe
 	bash tests/long/kill_resume.sh $(BUILD)
 sigterm-test: $(BUILD)/mvmoe
 	bash tests/long/sigterm_loop.sh $(BUILD)
+
+# ---------------------------------------------------------------- installable library
+# (issue 18: the installed products; docs/ARCHITECTURE.md, "Installed products")
+#   make lib                      build/libmvmoe.so (+ .so.MAJOR -> .so.MAJOR.MINOR.PATCH), the
+#                                 static archive and the man page build/man/mvmoe.1
+#   make install [PREFIX=/usr/local] [DESTDIR=]   program, libraries, header, mvmoe.pc, man
+#                                 page, bash completion and the Python package (PYTHONDIR)
+#   make uninstall [PREFIX=...] [DESTDIR=]        removes exactly what install wrote
+# The shared library is built from the same sources compiled again with -fPIC into
+# $(BUILD)/pic/, so the program and the tests keep their position-dependent objects; it
+# exports only the functions declared in include/mvmoe.h (a version script made from it).
+# The version has one source, the MVMOE_VERSION_* macros of the header.
+PYTHON   ?= python3
+version_part = $(shell sed -n 's/^\#define MVMOE_VERSION_$(1) *\([0-9][0-9]*\) *$$/\1/p' include/mvmoe.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION       := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+SONAME   := libmvmoe.so.$(VERSION_MAJOR)
+SHLIB    := $(BUILD)/libmvmoe.so.$(VERSION)
+PIC_OBJ  := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+LIBDIR   ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR   ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# Debian's path for Python packages of every Python 3 version (in sys.path for PREFIX=/usr;
+# for another prefix, add it to PYTHONPATH or set PYTHONDIR to a folder in sys.path)
+PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
+PY_SRC   := $(wildcard python/mvmoe/*.py)
+
+.PHONY: lib install uninstall
+lib: $(BUILD)/libmvmoe.so $(BUILD)/libmvmoe.a $(BUILD)/man/mvmoe.1
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c -o $@ $<
+
+# every mvmoe_* function the public header declares (comments stripped first), nothing else
+$(BUILD)/libmvmoe.map: include/mvmoe.h
+	@mkdir -p $(dir $@)
+	{ echo '{ global:'; $(CC) -fpreprocessed -dD -E -P $< | grep -o 'mvmoe_[a-z0-9_]*[[:space:]]*(' \
+	  | sed 's/[[:space:](]//g; s/.*/    &;/' | sort -u; echo '  local: *; };'; } > $@.tmp && mv $@.tmp $@
+
+$(SHLIB): $(PIC_OBJ) $(BUILD)/libmvmoe.map
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,$(SONAME) -Wl,--version-script,$(BUILD)/libmvmoe.map \
+	  -Wl,-z,defs -o $@ $(PIC_OBJ) $(LDLIBS)
+
+$(BUILD)/libmvmoe.so: $(SHLIB)
+	ln -sf $(notdir $(SHLIB)) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# the man page is made from the program's --help texts, so it says what the program does
+$(BUILD)/man/mvmoe.1: $(BUILD)/mvmoe scripts/gen_man.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) scripts/gen_man.py $(BUILD)/mvmoe > $@.tmp && mv $@.tmp $@
+
+install: lib $(BUILD)/mvmoe
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) \
+	  $(DESTDIR)$(PYTHONDIR)/mvmoe
+	install -m 755 $(BUILD)/mvmoe $(DESTDIR)$(BINDIR)/mvmoe
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(SHLIB)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmvmoe.so
+	install -m 644 $(BUILD)/libmvmoe.a $(DESTDIR)$(LIBDIR)/libmvmoe.a
+	install -m 644 include/mvmoe.h $(DESTDIR)$(INCLUDEDIR)/mvmoe.h
+	{ echo 'prefix=$(PREFIX)'; echo 'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))'; \
+	  echo 'includedir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))'; echo; \
+	  echo 'Name: mvmoe'; \
+	  echo 'Description: train, evaluate and run Mobile V-MoE vision transformers on the CPU'; \
+	  echo 'Version: $(VERSION)'; echo 'Cflags: -I$${includedir}'; \
+	  echo 'Libs: -L$${libdir} -lmvmoe'; echo 'Libs.private: $(strip $(LDFLAGS) $(LDLIBS))'; \
+	} > $(DESTDIR)$(PKGCONFIGDIR)/mvmoe.pc
+	install -m 644 $(BUILD)/man/mvmoe.1 $(DESTDIR)$(MANDIR)/man1/mvmoe.1
+	install -m 644 completions/mvmoe.bash $(DESTDIR)$(BASHCOMPDIR)/mvmoe
+	install -m 644 $(PY_SRC) $(DESTDIR)$(PYTHONDIR)/mvmoe/
+	echo "LIBRARY = '$$(realpath -m -s --relative-to=$(PYTHONDIR)/mvmoe $(LIBDIR)/$(SONAME))'" \
+	  > $(DESTDIR)$(PYTHONDIR)/mvmoe/_installed.py
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/mvmoe $(DESTDIR)$(LIBDIR)/libmvmoe.so.$(VERSION) \
+	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libmvmoe.so $(DESTDIR)$(LIBDIR)/libmvmoe.a \
+	  $(DESTDIR)$(INCLUDEDIR)/mvmoe.h $(DESTDIR)$(PKGCONFIGDIR)/mvmoe.pc \
+	  $(DESTDIR)$(MANDIR)/man1/mvmoe.1 $(DESTDIR)$(BASHCOMPDIR)/mvmoe \
+	  $(addprefix $(DESTDIR)$(PYTHONDIR)/mvmoe/,$(notdir $(PY_SRC)) _installed.py)
+	rm -rf $(DESTDIR)$(PYTHONDIR)/mvmoe/__pycache__
+	rmdir $(DESTDIR)$(PYTHONDIR)/mvmoe 2>/dev/null || true
+# ---------------------------------------------------------------- end of installable library
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

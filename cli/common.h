@@ -7,8 +7,6 @@
 #include "args.h"
 #include "mvmoe.h"
 
-#define MVMOE_CLI_VERSION "0.1.0"
-
 /* "mvmoe CMD: error: <mvmoe_last_error()>" on stderr; returns MVMOE_EXIT_FAIL. */
 /* A flag whose value is an int written at `offset` of a struct, in [lo, hi]. */
 typedef struct mvmoe_cli_int_flag {

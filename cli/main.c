@@ -32,7 +32,8 @@ static void usage(FILE *f) {
                "Trains, evaluates and runs small Vision Transformers on the CPU.\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n  --help     this message\n  --version  print the version\n"
+    fprintf(f, "\n  --help     this message (also: mvmoe help [COMMAND])\n"
+               "  --version  print the version (also: mvmoe version)\n"
                "  --verbose  (before COMMAND; or MVMOE_VERBOSE=1) errors also say where in mvmoe's\n"
                "             sources they were raised, for bug reports\n");
 }
@@ -62,8 +63,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
         rc = MVMOE_EXIT_OK;
-    } else if (strcmp(argv[1], "--version") == 0) {
-        printf("mvmoe %s\n", MVMOE_CLI_VERSION);
+    } else if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("mvmoe %s\n", mvmoe_version());
         rc = MVMOE_EXIT_OK;
     } else if (strcmp(argv[1], "help") == 0) {
         /* "mvmoe help train" = "mvmoe train --help" */

@@ -13,6 +13,23 @@
 extern "C" {
 #endif
 
+/* ---------------------------------------------------------------- version
+ * The one place the version is written: the Makefile reads these three numbers for the
+ * shared library's name (libmvmoe.so.MAJOR -> libmvmoe.so.MAJOR.MINOR.PATCH) and mvmoe.pc;
+ * `mvmoe --version` prints MVMOE_VERSION. */
+#define MVMOE_VERSION_MAJOR 0
+#define MVMOE_VERSION_MINOR 1
+#define MVMOE_VERSION_PATCH 0
+#define MVMOE_VERSION_STR_(x) #x
+#define MVMOE_VERSION_STR(x) MVMOE_VERSION_STR_(x)
+#define MVMOE_VERSION                                                                       \
+    MVMOE_VERSION_STR(MVMOE_VERSION_MAJOR) "." MVMOE_VERSION_STR(MVMOE_VERSION_MINOR) "."   \
+    MVMOE_VERSION_STR(MVMOE_VERSION_PATCH)
+
+/* The version of the library linked at run time ("0.1.0"), which may differ from the header
+ * a program was compiled with (MVMOE_VERSION) when a shared library was replaced. */
+const char *mvmoe_version(void);
+
 /* ---------------------------------------------------------------- status */
 typedef enum {
     MVMOE_OK = 0,
@@ -116,6 +133,14 @@ mvmoe_config *mvmoe_model_config_mut(mvmoe_model *m); /* for names / super-class
 
 /* Inference on uint8 images [n, C, H, W] (H = W = img_size); logits [n, num_classes]. */
 mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, float *logits);
+/* mvmoe_model_logits (the same logits, bit for bit) plus, if routes is not NULL, each image's
+ * experts: routes [n, top_k] receives the experts the per-image router chose (image-superclass
+ * and image-learned routing), most probable first, -1 where adaptive k dropped a choice.
+ * routes != NULL fails with MVMOE_ERR_INVALID for a dense model (it has no experts) and with
+ * MVMOE_ERR_UNSUPPORTED for token-learned routing (experts are chosen per token and per MoE
+ * block, not per image). */
+mvmoe_status mvmoe_model_predict(mvmoe_model *m, const uint8_t *images, int n, float *logits,
+                                 int32_t *routes);
 
 /* ---------------------------------------------------------------- data */
 typedef struct mvmoe_dataset {

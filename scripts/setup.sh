@@ -3,7 +3,8 @@
 set -euo pipefail
 PKGS=(build-essential libdnnl-dev libopenblas-dev libopenblas0-openmp libcjson-dev libmetis-dev libpng-dev
       libjpeg62-turbo-dev zlib1g-dev python3-torch python3-numpy dataset-fashion-mnist
-      clang libclang-rt-14-dev libomp-dev valgrind)  # make fuzz (libFuzzer), valgrind-test
+      clang libclang-rt-14-dev libomp-dev valgrind   # make fuzz (libFuzzer), valgrind-test
+      pkg-config man-db groff-base bash-completion)  # tests of make install (tests/e2e/test_install.sh)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

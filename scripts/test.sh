@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-make -j"$(nproc)" all
+make -j"$(nproc)" all lib
 make test

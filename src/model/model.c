@@ -206,9 +206,16 @@ mvmoe_status mvmoe_model_train_init(mvmoe_model *m, int B) {
 /* Inference runs in chunks of at most this many images so the workspace stays small. */
 #define INFER_CHUNK 64
 
-mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, float *logits) {
+mvmoe_status mvmoe_model_predict(mvmoe_model *m, const uint8_t *images, int n, float *logits,
+                                 int32_t *routes) {
     const mvmoe_config *c = &m->cfg;
     if (n < 0) MVMOE_FAIL(MVMOE_ERR_INVALID, "negative image count %d", n);
+    if (routes && c->routing == MVMOE_ROUTING_DENSE)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "routes asked of a dense model, which has no experts; pass "
+                   "routes = NULL");
+    if (routes && c->routing == MVMOE_ROUTING_TOKEN_LEARNED)
+        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "routes per image asked of a token-learned model, whose "
+                   "routers choose experts per token in each MoE block; pass routes = NULL");
     int chunk = n < INFER_CHUNK ? (n > 0 ? n : 1) : INFER_CHUNK;
     MVMOE_TRY(mvmoe_model_pack_weights(m));
     if (m->infer_acts.B < chunk) {
@@ -220,6 +227,7 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
     mvmoe_dataset view = {.n = n, .c = c->in_chans, .h = c->img_size, .w = c->img_size,
                           .num_classes = c->num_classes, .images = (uint8_t *)images};
     int32_t idx[INFER_CHUNK];
+    const int k = c->top_k;
     for (int i0 = 0; i0 < n; i0 += chunk) {
         int B = n - i0 < chunk ? n - i0 : chunk;
         for (int i = 0; i < B; i++) idx[i] = i0 + i;
@@ -227,8 +235,15 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
         mvmoe_vit_forward(m, a, B, NULL);
         memcpy(logits + (size_t)i0 * c->num_classes, a->logits,
                sizeof(float) * (size_t)B * c->num_classes);
+        /* per-image routing: one plan over the B images, which every MoE block follows */
+        for (size_t j = 0; routes && j < (size_t)B * k; j++)
+            routes[(size_t)i0 * k + j] = a->plans[0].pos[j] < 0 ? -1 : a->plans[0].expert[j];
     }
     return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, float *logits) {
+    return mvmoe_model_predict(m, images, n, logits, NULL);
 }
 
 void mvmoe_set_threads(int n) {

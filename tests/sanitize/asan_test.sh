@@ -24,7 +24,11 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_pa
 # test_train_fmnist 519 s, test_train_moe over 10 min). The code they run is sanitized all the
 # same: train / checkpoint / eval / resume / SIGKILL in test_reliability, every routing's
 # forward, backward and optimizer steps in test_parity, test_moe and test_vit_grad.
-export MVMOE_SKIP_TESTS="${MVMOE_SKIP_TESTS-test_train_fmnist test_train_moe}"
+# Also skipped: the installed products (test_install, test_python), which need the shared
+# library (`make lib`, not built here): a sanitized libmvmoe.so cannot be loaded into an
+# unsanitized python3 or linked without the sanitizer flags; the code they reach is the
+# library this build sanitizes through every other test.
+export MVMOE_SKIP_TESTS="${MVMOE_SKIP_TESTS-test_train_fmnist test_train_moe test_install test_python}"
 bash tests/run_all.sh "$BUILD"
 rc=$?
 reports=$(find "$LOGS" -type f | wc -l)
