@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // Runs a model written by `mvmoe export` in ONNX Runtime (onnxruntime-node, CPU) on the first N
-// images of an IDX file and compares with mvmoe's own results (`mvmoe eval --logits --routes`):
+// images of an IDX file (or of a raw uint8 [N, C, H, W] file) and compares with mvmoe's own results (`mvmoe eval --logits --routes`):
 // logits within --tol absolute, routes identical, and batch 1 = batch N (each image alone gives
 // what it gives inside the batch). Prints one JSON line of measurements; exit 0 when all hold,
 // 1 when one fails, 77 when onnxruntime-node is not installed (a skip), 2 on usage errors.
 //
-//   node tests/e2e/onnx_run.js --model M.onnx --images IDX[.gz] --n N --logits L.f32
-//        [--routes R.i64] [--tol 1e-4]
+//   node tests/e2e/onnx_run.js --model M.onnx (--images IDX[.gz] | --pixels RAW.u8 --shape C,H,W)
+//        --n N --logits L.f32 [--routes R.i64] [--tol 1e-4]
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -24,13 +24,16 @@ for (let i = 0; i < argv.length; i += 2) {
   if (v === undefined) usage(`${f} needs a value`);
   if (f === '--model') a.model = v;
   else if (f === '--images') a.images = v;
+  else if (f === '--pixels') a.pixels = v;
+  else if (f === '--shape') a.shape = v.split(',').map(Number);
   else if (f === '--n') a.n = Number(v);
   else if (f === '--logits') a.logits = v;
   else if (f === '--routes') a.routes = v;
   else if (f === '--tol') a.tol = Number(v);
   else usage(`unknown argument '${f}'`);
 }
-if (!a.model || !a.images || !a.logits || !(Number.isInteger(a.n) && a.n >= 1)) usage('--model, --images, --n and --logits are required');
+if (!a.images === !a.pixels || (a.pixels && !(a.shape && a.shape.length === 3))) usage('give --images IDX, or --pixels RAW.u8 with --shape C,H,W');
+if (!a.model || !a.logits || !(Number.isInteger(a.n) && a.n >= 1)) usage('--model, --images, --n and --logits are required');
 
 let ort;
 try {
@@ -47,7 +50,14 @@ function readIdx(file, n) {
   if (buf.readUInt32BE(0) !== 0x803) throw new Error(`${file}: not an IDX image file`);
   const count = buf.readUInt32BE(4), rows = buf.readUInt32BE(8), cols = buf.readUInt32BE(12);
   if (n > count) throw new Error(`${file}: ${count} images, ${n} asked for`);
-  return { rows, cols, pixels: buf.subarray(16, 16 + n * rows * cols) };
+  return { c: 1, rows, cols, pixels: buf.subarray(16, 16 + n * rows * cols) };
+}
+
+// Raw uint8 [N, C, H, W], no header (what the test writes for multi-channel data).
+function readPixels(file, n, [c, rows, cols]) {
+  const buf = fs.readFileSync(file);
+  if (buf.length < n * c * rows * cols) throw new Error(`${file}: ${buf.length} bytes, fewer than ${n} images of ${c}x${rows}x${cols}`);
+  return { c, rows, cols, pixels: buf.subarray(0, n * c * rows * cols) };
 }
 
 function readRaw(file, Type) {
@@ -56,8 +66,8 @@ function readRaw(file, Type) {
 }
 
 async function main() {
-  const img = readIdx(a.images, a.n);
-  const hw = img.rows * img.cols;
+  const img = a.images ? readIdx(a.images, a.n) : readPixels(a.pixels, a.n, a.shape);
+  const hw = img.c * img.rows * img.cols; // values per image
   const pixels = new Float32Array(a.n * hw);
   for (let i = 0; i < pixels.length; i++) pixels[i] = img.pixels[i] / 255; // what an image library hands over
   const want = readRaw(a.logits, Float32Array);
@@ -68,7 +78,7 @@ async function main() {
   const s = await ort.InferenceSession.create(a.model, { intraOpNumThreads: 2, interOpNumThreads: 1 });
   const hasRoutes = s.outputNames.includes('routes');
   const run = async (from, count) => {
-    const x = new ort.Tensor('float32', pixels.subarray(from * hw, (from + count) * hw), [count, 1, img.rows, img.cols]);
+    const x = new ort.Tensor('float32', pixels.subarray(from * hw, (from + count) * hw), [count, img.c, img.rows, img.cols]);
     return s.run({ pixels: x });
   };
   const full = await run(0, a.n);
