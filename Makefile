@@ -10,13 +10,17 @@ CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -ffp-contr
 # (docs/PERFORMANCE.md, src/kernels/matmul.c). LAPACK (the spectral clustering's eigensolver):
 # OpenBLAS's OpenMP build, by explicit path, independent of the system's BLAS alternative.
 BLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS  += -ldnnl $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR) -lcjson -lmetis -lpng -ljpeg -lz -lm
+LDLIBS  += -ldnnl $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR) -lcjson -lmetis -lpng -ljpeg -lz \
+           -lprotobuf-c -lm
 LDFLAGS += -fopenmp
 
 LIB_SRC  := $(shell find src -name '*.c' | sort)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# ONNX export: C code for the ONNX schema, generated from the vendored third_party/onnx/onnx.proto
+# (why vendored: third_party/onnx/README.md) by Debian's protoc-c, serialized with libprotobuf-c.
+GEN      := $(BUILD)/gen
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN)/onnx.pb-c.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOL_SRC := $(wildcard tests/tools/*.c)
@@ -41,6 +45,18 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libmvmoe.a
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h &: third_party/onnx/onnx.proto
+	@mkdir -p $(GEN)
+	protoc-c --proto_path=third_party/onnx --c_out=$(GEN) third_party/onnx/onnx.proto
+
+$(GEN)/onnx.pb-c.o: $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h
+	$(CC) $(CFLAGS) -I$(GEN) -c -o $@ $<
+
+# the exporter includes the generated header
+$(BUILD)/src/io/onnx_export.o: CFLAGS += -I$(GEN)
+$(BUILD)/src/io/onnx_export.o $(BUILD)/src/io/onnx_graph.o: $(GEN)/onnx.pb-c.h
+$(BUILD)/src/io/onnx_graph.o: CFLAGS += -I$(GEN)
 
 # Benchmarks: the machine's FP32/bandwidth peak tool and `mvmoe bench` (bench/compare.sh
 # runs them against PyTorch and ONNX Runtime).
@@ -108,7 +124,7 @@ VERSION_MAJOR := $(call version_part,MAJOR)
 VERSION       := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
 SONAME   := libmvmoe.so.$(VERSION_MAJOR)
 SHLIB    := $(BUILD)/libmvmoe.so.$(VERSION)
-PIC_OBJ  := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
+PIC_OBJ  := $(LIB_SRC:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/gen/onnx.pb-c.o
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 LIBDIR   ?= $(PREFIX)/lib
@@ -127,6 +143,13 @@ lib: $(BUILD)/libmvmoe.so $(BUILD)/libmvmoe.a $(BUILD)/man/mvmoe.1
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -c -o $@ $<
+
+# the ONNX schema's generated code and the files that include it (see the rules above)
+$(BUILD)/pic/gen/onnx.pb-c.o: $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I$(GEN) -fPIC -c -o $@ $<
+$(BUILD)/pic/src/io/onnx_export.o $(BUILD)/pic/src/io/onnx_graph.o: CFLAGS += -I$(GEN)
+$(BUILD)/pic/src/io/onnx_export.o $(BUILD)/pic/src/io/onnx_graph.o: $(GEN)/onnx.pb-c.h
 
 # every mvmoe_* function the public header declares (comments stripped first), nothing else
 $(BUILD)/libmvmoe.map: include/mvmoe.h

@@ -17,7 +17,7 @@
 
 static const char SYNOPSIS[] =
     "usage: mvmoe eval --model M.safetensors --data DIR [--split test] [--logits OUT.f32]\n"
-    "                  [--json] [--batch 256] [--threads 0] [--max-images 0]\n"
+    "                  [--routes OUT.i64] [--json] [--batch 256] [--threads 0] [--max-images 0]\n"
     "                  [--heads N --mean a,b,c --std a,b,c --img-size N] [--adaptive-k P]\n";
 
 static void print_help(void) {
@@ -29,6 +29,9 @@ static void print_help(void) {
            "  --split NAME         train or test (default test)\n"
            "  --logits OUT.f32     also write the logits: little-endian float32 [N x classes],\n"
            "                       images in file order\n"
+           "  --routes OUT.i64     per-image MoE models: also write each image's experts,\n"
+           "                       little-endian int64 [N x top_k], most probable first (-1: a\n"
+           "                       choice --adaptive-k did not run)\n"
            "  --json               print one JSON object instead of text\n"
            "  --batch N            images per forward pass (default 256)\n"
            "  --threads N          threads (0: all cores; default: OMP_NUM_THREADS or all)\n"
@@ -39,7 +42,7 @@ static void print_help(void) {
 }
 
 typedef struct eval_args {
-    const char *model, *data, *split, *logits;
+    const char *model, *data, *split, *logits, *routes;
     int json, batch, threads, threads_given, max_images;
     mvmoe_cli_load load;
     mvmoe_cli_memlimit mem;
@@ -63,6 +66,7 @@ static int parse(eval_args *e, int argc, char **argv) {
         else if (mvmoe_args_is(&a, "--data")) rc = mvmoe_args_str(&a, &e->data);
         else if (mvmoe_args_is(&a, "--split")) rc = mvmoe_args_str(&a, &e->split);
         else if (mvmoe_args_is(&a, "--logits")) rc = mvmoe_args_str(&a, &e->logits);
+        else if (mvmoe_args_is(&a, "--routes")) rc = mvmoe_args_str(&a, &e->routes);
         else if (mvmoe_args_is(&a, "--json")) { rc = mvmoe_args_switch(&a); e->json = 1; }
         else if (mvmoe_args_is(&a, "--batch")) rc = mvmoe_args_int(&a, 1, 65536, &e->batch);
         else if (mvmoe_args_is(&a, "--threads")) { rc = mvmoe_args_int(&a, 0, 4096, &e->threads); e->threads_given = 1; }
@@ -77,7 +81,7 @@ static int parse(eval_args *e, int argc, char **argv) {
     return mvmoe_cli_load_finish(&a, &e->load);
 }
 
-/* ---------------------------------------------------------------- logits file */
+/* ---------------------------------------------------------------- logits and routes files */
 
 static int host_is_little_endian(void) {
     const uint16_t one = 1;
@@ -86,15 +90,24 @@ static int host_is_little_endian(void) {
     return first == 1;
 }
 
-/* Raw little-endian float32, no header: the simplest thing numpy.fromfile reads. Written to
- * PATH.tmp and renamed, so a reader never sees a half-written file. */
-static int write_logits(const char *path, float *logits, size_t count) {
+/* Raw little-endian values of `elem` bytes (4 or 8), no header: the simplest thing
+ * numpy.fromfile reads. Written to PATH.tmp and renamed, so a reader never sees a half-written
+ * file. `what` names the values in messages. */
+static int write_raw(const char *path, void *data, size_t count, size_t elem, const char *what) {
     if (!host_is_little_endian()) {
         for (size_t i = 0; i < count; i++) {
-            uint32_t u;
-            memcpy(&u, &logits[i], 4);
-            u = __builtin_bswap32(u);
-            memcpy(&logits[i], &u, 4);
+            char *at = (char *)data + i * elem;
+            if (elem == 4) {
+                uint32_t u;
+                memcpy(&u, at, 4);
+                u = __builtin_bswap32(u);
+                memcpy(at, &u, 4);
+            } else {
+                uint64_t u;
+                memcpy(&u, at, 8);
+                u = __builtin_bswap64(u);
+                memcpy(at, &u, 8);
+            }
         }
     }
     size_t len = strlen(path) + sizeof ".tmp";
@@ -111,7 +124,7 @@ static int write_logits(const char *path, float *logits, size_t count) {
         free(tmp);
         return MVMOE_EXIT_FAIL;
     }
-    int ok = fwrite(logits, sizeof(float), count, f) == count;
+    int ok = fwrite(data, elem, count, f) == count;
     int err = errno;
     if (fclose(f) != 0 && ok) {
         ok = 0;
@@ -124,14 +137,29 @@ static int write_logits(const char *path, float *logits, size_t count) {
         return MVMOE_EXIT_FAIL;
     }
     if (!ok) {
-        fprintf(stderr, "mvmoe eval: error: cannot write the %zu logits to '%s': %s; check free disk space\n",
-                count, tmp, strerror(err));
+        fprintf(stderr, "mvmoe eval: error: cannot write the %zu %s to '%s': %s; check free disk space\n",
+                count, what, tmp, strerror(err));
         remove(tmp);
         free(tmp);
         return MVMOE_EXIT_FAIL;
     }
     free(tmp);
     return 0;
+}
+
+/* The per-image routes as int64 (what ONNX Runtime's TopK returns, for direct comparison with
+ * `mvmoe export`'s "routes" output). */
+static int write_routes(const char *path, const mvmoe_eval_result *r, const mvmoe_config *c) {
+    const size_t count = (size_t)r->n * (size_t)c->top_k;
+    int64_t *v = malloc((count ? count : 1) * sizeof *v);
+    if (!v) {
+        fprintf(stderr, "mvmoe eval: error: cannot allocate %zu routes; evaluate fewer images with --max-images\n", count);
+        return MVMOE_EXIT_FAIL;
+    }
+    for (size_t i = 0; i < count; i++) v[i] = r->moe.routes[i];
+    int rc = write_raw(path, v, count, sizeof *v, "routes");
+    free(v);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- reports */
@@ -242,7 +270,8 @@ static int run(const eval_args *e) {
     int rc = 0;
 
     if (e->threads_given) mvmoe_set_threads(e->threads);
-    if (e->logits && mvmoe_output_check(e->logits, "--logits") != MVMOE_OK) {
+    if ((e->logits && mvmoe_output_check(e->logits, "--logits") != MVMOE_OK) ||
+        (e->routes && mvmoe_output_check(e->routes, "--routes") != MVMOE_OK)) {
         rc = mvmoe_cli_fail("eval");
         goto done;
     }
@@ -251,6 +280,12 @@ static int run(const eval_args *e) {
         goto done;
     }
     const mvmoe_config *c = mvmoe_model_config(m);
+    if (e->routes && (c->routing == MVMOE_ROUTING_DENSE || c->routing == MVMOE_ROUTING_TOKEN_LEARNED)) {
+        fprintf(stderr, "mvmoe eval: error: --routes: model '%s' has %s routing; per-image routes exist only "
+                "for image-superclass and image-learned models\n", e->model, mvmoe_routing_name(c->routing));
+        rc = MVMOE_EXIT_FAIL;
+        goto done;
+    }
     int load_size = mvmoe_cli_is_image_folder(e->data, e->split) ? c->img_size : 0;
     if (mvmoe_dataset_load(&ds, e->data, e->split, load_size, e->max_images) != MVMOE_OK ||
         mvmoe_dataset_match_classes(&ds, (const char *const *)c->class_names, c->num_classes) != MVMOE_OK) {
@@ -281,7 +316,8 @@ static int run(const eval_args *e) {
         rc = mvmoe_cli_fail("eval");
         goto done;
     }
-    if (logits && (rc = write_logits(e->logits, logits, count)) != 0) goto done;
+    if (logits && (rc = write_raw(e->logits, logits, count, sizeof *logits, "logits")) != 0) goto done;
+    if (e->routes && (rc = write_routes(e->routes, &r, c)) != 0) goto done;
     if (e->json) rc = print_json(e, c, &ds, &r);
     else print_text(e, c, &ds, &r);
     if (fflush(stdout) != 0) {

@@ -24,6 +24,7 @@ static const command commands[] = {
     {"superclasses", mvmoe_cmd_superclasses, "group classes into super-classes (one per expert) by confusion"},
     {"bench", mvmoe_cmd_bench, "training/inference speed, MFU and memory of a model"},
     {"report", mvmoe_cmd_report, "HTML report (inline SVG) and JSON summary of evaluated runs"},
+    {"export", mvmoe_cmd_export, "write a checkpoint as an ONNX model (dense and per-image MoE)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

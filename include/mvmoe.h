@@ -142,6 +142,20 @@ mvmoe_status mvmoe_model_logits(mvmoe_model *m, const uint8_t *images, int n, fl
 mvmoe_status mvmoe_model_predict(mvmoe_model *m, const uint8_t *images, int n, float *logits,
                                  int32_t *routes);
 
+/* ---------------------------------------------------------------- ONNX export */
+typedef struct mvmoe_export_options {
+    int int8; /* must be 0: int8 weights need the int8 checkpoint format of issue 17 (not yet) */
+} mvmoe_export_options;
+
+/* Writes m as one ONNX model file (opset 17, IR version 8; docs/EXPORT.md), atomically.
+ * Input "pixels": float32 [N, C, H, W], the uint8 image values / 255 (the checkpoint's mean/std
+ * are applied inside); outputs "logits" float32 [N, num_classes] and, for per-image MoE
+ * models, "routes" int64 [N, top_k] (each image's experts, most probable first). Dense and
+ * per-image routing (image-superclass, image-learned); token-learned routing, adaptive k and
+ * o->int8 give MVMOE_ERR_UNSUPPORTED. No control flow (If/Loop): a batch of one computes only
+ * its k experts, gathered from the stacked expert weights. o may be NULL. */
+mvmoe_status mvmoe_export_onnx(const mvmoe_model *m, const char *path, const mvmoe_export_options *o);
+
 /* ---------------------------------------------------------------- data */
 typedef struct mvmoe_dataset {
     int n, c, h, w;      /* images are uint8 [n, c, h, w] */
@@ -247,6 +261,8 @@ typedef struct mvmoe_moe_eval {
      * super-class, and the top-1 accuracy of those and of the others (< 0 when undefined) */
     int64_t misrouted;
     double misrouted_acc, routed_acc;
+    int32_t *routes;          /* [n, top_k] image-* routing: each image's experts, most probable
+                                 first (-1: a choice adaptive k did not run); else NULL */
 } mvmoe_moe_eval;
 
 typedef struct mvmoe_eval_result {

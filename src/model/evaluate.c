@@ -14,6 +14,7 @@ void mvmoe_eval_result_free(mvmoe_eval_result *r) {
     free(r->moe.expert_load);
     free(r->moe.expert_images);
     free(r->moe.expert_acc);
+    free(r->moe.routes);
     memset(r, 0, sizeof *r);
 }
 
@@ -65,7 +66,9 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
         r->moe.expert_images = calloc((size_t)E, sizeof *r->moe.expert_images);
         r->moe.expert_acc = calloc((size_t)E, sizeof *r->moe.expert_acc);
         expert_correct = calloc((size_t)E, sizeof *expert_correct);
-        if (!r->moe.expert_load || !r->moe.expert_images || !r->moe.expert_acc || !expert_correct) {
+        if (image) r->moe.routes = calloc((size_t)n * k + 1, sizeof *r->moe.routes);
+        if (!r->moe.expert_load || !r->moe.expert_images || !r->moe.expert_acc || !expert_correct ||
+            (image && !r->moe.routes)) {
             free(bidx);
             free(expert_correct);
             mvmoe_eval_result_free(r);
@@ -111,6 +114,10 @@ mvmoe_status mvmoe_evaluate(mvmoe_model *m, const mvmoe_dataset *ds, const int32
                     router_ok += routed;
                     routed_correct += routed && best == y;
                     misrouted_correct += !routed && best == y;
+                }
+                for (int q = 0; q < k; q++) { /* the plan's choices; -1 where one was dropped */
+                    const size_t j = (size_t)i * k + q;
+                    r->moe.routes[(size_t)(i0 + i) * k + q] = a->plans[0].pos[j] < 0 ? -1 : a->plans[0].expert[j];
                 }
             }
         }

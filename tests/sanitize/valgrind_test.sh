@@ -2,7 +2,8 @@
 # The checkpoint and data paths under valgrind memcheck (make valgrind-test), on the normal
 # optimized build: the safetensors reader/writer test, every data-layer test, the fuzz replay
 # (hostile checkpoints, IDX, CIFAR, images, configs, super-class maps), and a tiny real run:
-# train (2 short epochs, checkpoint + optimizer state saved each epoch), --resume, eval, info.
+# train (2 short epochs, checkpoint + optimizer state saved each epoch), --resume, eval, info;
+# a per-image MoE model's eval --routes and its ONNX export.
 # Any invalid read/write, use of uninitialized memory or definite leak fails the step.
 # Usage: tests/sanitize/valgrind_test.sh [BUILD=build]
 set -u
@@ -40,5 +41,10 @@ step train "$MV" train "${RUN[@]}" --max-steps 6 --out "$T/m.safetensors"
 step train-resume "$MV" train --data "$DATA" --max-images 300 --batch 50 --epochs 2 --resume --out "$T/m.safetensors"
 step eval "$MV" eval --model "$T/m.safetensors" --data "$DATA" --max-images 100 --json --logits "$T/l.f32"
 step info "$MV" info "$T/m.safetensors"
+# per-image MoE: its routes from eval, and the ONNX export (graph builder, protobuf-c writer)
+step train-moe "$MV" train "${RUN[@]}" --routing image-learned --experts 3 --top-k 2 --moe-layers 1 --max-steps 2 \
+  --out "$T/moe.safetensors"
+step eval-routes "$MV" eval --model "$T/moe.safetensors" --data "$DATA" --max-images 20 --routes "$T/r.i64"
+step export-onnx "$MV" export --model "$T/moe.safetensors" --onnx "$T/moe.onnx"
 echo "valgrind: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# mvmoe export --onnx (docs/EXPORT.md) against mvmoe itself: tiny models of every exported
+# mode (dense; image-superclass and image-learned, k = 1 and 2) trained for a few steps on
+# Fashion-MNIST, exported, checked by onnx's checker (full_check: types and shapes inferred)
+# and for control flow, run in ONNX Runtime (onnxruntime-node) on test images and compared
+# with `mvmoe eval --logits --routes`: logits within 1e-4, routes identical, batch 1 = batch N.
+# token-learned routing and --int8 must be refused clearly.
+# Needs node + bench/node_modules (npm ci --ignore-scripts in bench/) and python3-onnx: without
+# them it prints "skip: ..." and exits 77 (a failure under CI=true).
+set -u
+BUILD=${1:-build}
+MV="$BUILD/mvmoe"
+DATA=/usr/share/datasets/fashion-mnist
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+PY=/usr/bin/python3
+N=64    # test images compared
+pass=0; fail=0
+ok()  { pass=$((pass+1)); echo "ok: $*"; }
+bad() { fail=$((fail+1)); echo "FAIL: $*"; }
+
+command -v node > /dev/null || { echo "skip: node is not installed (scripts/setup.sh installs nodejs)"; exit 77; }
+[ -d "$ROOT/bench/node_modules/onnxruntime-node" ] \
+  || { echo "skip: bench/node_modules/onnxruntime-node is missing (cd bench && npm ci --ignore-scripts)"; exit 77; }
+"$PY" -c "import onnx" 2> /dev/null || { echo "skip: python3-onnx is not installed (scripts/setup.sh)"; exit 77; }
+
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+echo "0 1 0 1 0 2 0 2 1 2" > "$T/map.txt"   # Fashion-MNIST's 10 classes in 3 super-classes
+MODEL=(--dim 32 --depth 3 --heads 2 --mlp-dim 64 --patch 7)
+TRAIN=(--data "$DATA" --max-images 400 --batch 32 --lr 5e-3 --warmup 0 --seed 1 --epochs 1 --max-steps 10
+       --eval-every 0 --crop-pad 0 --no-hflip)
+declare -A FLAGS=(
+  [dense]=""
+  [superclass-k1]="--superclasses $T/map.txt --moe-layers 2 --top-k 1"
+  [superclass-k2]="--superclasses $T/map.txt --moe-layers 2 --top-k 2"
+  [learned-k1]="--routing image-learned --experts 3 --moe-layers 1 --top-k 1"
+  [learned-k2]="--routing image-learned --experts 4 --moe-layers 2 --top-k 2"
+)
+for m in dense superclass-k1 superclass-k2 learned-k1 learned-k2; do
+  # shellcheck disable=SC2086  # FLAGS entries are word lists
+  "$MV" train "${TRAIN[@]}" "${MODEL[@]}" ${FLAGS[$m]} --out "$T/$m.safetensors" > "$T/$m.train.log" 2>&1 \
+    || { bad "$m: train failed"; tail -5 "$T/$m.train.log"; continue; }
+  "$MV" export --model "$T/$m.safetensors" --onnx "$T/$m.onnx" > "$T/$m.export.log" 2>&1 \
+    && ok "$m: export" || { bad "$m: export failed"; cat "$T/$m.export.log"; continue; }
+  # the checker, no control flow, and experts reached only through Gather by the routes
+  "$PY" - "$T/$m.onnx" "$m" <<'PY' && ok "$m: onnx.checker full_check, no If/Loop/Scan, experts gathered by routes" || bad "$m: graph check"
+import sys, onnx
+path, mode = sys.argv[1], sys.argv[2]
+m = onnx.load(path)
+onnx.checker.check_model(m, full_check=True)
+ops = {n.op_type for n in m.graph.node}
+assert not ops & {"If", "Loop", "Scan"}, ops
+assert [o.domain for o in m.opset_import] == [""] and m.opset_import[0].version == 17
+outs = [o.name for o in m.graph.output]
+if mode == "dense":
+    assert outs == ["logits"], outs
+    assert "TopK" not in ops
+else:
+    assert outs == ["logits", "routes"], outs
+    assert m.graph.output[1].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    experts = {i.name for i in m.graph.initializer if ".experts." in i.name}
+    assert experts
+    for n in m.graph.node:
+        for j, name in enumerate(n.input):
+            if name in experts:   # only the chosen experts' weights are ever read
+                assert n.op_type == "Gather" and j == 0 and n.input[1] == "routes", (n.name, n.op_type)
+print(path, sorted(ops))
+PY
+  ROUTES=(); RFLAG=()
+  [ "$m" != dense ] && { ROUTES=(--routes "$T/$m.i64"); RFLAG=(--routes "$T/$m.i64"); }
+  "$MV" eval --model "$T/$m.safetensors" --data "$DATA" --split test --max-images $N --logits "$T/$m.f32" \
+    "${ROUTES[@]}" > "$T/$m.eval.log" 2>&1 || { bad "$m: eval failed"; tail -3 "$T/$m.eval.log"; continue; }
+  node "$ROOT/tests/e2e/onnx_run.js" --model "$T/$m.onnx" --images "$DATA/t10k-images-idx3-ubyte.gz" --n $N \
+    --logits "$T/$m.f32" "${RFLAG[@]}" --tol 1e-4 > "$T/$m.ort.log" 2> "$T/$m.ort.err"
+  rc=$?
+  cat "$T/$m.ort.log"
+  [ $rc -eq 0 ] && ok "$m: ONNX Runtime = mvmoe (logits within 1e-4, routes equal, batch 1 = batch $N)" \
+    || { bad "$m: ONNX Runtime differs (rc $rc)"; tail -5 "$T/$m.ort.err"; }
+  if [ "$m" != dense ]; then
+    grep -q '"distinct_route_sets":1,' "$T/$m.ort.log" \
+      && echo "note: $m sends all $N images to the same experts (the gather is then tested for one index only)"
+  fi
+done
+
+# three channels (per-channel mean/std inside the graph), 32x32: a CIFAR-10-format folder of
+# random images whose channels differ in mean and spread, an image-learned k = 2 model
+C3="$T/cifar3"; mkdir -p "$C3"
+"$PY" - "$C3" <<'PY' || bad "writing the 3-channel data"
+import sys, numpy as np
+d, rng = sys.argv[1], np.random.default_rng(5)
+def batch(path, n, raw=None):
+    img = rng.integers(0, 256, (n, 3, 32, 32)).astype(np.float64)
+    img[:, 0] *= 0.4; img[:, 2] = 120 + 0.5 * img[:, 2]          # unlike channels
+    img = img.astype(np.uint8)
+    labels = rng.integers(0, 10, (n, 1)).astype(np.uint8)
+    np.concatenate([labels, img.reshape(n, -1)], 1).tofile(path)   # <1 label><3072 pixels>
+    if raw: img.tofile(raw)
+for i in range(1, 6): batch(f"{d}/data_batch_{i}.bin", 40)
+batch(f"{d}/test_batch.bin", 50, f"{d}/test.u8")
+PY
+"$MV" train --data "$C3" --batch 50 --lr 5e-3 --warmup 0 --epochs 1 --max-steps 3 --eval-every 0 --dim 32 --depth 2 \
+  --heads 2 --mlp-dim 64 --patch 8 --routing image-learned --experts 3 --moe-layers 1 --top-k 2 \
+  --out "$T/c3.safetensors" > "$T/c3.log" 2>&1 \
+  && "$MV" export --model "$T/c3.safetensors" --onnx "$T/c3.onnx" > /dev/null 2>&1 \
+  && "$MV" eval --model "$T/c3.safetensors" --data "$C3" --logits "$T/c3.f32" --routes "$T/c3.i64" > /dev/null 2>&1 \
+  && node "$ROOT/tests/e2e/onnx_run.js" --model "$T/c3.onnx" --pixels "$C3/test.u8" --shape 3,32,32 --n 50 \
+       --logits "$T/c3.f32" --routes "$T/c3.i64" > "$T/c3.ort.log" 2>&1 \
+  && ok "3 channels, 32x32, image-learned k 2: ONNX Runtime = mvmoe" || { bad "3-channel model"; tail -5 "$T/c3.log" "$T/c3.ort.log"; }
+cat "$T/c3.ort.log" 2> /dev/null | grep -v onnxruntime
+
+# the comparison can fail: the k = 2 export against the k = 1 model's logits and routes
+if [ -f "$T/superclass-k2.onnx" ] && [ -f "$T/superclass-k1.f32" ]; then
+  node "$ROOT/tests/e2e/onnx_run.js" --model "$T/superclass-k2.onnx" --images "$DATA/t10k-images-idx3-ubyte.gz" \
+    --n $N --logits "$T/superclass-k1.f32" --routes "$T/superclass-k1.i64" > "$T/neg.log" 2>&1
+  rc=$?
+  [ $rc -eq 1 ] && grep -q "^FAIL" "$T/neg.log" && ok "a mismatching model is reported (rc 1)" || { bad "negative check: rc $rc"; cat "$T/neg.log"; }
+fi
+# at least one MoE export routes the test images to more than one expert set
+cat "$T"/*-k?.ort.log 2> /dev/null | grep -q '"distinct_route_sets":[2-9]' \
+  && ok "routes vary across images (gathers of several experts compared)" || bad "every MoE model routes all images alike"
+
+# refusals: token-learned routing (no static per-image form), --int8, --adaptive-k
+"$MV" train "${TRAIN[@]}" "${MODEL[@]}" --routing token-learned --experts 3 --moe-layers 1 --max-steps 1 \
+  --out "$T/tok.safetensors" > "$T/tok.log" 2>&1 || { bad "token-learned train failed"; tail -3 "$T/tok.log"; }
+"$MV" export --model "$T/tok.safetensors" --onnx "$T/tok.onnx" > "$T/x.log" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "token-learned routing is unsupported" "$T/x.log" && [ ! -e "$T/tok.onnx" ] \
+  && ok "token-learned: clear 'unsupported' error, no file" || { bad "token-learned export: rc $rc"; cat "$T/x.log"; }
+"$MV" export --model "$T/dense.safetensors" --onnx "$T/i8.onnx" --int8 > "$T/x.log" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "not yet supported.*issue 17" "$T/x.log" && [ ! -e "$T/i8.onnx" ] \
+  && ok "--int8: usage error naming issue 17" || { bad "--int8: rc $rc"; cat "$T/x.log"; }
+"$MV" export --model "$T/superclass-k2.safetensors" --onnx "$T/ak.onnx" --adaptive-k 0.5 > "$T/x.log" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "adaptive-k" "$T/x.log" && ok "--adaptive-k: usage error" || { bad "--adaptive-k: rc $rc"; cat "$T/x.log"; }
+"$MV" export --model "$T/missing.safetensors" --onnx "$T/m.onnx" > "$T/x.log" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q -- "--model" "$T/x.log" && ok "missing checkpoint: error names --model" || { bad "missing model: rc $rc"; cat "$T/x.log"; }
+"$MV" eval --model "$T/dense.safetensors" --data "$DATA" --max-images 4 --routes "$T/d.i64" > "$T/x.log" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "per-image routes exist only" "$T/x.log" && ok "eval --routes on a dense model: clear error" \
+  || { bad "eval --routes dense: rc $rc"; cat "$T/x.log"; }
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
