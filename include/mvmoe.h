@@ -281,7 +281,9 @@ mvmoe_status mvmoe_superclass_partition(const int64_t *confusion, int K, int E,
                                         int *superclass_of);
 /* Reads a class -> super-class map: a JSON file with "superclass_of": [K ints] (what
  * `mvmoe superclasses` writes), or a text file of K integers. Checks 0 <= s < E and that every
- * super-class is used; *E_out receives the number of super-classes. */
+ * super-class is used, and the JSON extras ("experts", "sizes", "groups", "method",
+ * "source") where present, as `mvmoe report` reads them (one reader); *E_out receives the
+ * number of super-classes. Nothing is written on failure. */
 mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_of, int *E_out);
 /* Writes the JSON map (superclass_of, experts, sizes, groups by class name, method, source). */
 mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_of, int K, int E,
