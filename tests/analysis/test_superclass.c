@@ -453,6 +453,59 @@ static void test_map_hostile(void) {
     CHECK(mvmoe_superclass_map_load(path, 0, m, &E) == MVMOE_ERR_INVALID, "K = 0");
 }
 
+/* What `mvmoe superclasses --json` prints: the stats and the exact object. */
+static void test_summary_json(void) {
+    enum { K = 4 };
+    const int64_t C[K * K] = {5, 1, 0, 2, /**/ 2, 7, 0, 0, /**/ 0, 4, 3, 0, /**/ 1, 0, 0, 6};
+    const int map[K] = {0, 0, 1, 0};
+    int sizes[2] = {-1, -1};
+    mvmoe_superclass_stats st = mvmoe_superclass_confusion_stats(C, K, map, 2, sizes);
+    CHECK(st.correct == 21 && st.within == 6 && st.across == 4 && sizes[0] == 3 && sizes[1] == 1,
+          "stats: %lld %lld %lld, sizes %d %d", (long long)st.correct, (long long)st.within, (long long)st.across,
+          sizes[0], sizes[1]);
+    const char *names[K] = {"cat", NULL, "dog \"d\"", "lynx"};
+    mvmoe_superclass_summary sum = {.out = "m.json", .source = "unit test", .method = "metis", .seed = 7,
+                                    .K = K, .E = 2, .images = 0, .top1 = -1, .confusion = C,
+                                    .class_names = names, .superclass_of = map};
+    char *json = NULL;
+    mvmoe_status s = mvmoe_superclass_summary_json(&sum, &json);
+    const char *want =
+        "{\"out\":\"m.json\",\"source\":\"unit test\",\"method\":\"metis\",\"seed\":7,\"num_classes\":4,"
+        "\"experts\":2,\"images\":null,\"top1\":null,\"correct\":21,\"confusion_within\":6,"
+        "\"confusion_across\":4,\"within_fraction\":0.6,\"superclass_of\":[0,0,1,0],\"sizes\":[3,1],"
+        "\"groups\":[[\"cat\",\"1\",\"lynx\"],[\"dog \\\"d\\\"\"]],"
+        "\"class_names\":[\"cat\",\"1\",\"dog \\\"d\\\"\",\"lynx\"],"
+        "\"confusion\":[[5,1,0,2],[2,7,0,0],[0,4,3,0],[1,0,0,6]]}";
+    CHECK(s == MVMOE_OK && json && strcmp(json, want) == 0, "summary JSON:\n got  %s\n want %s", json ? json : "(null)",
+          want);
+    free(json);
+    sum.images = 600;
+    sum.top1 = 0.5;
+    sum.class_names = NULL;
+    s = mvmoe_superclass_summary_json(&sum, &json);
+    CHECK(s == MVMOE_OK && json && strstr(json, "\"images\":600,\"top1\":0.5,") &&
+              strstr(json, "\"class_names\":[\"0\",\"1\",\"2\",\"3\"]"),
+          "images, top1, no names: %s", json ? json : "(null)");
+    free(json);
+    const int64_t diag[K * K] = {1, 0, 0, 0, /**/ 0, 1, 0, 0, /**/ 0, 0, 1, 0, /**/ 0, 0, 0, 1};
+    sum.confusion = diag;
+    s = mvmoe_superclass_summary_json(&sum, &json);
+    CHECK(s == MVMOE_OK && json && strstr(json, "\"within_fraction\":null"), "no mistakes: %s", json ? json : "(null)");
+    free(json);
+    const int bad[K] = {0, 2, 1, 0};
+    sum.superclass_of = bad;
+    json = (char *)"x";
+    CHECK(mvmoe_superclass_summary_json(&sum, &json) == MVMOE_ERR_INVALID && json == NULL &&
+              strstr(mvmoe_last_error(), "class 1 is in super-class 2"),
+          "index out of range: '%s'", mvmoe_last_error());
+    sum.superclass_of = map;
+    sum.E = 5;
+    CHECK(mvmoe_superclass_summary_json(&sum, &json) == MVMOE_ERR_INVALID, "E > K");
+    sum.E = 2;
+    sum.source = NULL;
+    CHECK(mvmoe_superclass_summary_json(&sum, &json) == MVMOE_ERR_INVALID, "NULL source");
+}
+
 /* The whole file, K from the file (what `mvmoe report --superclasses` reads). */
 static void test_map_read(void) {
     enum { K = 5 };
@@ -543,6 +596,7 @@ int main(void) {
     test_degenerate_graphs();
     test_edge_cases();
     test_determinism();
+    test_summary_json();
     if (!mkdtemp(tmpdir)) {
         CHECK(0, "mkdtemp: %s", strerror(errno));
         TEST_MAIN_END("test_superclass");
