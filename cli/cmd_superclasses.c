@@ -2,7 +2,6 @@
  * confusion matrix on the validation images its training held out (same --val-fraction and
  * --seed as `mvmoe train`, hence the same images) is cut into E balanced groups of classes it
  * confuses with each other; each MoE expert then specializes on one group. */
-#include <cJSON.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -238,25 +237,11 @@ done:
 
 /* ---------------------------------------------------------------- reports */
 
+/* The confusion split over the map (mvmoe_superclass_confusion_stats) and the group sizes. */
 typedef struct stats {
-    int64_t correct, within, across; /* diagonal; off-diagonal inside / across groups */
+    mvmoe_superclass_stats n;
     int *size;
 } stats;
-
-static void compute_stats(const confusion_src *c, const int *map, int E, stats *st) {
-    int K = c->K;
-    st->correct = st->within = st->across = 0;
-    for (int g = 0; g < E; g++) st->size[g] = 0;
-    for (int i = 0; i < K; i++) {
-        st->size[map[i]]++;
-        for (int j = 0; j < K; j++) {
-            int64_t v = c->C[(size_t)i * (size_t)K + (size_t)j];
-            if (i == j) st->correct += v;
-            else if (map[i] == map[j]) st->within += v;
-            else st->across += v;
-        }
-    }
-}
 
 static const char *name_of(const confusion_src *c, int k, char *buf, size_t cap) {
     if (c->names && c->names[k]) return c->names[k];
@@ -281,11 +266,11 @@ static void write_listing(FILE *f, const sc_args *s, const confusion_src *c, con
         }
         fprintf(f, "\n");
     }
-    int64_t errs = st->within + st->across;
+    int64_t errs = st->n.within + st->n.across;
     if (errs > 0)
         fprintf(f, "confusion: %lld of %lld misclassifications (%.1f%%) are within a super-class, %lld (%.1f%%) across\n",
-                (long long)st->within, (long long)errs, 100.0 * (double)st->within / (double)errs,
-                (long long)st->across, 100.0 * (double)st->across / (double)errs);
+                (long long)st->n.within, (long long)errs, 100.0 * (double)st->n.within / (double)errs,
+                (long long)st->n.across, 100.0 * (double)st->n.across / (double)errs);
     else
         fprintf(f, "confusion: no misclassifications; the groups are arbitrary (balanced)\n");
 }
@@ -324,59 +309,17 @@ static int save_listing(const sc_args *s, const confusion_src *c, const int *map
     return ok ? 0 : MVMOE_EXIT_FAIL;
 }
 
-static int print_json(const sc_args *s, const confusion_src *c, const int *map, int E, const stats *st) {
-    int ok = 1;
-    cJSON *o = cJSON_CreateObject();
-    if (!o) goto oom;
-    ok &= cJSON_AddStringToObject(o, "out", s->out) != NULL;
-    ok &= cJSON_AddStringToObject(o, "source", c->source) != NULL;
-    ok &= cJSON_AddStringToObject(o, "method", s->method_name) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "seed", (double)s->seed) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "num_classes", c->K) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "experts", E) != NULL;
-    ok &= (c->n > 0 ? cJSON_AddNumberToObject(o, "images", c->n) : cJSON_AddNullToObject(o, "images")) != NULL;
-    ok &= (c->top1 >= 0 ? cJSON_AddNumberToObject(o, "top1", c->top1) : cJSON_AddNullToObject(o, "top1")) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "correct", (double)st->correct) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "confusion_within", (double)st->within) != NULL;
-    ok &= cJSON_AddNumberToObject(o, "confusion_across", (double)st->across) != NULL;
-    int64_t errs = st->within + st->across;
-    ok &= (errs > 0 ? cJSON_AddNumberToObject(o, "within_fraction", (double)st->within / (double)errs)
-                    : cJSON_AddNullToObject(o, "within_fraction")) != NULL;
-    cJSON *sc = cJSON_AddArrayToObject(o, "superclass_of");
-    cJSON *sizes = cJSON_AddArrayToObject(o, "sizes");
-    cJSON *groups = cJSON_AddArrayToObject(o, "groups");
-    ok &= sc && sizes && groups;
-    for (int k = 0; ok && k < c->K; k++) ok &= cJSON_AddItemToArray(sc, cJSON_CreateNumber(map[k]));
-    for (int g = 0; ok && g < E; g++) {
-        ok &= cJSON_AddItemToArray(sizes, cJSON_CreateNumber(st->size[g]));
-        cJSON *members = cJSON_CreateArray();
-        ok &= cJSON_AddItemToArray(groups, members);
-        for (int k = 0; ok && k < c->K; k++) {
-            char buf[16];
-            if (map[k] == g) ok &= cJSON_AddItemToArray(members, cJSON_CreateString(name_of(c, k, buf, sizeof buf)));
-        }
-    }
-    /* The matrix itself too, in 'mvmoe eval --json' form: this output works as --confusion. */
-    cJSON *names = cJSON_AddArrayToObject(o, "class_names");
-    cJSON *conf = cJSON_AddArrayToObject(o, "confusion");
-    ok &= names && conf;
-    for (int i = 0; ok && i < c->K; i++) {
-        char buf[16];
-        ok &= cJSON_AddItemToArray(names, cJSON_CreateString(name_of(c, i, buf, sizeof buf)));
-        cJSON *row = cJSON_CreateArray();
-        ok &= cJSON_AddItemToArray(conf, row);
-        for (int j = 0; ok && j < c->K; j++)
-            ok &= cJSON_AddItemToArray(row, cJSON_CreateNumber((double)c->C[(size_t)i * (size_t)c->K + (size_t)j]));
-    }
-    char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    if (!text) goto oom;
+/* The --json object, built by the library (mvmoe_superclass_summary_json). */
+static int print_json(const sc_args *s, const confusion_src *c, const int *map, int E) {
+    mvmoe_superclass_summary sum = {
+        .out = s->out, .source = c->source, .method = s->method_name, .seed = s->seed,
+        .K = c->K, .E = E, .images = c->n, .top1 = c->top1, .confusion = c->C,
+        .class_names = (const char *const *)c->names, .superclass_of = map};
+    char *text = NULL;
+    if (mvmoe_superclass_summary_json(&sum, &text) != MVMOE_OK) return mvmoe_cli_fail("superclasses");
     printf("%s\n", text);
     free(text);
     return 0;
-oom:
-    fprintf(stderr, "mvmoe superclasses: error: out of memory building the JSON report\n");
-    return MVMOE_EXIT_FAIL;
 }
 
 /* ---------------------------------------------------------------- the command */
@@ -412,10 +355,10 @@ static int run(const sc_args *s) {
         rc = mvmoe_cli_fail("superclasses");
         goto done;
     }
-    compute_stats(&c, map, s->experts, &st);
+    st.n = mvmoe_superclass_confusion_stats(c.C, c.K, map, s->experts, st.size);
     if (s->listing && (rc = save_listing(s, &c, map, s->experts, &st)) != 0) goto done;
     if (s->json) {
-        rc = print_json(s, &c, map, s->experts, &st);
+        rc = print_json(s, &c, map, s->experts);
     } else {
         write_listing(stdout, s, &c, map, s->experts, &st);
         printf("written: '%s'%s%s%s\n", s->out, s->listing ? ", '" : "", s->listing ? s->listing : "",

@@ -322,12 +322,42 @@ mvmoe_status mvmoe_superclass_partition(const int64_t *confusion, int K, int E,
                                         int *superclass_of);
 /* Reads a class -> super-class map: a JSON file with "superclass_of": [K ints] (what
  * `mvmoe superclasses` writes), or a text file of K integers. Checks 0 <= s < E and that every
- * super-class is used; *E_out receives the number of super-classes. */
+ * super-class is used, and the JSON extras ("experts", "sizes", "groups", "method",
+ * "source") where present, as `mvmoe report` reads them (one reader); *E_out receives the
+ * number of super-classes. Nothing is written on failure. */
 mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_of, int *E_out);
 /* Writes the JSON map (superclass_of, experts, sizes, groups by class name, method, source). */
 mvmoe_status mvmoe_superclass_map_save(const char *path, const int *superclass_of, int K, int E,
                                        const char *const *class_names, const char *method,
                                        const char *source);
+
+/* How a confusion matrix [K*K] (row = true, col = predicted) splits over a map: the diagonal,
+ * the mistakes within one super-class, and those across. */
+typedef struct mvmoe_superclass_stats {
+    int64_t correct, within, across;
+} mvmoe_superclass_stats;
+/* superclass_of [K] in 0..E-1; sizes [E] (or NULL) receives each super-class's class count. */
+mvmoe_superclass_stats mvmoe_superclass_confusion_stats(const int64_t *confusion, int K,
+                                                        const int *superclass_of, int E, int *sizes);
+
+/* A partition and what it was computed from, as `mvmoe superclasses --json` reports it. */
+typedef struct mvmoe_superclass_summary {
+    const char *out;                /* the map file written */
+    const char *source;             /* what the confusion matrix came from (the map's "source") */
+    const char *method;             /* "metis" or "spectral" */
+    uint64_t seed;
+    int K, E;                       /* classes, super-classes */
+    int images;                     /* images evaluated; 0: unknown (null) */
+    double top1;                    /* < 0: unknown (null) */
+    const int64_t *confusion;       /* [K*K] row = true, col = predicted */
+    const char *const *class_names; /* [K]; NULL entries (or NULL): the index */
+    const int *superclass_of;       /* [K] in 0..E-1 */
+} mvmoe_superclass_summary;
+/* One line of JSON (no newline): out, source, method, seed, num_classes, experts, images, top1,
+ * the mvmoe_superclass_stats counts and within_fraction, superclass_of, sizes, groups (class
+ * names), and class_names + confusion in `mvmoe eval --json` form (so it works as
+ * `superclasses --confusion`); free *json. */
+mvmoe_status mvmoe_superclass_summary_json(const mvmoe_superclass_summary *s, char **json);
 
 /* Seconds on the monotonic clock (CLOCK_MONOTONIC): the one clock behind step times,
  * progress lines and benchmarks. Only differences of two readings mean anything. */

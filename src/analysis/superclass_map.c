@@ -1,91 +1,165 @@
-/* Class -> super-class map files (what `mvmoe superclasses` writes and image-superclass
- * routing reads, paper Sec. 3.2). JSON with "superclass_of": [K ints] plus readable extras,
- * or a plain text file of K integers. Reading trusts nothing: size cap, exact count, integer
- * values in range, every super-class used. Writing is atomic (temp file, fsync, rename). */
+/* Class -> super-class map files (what `mvmoe superclasses` writes, image-superclass routing
+ * and `mvmoe report` read; paper Sec. 3.2). JSON with "superclass_of": [K ints] plus readable
+ * extras, or a plain text file of K integers. Reading trusts nothing: size cap, exact count,
+ * integer values in range, every super-class used, extras consistent with the indices.
+ * Writing is atomic (temp file, fsync, rename). */
+#include "analysis/superclass_map.h"
+
 #include <cJSON.h>
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "analysis/superclass.h"
 #include "core/file.h"
 #include "core/status.h"
 #include "io/atomic.h"
-
-/* Far above any real map (K ints plus K names), far below anything that hurts to read. */
-#define MAP_MAX_BYTES (16L * 1024 * 1024)
+#include "io/json_fields.h"
 
 /* ---------------------------------------------------------------- reading */
 
-static mvmoe_status parse_json(const char *path, const char *buf, size_t len, int K, int *map,
-                               int *experts) {
-    cJSON *root = cJSON_ParseWithLength(buf, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        long off = at && at >= buf && at <= buf + len ? (long)(at - buf) : -1;
+void mvmoe_superclass_map_free(mvmoe_superclass_map *m) {
+    if (!m) return;
+    free(m->superclass_of);
+    if (m->groups)
+        for (int e = 0; e < m->E; e++) mvmoe_json_free_strings(m->groups[e], m->sizes ? m->sizes[e] : 0);
+    free(m->groups);
+    free(m->sizes);
+    free(m->method);
+    free(m->source);
+    memset(m, 0, sizeof *m);
+}
+
+/* "superclass_of": K integers in 0..K-1 (K > 0: exactly that many; 0: the array says). */
+static mvmoe_status json_indices(mvmoe_superclass_map *m, const mvmoe_json_where *w, const cJSON *o, int K) {
+    const cJSON *arr = mvmoe_json_field(o, "superclass_of");
+    if (!arr)
         MVMOE_FAIL(MVMOE_ERR_FORMAT,
-                   "the super-class map '%s' starts like JSON but is not valid JSON (error near "
-                   "byte %ld)",
-                   path, off);
-    }
-    mvmoe_status s = MVMOE_OK;
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "superclass_of");
-    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(root, "experts");
-    *experts = -1;
-    if (!cJSON_IsObject(root) || !cJSON_IsArray(arr)) {
-        s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
-                            "the super-class map '%s' has no \"superclass_of\" array of class -> "
-                            "super-class indices",
-                            path);
-        goto done;
-    }
+                   "super-class map '%s' has no field \"superclass_of\" (the class -> super-class "
+                   "indices); give the file mvmoe superclasses writes",
+                   m->path);
+    if (!cJSON_IsArray(arr)) return mvmoe_json_bad(w, "superclass_of", "an array of class -> super-class indices");
     int n = cJSON_GetArraySize(arr);
-    if (n != K) {
-        s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
-                            "the super-class map '%s' maps %d classes, but there are %d classes", path,
-                            n, K);
-        goto done;
+    if (K > 0 && n != K)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "the super-class map '%s' maps %d classes, but there are %d classes",
+                   m->path, n, K);
+    if (n < 1 || n > MVMOE_SUPERCLASS_MAX_K) {
+        char must[96];
+        snprintf(must, sizeof must, "an array of 1 to %d super-class indices, one per class", MVMOE_SUPERCLASS_MAX_K);
+        return mvmoe_json_bad(w, "superclass_of", must);
     }
+    MVMOE_ALLOC(m->superclass_of, n, "super-class map");
+    m->K = n;
     int i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, arr) {
-        double v = cJSON_IsNumber(it) ? it->valuedouble : NAN;
-        if (!(v >= 0 && v < K && v == floor(v))) {
+        if (!mvmoe_json_is_int_in(it, 0, n - 1)) {
             char *t = cJSON_PrintUnformatted(it);
-            s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
-                                "the super-class map '%s': superclass_of[%d] is %s; each entry must "
-                                "be an integer from 0 to %d",
-                                path, i, t ? t : "?", K - 1);
+            mvmoe_status s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
+                                             "the super-class map '%s': superclass_of[%d] is %s; each "
+                                             "entry must be an integer from 0 to %d",
+                                             m->path, i, t ? t : "?", n - 1);
             cJSON_free(t);
-            goto done;
+            return s;
         }
-        map[i++] = (int)v;
+        m->superclass_of[i++] = (int)it->valuedouble;
     }
-    if (ex) {
-        double v = cJSON_IsNumber(ex) ? ex->valuedouble : NAN;
-        if (!(v >= 1 && v <= K && v == floor(v))) {
-            s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
-                                "the super-class map '%s': \"experts\" must be an integer from 1 to %d",
-                                path, K);
-            goto done;
-        }
-        *experts = (int)v;
-    }
-done:
-    cJSON_Delete(root);
-    return s;
+    return MVMOE_OK;
 }
 
-static mvmoe_status parse_text(const char *path, const char *buf, size_t len, int K, int *map) {
+/* "sizes", if present: the class count of each super-class, as superclass_of says. */
+static mvmoe_status json_sizes(mvmoe_superclass_map *m, const mvmoe_json_where *w, const cJSON *o,
+                               const char *E_source) {
+    double *sizes;
+    int n = m->E;
+    MVMOE_TRY(mvmoe_json_get_nums(w, o, "sizes", &n, m->E, E_source, 1, m->K, 0, &sizes));
+    for (int e = 0; sizes && e < m->E; e++)
+        if (sizes[e] != m->sizes[e]) {
+            free(sizes);
+            return mvmoe_json_bad(w, "sizes", "the number of classes of each super-class in \"superclass_of\"");
+        }
+    free(sizes);
+    return MVMOE_OK;
+}
+
+/* "groups", if present: one array of class names per super-class, as long as its size. */
+static mvmoe_status json_groups(mvmoe_superclass_map *m, const mvmoe_json_where *w, const cJSON *o,
+                                const char *E_source) {
+    const cJSON *g;
+    int E = m->E;
+    MVMOE_TRY(mvmoe_json_get_array(w, o, "groups", &E, m->E, E_source, &g));
+    if (!g) return MVMOE_OK;
+    MVMOE_ALLOC(m->groups, m->E, "super-class groups");
+    int e = 0;
+    const cJSON *grp;
+    cJSON_ArrayForEach(grp, g) {
+        if (!cJSON_IsArray(grp) || cJSON_GetArraySize(grp) != m->sizes[e])
+            return mvmoe_json_bad(w, "groups", "one array of class names per super-class, as many as its size");
+        MVMOE_ALLOC(m->groups[e], m->sizes[e], "super-class group");
+        int i = 0;
+        const cJSON *nm;
+        cJSON_ArrayForEach(nm, grp) {
+            if (!cJSON_IsString(nm) || !nm->valuestring) return mvmoe_json_bad(w, "groups", "arrays of class names (strings)");
+            if (!(m->groups[e][i++] = strdup(nm->valuestring)))
+                MVMOE_FAIL(MVMOE_ERR_NOMEM, "cannot copy the class names of '%s'", m->path);
+        }
+        e++;
+    }
+    return MVMOE_OK;
+}
+
+/* E = max + 1, and 0..E-1 all used: an unused super-class would be an expert that no class
+ * is routed to. Fills m->E and m->sizes. */
+static mvmoe_status count_used(mvmoe_superclass_map *m) {
+    int E = 0;
+    for (int i = 0; i < m->K; i++)
+        if (m->superclass_of[i] + 1 > E) E = m->superclass_of[i] + 1;
+    MVMOE_ALLOC(m->sizes, E, "super-class counts");
+    for (int i = 0; i < m->K; i++) m->sizes[m->superclass_of[i]]++;
+    for (int g = 0; g < E; g++)
+        if (m->sizes[g] == 0)
+            MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                       "the super-class map '%s' uses super-classes up to %d but none of the %d "
+                       "classes is in super-class %d; number them 0..E-1 without gaps",
+                       m->path, E - 1, m->K, g);
+    m->E = E;
+    return MVMOE_OK;
+}
+
+static mvmoe_status parse_json(mvmoe_superclass_map *m, const cJSON *o, int K) {
+    mvmoe_json_where w = {m->path, "super-class map", ""};
+    MVMOE_TRY(json_indices(m, &w, o, K));
+    int experts;
+    MVMOE_TRY(mvmoe_json_get_int(&w, o, "experts", 1, m->K, &experts));
+    MVMOE_TRY(count_used(m));
+    if (experts >= 0 && experts != m->E)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                   "the super-class map '%s' says \"experts\": %d, but its superclass_of uses %d "
+                   "super-classes",
+                   m->path, experts, m->E);
+    const char *E_source = experts >= 0 ? "\"experts\"" : "\"superclass_of\"";
+    MVMOE_TRY(json_sizes(m, &w, o, E_source));
+    MVMOE_TRY(json_groups(m, &w, o, E_source));
+    MVMOE_TRY(mvmoe_json_get_str(&w, o, "method", &m->method));
+    return mvmoe_json_get_str(&w, o, "source", &m->source);
+}
+
+/* Whitespace-separated integers, K of them (K == 0: 1 .. MVMOE_SUPERCLASS_MAX_K). */
+static mvmoe_status parse_text(mvmoe_superclass_map *m, const char *buf, size_t len, int K) {
+    const char *path = m->path;
+    char expect[48] = "";
+    if (K > 0) snprintf(expect, sizeof expect, "%d ", K);
     if (memchr(buf, '\0', len))
         MVMOE_FAIL(MVMOE_ERR_FORMAT,
-                   "the super-class map '%s' is binary; expected JSON or %d whitespace-separated "
+                   "the super-class map '%s' is binary; expected JSON or %swhitespace-separated "
                    "integers",
-                   path, K);
+                   path, expect);
+    int cap = K > 0 ? K : MVMOE_SUPERCLASS_MAX_K;
+    /* a bound on the indices while the count is still unknown; checked against it below */
+    int top = K > 0 ? K - 1 : MVMOE_SUPERCLASS_MAX_K - 1;
+    MVMOE_ALLOC(m->superclass_of, cap, "super-class map");
     const char *p = buf;
     int n = 0;
     for (;;) {
@@ -100,46 +174,73 @@ static mvmoe_status parse_text(const char *path, const char *buf, size_t len, in
             while (p[tl] && !isspace((unsigned char)p[tl]) && tl < 24) tl++;
             MVMOE_FAIL(MVMOE_ERR_FORMAT,
                        "the super-class map '%s': '%.*s' (byte %ld) is not an integer; expected "
-                       "JSON or %d whitespace-separated integers",
-                       path, tl, p, (long)(e - buf), K);
+                       "JSON or %swhitespace-separated integers",
+                       path, tl, p, (long)(e - buf), expect);
         }
-        if (n >= K)
-            MVMOE_FAIL(MVMOE_ERR_FORMAT, "the super-class map '%s' has more than %d entries, one per class",
-                       path, K);
-        if (errno == ERANGE || v < 0 || v >= K)
+        if (n >= cap) {
+            if (K > 0)
+                MVMOE_FAIL(MVMOE_ERR_FORMAT, "the super-class map '%s' has more than %d entries, one per class",
+                           path, K);
+            MVMOE_FAIL(MVMOE_ERR_FORMAT, "the super-class map '%s' has more than %d entries; at most %d classes are supported",
+                       path, cap, cap);
+        }
+        if (errno == ERANGE || v < 0 || v > top)
             MVMOE_FAIL(MVMOE_ERR_FORMAT,
                        "the super-class map '%s': entry %d is %.*s; each entry must be an integer "
                        "from 0 to %d",
-                       path, n, (int)(end - p), p, K - 1);
-        map[n++] = (int)v;
+                       path, n, (int)(end - p), p, top);
+        m->superclass_of[n++] = (int)v;
         p = end;
     }
-    if (n != K)
+    if (K > 0 && n != K)
         MVMOE_FAIL(MVMOE_ERR_FORMAT, "the super-class map '%s' has %d entries, but there are %d classes",
                    path, n, K);
-    return MVMOE_OK;
+    if (n == 0)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                   "the super-class map '%s' has no entries; expected JSON or whitespace-separated "
+                   "integers, one per class",
+                   path);
+    for (int i = 0; K == 0 && i < n; i++)
+        if (m->superclass_of[i] >= n)
+            MVMOE_FAIL(MVMOE_ERR_FORMAT,
+                       "the super-class map '%s': entry %d is %d; each entry must be an integer "
+                       "from 0 to %d",
+                       path, i, m->superclass_of[i], n - 1);
+    m->K = n;
+    return count_used(m);
 }
 
-/* E = max + 1, and 0..E-1 all used: an unused super-class would be an expert that no class
- * is routed to. */
-static mvmoe_status check_used(const char *path, const int *map, int K, int *E_out) {
-    int E = 0;
-    for (int i = 0; i < K; i++)
-        if (map[i] + 1 > E) E = map[i] + 1;
-    int *count;
-    MVMOE_ALLOC(count, E, "super-class counts");
-    for (int i = 0; i < K; i++) count[map[i]]++;
-    for (int g = 0; g < E; g++)
-        if (count[g] == 0) {
-            free(count);
-            MVMOE_FAIL(MVMOE_ERR_FORMAT,
-                       "the super-class map '%s' uses super-classes up to %d but none of the %d "
-                       "classes is in super-class %d; number them 0..E-1 without gaps",
-                       path, E - 1, K, g);
-        }
-    free(count);
-    *E_out = E;
-    return MVMOE_OK;
+/* JSON if the first non-blank character, after an optional UTF-8 byte-order mark, is '{'. */
+static mvmoe_status parse_file(mvmoe_superclass_map *m, const char *buf, size_t len, int K) {
+    if (len >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF) {
+        buf += 3;
+        len -= 3;
+    }
+    const char *p = buf;
+    while (isspace((unsigned char)*p)) p++;
+    if (*p != '{') return parse_text(m, p, len - (size_t)(p - buf), K);
+    cJSON *o;
+    MVMOE_TRY(mvmoe_json_parse_object(m->path, "super-class map", buf, len, &o));
+    mvmoe_status s = parse_json(m, o, K);
+    cJSON_Delete(o);
+    return s;
+}
+
+mvmoe_status mvmoe_superclass_map_read(const char *path, int K, mvmoe_superclass_map *m) {
+    if (!m) MVMOE_FAIL(MVMOE_ERR_INVALID, "super-class map read: output is NULL");
+    memset(m, 0, sizeof *m);
+    if (!path) MVMOE_FAIL(MVMOE_ERR_INVALID, "super-class map read: path is NULL");
+    if (K < 0 || K > MVMOE_SUPERCLASS_MAX_K)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "super-class map '%s': %d classes; 1 to %d are supported", path,
+                   K, MVMOE_SUPERCLASS_MAX_K);
+    char *buf = NULL;
+    size_t len = 0;
+    MVMOE_TRY(mvmoe_file_read(path, "super-class map", MVMOE_SUPERCLASS_MAP_MAX_BYTES, &buf, &len));
+    m->path = path;
+    mvmoe_status s = parse_file(m, buf, len, K);
+    free(buf);
+    if (s != MVMOE_OK) mvmoe_superclass_map_free(m);
+    return s;
 }
 
 mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_of, int *E_out) {
@@ -148,34 +249,12 @@ mvmoe_status mvmoe_superclass_map_load(const char *path, int K, int *superclass_
     if (K < 1 || K > MVMOE_SUPERCLASS_MAX_K)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "super-class map '%s': %d classes; 1 to %d are supported", path,
                    K, MVMOE_SUPERCLASS_MAX_K);
-    char *buf = NULL;
-    size_t len = 0;
-    MVMOE_TRY(mvmoe_file_read(path, "super-class map", MAP_MAX_BYTES, &buf, &len));
-    int *map = calloc((size_t)K, sizeof *map);
-    if (!map) {
-        free(buf);
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "super-class map '%s': out of memory for %d classes", path, K);
-    }
-    const char *p = buf;
-    if ((unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF) p += 3;
-    while (isspace((unsigned char)*p)) p++;
-    int experts = -1, E = 0;
-    size_t rest = len - (size_t)(p - buf);
-    mvmoe_status s = *p == '{' ? parse_json(path, p, rest, K, map, &experts)
-                               : parse_text(path, p, rest, K, map);
-    if (s == MVMOE_OK) s = check_used(path, map, K, &E);
-    if (s == MVMOE_OK && experts >= 0 && experts != E)
-        s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
-                            "the super-class map '%s' says \"experts\": %d, but its superclass_of "
-                            "uses %d super-classes",
-                            path, experts, E);
-    if (s == MVMOE_OK) {
-        memcpy(superclass_of, map, sizeof *map * (size_t)K);
-        *E_out = E;
-    }
-    free(map);
-    free(buf);
-    return s;
+    mvmoe_superclass_map m;
+    MVMOE_TRY(mvmoe_superclass_map_read(path, K, &m));
+    memcpy(superclass_of, m.superclass_of, sizeof *superclass_of * (size_t)K);
+    *E_out = m.E;
+    mvmoe_superclass_map_free(&m);
+    return MVMOE_OK;
 }
 
 /* ---------------------------------------------------------------- writing */

@@ -9,8 +9,8 @@
 #include "core/file.h"
 #include "core/status.h"
 
-/* Parses `text` as exactly one JSON value; errors give the byte offset and line. */
-static mvmoe_status parse_json(const char *path, const char *what, const char *text, size_t len, cJSON **out) {
+/* Parses `text` as exactly one JSON object; errors give the byte offset and line. */
+mvmoe_status mvmoe_json_parse_object(const char *path, const char *what, const char *text, size_t len, cJSON **out) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     size_t at = end && end >= text ? (size_t)(end - text) : 0;
@@ -39,7 +39,7 @@ mvmoe_status mvmoe_json_load_object(const char *path, const char *what, size_t m
     char *text = NULL;
     size_t len = 0;
     MVMOE_TRY(mvmoe_file_read(path, what, max, &text, &len));
-    mvmoe_status s = parse_json(path, what, text, len, out);
+    mvmoe_status s = mvmoe_json_parse_object(path, what, text, len, out);
     free(text);
     return s;
 }

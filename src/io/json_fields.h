@@ -20,6 +20,9 @@ typedef struct mvmoe_json_where {
 /* The file at `path` (at most max_bytes) parsed as exactly one JSON object; errors give the
  * byte offset and line. Free *out with cJSON_Delete. */
 mvmoe_status mvmoe_json_load_object(const char *path, const char *what, size_t max_bytes, cJSON **out);
+/* The same for a file's text [len] that the caller has read (to look at it first): exactly one
+ * JSON object, nothing but blanks after it; errors name `path`. */
+mvmoe_status mvmoe_json_parse_object(const char *path, const char *what, const char *text, size_t len, cJSON **out);
 
 /* MVMOE_ERR_FORMAT: field `key` must be `must`. */
 mvmoe_status mvmoe_json_bad(const mvmoe_json_where *w, const char *key, const char *must);

@@ -271,7 +271,7 @@ static void superclass_rows(mvmoe_rtext *t, const int *map, int K, int E,
 }
 
 static void superclass_section(mvmoe_rtext *t, const mvmoe_report_ctx *c) {
-    const mvmoe_report_map *m = c->map;
+    const mvmoe_superclass_map *m = c->map;
     if (m) {
         mvmoe_rtext_printf(t, "<p>%d classes in %d super-classes", m->K, m->E);
         if (m->method) {
@@ -405,7 +405,7 @@ static void set_date(char *buf, size_t cap) {
 typedef struct report_inputs {
     mvmoe_eval_json *ev, conf;
     int n_ev, have_conf, have_map;
-    mvmoe_report_map map;
+    mvmoe_superclass_map map;
     mvmoe_report_stats st;
     mvmoe_report_curves curves;
 } report_inputs;
@@ -414,7 +414,7 @@ static void inputs_free(report_inputs *in) {
     for (int i = 0; in->ev && i < in->n_ev; i++) mvmoe_eval_json_free(&in->ev[i]);
     free(in->ev);
     if (in->have_conf) mvmoe_eval_json_free(&in->conf);
-    if (in->have_map) mvmoe_report_map_free(&in->map);
+    if (in->have_map) mvmoe_superclass_map_free(&in->map);
     mvmoe_report_stats_free(&in->st);
     mvmoe_report_curves_free(&in->curves);
 }
@@ -447,7 +447,7 @@ static mvmoe_status load_inputs(report_inputs *in, const mvmoe_report_run *runs,
                        o->confusion_path);
     }
     if (o->superclass_path) {
-        MVMOE_TRY(mvmoe_report_map_load(&in->map, o->superclass_path));
+        MVMOE_TRY(mvmoe_superclass_map_read(o->superclass_path, 0, &in->map));
         in->have_map = 1;
     }
     if (o->n_curves > 0) MVMOE_TRY(mvmoe_report_curves_load(&in->curves, o->curves, o->n_curves));

@@ -1,5 +1,5 @@
 /* Private interface of the report module (`mvmoe report`): a growable text buffer with
- * HTML/XML escaping, a tiny SVG writer, the readers of the input files, the per-name
+ * HTML/XML escaping, a tiny SVG writer, the readers of the training metrics, the per-name
  * statistics, and the figures. The public entry point is mvmoe_report_write (mvmoe.h). */
 #ifndef MVMOE_REPORT_REPORT_H
 #define MVMOE_REPORT_REPORT_H
@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "analysis/superclass_map.h"
 #include "io/eval_json.h"
 #include "mvmoe.h"
 
@@ -118,26 +119,8 @@ double mvmoe_svg_heatmap_label_extent(const mvmoe_svg_heatmap *h);
 void mvmoe_svg_colorbar(mvmoe_rtext *t, double x, double y, double w, double h, const char *id,
                         const char *lo_label, const char *hi_label);
 
-/* ---------------------------------------------------------------- inputs (inputs.c) */
-
-/* The eval JSON files (`mvmoe eval --json`) are read by io/eval_json.c; a super-class map
- * holds K integers and K names, and a larger file is refused. */
-#define MVMOE_REPORT_MAP_MAX_BYTES ((size_t)16 << 20)
-#define MVMOE_REPORT_MAX_CLASSES MVMOE_EVAL_JSON_MAX_CLASSES
-#define MVMOE_REPORT_MAX_EXPERTS MVMOE_EVAL_JSON_MAX_EXPERTS
-
-/* A super-class map as `mvmoe superclasses` writes it. */
-typedef struct mvmoe_report_map {
-    const char *path;
-    int K, E;
-    int *superclass_of;     /* [K] */
-    int *sizes;             /* [E] */
-    char ***groups;         /* [E][sizes[e]] class names, or NULL when the file has none */
-    char *method, *source;  /* or NULL */
-} mvmoe_report_map;
-
-mvmoe_status mvmoe_report_map_load(mvmoe_report_map *m, const char *path);
-void mvmoe_report_map_free(mvmoe_report_map *m);
+/* The eval JSON files (`mvmoe eval --json`) are read by io/eval_json.c, the super-class map
+ * (--superclasses) by analysis/superclass_map.c, the reader training uses too. */
 
 /* ---------------------------------------------------------------- statistics (summary.c) */
 
@@ -209,7 +192,7 @@ typedef struct mvmoe_report_ctx {
     int n_ev;
     const mvmoe_report_stats *st;
     const mvmoe_eval_json *confusion;  /* the matrix to draw, or NULL */
-    const mvmoe_report_map *map;         /* or NULL */
+    const mvmoe_superclass_map *map;     /* or NULL */
     const char *const *class_names;      /* [K] best names known, or NULL */
     int K;
     const mvmoe_report_curves *curves;   /* n == 0: no --curve given */

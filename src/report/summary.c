@@ -270,7 +270,7 @@ static int add_run(cJSON *runs, const mvmoe_report_ctx *c, const mvmoe_report_gr
     return ok;
 }
 
-static int add_superclasses(cJSON *o, const mvmoe_report_map *m) {
+static int add_superclasses(cJSON *o, const mvmoe_superclass_map *m) {
     if (!m) return cJSON_AddNullToObject(o, "superclasses") != NULL;
     cJSON *s = cJSON_AddObjectToObject(o, "superclasses");
     int ok = s != NULL;

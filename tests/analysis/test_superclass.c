@@ -1,7 +1,8 @@
 /* Super-class partition (paper Sec. 3.2) and map files: planted confusion blocks recovered
  * exactly by METIS and spectral clustering, balanced non-empty groups on any graph (random,
  * all-zero, disconnected, K = 1000), the E = 1 / E = K / invalid-E cases, determinism, and
- * map save -> load round trips plus hostile map files. */
+ * map save -> load round trips plus hostile map files, read by the one map reader that both
+ * training (K known) and `mvmoe report` (K from the file, every field) use. */
 #include <cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "analysis/superclass.h"
+#include "analysis/superclass_map.h"
 #include "core/rng.h"
 #include "mvmoe.h"
 #include "test_util.h"
@@ -399,6 +402,18 @@ static void test_map_hostile(void) {
         {"array.json", "[0, 1, 1, 0, 1]", "not an integer"},
         {"empty.txt", "", "0 entries"},
         {"big.txt", "0 1 99999999999999999999 0 1", "entry 2"},
+        /* the extras `mvmoe report` reads are checked for training too: one reader */
+        {"trailing.json", "{\"superclass_of\": [0, 1, 1, 0, 1]} x", "not valid JSON"},
+        {"notarray.json", "{\"superclass_of\": 3}", "\"superclass_of\""},
+        {"experts_range.json", "{\"experts\": 9, \"superclass_of\": [0, 1, 1, 0, 1]}", "\"experts\""},
+        {"sizes.json", "{\"superclass_of\": [0, 1, 1, 0, 1], \"sizes\": [3, 2]}", "\"sizes\""},
+        {"sizes_len.json", "{\"superclass_of\": [0, 1, 1, 0, 1], \"sizes\": [2]}", "\"sizes\""},
+        {"groups.json", "{\"superclass_of\": [0, 1, 1, 0, 1], \"groups\": [[\"a\"], [\"b\", \"c\", \"d\"]]}",
+         "\"groups\""},
+        {"groups_str.json", "{\"superclass_of\": [0, 1, 1, 0, 1], \"groups\": [[1, 2], [\"b\", \"c\", \"d\"]]}",
+         "\"groups\""},
+        {"method.json", "{\"superclass_of\": [0, 1, 1, 0, 1], \"method\": 3}", "\"method\""},
+        {"source.json", "{\"superclass_of\": [0, 1, 1, 0, 1], \"source\": [1]}", "\"source\""},
     };
     int sentinel[K];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -438,6 +453,135 @@ static void test_map_hostile(void) {
     CHECK(mvmoe_superclass_map_load(path, 0, m, &E) == MVMOE_ERR_INVALID, "K = 0");
 }
 
+/* What `mvmoe superclasses --json` prints: the stats and the exact object. */
+static void test_summary_json(void) {
+    enum { K = 4 };
+    const int64_t C[K * K] = {5, 1, 0, 2, /**/ 2, 7, 0, 0, /**/ 0, 4, 3, 0, /**/ 1, 0, 0, 6};
+    const int map[K] = {0, 0, 1, 0};
+    int sizes[2] = {-1, -1};
+    mvmoe_superclass_stats st = mvmoe_superclass_confusion_stats(C, K, map, 2, sizes);
+    CHECK(st.correct == 21 && st.within == 6 && st.across == 4 && sizes[0] == 3 && sizes[1] == 1,
+          "stats: %lld %lld %lld, sizes %d %d", (long long)st.correct, (long long)st.within, (long long)st.across,
+          sizes[0], sizes[1]);
+    const char *names[K] = {"cat", NULL, "dog \"d\"", "lynx"};
+    mvmoe_superclass_summary sum = {.out = "m.json", .source = "unit test", .method = "metis", .seed = 7,
+                                    .K = K, .E = 2, .images = 0, .top1 = -1, .confusion = C,
+                                    .class_names = names, .superclass_of = map};
+    char *json = NULL;
+    mvmoe_status s = mvmoe_superclass_summary_json(&sum, &json);
+    const char *want =
+        "{\"out\":\"m.json\",\"source\":\"unit test\",\"method\":\"metis\",\"seed\":7,\"num_classes\":4,"
+        "\"experts\":2,\"images\":null,\"top1\":null,\"correct\":21,\"confusion_within\":6,"
+        "\"confusion_across\":4,\"within_fraction\":0.6,\"superclass_of\":[0,0,1,0],\"sizes\":[3,1],"
+        "\"groups\":[[\"cat\",\"1\",\"lynx\"],[\"dog \\\"d\\\"\"]],"
+        "\"class_names\":[\"cat\",\"1\",\"dog \\\"d\\\"\",\"lynx\"],"
+        "\"confusion\":[[5,1,0,2],[2,7,0,0],[0,4,3,0],[1,0,0,6]]}";
+    CHECK(s == MVMOE_OK && json && strcmp(json, want) == 0, "summary JSON:\n got  %s\n want %s", json ? json : "(null)",
+          want);
+    free(json);
+    sum.images = 600;
+    sum.top1 = 0.5;
+    sum.class_names = NULL;
+    s = mvmoe_superclass_summary_json(&sum, &json);
+    CHECK(s == MVMOE_OK && json && strstr(json, "\"images\":600,\"top1\":0.5,") &&
+              strstr(json, "\"class_names\":[\"0\",\"1\",\"2\",\"3\"]"),
+          "images, top1, no names: %s", json ? json : "(null)");
+    free(json);
+    const int64_t diag[K * K] = {1, 0, 0, 0, /**/ 0, 1, 0, 0, /**/ 0, 0, 1, 0, /**/ 0, 0, 0, 1};
+    sum.confusion = diag;
+    s = mvmoe_superclass_summary_json(&sum, &json);
+    CHECK(s == MVMOE_OK && json && strstr(json, "\"within_fraction\":null"), "no mistakes: %s", json ? json : "(null)");
+    free(json);
+    const int bad[K] = {0, 2, 1, 0};
+    sum.superclass_of = bad;
+    json = (char *)"x";
+    CHECK(mvmoe_superclass_summary_json(&sum, &json) == MVMOE_ERR_INVALID && json == NULL &&
+              strstr(mvmoe_last_error(), "class 1 is in super-class 2"),
+          "index out of range: '%s'", mvmoe_last_error());
+    sum.superclass_of = map;
+    sum.E = 5;
+    CHECK(mvmoe_superclass_summary_json(&sum, &json) == MVMOE_ERR_INVALID, "E > K");
+    sum.E = 2;
+    sum.source = NULL;
+    CHECK(mvmoe_superclass_summary_json(&sum, &json) == MVMOE_ERR_INVALID, "NULL source");
+}
+
+/* The whole file, K from the file (what `mvmoe report --superclasses` reads). */
+static void test_map_read(void) {
+    enum { K = 5 };
+    const int map[K] = {0, 2, 1, 2, 0};
+    const char *names[K] = {"cat", NULL, "dog", "tiger", "lynx"};
+    char path[256];
+    snprintf(path, sizeof path, "%s/full.json", tmpdir);
+    CHECK(mvmoe_superclass_map_save(path, map, K, 3, names, "metis", "unit test") == MVMOE_OK, "save: %s",
+          mvmoe_last_error());
+    mvmoe_superclass_map m;
+    mvmoe_status s = mvmoe_superclass_map_read(path, 0, &m);
+    CHECK(s == MVMOE_OK, "read: %s", mvmoe_last_error());
+    if (s == MVMOE_OK) {
+        CHECK(m.K == K && m.E == 3 && memcmp(m.superclass_of, map, sizeof map) == 0 && m.path == path, "K, E, map");
+        CHECK(m.sizes[0] == 2 && m.sizes[1] == 1 && m.sizes[2] == 2, "sizes");
+        CHECK(m.groups && strcmp(m.groups[0][1], "lynx") == 0 && strcmp(m.groups[1][0], "dog") == 0 &&
+                  strcmp(m.groups[2][0], "1") == 0 && strcmp(m.groups[2][1], "tiger") == 0,
+              "groups");
+        CHECK(m.method && strcmp(m.method, "metis") == 0 && m.source && strcmp(m.source, "unit test") == 0,
+              "method, source");
+        mvmoe_superclass_map_free(&m);
+        CHECK(m.superclass_of == NULL && m.groups == NULL && m.K == 0, "free leaves it empty");
+    }
+    s = mvmoe_superclass_map_read(path, K, &m);
+    CHECK(s == MVMOE_OK && m.K == K && m.E == 3 && m.groups, "read with K: %s", mvmoe_last_error());
+    mvmoe_superclass_map_free(&m);
+    s = mvmoe_superclass_map_read(path, 4, &m);
+    CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "maps 5 classes, but there are 4"), "K = 4: '%s'",
+          mvmoe_last_error());
+    CHECK(m.superclass_of == NULL && m.K == 0, "failed read left data");
+
+    /* text: indices only */
+    s = mvmoe_superclass_map_read(write_tmp("four.txt", "\xEF\xBB\xBF 0 1\n1 2\n"), 0, &m);
+    CHECK(s == MVMOE_OK && m.K == 4 && m.E == 3 && m.sizes[1] == 2 && !m.groups && !m.method && !m.source,
+          "text, K from the file: %s", mvmoe_last_error());
+    mvmoe_superclass_map_free(&m);
+
+    const hostile cases[] = {
+        {"k0_range.txt", "0 5 1", "entry 1 is 5; each entry must be an integer from 0 to 2"},
+        {"k0_empty.txt", " \n", "no entries"},
+        {"k0_empty.json", "{\"superclass_of\": []}", "\"superclass_of\""},
+        {"k0_range.json", "{\"superclass_of\": [0, 3, 1]}", "superclass_of[1] is 3"},
+        {"k0_gap.json", "{\"superclass_of\": [0, 2, 2]}", "super-class 1"},
+        {"k0_experts.json", "{\"superclass_of\": [0, 1, 1], \"experts\": 3}", "\"experts\": 3"},
+        {"k0_null.json", "{\"superclass_of\": null}", "no field \"superclass_of\""},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *p = write_tmp(cases[c].name, cases[c].text);
+        s = mvmoe_superclass_map_read(p, 0, &m);
+        CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), cases[c].needle) && strstr(mvmoe_last_error(), p),
+              "%s: status %d, message '%s' (want '%s' and the path)", cases[c].name, (int)s, mvmoe_last_error(),
+              cases[c].needle);
+        CHECK(m.superclass_of == NULL && m.sizes == NULL && m.K == 0 && m.E == 0, "%s: output left on failure",
+              cases[c].name);
+    }
+    /* more classes than supported */
+    size_t n = (size_t)MVMOE_SUPERCLASS_MAX_K + 1;
+    char *many = malloc(2 * n + 1);
+    CHECK(many != NULL, "out of memory");
+    if (many) {
+        for (size_t i = 0; i < n; i++) memcpy(many + 2 * i, "0 ", 2);
+        many[2 * n] = 0;
+        s = mvmoe_superclass_map_read(write_tmp("k0_many.txt", many), 0, &m);
+        CHECK(s == MVMOE_ERR_FORMAT && strstr(mvmoe_last_error(), "more than 16384 entries"), "too many: '%s'",
+              mvmoe_last_error());
+        free(many);
+    }
+    /* a FIFO is refused before any read (no hang), through core/file.c */
+    snprintf(path, sizeof path, "%s/fifo.json", tmpdir);
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo: %s", strerror(errno));
+    s = mvmoe_superclass_map_read(path, 0, &m);
+    CHECK(s == MVMOE_ERR_IO && strstr(mvmoe_last_error(), path), "FIFO: %d '%s'", (int)s, mvmoe_last_error());
+    CHECK(mvmoe_superclass_map_read(path, -1, &m) == MVMOE_ERR_INVALID, "K = -1");
+    CHECK(mvmoe_superclass_map_read(NULL, 0, &m) == MVMOE_ERR_INVALID, "NULL path");
+}
+
 static void cleanup(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
@@ -452,12 +596,14 @@ int main(void) {
     test_degenerate_graphs();
     test_edge_cases();
     test_determinism();
+    test_summary_json();
     if (!mkdtemp(tmpdir)) {
         CHECK(0, "mkdtemp: %s", strerror(errno));
         TEST_MAIN_END("test_superclass");
     }
     test_map_round_trip();
     test_map_hostile();
+    test_map_read();
     cleanup();
     TEST_MAIN_END("test_superclass");
 }

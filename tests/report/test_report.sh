@@ -264,6 +264,28 @@ expect 1 "different models" "routing" :: report --out "$TMP/e.html" --run "a=$TM
 echo '{"superclass_of": [0, 1, 0]}' >"$TMP/map3.json"
 expect 1 "$TMP/map3.json" "3 classes" :: report --out "$TMP/e.html" --superclasses "$TMP/map3.json" \
   --run "a=$TMP/dense1.json"
+# The map is read by the reader training uses (analysis/superclass_map.c): a plain text map of
+# K integers works here too, and the JSON extras are checked against superclass_of.
+echo "${SC//[\[\],]/ }" >"$TMP/map.txt"
+expect 0 :: report --out "$TMP/t.html" --superclasses "$TMP/map.txt" --run "a=$TMP/dense1.json"
+check "text map: 10 classes in 5 super-classes" grep -qF "<p>10 classes in 5 super-classes (map <code>$TMP/map.txt</code>)" "$TMP/t.html"
+badmap() {  # NAME JSON-EXTRAS NEEDLE...: a map with superclass_of $SC and the extras is refused
+  local name=$1 extras=$2; shift 2
+  echo "{\"superclass_of\": $SC, $extras}" >"$TMP/$name.json"
+  expect 1 "$TMP/$name.json" "$@" :: report --out "$TMP/e.html" --superclasses "$TMP/$name.json" \
+    --run "a=$TMP/dense1.json"
+}
+badmap sizes '"sizes": [4, 1, 1, 2, 2]' '"sizes"'
+badmap sizes_len '"sizes": [4, 1, 1, 3]' '"sizes"' "4 entries"
+badmap groups '"groups": [["a"], ["b"], ["c"], ["d", "e", "f"], ["g"]]' '"groups"'
+badmap experts '"experts": 6' '"experts": 6' "5 super-classes"
+badmap method '"method": 3' '"method"'
+echo '{"superclass_of": [0, 1, 0, 3, 0, 3, 0, 3, 1, 3]}' >"$TMP/gap.json"
+expect 1 "$TMP/gap.json" "super-class 2" :: report --out "$TMP/e.html" --superclasses "$TMP/gap.json" \
+  --run "a=$TMP/dense1.json"
+echo '{"superclass_of": [0, 1, 0, 1, 0, 1, 0, 1, 0, 10]}' >"$TMP/range.json"
+expect 1 "$TMP/range.json" "superclass_of[9]" :: report --out "$TMP/e.html" --superclasses "$TMP/range.json" \
+  --run "a=$TMP/dense1.json"
 check "no file written on failure" bash -c "! ls '$TMP'/e.html* >/dev/null 2>&1"
 
 echo "$passed passed, $failed failed"
