@@ -4,7 +4,7 @@
 # `source completions/mvmoe.bash`. tests/e2e/test_completion.sh checks these lists against
 # every command's --help, so a flag added to a command must be added here too.
 
-_mvmoe_commands="train eval predict info presets superclasses bench report"
+_mvmoe_commands="train eval predict info presets superclasses bench report export"
 
 # flags of each command, as its --help lists them
 _mvmoe_flags() {
@@ -16,7 +16,7 @@ _mvmoe_flags() {
         --crop-pad --hflip --no-hflip --rrc --no-rrc --drop-path --mixup --cutmix --randaug
         --erase --ema --superclass-lambda --aux-weight --capacity-ratio --metrics --keep-every
         --resume --init --help" ;;
-    eval) echo "--model --data --split --logits --json --batch --threads --max-images
+    eval) echo "--model --data --split --logits --routes --json --batch --threads --max-images
         --img-size --heads --mean --std --adaptive-k --max-memory --precision --help" ;;
     predict) echo "--model --top --json --threads --img-size --heads --mean --std --adaptive-k
         --max-memory --precision --help" ;;
@@ -30,13 +30,14 @@ _mvmoe_flags() {
         --infer-batch --infer-reps --latency-reps --seed --peak-gflops --max-memory --precision
         --save-weights --check-out --json --help" ;;
     report) echo "--out --json --title --superclasses --confusion --run --curve --help" ;;
+    export) echo "--model --onnx --int8 --img-size --heads --mean --std --help" ;;
     esac
 }
 
 # flags that take no value
 _mvmoe_switch() {
     case $1 in
-    --json | --resume | --hflip | --no-hflip | --rrc | --no-rrc | --help) return 0 ;;
+    --json | --resume | --hflip | --no-hflip | --rrc | --no-rrc | --int8 | --help) return 0 ;;
     esac
     return 1
 }
@@ -84,7 +85,7 @@ _mvmoe() {
             else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         --superclasses | --confusion)
             COMPREPLY=($(compgen -f -X '!*.json' -- "$cur") $(compgen -d -S / -- "$cur")) ;;
-        --logits | --metrics | --listing | --run | --curve) COMPREPLY=($(compgen -f -- "$cur")) ;;
+        --logits | --routes | --onnx | --metrics | --listing | --run | --curve) COMPREPLY=($(compgen -f -- "$cur")) ;;
         *) COMPREPLY=() ;; # a number, a list or a text: nothing to offer
         esac
         [[ ${COMPREPLY[0]} == */ ]] && compopt -o nospace 2> /dev/null
