@@ -58,11 +58,11 @@ static int acts_table(mvmoe_acts *a, const mvmoe_config *c, double Bz, int train
         {&a->d_clsx, tr * Bz * D},   {&a->d_lnf, tr * Bz * D},
         {&a->d_logits, tr * Bz * K}, {&a->d_pe, tr * Bz * N * D},
         {&a->moe_xg, Lm * R * D}, {&a->moe_h, Lm * R * H}, {&a->moe_hg, Lm * R * H},
-        {&a->moe_y, Lm * R * D},  {&a->rz, Lr * nr * E},   {&a->rp, Lr * nr * E},
-        {&a->rnoise, Lr * nr * E}, {&a->rgate, Lr * nr * k},
+        {&a->moe_y, Lm * R * D},  {&a->router_logits, Lr * nr * E},   {&a->router_probs, Lr * nr * E},
+        {&a->router_noise, Lr * nr * E}, {&a->rgate, Lr * nr * k},
         {&a->d_moe, tr * R * D}, {&a->d_moe_h, tr * R * H},
-        {&a->d_moe_hg, tr * R * H}, {&a->rdz, tr * Lr * nr * E},
-        {&a->rdp, tr * Lr * nr * E}, {&a->rdgate, tr * Lr * nr * k},
+        {&a->d_moe_hg, tr * R * H}, {&a->d_router_logits, tr * Lr * nr * E},
+        {&a->d_router_probs, tr * Lr * nr * E}, {&a->d_gates, tr * Lr * nr * k},
     };
     const int n = (int)(sizeof t / sizeof t[0]);
     _Static_assert(sizeof t / sizeof t[0] <= ACTS_MAX_BUFFERS, "raise ACTS_MAX_BUFFERS");

@@ -64,14 +64,14 @@ typedef struct mvmoe_acts {
     float *moe_h;     /* [Lm?, R, H] fc1 outputs */
     float *moe_hg;    /* [Lm?, R, H] GELU(fc1) */
     float *moe_y;     /* [Lm?, R, D] expert outputs */
-    float *rz;        /* [Lr, n, E] clean router logits */
-    float *rp;        /* [Lr, n, E] router probabilities softmax(z + noise) */
-    float *rnoise;    /* [Lr, n, E] router noise (training, learned routing), else unused */
+    float *router_logits;        /* [Lr, n, E] clean router logits */
+    float *router_probs;        /* [Lr, n, E] router probabilities softmax(z + noise) */
+    float *router_noise;    /* [Lr, n, E] router noise (training, learned routing), else unused */
     float *rgate;     /* [Lr, n, k] plan gates */
     float *d_moe;     /* [R, D] scratch (training) */
     float *d_moe_h, *d_moe_hg; /* [R, H] scratch (training) */
-    float *rdz, *rdp; /* [Lr, n, E] gradients at the router logits / probabilities (training) */
-    float *rdgate;    /* [Lr, n, k] (training) */
+    float *d_router_logits, *d_router_probs; /* [Lr, n, E] gradients at the router logits / probabilities (training) */
+    float *d_gates;    /* [Lr, n, k] (training) */
     int32_t *rtarget; /* [n] super-class targets of the per-image router */
     int route_noise;        /* this pass's routing settings (mvmoe_pass), set by the forward */
     float capacity_ratio;

@@ -32,8 +32,8 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
 /* The packed copies of the weights when they are those of the current weights, else NULL
  * (the products then take the plain weights: same values to float rounding). */
 static const mvmoe_packed *packed_for(const mvmoe_model *m) {
-    const mvmoe_packed *k = &m->packed;
-    return k->mem && k->version == m->params_version && k->bf16 == (mvmoe_get_precision() == MVMOE_PRECISION_BF16) ? k : NULL;
+    const mvmoe_packed *pk = &m->packed;
+    return pk->mem && pk->version == m->params_version && pk->bf16 == (mvmoe_get_precision() == MVMOE_PRECISION_BF16) ? pk : NULL;
 }
 
 /* The weights of block l's experts (consecutive layout slots). */
@@ -47,11 +47,11 @@ static mvmoe_experts experts_at(const mvmoe_params *p, const mvmoe_config *c, in
 /* The same with their packed copies when the forward may use them (packed_for). */
 static mvmoe_experts experts_packed(const mvmoe_model *m, int l) {
     mvmoe_experts w = experts_at(&m->p, &m->cfg, l);
-    const mvmoe_packed *k = packed_for(m);
-    if (k) {
+    const mvmoe_packed *pk = packed_for(m);
+    if (pk) {
         const size_t s = (size_t)mvmoe_mlp_slot(&m->cfg, l, 0);
-        w.fc1_p = k->fc1_w + s * k->n_fc1, w.fc2_p = k->fc2_w + s * k->n_fc2;
-        w.n_fc1 = k->n_fc1, w.n_fc2 = k->n_fc2;
+        w.fc1_p = pk->fc1_w + s * pk->n_fc1, w.fc2_p = pk->fc2_w + s * pk->n_fc2;
+        w.n_fc1 = pk->n_fc1, w.n_fc2 = pk->n_fc2;
     }
     return w;
 }
@@ -66,7 +66,7 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
     const mvmoe_config *c = &m->cfg;
     const int E = c->experts, k = c->top_k, D = c->dim;
     size_t off = (size_t)plan_index * a->n_route * E;
-    float *noise = a->rnoise + off;
+    float *noise = a->router_noise + off;
     int learned = c->routing == MVMOE_ROUTING_IMAGE_LEARNED || c->routing == MVMOE_ROUTING_TOKEN_LEARNED;
     if (a->training && learned && a->route_noise) {
         mvmoe_rng r;
@@ -78,7 +78,7 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
     int capacity = 0;
     if (a->training && c->routing == MVMOE_ROUTING_TOKEN_LEARNED && a->capacity_ratio > 0)
         capacity = (int)ceil((double)a->capacity_ratio * k * n / E);
-    mvmoe_router_forward(&a->plans[plan_index], a->rz + off, a->rp + off, x, ldx, W,
+    mvmoe_router_forward(&a->plans[plan_index], a->router_logits + off, a->router_probs + off, x, ldx, W,
                          noise, n, D, E, k, capacity, m->adaptive_k, rows);
 }
 
@@ -105,18 +105,18 @@ static void route(mvmoe_model *m, mvmoe_acts *a, int plan_index, const float *x,
 /* Block l's activations. The rows after attention (atty, res1, ln2, fch, fch_gelu, out) are
  * B·T_eff: all tokens, or (the class-only last block) the class rows, compact. */
 typedef struct block_bufs {
-    float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fcg;
+    float *ln1, *m1, *r1, *qkv, *att, *atty, *res1, *ln2, *m2, *r2, *fch, *fch_gelu;
     float *out;        /* the block's output: res2 of layer l, or a->clsx for the last block */
     const float *keep; /* [2B]: attention, MLP branch */
 } block_bufs;
 
 static block_bufs block_bufs_at(mvmoe_acts *a, int B, int l) {
-    block_bufs u = {a->ln1 + l * a->layer_bt_d, a->ln1_mean + l * a->layer_bt, a->ln1_rstd + l * a->layer_bt,
+    block_bufs bufs = {a->ln1 + l * a->layer_bt_d, a->ln1_mean + l * a->layer_bt, a->ln1_rstd + l * a->layer_bt,
                     a->qkv + l * a->layer_bt_3d, a->att + l * a->layer_att, a->atty + l * a->layer_bt_d,
                     a->res1 + l * a->layer_bt_d, a->ln2 + l * a->layer_bt_d, a->ln2_mean + l * a->layer_bt,
                     a->ln2_rstd + l * a->layer_bt, a->fch + l * a->layer_bt_h, a->fch_gelu + l * a->layer_bt_h,
                     a->res2 + l * a->layer_bt_d, a->keep + (size_t)l * 2 * B};
-    return u;
+    return bufs;
 }
 
 /* What the row functions need beyond the model and the activations. */
@@ -147,35 +147,35 @@ static int chunk_start(int r0, int n, int i, int chunks) { return r0 + (int)((lo
  * backward). (By chunks, with proj and norm2 too: no faster, docs/PERFORMANCE.md §4.) */
 static void block_norm1_qkv(const mvmoe_model *m, mvmoe_acts *a, int B, int l, const float *in, int r0, int n) {
     const mvmoe_params *p = &m->p;
-    const mvmoe_packed *k = packed_for(m);
+    const mvmoe_packed *pk = packed_for(m);
     const int D = m->cfg.dim;
     const size_t o = (size_t)r0 * D;
-    block_bufs u = block_bufs_at(a, B, l);
-    mvmoe_layernorm_forward(u.ln1 + o, u.m1 + r0, u.r1 + r0, in + o, p->ln1_w + (size_t)l * D,
+    block_bufs bufs = block_bufs_at(a, B, l);
+    mvmoe_layernorm_forward(bufs.ln1 + o, bufs.m1 + r0, bufs.r1 + r0, in + o, p->ln1_w + (size_t)l * D,
                             p->ln1_b + (size_t)l * D, n, D, LN_EPS);
-    mvmoe_linear_forward(u.qkv + (size_t)r0 * 3 * D, 3 * D, u.ln1 + o, D,
-                         mvmoe_linear_w(p->qkv_w + (size_t)l * 3 * D * D, k ? k->qkv_w + l * k->n_qkv : NULL),
+    mvmoe_linear_forward(bufs.qkv + (size_t)r0 * 3 * D, 3 * D, bufs.ln1 + o, D,
+                         mvmoe_linear_w(p->qkv_w + (size_t)l * 3 * D * D, pk ? pk->qkv_w + l * pk->n_qkv : NULL),
                          p->qkv_b + (size_t)l * 3 * D, n, D, 3 * D);
 }
 
 /* Rows [r0, r0+n) of block x->l after attention, from the block's input `in` (same rows) into
- * u->out: proj, res1 = in + attention branch (with proj's bias) and norm2(res1), fused; then the
+ * bufs->out: proj, res1 = in + attention branch (with proj's bias) and norm2(res1), fused; then the
  * MLP by chunks (row_chunks: fc1 with its bias, GELU, fc2, residual with fc2's bias), or the
  * per-image experts on these rows (the plan sends all of an image's rows to the same experts,
  * so this is row-local too), or, for per-token routing (all rows only), the block's router and
  * its experts. */
-static void block_after_attention(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const block_bufs *u,
+static void block_after_attention(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const block_bufs *bufs,
                                   const float *in, int r0, int n) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
-    const mvmoe_packed *k = packed_for(m);
+    const mvmoe_packed *pk = packed_for(m);
     const int B = x->B, l = x->l, T = x->T, D = c->dim, H = c->mlp_dim;
     const size_t o = (size_t)r0 * D;
-    mvmoe_linear_forward(a->branch + o, D, u->atty + o, D,
-                         mvmoe_linear_w(p->proj_w + (size_t)l * D * D, k ? k->proj_w + l * k->n_proj : NULL),
+    mvmoe_linear_forward(a->branch + o, D, bufs->atty + o, D,
+                         mvmoe_linear_w(p->proj_w + (size_t)l * D * D, pk ? pk->proj_w + l * pk->n_proj : NULL),
                          NULL, n, D, D);
-    mvmoe_residual_layernorm_forward(u->res1 + o, u->ln2 + o, u->m2 + r0, u->r2 + r0, in + o, a->branch + o,
-                                     p->proj_b + (size_t)l * D, u->keep, T, r0, p->ln2_w + (size_t)l * D,
+    mvmoe_residual_layernorm_forward(bufs->res1 + o, bufs->ln2 + o, bufs->m2 + r0, bufs->r2 + r0, in + o, a->branch + o,
+                                     p->proj_b + (size_t)l * D, bufs->keep, T, r0, p->ln2_w + (size_t)l * D,
                                      p->ln2_b + (size_t)l * D, n, D, LN_EPS);
     if (l < x->first_moe) {
         const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
@@ -183,16 +183,16 @@ static void block_after_attention(mvmoe_model *m, mvmoe_acts *a, const block_ctx
         for (int i = 0; i < chunks; i++) {
             const int c0 = chunk_start(r0, n, i, chunks), cn = chunk_start(r0, n, i + 1, chunks) - c0;
             const size_t oc = (size_t)c0 * D, oh = (size_t)c0 * H;
-            mvmoe_linear_forward(u->fch + oh, H, u->ln2 + oc, D,
-                                 mvmoe_linear_w(p->fc1_w + slot * H * D, k ? k->fc1_w + slot * k->n_fc1 : NULL),
+            mvmoe_linear_forward(bufs->fch + oh, H, bufs->ln2 + oc, D,
+                                 mvmoe_linear_w(p->fc1_w + slot * H * D, pk ? pk->fc1_w + slot * pk->n_fc1 : NULL),
                                  p->fc1_b + slot * H, cn, D, H);
             /* in training fch keeps GELU'(pre-activation): all the backward reads of it */
-            mvmoe_gelu_forward(u->fcg + oh, u->fch + oh, NULL, cn, H,
+            mvmoe_gelu_forward(bufs->fch_gelu + oh, bufs->fch + oh, NULL, cn, H,
                                a->training ? MVMOE_GELU_SAVE_GRAD : MVMOE_GELU_PLAIN);
-            mvmoe_linear_forward(a->branch + oc, D, u->fcg + oh, H,
-                                 mvmoe_linear_w(p->fc2_w + slot * D * H, k ? k->fc2_w + slot * k->n_fc2 : NULL),
+            mvmoe_linear_forward(a->branch + oc, D, bufs->fch_gelu + oh, H,
+                                 mvmoe_linear_w(p->fc2_w + slot * D * H, pk ? pk->fc2_w + slot * pk->n_fc2 : NULL),
                                  NULL, cn, H, D);
-            mvmoe_residual_add(u->out + oc, u->res1 + oc, a->branch + oc, p->fc2_b + slot * D, u->keep + B, T, c0,
+            mvmoe_residual_add(bufs->out + oc, bufs->res1 + oc, a->branch + oc, p->fc2_b + slot * D, bufs->keep + B, T, c0,
                                cn, D);
         }
         return;
@@ -202,13 +202,13 @@ static void block_after_attention(mvmoe_model *m, mvmoe_acts *a, const block_ctx
     float *xg = a->moe_xg + lm * a->layer_moe_rd, *h = a->moe_h + lm * a->layer_moe_rh;
     float *hg = a->moe_hg + lm * a->layer_moe_rh, *y = a->moe_y + lm * a->layer_moe_rd;
     if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED) { /* this block's router, on norm2(x) */
-        route(m, a, lm, u->ln2, D, p->trouter_w + (size_t)lm * c->experts * D, B * T, 1, x->seed, x->step);
-        mvmoe_moe_forward(a->branch, xg, h, hg, y, u->ln2, &w, &a->plans[lm], D, H);
+        route(m, a, lm, bufs->ln2, D, p->trouter_w + (size_t)lm * c->experts * D, B * T, 1, x->seed, x->step);
+        mvmoe_moe_forward(a->branch, xg, h, hg, y, bufs->ln2, &w, &a->plans[lm], D, H);
     } else {
-        mvmoe_moe_forward_rows(a->branch, xg, h, hg, y, u->ln2, &w, &a->plans[0], D, H, r0, n);
+        mvmoe_moe_forward_rows(a->branch, xg, h, hg, y, bufs->ln2, &w, &a->plans[0], D, H, r0, n);
     }
     /* the gated sum already holds the experts' fc2 biases */
-    mvmoe_residual_add(u->out + o, u->res1 + o, a->branch + o, NULL, u->keep + B, T, r0, n, D);
+    mvmoe_residual_add(bufs->out + o, bufs->res1 + o, a->branch + o, NULL, bufs->keep + B, T, r0, n, D);
 }
 
 /* Blocks 0..nb-1 on input x0 [B·T, D] (their output: res2 of block nb-1): dense blocks, and
@@ -227,18 +227,18 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
         const int r0 = chunk_start(0, BT, t, n), rows = chunk_start(0, BT, t + 1, n) - r0;
         for (int l = 0; l < nb; l++) {
             const float *in = l ? block_bufs_at(a, B, l - 1).out : a->x0;
-            block_bufs u = block_bufs_at(a, B, l);
+            block_bufs bufs = block_bufs_at(a, B, l);
             block_ctx x = {B, l, first_moe, T, seed, step};
             if (l == 0) block_norm1_qkv(m, a, B, 0, in, r0, rows);
 #pragma omp barrier
-            mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, NH, T, n > 1 ? MVMOE_TEAM_CALLER : MVMOE_TEAM_OWN);
+            mvmoe_attention_forward(bufs.atty, bufs.att, bufs.qkv, B, T, D, NH, T, n > 1 ? MVMOE_TEAM_CALLER : MVMOE_TEAM_OWN);
             if (l == first_moe) { /* the per-image router reads every image's class row of `in`:
                                    * complete since the barrier above (paper Sec. 3.1) */
 #pragma omp single
                 route(m, a, 0, in, T * D, m->p.router_w, B, T, seed, step);
             }
-            block_after_attention(m, a, &x, &u, in, r0, rows);
-            if (l + 1 < nb) block_norm1_qkv(m, a, B, l + 1, u.out, r0, rows);
+            block_after_attention(m, a, &x, &bufs, in, r0, rows);
+            if (l + 1 < nb) block_norm1_qkv(m, a, B, l + 1, bufs.out, r0, rows);
         }
     }
 }
@@ -247,10 +247,10 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
 static void token_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const float *in) {
     const mvmoe_config *c = &m->cfg;
     const int BT = x->B * x->T;
-    block_bufs u = block_bufs_at(a, x->B, x->l);
+    block_bufs bufs = block_bufs_at(a, x->B, x->l);
     block_norm1_qkv(m, a, x->B, x->l, in, 0, BT);
-    mvmoe_attention_forward(u.atty, u.att, u.qkv, x->B, x->T, c->dim, c->heads, x->T, MVMOE_TEAM_OWN);
-    block_after_attention(m, a, x, &u, in, 0, BT);
+    mvmoe_attention_forward(bufs.atty, bufs.att, bufs.qkv, x->B, x->T, c->dim, c->heads, x->T, MVMOE_TEAM_OWN);
+    block_after_attention(m, a, x, &bufs, in, 0, BT);
 }
 
 /* The last block for the class-token rows only, since the head reads nothing else: all T
@@ -267,17 +267,17 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
     const int B = x->B, l = x->l, T = mvmoe_config_tokens(c), D = c->dim;
-    block_bufs u = block_bufs_at(a, B, l);
-    u.out = a->clsx;
-    mvmoe_layernorm_forward(u.ln1, u.m1, u.r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
+    block_bufs bufs = block_bufs_at(a, B, l);
+    bufs.out = a->clsx;
+    mvmoe_layernorm_forward(bufs.ln1, bufs.m1, bufs.r1, in, p->ln1_w + (size_t)l * D, p->ln1_b + (size_t)l * D,
                             B * T, D, LN_EPS);
     /* keys and values of every row, queries of the class rows only: attention reads no other
      * query here (nor does its backward), so a third of the block's qkv product is skipped */
     const float *wqkv = p->qkv_w + (size_t)l * 3 * D * D, *bqkv = p->qkv_b + (size_t)l * 3 * D;
-    mvmoe_linear_forward(u.qkv + D, 3 * D, u.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
+    mvmoe_linear_forward(bufs.qkv + D, 3 * D, bufs.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
                          B * T, D, 2 * D);
-    mvmoe_linear_forward(u.qkv, T * 3 * D, u.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
-    mvmoe_attention_forward(u.atty, u.att, u.qkv, B, T, D, c->heads, 1, MVMOE_TEAM_OWN);
+    mvmoe_linear_forward(bufs.qkv, T * 3 * D, bufs.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
+    mvmoe_attention_forward(bufs.atty, bufs.att, bufs.qkv, B, T, D, c->heads, 1, MVMOE_TEAM_OWN);
     if (l == x->first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, x->seed, x->step);
     /* the class rows of `in`, compact, in the output buffer (read by the first residual, before
      * the second writes it) */
@@ -287,7 +287,7 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x
     if (plan) plan->rows = 1; /* per-image routing: each image has one row here */
     block_ctx x1 = *x;
     x1.T = 1;
-    block_after_attention(m, a, &x1, &u, a->clsx, 0, B);
+    block_after_attention(m, a, &x1, &bufs, a->clsx, 0, B);
     if (plan) plan->rows = rows;
 }
 
@@ -363,25 +363,25 @@ double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *label
     const int E = c->experts, n = a->n_route;
     const size_t nE = (size_t)n * E;
     if (a->training) {
-        memset(a->rdz, 0, sizeof(float) * a->n_plans * nE);
-        memset(a->rdp, 0, sizeof(float) * a->n_plans * nE);
-        memset(a->rdgate, 0, sizeof(float) * a->n_plans * (size_t)n * c->top_k);
+        memset(a->d_router_logits, 0, sizeof(float) * a->n_plans * nE);
+        memset(a->d_router_probs, 0, sizeof(float) * a->n_plans * nE);
+        memset(a->d_gates, 0, sizeof(float) * a->n_plans * (size_t)n * c->top_k);
     }
     if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS) {
         /* CE(logits, y) + λ·CE(router, superclass(y)) (paper Sec. 3.2), on clean logits */
         if (labels && superclass_of) {
             for (int b = 0; b < B; b++) a->rtarget[b] = superclass_of[labels[b]];
-            a->loss_router = mvmoe_aux_router_ce(a->training ? a->rdz : NULL, a->rz, a->rtarget,
+            a->loss_router = mvmoe_aux_router_ce(a->training ? a->d_router_logits : NULL, a->router_logits, a->rtarget,
                                                  B, E, lambda);
         }
     } else {
         /* learned routing: V-MoE's importance + load losses, summed over routers */
         for (int l = 0; l < a->n_plans; l++) {
             size_t off = (size_t)l * nE;
-            a->loss_aux += mvmoe_aux_importance(a->training ? a->rdp + off : NULL, a->rp + off,
+            a->loss_aux += mvmoe_aux_importance(a->training ? a->d_router_probs + off : NULL, a->router_probs + off,
                                                 n, E, aux_weight);
-            a->loss_aux += mvmoe_aux_load(a->training ? a->rdz + off : NULL, a->rz + off,
-                                          a->rnoise + off, n, E, c->top_k, 1.0f / (float)E,
+            a->loss_aux += mvmoe_aux_load(a->training ? a->d_router_logits + off : NULL, a->router_logits + off,
+                                          a->router_noise + off, n, E, c->top_k, 1.0f / (float)E,
                                           aux_weight);
         }
     }
@@ -442,25 +442,25 @@ static void block_backward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, co
     mvmoe_params *g = &m->g;
     const int B = x->B, l = x->l, T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim, E = c->experts;
     const int R = B * x->T; /* rows after attention */
-    block_bufs u = block_bufs_at(a, B, l);
+    block_bufs bufs = block_bufs_at(a, B, l);
 
     /* MLP branch: out = res1 + keep·mlp(ln2(res1)) */
-    const float *dbr = branch_grad(scratch, dres, u.keep + B, B, x->T, D);
+    const float *dbr = branch_grad(scratch, dres, bufs.keep + B, B, x->T, D);
     if (l < x->first_moe) {
         const size_t slot = (size_t)mvmoe_mlp_slot(c, l, 0);
         const float *w1 = p->fc1_w + slot * H * D, *w2 = p->fc2_w + slot * D * H;
         if (mvmoe_get_precision() != MVMOE_PRECISION_BF16) { /* d_fch_gelu, d_fch, d_ln: overwritten */
             /* the forward left GELU' in fch (block_after_attention) */
-            mlp_input_grads_by_rows(a, dbr, u.fch, w1, w2, R, D, H);
-            mvmoe_linear_backward(NULL, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg, w2, R, H, D,
+            mlp_input_grads_by_rows(a, dbr, bufs.fch, w1, w2, R, D, H);
+            mvmoe_linear_backward(NULL, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, bufs.fch_gelu, w2, R, H, D,
                                   MVMOE_GRAD_OVERWRITE);
-            mvmoe_linear_backward(NULL, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2, w1, R, D, H,
+            mvmoe_linear_backward(NULL, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, bufs.ln2, w1, R, D, H,
                                   MVMOE_GRAD_OVERWRITE);
         } else { /* bf16: each product's operands rounded once, all rows */
-            mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, u.fcg, w2, R,
+            mvmoe_linear_backward(a->d_fch_gelu, g->fc2_w + slot * D * H, g->fc2_b + slot * D, dbr, bufs.fch_gelu, w2, R,
                                   H, D, MVMOE_GRAD_OVERWRITE);
-            mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, u.fch, (size_t)R * H, MVMOE_GRAD_OVERWRITE);
-            mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, u.ln2, w1, R, D,
+            mvmoe_gelu_backward_saved(a->d_fch, a->d_fch_gelu, bufs.fch, (size_t)R * H, MVMOE_GRAD_OVERWRITE);
+            mvmoe_linear_backward(a->d_ln, g->fc1_w + slot * H * D, g->fc1_b + slot * H, a->d_fch, bufs.ln2, w1, R, D,
                                   H, MVMOE_GRAD_OVERWRITE);
         }
     } else {
@@ -471,37 +471,37 @@ static void block_backward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, co
         const size_t nE = (size_t)a->n_route * E, nk = (size_t)a->n_route * c->top_k;
         int rows = plan->rows;
         if (!token) plan->rows = x->T; /* per-image routing: the image's rows here */
-        mvmoe_moe_backward(a->d_ln, a->rdgate + pi * nk, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg, dbr,
+        mvmoe_moe_backward(a->d_ln, a->d_gates + pi * nk, &gw, a->d_moe, a->d_moe_h, a->d_moe_hg, dbr,
                            a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
                            a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, &w, plan, D, H);
         plan->rows = rows;
         if (token) { /* this block's router read norm2(x): its gradient joins d_ln */
-            mvmoe_plan_gate_backward(a->rdp + pi * nE, a->rdgate + pi * nk, plan);
-            mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->rdz + pi * nE,
-                                  a->rdp + pi * nE, a->rp + pi * nE, u.ln2, D, p->trouter_w + (size_t)lm * E * D,
+            mvmoe_plan_gate_backward(a->d_router_probs + pi * nE, a->d_gates + pi * nk, plan);
+            mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->d_router_logits + pi * nE,
+                                  a->d_router_probs + pi * nE, a->router_probs + pi * nE, bufs.ln2, D, p->trouter_w + (size_t)lm * E * D,
                                   R, D, E);
         }
     }
     /* d(res1) = d(out) + LN2ᵀ(d_ln), in place */
-    mvmoe_layernorm_backward(dres, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln, u.m2, u.r2,
-                             u.res1, p->ln2_w + (size_t)l * D, R, D);
+    mvmoe_layernorm_backward(dres, g->ln2_w + (size_t)l * D, g->ln2_b + (size_t)l * D, a->d_ln, bufs.m2, bufs.r2,
+                             bufs.res1, p->ln2_w + (size_t)l * D, R, D);
 
     /* attention branch: res1 = in + keep·proj(attn(qkv(ln1(in)))); keys and values of every row
      * get gradient, queries only of the rows after attention */
-    dbr = branch_grad(scratch, dres, u.keep, B, x->T, D);
-    mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, u.atty,
+    dbr = branch_grad(scratch, dres, bufs.keep, B, x->T, D);
+    mvmoe_linear_backward(a->d_atty, g->proj_w + (size_t)l * D * D, g->proj_b + (size_t)l * D, dbr, bufs.atty,
                           p->proj_w + (size_t)l * D * D, R, D, D, MVMOE_GRAD_OVERWRITE);
-    mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, u.att, u.qkv, B, T, D, c->heads, x->T,
+    mvmoe_attention_backward(a->d_qkv, a->d_att, a->d_atty, bufs.att, bufs.qkv, B, T, D, c->heads, x->T,
                              MVMOE_GRAD_OVERWRITE);
     mvmoe_linear_backward(a->d_ln, g->qkv_w + (size_t)l * 3 * D * D, g->qkv_b + (size_t)l * 3 * D, a->d_qkv,
-                          u.ln1, p->qkv_w + (size_t)l * 3 * D * D, B * T, D, 3 * D, MVMOE_GRAD_OVERWRITE);
+                          bufs.ln1, p->qkv_w + (size_t)l * 3 * D * D, B * T, D, 3 * D, MVMOE_GRAD_OVERWRITE);
     /* d(in) = the residual path + LN1ᵀ(d_ln) (every row) */
     if (dres != a->d_res) {
         mvmoe_zero(a->d_res, (size_t)B * T * D);
         for (int b = 0; b < B; b++)
             memcpy(a->d_res + (size_t)b * T * D, dres + (size_t)b * x->T * D, sizeof(float) * x->T * D);
     }
-    mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln, u.m1, u.r1,
+    mvmoe_layernorm_backward(a->d_res, g->ln1_w + (size_t)l * D, g->ln1_b + (size_t)l * D, a->d_ln, bufs.m1, bufs.r1,
                              in, p->ln1_w + (size_t)l * D, B * T, D);
 }
 
@@ -549,8 +549,8 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
             c->routing != MVMOE_ROUTING_TOKEN_LEARNED) {
             /* the per-image router read `in`'s class-token rows: its gradient (gates of every
              * MoE block + the router loss) joins d(in) there */
-            mvmoe_plan_gate_backward(a->rdp, a->rdgate, &a->plans[0]);
-            mvmoe_router_backward(a->d_res, T * D, g->router_w, a->rdz, a->rdp, a->rp, in, T * D,
+            mvmoe_plan_gate_backward(a->d_router_probs, a->d_gates, &a->plans[0]);
+            mvmoe_router_backward(a->d_res, T * D, g->router_w, a->d_router_logits, a->d_router_probs, a->router_probs, in, T * D,
                                   p->router_w, B, D, E);
         }
     }

@@ -51,9 +51,9 @@ mvmoe_status mvmoe_vit_ref_init(mvmoe_vit_ref *m, const mvmoe_config *c, int B) 
         {&m->ln2, depth * BTD},        {&m->ln2_mean, depth * BT}, {&m->ln2_rstd, depth * BT},
         {&m->fch, depth * BT * H},     {&m->fch_gelu, depth * BT * H}, {&m->mlp, depth * BTD},
         {&m->res2, depth * BTD},       {&m->moe_h, L * BT * k * H}, {&m->moe_hg, L * BT * k * H},
-        {&m->moe_y, L * BTD * k},      {&m->rz, R * n * E},     {&m->rnoise, R * n * E},
-        {&m->rp, R * n * E},           {&m->rgate, R * n * k},  {&m->rdz, R * n * E},
-        {&m->rdp, R * n * E},          {&m->rdgate, R * n * k}, {&m->clsx, Bz * D},
+        {&m->moe_y, L * BTD * k},      {&m->router_logits, R * n * E},     {&m->router_noise, R * n * E},
+        {&m->router_probs, R * n * E},           {&m->rgate, R * n * k},  {&m->d_router_logits, R * n * E},
+        {&m->d_router_probs, R * n * E},          {&m->d_gates, R * n * k}, {&m->clsx, Bz * D},
         {&m->lnf, Bz * D},             {&m->lnf_mean, Bz},      {&m->lnf_rstd, Bz},
         {&m->logits, Bz * K},          {&m->probs, Bz * K},     {&m->losses, Bz},
         {&m->targets, Bz * K},         {&m->d_logits, Bz * K},  {&m->d_lnf, Bz * D},
@@ -90,7 +90,7 @@ void mvmoe_vit_ref_free(mvmoe_vit_ref *m) {
 
 /* Block l's slices of the per-block activations. */
 typedef struct block_acts {
-    float *ln1, *m1, *r1, *qkv, *att, *atty, *attn, *res1, *ln2, *m2, *r2, *fch, *fcg, *mlp, *res2;
+    float *ln1, *m1, *r1, *qkv, *att, *atty, *attn, *res1, *ln2, *m2, *r2, *fch, *fch_gelu, *mlp, *res2;
     float *keep_attn, *keep_mlp; /* [B] each */
 } block_acts;
 
@@ -109,9 +109,9 @@ static block_acts block_at(const mvmoe_vit_ref *m, const dims *d, int l) {
 static mvmoe_route_ref route_at(const mvmoe_vit_ref *m, const dims *d, int i) {
     const size_t nE = (size_t)m->n_route * d->E, nk = (size_t)m->n_route * d->k;
     mvmoe_route_ref r = {m->n_route, d->k, d->E, d->token ? 1 : d->T,
-                         m->rz + i * nE, m->rnoise + i * nE, m->rp + i * nE,
+                         m->router_logits + i * nE, m->router_noise + i * nE, m->router_probs + i * nE,
                          m->rexpert + i * nk, m->rkept + i * nk, m->rgate + i * nk,
-                         m->rdz + i * nE, m->rdp + i * nE, m->rdgate + i * nk};
+                         m->d_router_logits + i * nE, m->d_router_probs + i * nE, m->d_gates + i * nk};
     return r;
 }
 
@@ -198,8 +198,8 @@ void mvmoe_vit_ref_forward(mvmoe_vit_ref *m, const float *img, const mvmoe_param
         if (l < d.first_moe) {
             const size_t s = (size_t)mvmoe_mlp_slot(c, l, 0);
             mvmoe_linear_forward_ref(a.fch, a.ln2, p->fc1_w + s * H * D, p->fc1_b + s * H, BT, D, H); /* [B, T, H] */
-            mvmoe_gelu_forward_ref(a.fcg, a.fch, NULL, (size_t)BT, H);                                /* [B, T, H] */
-            mvmoe_linear_forward_ref(a.mlp, a.fcg, p->fc2_w + s * D * H, p->fc2_b + s * D, BT, H, D); /* [B, T, D] */
+            mvmoe_gelu_forward_ref(a.fch_gelu, a.fch, NULL, (size_t)BT, H);                                /* [B, T, H] */
+            mvmoe_linear_forward_ref(a.mlp, a.fch_gelu, p->fc2_w + s * D * H, p->fc2_b + s * D, BT, H, D); /* [B, T, D] */
         } else {
             const int lm = l - d.first_moe;
             mvmoe_route_ref r = route_at(m, &d, d.token ? lm : 0);
@@ -236,9 +236,9 @@ double mvmoe_vit_ref_loss(mvmoe_vit_ref *m, const float *targets, const int32_t 
     m->loss_router = m->loss_aux = 0;
     if (!d.L) return m->loss_ce;
     const size_t nE = (size_t)m->n_routers * m->n_route * d.E, nk = (size_t)m->n_routers * m->n_route * d.k;
-    memset(m->rdz, 0, sizeof(float) * nE);                                      /* [R, n, E] */
-    memset(m->rdp, 0, sizeof(float) * nE);                                      /* [R, n, E] */
-    memset(m->rdgate, 0, sizeof(float) * nk);                                   /* [R, n, k] */
+    memset(m->d_router_logits, 0, sizeof(float) * nE);                                      /* [R, n, E] */
+    memset(m->d_router_probs, 0, sizeof(float) * nE);                                      /* [R, n, E] */
+    memset(m->d_gates, 0, sizeof(float) * nk);                                   /* [R, n, k] */
     if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS) {
         /* CE(logits, y) + λ·CE(router logits, superclass(y)) (paper Sec. 3.2) */
         if (labels && c->superclass_of) {
@@ -293,7 +293,7 @@ void mvmoe_vit_ref_backward(mvmoe_params *g, mvmoe_vit_ref *m, const mvmoe_param
         if (l < d.first_moe) {
             const size_t s = (size_t)mvmoe_mlp_slot(c, l, 0);
             zero(m->d_fch_gelu, (size_t)BT * H);
-            mvmoe_linear_backward_ref(m->d_fch_gelu, g->fc2_w + s * D * H, g->fc2_b + s * D, m->d_branch, a.fcg,
+            mvmoe_linear_backward_ref(m->d_fch_gelu, g->fc2_w + s * D * H, g->fc2_b + s * D, m->d_branch, a.fch_gelu,
                                       p->fc2_w + s * D * H, BT, H, D);          /* [B, T, H] */
             zero(m->d_fch, (size_t)BT * H);
             mvmoe_gelu_backward_ref(m->d_fch, m->d_fch_gelu, a.fch, (size_t)BT * H); /* [B, T, H] */

@@ -64,10 +64,10 @@ typedef struct mvmoe_vit_ref {
     float *moe_h;    /* [L, B·T·k, H] experts' fc1 outputs, per (item, choice) */
     float *moe_hg;   /* [L, B·T·k, H] GELU(moe_h) */
     float *moe_y;    /* [L, B·T·k, D] experts' outputs */
-    float *rz, *rnoise, *rp;  /* [R, n, E] router logits, noise, probabilities */
+    float *router_logits, *router_noise, *router_probs;  /* [R, n, E] router logits, noise, probabilities */
     float *rgate;             /* [R, n, k] */
-    float *rdz, *rdp;         /* [R, n, E] their gradients */
-    float *rdgate;            /* [R, n, k] */
+    float *d_router_logits, *d_router_probs;         /* [R, n, E] their gradients */
+    float *d_gates;            /* [R, n, k] */
     int *rexpert, *rkept;     /* [R, n, k] choices, and whether each runs */
     int32_t *rtarget;         /* [B] super-class targets of the router */
     int n_route, n_routers;   /* n and R above */

@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
                 noise_n = (size_t)a->n_plans * a->n_route * c->experts;
                 noise = malloc(sizeof(float) * noise_n);
                 if (!noise) return 1;
-                memcpy(noise, a->rnoise, sizeof(float) * noise_n);
+                memcpy(noise, a->router_noise, sizeof(float) * noise_n);
             }
             memcpy(logits, a->logits, sizeof(float) * (size_t)B * K);
             memcpy(snap, m->grad_mem, sizeof(float) * L->total);
