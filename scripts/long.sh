@@ -15,15 +15,25 @@
 # When every run is done, `bash scripts/long.sh collect` copies each run's eval JSON, metrics and
 # log to docs/results/long/ and writes the report there (report.json + report.html).
 #
-# Environment: MVMOE [build/mvmoe] OUT [runs/long] JOBS [2] THREADS [1] EPOCHS [35] SEEDS ["0 1"]
+# Environment: MVMOE [OUT/bin/mvmoe, a copy of build/mvmoe made at the first start] OUT [runs/long] JOBS [2] THREADS [1] EPOCHS [35] SEEDS ["0 1"]
 #   EXTRA_SEEDS ["0"] ONLY [regex of run names] JOB_END [0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/long}
 EPOCHS=${EPOCHS:-35}
 TITLE="Dense vs Mobile V-MoE on Fashion-MNIST at full budget ($EPOCHS epochs)"
-mkdir -p "$OUT/maps"
+mkdir -p "$OUT/maps" "$OUT/bin"
 [ -f "$OUT/maps/fmnist_E4.json" ] || cp docs/results/main/superclasses.json "$OUT/maps/fmnist_E4.json"
+# one binary for the whole study, so that a run continued in a later session (--resume) steps
+# with the same arithmetic as its first part: a copy of build/mvmoe made at the first start
+if [ -z "${MVMOE:-}" ]; then
+    if [ ! -x "$OUT/bin/mvmoe" ]; then
+        [ -x build/mvmoe ] || { echo "long: build/mvmoe is missing; run make first" >&2; exit 1; }
+        cp build/mvmoe "$OUT/bin/mvmoe"
+    fi
+    MVMOE=$OUT/bin/mvmoe
+fi
+export MVMOE
 
 if [ "${1:-}" != collect ]; then # the runs
     SET=long EPOCHS=$EPOCHS WARMUP=2 EVAL_EVERY=1 OUT=$OUT MAPS=$OUT/maps JOBS=${JOBS:-2} \
@@ -55,5 +65,5 @@ for f in "$OUT"/*/test.json; do
     done
 done
 [ ${#args[@]} -gt 0 ] || { echo "long: no finished run in $OUT" >&2; exit 1; }
-"${MVMOE:-build/mvmoe}" report --out "$DOCS/report.html" --json "$DOCS/report.json" --title "$TITLE" \
+"$MVMOE" report --out "$DOCS/report.html" --json "$DOCS/report.json" --title "$TITLE" \
     --superclasses "$DOCS/superclasses.json" "${args[@]}"
