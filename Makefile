@@ -13,6 +13,15 @@ BLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS  += -ldnnl $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR) -lcjson -lmetis -lpng -ljpeg -lz \
            -lprotobuf-c -lm
 LDFLAGS += -fopenmp
+# Data-parallel training under mpirun (src/train/dist.c, docs/SCALING.md): Debian's OpenMPI when
+# its headers are installed; MVMOE_MPI=0 builds without MPI (then one process only).
+MVMOE_MPI ?= $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MVMOE_MPI),1)
+MPI_CFLAGS := -DMVMOE_MPI=1 $(shell pkg-config --cflags ompi-c)
+LDLIBS  += $(shell pkg-config --libs ompi-c)
+else
+MPI_CFLAGS := -DMVMOE_MPI=0
+endif
 
 LIB_SRC  := $(shell find src -name '*.c' | sort)
 CLI_SRC  := $(wildcard cli/*.c)
@@ -52,6 +61,9 @@ $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h &: third_party/onnx/onnx.proto
 
 $(GEN)/onnx.pb-c.o: $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h
 	$(CC) $(CFLAGS) -I$(GEN) -c -o $@ $<
+
+# only the MPI module sees mpi.h
+$(BUILD)/src/train/dist.o $(BUILD)/pic/src/train/dist.o: CFLAGS += $(MPI_CFLAGS)
 
 # the exporter includes the generated header
 $(BUILD)/src/io/onnx_export.o: CFLAGS += -I$(GEN)

@@ -248,7 +248,8 @@ static int run(train_args *t) {
     int prog_open = 0;
 
     if (t->threads_given) mvmoe_set_threads(t->o.threads);
-    if ((rc = check_out_folder(t->out)) != 0) goto done;
+    const int rank = mvmoe_dist_rank(); /* under mpirun only rank 0 writes files and reports */
+    if (rank == 0 && (rc = check_out_folder(t->out)) != 0) goto done;
 
     const char *ckpt = t->resume ? t->out : t->init;
     if (ckpt) {
@@ -303,6 +304,7 @@ static int run(train_args *t) {
     }
     if (rc) goto done;
 
+    if (rank != 0) goto train; /* no metrics file, no report */
     if (!t->metrics) {
         size_t len = strlen(t->out) + sizeof ".metrics.jsonl";
         metrics_path = malloc(len);
@@ -336,16 +338,23 @@ static int run(train_args *t) {
     if (mvmoe_get_precision() != MVMOE_PRECISION_FP32)
         printf("precision: %s products (--precision; results are not fp32's)\n",
                mvmoe_precision_name(mvmoe_get_precision()));
+    if (mvmoe_dist_size() > 1)
+        printf("data parallel: %d ranks, each with its share of every batch of %d (docs/SCALING.md)\n",
+               mvmoe_dist_size(), t->o.batch);
     fflush(stdout);
 
-
+train:
     t->o.out_path = t->out;
     t->o.resume_path = t->resume ? t->out : NULL;
     mvmoe_cli_stopsig_arm(1); /* SIGINT/SIGTERM: save and exit 130 (stopsig.h) */
     mvmoe_status st = mvmoe_train(m, &ds, train_idx, n_train, val_idx, n_val, &t->o,
-                                  mvmoe_cli_progress_fn, &prog);
+                                  prog_open ? mvmoe_cli_progress_fn : NULL, &prog);
     mvmoe_cli_stopsig_arm(0);
-    mvmoe_cli_progress_clear(&prog);
+    if (prog_open) mvmoe_cli_progress_clear(&prog);
+    if (st == MVMOE_ERR_INTERRUPTED && rank != 0) {
+        rc = MVMOE_EXIT_INTERRUPTED; /* rank 0 saved and says so */
+        goto done;
+    }
     if (st == MVMOE_ERR_INTERRUPTED) {
         if (prog.last_step > 0)
             fprintf(stderr, "mvmoe train: interrupted after step %lld; checkpoint saved to '%s' (continue with --resume)\n",
@@ -359,6 +368,7 @@ static int run(train_args *t) {
         rc = mvmoe_cli_fail("train");
         goto done;
     }
+    if (rank != 0) goto done; /* the weights are rank 0's, bit for bit */
     if (mvmoe_model_save(m, t->out) != MVMOE_OK) {
         rc = mvmoe_cli_fail("train");
         goto done;
@@ -411,5 +421,20 @@ int mvmoe_cmd_train(int argc, char **argv) {
     if (mvmoe_cli_stopsig_start() != 0)
         fprintf(stderr, "mvmoe train: warning: cannot start the signal thread (%s); Ctrl-C and SIGTERM will stop training without saving a checkpoint\n",
                 strerror(errno));
-    return run(&t);
+    /* after the signals are blocked, so that MPI's threads inherit the mask; a no-op unless
+     * launched by mpirun */
+    if (mvmoe_dist_init() != MVMOE_OK) return mvmoe_cli_fail("train");
+    const int rank = mvmoe_dist_rank(), ranks = mvmoe_dist_size();
+    /* the other ranks are quiet: rank 0 prints the run; errors still go to each one's stderr */
+    if (rank != 0 && !freopen("/dev/null", "w", stdout))
+        fprintf(stderr, "mvmoe train: rank %d: warning: cannot silence stdout: %s\n", rank, strerror(errno));
+    rc = run(&t);
+    if (ranks > 1 && rc != 0 && rc != MVMOE_EXIT_INTERRUPTED) {
+        /* the others wait in the next collective: end them all now, naming the cause */
+        fprintf(stderr, "mvmoe train: rank %d: failed (exit %d, its error above); aborting all %d ranks\n",
+                rank, rc, ranks);
+        mvmoe_dist_abort(rc);
+    }
+    mvmoe_dist_finalize();
+    return rc;
 }

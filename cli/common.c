@@ -8,14 +8,21 @@ int mvmoe_cli_verbose;
 
 int mvmoe_cli_fail(const char *cmd) {
     const char *msg = mvmoe_last_error(), *where = mvmoe_last_error_where();
-    fprintf(stderr, "mvmoe %s: error: %s\n", cmd, msg && *msg ? msg : "unknown failure");
+    if (mvmoe_dist_size() > 1) /* under mpirun: which rank failed */
+        fprintf(stderr, "mvmoe %s: rank %d: error: %s\n", cmd, mvmoe_dist_rank(), msg && *msg ? msg : "unknown failure");
+    else
+        fprintf(stderr, "mvmoe %s: error: %s\n", cmd, msg && *msg ? msg : "unknown failure");
     if (mvmoe_cli_verbose && where && *where) fprintf(stderr, "  (raised at %s)\n", where);
     return MVMOE_EXIT_FAIL;
 }
 
 int mvmoe_cli_fail_flag(const char *cmd, const char *flag) {
     const char *msg = mvmoe_last_error(), *where = mvmoe_last_error_where();
-    fprintf(stderr, "mvmoe %s: error: %s: %s\n", cmd, flag, msg && *msg ? msg : "unknown failure");
+    if (mvmoe_dist_size() > 1)
+        fprintf(stderr, "mvmoe %s: rank %d: error: %s: %s\n", cmd, mvmoe_dist_rank(), flag,
+                msg && *msg ? msg : "unknown failure");
+    else
+        fprintf(stderr, "mvmoe %s: error: %s: %s\n", cmd, flag, msg && *msg ? msg : "unknown failure");
     if (mvmoe_cli_verbose && where && *where) fprintf(stderr, "  (raised at %s)\n", where);
     return MVMOE_EXIT_FAIL;
 }

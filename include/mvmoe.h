@@ -387,6 +387,23 @@ const char *mvmoe_precision_name(mvmoe_precision p);
  * (cli/stopsig.c). */
 void mvmoe_request_stop(void);
 
+/* ---------------------------------------------------------------- data-parallel training
+ * `mpirun -np N mvmoe train ...` (docs/SCALING.md): each rank trains on its contiguous share
+ * of every global batch, the gradients are summed across ranks before clipping and AdamW, so
+ * every rank keeps the same weights and optimizer state. */
+
+/* Starts MPI when the process was launched by mpirun (OMPI_COMM_WORLD_SIZE or PMIX_SIZE in the
+ * environment), otherwise does nothing: one process is rank 0 of 1. Call it once, before
+ * mvmoe_train, from the main thread, after blocking SIGINT/SIGTERM (threads MPI starts inherit
+ * the mask). Fails when launched with several ranks by a build without MPI. */
+mvmoe_status mvmoe_dist_init(void);
+int mvmoe_dist_rank(void); /* 0 without MPI */
+int mvmoe_dist_size(void); /* 1 without MPI */
+/* Ends every rank of the job with `code` (MPI_Abort); returns only when MPI is not running. */
+void mvmoe_dist_abort(int code);
+/* MPI_Finalize when mvmoe_dist_init started MPI; then one process again. */
+void mvmoe_dist_finalize(void);
+
 /* ---------------------------------------------------------------- benchmarks
  * What `mvmoe bench` and build/bench/peak measure (docs/PERFORMANCE.md, "Benchmarks").
  * Times are wall-clock (CLOCK_MONOTONIC); FLOPs count 2 per multiply-add. */

@@ -158,6 +158,10 @@ typedef struct mvmoe_pass {
     float capacity_ratio;     /* token-learned expert capacity factor in training; 0: none */
     int route_noise;          /* learned routing adds N(0, 1/E²) noise to router logits in training */
     const int *superclass_of; /* [K] targets of the per-image router; NULL: the config's map */
+    /* data-parallel training (train/dist.h): this batch is images [batch_offset, batch_offset
+     * + B) of a global batch of batch_global (0: the batch is the whole batch); drop-path
+     * masks are drawn for the global batch, so an image's mask is that of its global position */
+    int batch_offset, batch_global;
 } mvmoe_pass;
 
 /* Forward pass on a normalized batch a->img [B, C, S, S] → a->logits [B, K]. t (may be NULL)

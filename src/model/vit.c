@@ -17,15 +17,19 @@
 /* ---------------------------------------------------------------- helpers */
 /* Stochastic depth (Huang et al. 2016, as in DeiT): each residual branch of each sample is
  * dropped with rate p_l = drop_path · l/(depth-1) and survivors scaled by 1/(1-p_l). */
-static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint64_t seed,
-                            int64_t step) {
+static void drop_path_masks(float *keep, int depth, int B, int off, int Bg, float drop_path,
+                            uint64_t seed, int64_t step) {
+    /* one stream over the global batch's [2·Bg] draws a layer (attention branches, then MLP
+     * branches); this batch keeps its images' slice, so N processes draw what one would */
     mvmoe_rng r;
     mvmoe_rng_init(&r, seed ^ 0xD509A7u, (uint64_t)step);
     for (int l = 0; l < depth; l++) {
         float p = depth > 1 ? drop_path * (float)l / (float)(depth - 1) : drop_path;
-        for (int j = 0; j < 2 * B; j++)
-            keep[(size_t)l * 2 * B + j] =
-                p <= 0 ? 1.0f : (mvmoe_rng_uniform(&r) < p ? 0.0f : 1.0f / (1.0f - p));
+        for (int j = 0; j < 2 * Bg; j++) {
+            const float v = p <= 0 ? 1.0f : (mvmoe_rng_uniform(&r) < p ? 0.0f : 1.0f / (1.0f - p));
+            const int branch = j >= Bg, b = j - branch * Bg - off;
+            if (b >= 0 && b < B) keep[(size_t)l * 2 * B + (size_t)branch * B + b] = v;
+        }
     }
 }
 
@@ -307,7 +311,8 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
 
     if (a->training) {
         if (drop_path > 0)
-            drop_path_masks(a->keep, c->depth, B, drop_path, seed, step);
+            drop_path_masks(a->keep, c->depth, B, t->batch_global > 0 ? t->batch_offset : 0,
+                            t->batch_global > 0 ? t->batch_global : B, drop_path, seed, step);
         else
             for (size_t i = 0; i < (size_t)c->depth * 2 * B; i++) a->keep[i] = 1.0f;
     }

@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "core/status.h"
+#include "train/dist.h"
 #include "train/step.h"
 
 void mvmoe_step_options_from(mvmoe_step_options *s, const mvmoe_train_options *o) {
@@ -26,6 +27,24 @@ static const char *first_bad_tensor(const mvmoe_model *m) {
     return "(none: the loss itself)";
 }
 
+/* Data parallel: each rank's loss and gradient are means over its B of the global batch's Bg
+ * images (1/B normalization); weighted by B/Bg and summed over the ranks they are the global
+ * batch's means, what one process computes on the whole batch (to float rounding). The sum
+ * comes out the same on every rank, so clipping and AdamW keep the ranks' states identical. */
+static mvmoe_status reduce_over_ranks(mvmoe_model *m, mvmoe_step_result *r, int B, int Bg) {
+    const float w = (float)B / (float)Bg;
+    float *g = m->grad_mem;
+    const long long n = (long long)m->layout.total;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (long long i = 0; i < n; i++) g[i] *= w;
+    MVMOE_TRY(mvmoe_dist_allreduce_sum_f32(g, m->layout.total));
+    const double wd = (double)B / (double)Bg;
+    double l[4] = {r->loss * wd, r->loss_ce * wd, r->loss_router * wd, r->loss_aux * wd};
+    MVMOE_TRY(mvmoe_dist_allreduce_sum_f64(l, 4));
+    r->loss = l[0], r->loss_ce = l[1], r->loss_router = l[2], r->loss_aux = l[3];
+    return MVMOE_OK;
+}
+
 mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe_step_options *o,
                               mvmoe_step_result *r) {
     mvmoe_acts *a = &m->train_acts;
@@ -43,6 +62,7 @@ mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe
     r->loss_ce = a->loss_ce, r->loss_router = a->loss_router, r->loss_aux = a->loss_aux;
     const double t2 = mvmoe_clock_seconds();
     mvmoe_vit_backward(m, a, B);
+    if (o->global_batch > 0 && mvmoe_dist_size() > 1) MVMOE_TRY(reduce_over_ranks(m, r, B, o->global_batch));
     const double t3 = mvmoe_clock_seconds();
     r->grad_norm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, o->clip_norm);
     r->t_pack = t1 - t0, r->t_forward = t2 - t1, r->t_backward = t3 - t2;

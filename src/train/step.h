@@ -12,6 +12,10 @@ typedef struct mvmoe_step_options {
     mvmoe_pass pass;   /* drop path, seed and MoE loss settings; pass.step is set from m->step */
     float clip_norm;   /* global gradient-norm clip; <= 0: none */
     mvmoe_adamw adamw; /* this step's learning rate and AdamW hyper-parameters */
+    /* data-parallel (train/dist.h): > 0 when m->train_acts holds this rank's share of a global
+     * batch of this many images; the gradients and losses are then summed over the ranks,
+     * weighted so that they are the global batch's mean, before clipping and AdamW */
+    int global_batch;
 } mvmoe_step_options;
 
 typedef struct mvmoe_step_result {
@@ -27,7 +31,8 @@ void mvmoe_step_options_from(mvmoe_step_options *s, const mvmoe_train_options *o
 
 /* One step on the batch in m->train_acts (img and targets filled by the caller, for B =
  * m->train_acts.B images; labels [B] for the router's super-class loss, may be NULL for dense
- * models): takes optimizer step m->step + 1. A non-finite loss or gradient norm fails with
+ * models): takes optimizer step m->step + 1. Under several ranks with o->global_batch set, a
+ * collective: every rank must call it for the same step. A non-finite loss or gradient norm fails with
  * MVMOE_ERR_NUMERIC before AdamW, the weights and m->step untouched, naming the first tensor
  * with a non-finite gradient. Needs mvmoe_model_train_init. Allocates nothing once the packed
  * weights exist. */

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/step.h"
 
@@ -263,12 +264,30 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset has %d classes, the model's head only %d",
                    ds->num_classes, c->num_classes);
     if (o->threads > 0) mvmoe_set_threads(o->threads);
+    /* data parallel (dist.h, docs/SCALING.md): rank r trains on images [off, off + b) of every
+     * global batch of B; what would make N ranks compute other than one process is refused */
+    const int rank = mvmoe_dist_rank(), ranks = mvmoe_dist_size();
+    if (ranks > 1) {
+        if (o->batch < ranks)
+            MVMOE_FAIL(MVMOE_ERR_INVALID, "--batch %d is smaller than the %d ranks; every rank needs "
+                       "at least one image of each batch", o->batch, ranks);
+        if (o->mixup > 0 || o->cutmix > 0)
+            MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "--mixup/--cutmix pair images across the whole batch, "
+                       "which is split over %d ranks; train without them, or in one process", ranks);
+        if (c->routing == MVMOE_ROUTING_IMAGE_LEARNED || c->routing == MVMOE_ROUTING_TOKEN_LEARNED)
+            MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "learned routing's importance and load losses (and "
+                       "token routing's expert capacity) are statistics of the whole batch, which is "
+                       "split over %d ranks; use dense or image-superclass routing, or one process", ranks);
+    }
+    int off = 0, Bl = o->batch;
+    mvmoe_dist_share(o->batch, rank, ranks, &off, &Bl);
+    if (rank != 0) cb = NULL; /* rank 0 reports */
 
     const int B = o->batch, K = c->num_classes, S = c->img_size;
     const int steps_per_epoch = n_train / B; /* the last partial batch is dropped, as timm does */
     const int64_t total = (int64_t)steps_per_epoch * o->epochs;
     const int64_t warmup = (int64_t)llround((double)o->warmup_epochs * steps_per_epoch);
-    MVMOE_TRY(mvmoe_model_train_init(m, B));
+    MVMOE_TRY(mvmoe_model_train_init(m, Bl));
     char settings[SETTINGS_CAP];
     settings_text(settings, sizeof settings, o, n_train);
     free(m->ema_mem);
@@ -290,7 +309,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
 
     int32_t *order, *labels;
     MVMOE_ALLOC(order, n_train, "epoch order");
-    labels = malloc(sizeof(int32_t) * (size_t)B);
+    labels = malloc(sizeof(int32_t) * (size_t)Bl);
     if (!labels) {
         free(order);
         MVMOE_FAIL(MVMOE_ERR_NOMEM, "label buffer");
@@ -300,6 +319,11 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                          .erase_prob = o->erase_prob};
     mvmoe_step_options so;
     mvmoe_step_options_from(&so, o);
+    if (ranks > 1) {
+        so.global_batch = B;
+        so.pass.batch_offset = off;
+        so.pass.batch_global = B;
+    }
     mvmoe_acts *a = &m->train_acts;
     mvmoe_status s = MVMOE_OK;
     double t_start = mvmoe_clock_seconds(), t_epoch = t_start;
@@ -321,15 +345,16 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             correct = seen = 0;
             t_epoch = mvmoe_clock_seconds();
         }
-        const int32_t *idx = order + (size_t)si * B;
+        const int32_t *idx = order + (size_t)si * B + off; /* this rank's share */
         /* batch: augmented images, smoothed (and possibly mixed) targets */
         /* a failure here (e.g. --crop-pad larger than the image) is the real cause to report,
          * not the NaN loss an unfilled batch would give */
-        s = mvmoe_augment_batch(a->img, ds, idx, B, S, c->mean, c->std, &aug, o->seed,
-                                (uint64_t)m->step * (uint64_t)B);
+        /* an image's augmentation stream is its global position's, whichever rank draws it */
+        s = mvmoe_augment_batch(a->img, ds, idx, Bl, S, c->mean, c->std, &aug, o->seed,
+                                (uint64_t)m->step * (uint64_t)B + (uint64_t)off);
         if (s != MVMOE_OK) break;
-        for (int i = 0; i < B; i++) labels[i] = ds->labels[idx[i]];
-        mvmoe_targets_smoothed(a->targets, labels, B, K, o->label_smoothing);
+        for (int i = 0; i < Bl; i++) labels[i] = ds->labels[idx[i]];
+        mvmoe_targets_smoothed(a->targets, labels, Bl, K, o->label_smoothing);
         if (o->mixup > 0 || o->cutmix > 0)
             mvmoe_mix_batch(a->img, a->targets, B, c->in_chans, S, K, o->mixup, o->cutmix, o->seed,
                             (uint64_t)m->step);
@@ -356,13 +381,24 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             for (long long i = 0; i < nt; i++) e[i] = d * e[i] + (1.0f - d) * w[i];
         }
 
-        for (int i = 0; i < B; i++) {
+        int64_t right = 0;
+        for (int i = 0; i < Bl; i++) {
             const float *row = a->logits + (size_t)i * K;
             int best = 0;
             for (int k = 1; k < K; k++)
                 if (row[k] > row[best]) best = k;
-            correct += best == labels[i];
+            right += best == labels[i];
         }
+        /* the stop flag too: a signal to any rank stops all of them after this same step */
+        int stop = __atomic_exchange_n(&stop_requested, 0, __ATOMIC_RELAXED);
+        if (ranks > 1) {
+            double v[2] = {(double)right, (double)stop};
+            s = mvmoe_dist_allreduce_sum_f64(v, 2);
+            if (s != MVMOE_OK) break;
+            right = (int64_t)v[0];
+            stop = v[1] > 0;
+        }
+        correct += right;
         seen += B;
         loss_sum += loss;
 
@@ -387,7 +423,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             pr.images_per_s = (double)seen / (t - t_epoch);
             pr.val_acc = pr.val_loss = -1;
             int last = m->step == total;
-            if (n_val > 0 && ((o->eval_every > 0 && (epoch + 1) % o->eval_every == 0) || last)) {
+            if (rank == 0 && n_val > 0 && ((o->eval_every > 0 && (epoch + 1) % o->eval_every == 0) || last)) {
                 mvmoe_eval_result r;
                 s = mvmoe_evaluate(m, ds, val_idx, n_val, B, &r, NULL);
                 if (s != MVMOE_OK) break;
@@ -395,13 +431,13 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                 pr.val_loss = (float)r.loss;
                 mvmoe_eval_result_free(&r);
             }
-            if (o->out_path) s = save_all(m, o->out_path, settings);
-            if (s == MVMOE_OK && o->out_path && o->keep_every > 0 && (epoch + 1) % o->keep_every == 0)
+            if (rank == 0 && o->out_path) s = save_all(m, o->out_path, settings);
+            if (s == MVMOE_OK && rank == 0 && o->out_path && o->keep_every > 0 && (epoch + 1) % o->keep_every == 0)
                 s = save_kept(m, o->out_path, epoch + 1);
             if (cb) cb(&pr, user);
         }
-        if (s == MVMOE_OK && __atomic_exchange_n(&stop_requested, 0, __ATOMIC_RELAXED)) {
-            if (o->out_path && !epoch_end) s = save_all(m, o->out_path, settings);
+        if (s == MVMOE_OK && stop) {
+            if (rank == 0 && o->out_path && !epoch_end) s = save_all(m, o->out_path, settings);
             if (s == MVMOE_OK)
                 s = mvmoe_error_set(MVMOE_ERR_INTERRUPTED, __FILE__, __LINE__,
                                     "interrupted at step %lld%s%s", (long long)m->step,
@@ -411,7 +447,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         if (o->max_steps > 0 && m->step - step0 >= o->max_steps) break;
     }
     /* stopped early (--max-steps) between epoch ends: save so --resume can continue */
-    if (s == MVMOE_OK && o->out_path && m->step % steps_per_epoch != 0 && m->step != step0)
+    if (s == MVMOE_OK && rank == 0 && o->out_path && m->step % steps_per_epoch != 0 && m->step != step0)
         s = save_all(m, o->out_path, settings);
     if (s == MVMOE_OK && cb) {
         pr.event = 2;
