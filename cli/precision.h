@@ -1,4 +1,4 @@
-/* --precision fp32|bf16: the precision of the layers' products (mvmoe_set_precision), shared
+/* --precision fp32|bf16|int8: the precision of the layers' products (mvmoe_set_precision), shared
  * by the commands that run a model (train, eval, predict, bench). */
 #ifndef MVMOE_CLI_PRECISION_H
 #define MVMOE_CLI_PRECISION_H
@@ -8,7 +8,9 @@
 #define MVMOE_CLI_PRECISION_HELP                                                               \
     "  --precision P       fp32 (default) or bf16: the layers' products with bfloat16 operands\n" \
     "                      and fp32 sums, on AMX / AVX-512 BF16 (faster; results are no longer\n" \
-    "                      fp32's: docs/PERFORMANCE.md, \"bf16 products\")\n"
+    "                      fp32's: docs/PERFORMANCE.md, \"bf16 products\"), or int8 (eval,\n" \
+    "                      predict: int8 weights per channel, activations per token, int32\n" \
+    "                      sums; docs/EDGE.md, \"int8\")\n"
 
 /* If the current flag is --precision: reads it and applies it to the process, sets *rc (0,
  * MVMOE_EXIT_USAGE for an unknown name, MVMOE_EXIT_FAIL if this CPU has no bf16 kernel) and

@@ -373,10 +373,15 @@ void mvmoe_set_threads(int n);
  * docs/PERFORMANCE.md, "bf16 products"). Attention, normalization, activations, the loss and
  * the optimizer stay fp32. MVMOE_ERR_UNSUPPORTED if this CPU has no bf16 kernel. Set it
  * before training or inference starts, not while another thread runs the library. */
-typedef enum { MVMOE_PRECISION_FP32 = 0, MVMOE_PRECISION_BF16 } mvmoe_precision;
+/* MVMOE_PRECISION_INT8 (inference only: training refuses it) runs the same products with
+ * int8 weights (symmetric, per output channel, quantized once with the packed copies) and
+ * int8 activations (per token, at run time), int32 sums, fp32 out; the router, the head,
+ * attention, normalization and activations stay fp32 (docs/EDGE.md, "int8"). Plain C where
+ * the CPU lacks AVX-512 VNNI, with the same results. */
+typedef enum { MVMOE_PRECISION_FP32 = 0, MVMOE_PRECISION_BF16, MVMOE_PRECISION_INT8 } mvmoe_precision;
 mvmoe_status mvmoe_set_precision(mvmoe_precision p);
 mvmoe_precision mvmoe_get_precision(void);
-/* "fp32" or "bf16" */
+/* "fp32", "bf16" or "int8" */
 const char *mvmoe_precision_name(mvmoe_precision p);
 
 /* Asks a running mvmoe_train to save a checkpoint at the end of the current step and return

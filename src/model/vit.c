@@ -33,7 +33,7 @@ static void drop_path_masks(float *keep, int depth, int B, float drop_path, uint
  * (the products then take the plain weights: same values to float rounding). */
 static const mvmoe_packed *packed_for(const mvmoe_model *m) {
     const mvmoe_packed *pk = &m->packed;
-    return pk->mem && pk->version == m->params_version && pk->bf16 == (mvmoe_get_precision() == MVMOE_PRECISION_BF16) ? pk : NULL;
+    return pk->mem && pk->version == m->params_version && pk->precision == (int)mvmoe_get_precision() ? pk : NULL;
 }
 
 /* The weights of block l's experts (consecutive layout slots). */
