@@ -123,6 +123,13 @@ typedef struct mvmoe_load_options {
 mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_load_options *opts);
 /* Writes the weights (and config metadata) atomically: temp file, fsync, rename. */
 mvmoe_status mvmoe_model_save(const mvmoe_model *m, const char *path);
+/* The same with the weights of the int8 products (patch embedding, qkv, proj, fc1, fc2,
+ * experts) as I8 tensors, symmetric per output channel, each with an F32 scale tensor
+ * "<name>_scale"; the rest F32; metadata "quantization" = MVMOE_INT8_QUANTIZATION
+ * (docs/CHECKPOINT_FORMAT.md, "int8 checkpoints"). mvmoe_model_load reads such files (the
+ * weights dequantized to fp32; MVMOE_PRECISION_INT8 re-derives the same int8 values). */
+#define MVMOE_INT8_QUANTIZATION "int8-symmetric-per-output-channel"
+mvmoe_status mvmoe_model_save_int8(const mvmoe_model *m, const char *path);
 void mvmoe_model_free(mvmoe_model *m);
 /* "Upcycling": fills the MoE model `moe` from a dense model of the same shape: every shared
  * tensor copied, each MoE block's experts all copies of that block's dense MLP; routers keep

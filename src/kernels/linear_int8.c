@@ -64,12 +64,28 @@ __attribute__((noinline)) static float dequant(int32_t acc, float sa, float sw, 
     return b ? v + b[j] : v;
 }
 
+/* A weight scale that survives a round trip through the int8 checkpoint: a row dequantized
+ * with s (w = q·s, max |q| = 127, so max |w| = fl(127·s)) is quantized again with
+ * fl(fl(127·s)/127), which is s itself when s is a fixed point of that map. The map moves s
+ * by an ulp at most, and lands on a fixed point within a step or two; so eval --precision
+ * int8 of a quantized checkpoint runs exactly the int8 weights and scales that it stores
+ * (tests/kernels/test_int8.c checks the round trip). */
+static float stable_scale(float s) {
+    for (int i = 0; i < 8; i++) {
+        volatile float up = 127.0f * s; /* volatile: two roundings, as in the loader's product */
+        const float next = up / 127.0f;
+        if (next == s) break;
+        s = next;
+    }
+    return s;
+}
+
 void mvmoe_int8_quantize_rows(int8_t *q, float *scale, const float *w, int N, int K) {
     for (int j = 0; j < N; j++) {
         float s = 0.0f, inv = 0.0f;
         const float *row = w + (size_t)j * K;
         if (row_scale(row, K, &s, &inv)) s = NAN, inv = 0.0f; /* callers check weights first */
-        scale[j] = s;
+        scale[j] = isfinite(s) ? stable_scale(s) : s;
         for (int k = 0; k < K; k++) q[(size_t)j * K + k] = quant(row[k], inv);
     }
 }

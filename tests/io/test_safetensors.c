@@ -388,7 +388,7 @@ static void test_roundtrip(const char *path) {
     float a[6] = {-1, -0.5f, 0, 0.5f, 1, 1.5f}, sc = 3.25f;
     float bv[5] = {-0.0f, 1e-40f, FLT_MAX, INFINITY, NAN};
     mvmoe_st_out t[4] = {
-        {"a", 2, {2, 3}, a}, {"empty", 2, {0, 4}, NULL}, {"s", 0, {0}, &sc}, {"b", 1, {5}, bv}};
+        {"a", 2, {2, 3}, a, NULL}, {"empty", 2, {0, 4}, NULL, NULL}, {"s", 0, {0}, &sc, NULL}, {"b", 1, {5}, bv, NULL}};
     const char *keys[] = {"config", "format"}, *vals[] = {"{\"x\":1}", "pt"};
     mvmoe_status s = mvmoe_st_write(path, t, 4, keys, vals, 2);
     CHECK(s == MVMOE_OK, "write: %s", mvmoe_last_error());
@@ -491,7 +491,7 @@ static int disk_full_child(const char *path, rlim_t limit, size_t numel, const c
     if (setrlimit(RLIMIT_FSIZE, &rl) != 0 || signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return 2;
     float *big = calloc(numel, sizeof *big);
     if (!big) return 2;
-    mvmoe_st_out t = {"big", 1, {(int64_t)numel}, big};
+    mvmoe_st_out t = {"big", 1, {(int64_t)numel}, big, NULL};
     mvmoe_status s = mvmoe_st_write(path, &t, 1, NULL, NULL, 0);
     free(big);
     char tmp[600];
@@ -514,7 +514,7 @@ static void test_write_failures(const char *path) {
     /* Directory that does not exist. */
     snprintf(other, sizeof other, "%s/no/such/dir/m.safetensors", g_dir);
     float x[2] = {1, 2};
-    mvmoe_st_out t = {"x", 1, {2}, x};
+    mvmoe_st_out t = {"x", 1, {2}, x, NULL};
     mvmoe_status s = mvmoe_st_write(other, &t, 1, NULL, NULL, 0);
     CHECK(s == MVMOE_ERR_IO && strstr(mvmoe_last_error(), other) &&
               strstr(mvmoe_last_error(), strerror(ENOENT)),
@@ -553,11 +553,11 @@ static void test_write_failures(const char *path) {
 
     /* Invalid arguments: rejected before anything is created. */
     snprintf(other, sizeof other, "%s/invalid.safetensors", g_dir);
-    mvmoe_st_out dup[2] = {{"x", 1, {2}, x}, {"x", 1, {2}, x}};
+    mvmoe_st_out dup[2] = {{"x", 1, {2}, x, NULL}, {"x", 1, {2}, x, NULL}};
     mvmoe_st_out bad[] = {
-        {NULL, 1, {2}, x},        {"neg", 1, {-1}, x},           {"nd9", 9, {1}, x},
-        {"ndneg", -1, {1}, x},    {"__metadata__", 1, {2}, x},   {"nodata", 1, {2}, NULL},
-        {"bad\xff", 1, {2}, x},   {"big", 2, {INT64_MAX, 2}, x},
+        {NULL, 1, {2}, x, NULL},        {"neg", 1, {-1}, x, NULL},           {"nd9", 9, {1}, x, NULL},
+        {"ndneg", -1, {1}, x, NULL},    {"__metadata__", 1, {2}, x, NULL},   {"nodata", 1, {2}, NULL, NULL},
+        {"bad\xff", 1, {2}, x, NULL},   {"big", 2, {INT64_MAX, 2}, x, NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         s = mvmoe_st_write(other, &bad[i], 1, NULL, NULL, 0);

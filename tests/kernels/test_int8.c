@@ -34,6 +34,29 @@ static void test_quantize_rules(void) {
     CHECK(isnan(s[0]), "a row with a NaN gets a NaN scale (callers refuse it), got %g", (double)s[0]);
 }
 
+/* The checkpoint round trip: quantize, dequantize (w = q·s, as the loader does), quantize
+ * again: the same int8 values and the same scales, bit for bit, over rows of many
+ * magnitudes (else eval --precision int8 of a quantized file would not run what it stores). */
+static void test_round_trip(void) {
+    enum { N = 4000, K = 37 };
+    mvmoe_rng r;
+    mvmoe_rng_init(&r, 11, 2);
+    float *w = kc_alloc((size_t)N * K), *back = kc_alloc((size_t)N * K), s1[N], s2[N];
+    static int8_t q1[N * K], q2[N * K];
+    for (int j = 0; j < N; j++) {
+        const float mag = powf(2.0f, 12.0f * mvmoe_rng_uniform(&r) - 10.0f);
+        kc_fill_normal(w + (size_t)j * K, K, &r, mag);
+    }
+    mvmoe_int8_quantize_rows(q1, s1, w, N, K);
+    for (size_t i = 0; i < (size_t)N * K; i++) back[i] = (float)q1[i] * s1[i / K];
+    mvmoe_int8_quantize_rows(q2, s2, back, N, K);
+    int bad_q = 0, bad_s = 0;
+    for (size_t i = 0; i < (size_t)N * K; i++) bad_q += q1[i] != q2[i];
+    for (int j = 0; j < N; j++) bad_s += s1[j] != s2[j];
+    CHECK(bad_q == 0 && bad_s == 0, "round trip: %d int8 values and %d scales changed", bad_q, bad_s);
+    free(w), free(back);
+}
+
 /* One shape: the dispatcher (fast path) vs the reference, bit for bit; and the error bound. */
 static void check_shape(int M, int K, int N, int with_bias, mvmoe_rng *r) {
     float *x = kc_alloc((size_t)M * K), *w = kc_alloc((size_t)N * K), *b = kc_alloc((size_t)N);
@@ -128,6 +151,7 @@ int main(void) {
     CHECK(strcmp(mvmoe_precision_name(MVMOE_PRECISION_INT8), "int8") == 0, "name of int8");
     printf("  int8 fast path here: %s\n", mvmoe_isa_vnni() ? "AVX-512 VNNI and plain C" : "plain C only (no VNNI)");
     test_quantize_rules();
+    test_round_trip();
     test_products();
     test_nonfinite_row();
     TEST_MAIN_END("test_int8");
