@@ -7,7 +7,8 @@
 #    images (a tiny, barely trained model, whose close logits flip more easily than a trained
 #    model's: the vit-12x64 measurement in docs/EDGE.md is the accuracy claim);
 #  - the quantized file runs exactly what the fp32 file runs under --precision int8 (same
-#    logits, bit for bit), and 1 and 2 threads give the same logits;
+#    logits, bit for bit), and 1 and 2 threads, and the plain-C loop (MVMOE_ISA=avx2) vs
+#    VNNI, give the same logits;
 #  - eval (fp32, dequantized), info and predict read the quantized file;
 #  - a scale tensor with a NaN, one of the wrong shape, an int8 weight stored as F32 and an
 #    unknown quantization are refused with messages that name them; training under int8 too.
@@ -70,6 +71,11 @@ PYEOF
     --logits "$T/$m.int8m.f32" > /dev/null 2>&1
   if cmp -s "$T/$m.int8.f32" "$T/$m.int8m.f32"; then ok "$m: quantized file (2 threads) = fp32 file under int8 (1 thread), bit for bit"
   else bad "$m: the quantized file's int8 logits differ from the fp32 file's under --precision int8"; fi
+  # the plain-C int8 loop (no VNNI) gives the same bits as the VNNI one
+  MVMOE_ISA=avx2 "$MV" eval --model "$T/$m.q.safetensors" --data "$DATA" --max-images $N --precision int8 \
+    --logits "$T/$m.int8c.f32" > /dev/null 2>&1
+  if cmp -s "$T/$m.int8.f32" "$T/$m.int8c.f32"; then ok "$m: MVMOE_ISA=avx2 (plain-C int8 loop) = default path, bit for bit"
+  else bad "$m: the plain-C int8 loop's logits differ from the default path's"; fi
   if "$MV" eval --model "$T/$m.q.safetensors" --data "$DATA" --max-images 200 > "$T/$m.deq.log" 2>&1 \
      && "$MV" info "$T/$m.q.safetensors" > /dev/null 2>&1; then ok "$m: eval (fp32, dequantized) and info read the quantized file"
   else bad "$m: eval/info of the quantized file failed: $(tail -2 "$T/$m.deq.log")"; fi
