@@ -134,6 +134,9 @@ static int parse(bench_args *b, int argc, char **argv) {
     if (rc) return rc;
     if (!b->preset == !b->model)
         return mvmoe_args_error(&a, "give either --preset NAME or --model CKPT (exactly one)");
+    if (mvmoe_get_precision() == MVMOE_PRECISION_INT8)
+        return mvmoe_args_error(&a, "--precision int8 is inference-only and bench also times training steps: "
+                                    "bench fp32 or bf16 (int8 speed is not benchmarked yet; docs/EDGE.md)");
     if (b->o.check_path && mvmoe_get_precision() != MVMOE_PRECISION_FP32)
         return mvmoe_args_error(&a, "--check-out writes logits for checking fp32 frameworks against; "
                                     "run it without --precision %s", mvmoe_precision_name(mvmoe_get_precision()));

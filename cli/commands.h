@@ -12,5 +12,6 @@ int mvmoe_cmd_superclasses(int argc, char **argv);
 int mvmoe_cmd_bench(int argc, char **argv);
 int mvmoe_cmd_report(int argc, char **argv);
 int mvmoe_cmd_export(int argc, char **argv);
+int mvmoe_cmd_quantize(int argc, char **argv);
 
 #endif

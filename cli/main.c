@@ -25,6 +25,7 @@ static const command commands[] = {
     {"bench", mvmoe_cmd_bench, "training/inference speed, MFU and memory of a model"},
     {"report", mvmoe_cmd_report, "HTML report (inline SVG) and JSON summary of evaluated runs"},
     {"export", mvmoe_cmd_export, "write a checkpoint as an ONNX model (dense and per-image MoE)"},
+    {"quantize", mvmoe_cmd_quantize, "write a checkpoint with int8 weights (about 4x smaller)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -12,8 +12,9 @@ int mvmoe_cli_precision_flag(mvmoe_args *a, const char *cmd, int *rc) {
     mvmoe_precision p;
     if (strcmp(name, "fp32") == 0) p = MVMOE_PRECISION_FP32;
     else if (strcmp(name, "bf16") == 0) p = MVMOE_PRECISION_BF16;
+    else if (strcmp(name, "int8") == 0) p = MVMOE_PRECISION_INT8;
     else {
-        *rc = mvmoe_args_error(a, "invalid value '%s' for --precision: use fp32 or bf16", name);
+        *rc = mvmoe_args_error(a, "invalid value '%s' for --precision: use fp32, bf16 or int8", name);
         return 1;
     }
     *rc = 0;

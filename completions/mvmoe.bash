@@ -4,7 +4,7 @@
 # `source completions/mvmoe.bash`. tests/e2e/test_completion.sh checks these lists against
 # every command's --help, so a flag added to a command must be added here too.
 
-_mvmoe_commands="train eval predict info presets superclasses bench report export"
+_mvmoe_commands="train eval predict info presets superclasses bench report export quantize"
 
 # flags of each command, as its --help lists them
 _mvmoe_flags() {
@@ -31,6 +31,7 @@ _mvmoe_flags() {
         --save-weights --check-out --json --help" ;;
     report) echo "--out --json --title --superclasses --confusion --run --curve --help" ;;
     export) echo "--model --onnx --int8 --img-size --heads --mean --std --help" ;;
+    quantize) echo "--model --out --img-size --heads --mean --std --help" ;;
     esac
 }
 
@@ -72,7 +73,7 @@ _mvmoe() {
         --routing)
             COMPREPLY=($(compgen -W "dense image-superclass image-learned token-learned" -- "$cur")) ;;
         --method) COMPREPLY=($(compgen -W "metis spectral" -- "$cur")) ;;
-        --precision) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")) ;;
+        --precision) COMPREPLY=($(compgen -W "fp32 bf16 int8" -- "$cur")) ;;
         --split)
             if [[ $cmd == superclasses ]]; then COMPREPLY=($(compgen -W "val test" -- "$cur"))
             else COMPREPLY=($(compgen -W "train test" -- "$cur")); fi ;;

@@ -123,6 +123,13 @@ typedef struct mvmoe_load_options {
 mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_load_options *opts);
 /* Writes the weights (and config metadata) atomically: temp file, fsync, rename. */
 mvmoe_status mvmoe_model_save(const mvmoe_model *m, const char *path);
+/* The same with the weights of the int8 products (patch embedding, qkv, proj, fc1, fc2,
+ * experts) as I8 tensors, symmetric per output channel, each with an F32 scale tensor
+ * "<name>_scale"; the rest F32; metadata "quantization" = MVMOE_INT8_QUANTIZATION
+ * (docs/CHECKPOINT_FORMAT.md, "int8 checkpoints"). mvmoe_model_load reads such files (the
+ * weights dequantized to fp32; MVMOE_PRECISION_INT8 re-derives the same int8 values). */
+#define MVMOE_INT8_QUANTIZATION "int8-symmetric-per-output-channel"
+mvmoe_status mvmoe_model_save_int8(const mvmoe_model *m, const char *path);
 void mvmoe_model_free(mvmoe_model *m);
 /* "Upcycling": fills the MoE model `moe` from a dense model of the same shape: every shared
  * tensor copied, each MoE block's experts all copies of that block's dense MLP; routers keep
@@ -373,10 +380,15 @@ void mvmoe_set_threads(int n);
  * docs/PERFORMANCE.md, "bf16 products"). Attention, normalization, activations, the loss and
  * the optimizer stay fp32. MVMOE_ERR_UNSUPPORTED if this CPU has no bf16 kernel. Set it
  * before training or inference starts, not while another thread runs the library. */
-typedef enum { MVMOE_PRECISION_FP32 = 0, MVMOE_PRECISION_BF16 } mvmoe_precision;
+/* MVMOE_PRECISION_INT8 (inference only: training refuses it) runs the same products with
+ * int8 weights (symmetric, per output channel, quantized once with the packed copies) and
+ * int8 activations (per token, at run time), int32 sums, fp32 out; the router, the head,
+ * attention, normalization and activations stay fp32 (docs/EDGE.md, "int8"). Plain C where
+ * the CPU lacks AVX-512 VNNI, with the same results. */
+typedef enum { MVMOE_PRECISION_FP32 = 0, MVMOE_PRECISION_BF16, MVMOE_PRECISION_INT8 } mvmoe_precision;
 mvmoe_status mvmoe_set_precision(mvmoe_precision p);
 mvmoe_precision mvmoe_get_precision(void);
-/* "fp32" or "bf16" */
+/* "fp32", "bf16" or "int8" */
 const char *mvmoe_precision_name(mvmoe_precision p);
 
 /* Asks a running mvmoe_train to save a checkpoint at the end of the current step and return

@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "io/safetensors.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/posembed.h"
 
@@ -34,6 +35,115 @@ mvmoe_status mvmoe_model_save(const mvmoe_model *m, const char *path) {
     }
     free(json);
     free(t);
+    return s;
+}
+
+static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
+
+/* An int8 weight [N, ...] as N output channels of count/N inputs. */
+static void int8_rows(const mvmoe_tensor_info *ti, int *N, int *K) {
+    *N = (int)ti->shape[0];
+    *K = (int)(ti->count / (size_t)ti->shape[0]);
+}
+
+mvmoe_status mvmoe_model_save_int8(const mvmoe_model *m, const char *path) {
+    const mvmoe_layout *L = &m->layout;
+    int n_q = 0;
+    size_t q_bytes = 0, n_scales = 0;
+    for (int i = 0; i < L->n; i++)
+        if (mvmoe_layout_is_int8(L->t[i].name)) n_q++, q_bytes += L->t[i].count, n_scales += (size_t)L->t[i].shape[0];
+    mvmoe_st_out *t = NULL;
+    int8_t *q = NULL;
+    float *scales = NULL;
+    char (*names)[sizeof L->t[0].name + 8] = NULL;
+    char *json = NULL;
+    mvmoe_status s = MVMOE_OK;
+    t = calloc((size_t)(unsigned)L->n + (unsigned)n_q, sizeof *t); /* both counts are >= 0 */
+    q = malloc(q_bytes ? q_bytes : 1);
+    scales = malloc(sizeof *scales * (n_scales ? n_scales : 1));
+    names = calloc((size_t)(n_q ? n_q : 1), sizeof *names);
+    if (!t || !q || !scales || !names)
+        s = mvmoe_error_set(MVMOE_ERR_NOMEM, __FILE__, __LINE__,
+                            "%s: out of memory for the int8 copy of the weights (%zu bytes)", path, q_bytes);
+    int n = 0, k = 0;
+    size_t qo = 0, so = 0;
+    for (int i = 0; s == MVMOE_OK && i < L->n; i++) {
+        const mvmoe_tensor_info *ti = &L->t[i];
+        mvmoe_st_out *o = &t[n++];
+        o->name = ti->name;
+        o->ndim = ti->ndim;
+        for (int d = 0; d < ti->ndim; d++) o->shape[d] = ti->shape[d];
+        o->data = m->param_mem + ti->offset;
+        if (!mvmoe_layout_is_int8(ti->name)) continue;
+        int N, K;
+        int8_rows(ti, &N, &K);
+        mvmoe_int8_quantize_rows(q + qo, scales + so, o->data, N, K);
+        for (int j = 0; j < N; j++)
+            if (!isfinite(scales[so + j])) {
+                s = mvmoe_error_set(MVMOE_ERR_NUMERIC, __FILE__, __LINE__,
+                                    "tensor '%s' row %d is not finite: cannot quantize it (the "
+                                    "model diverged; use an earlier checkpoint)", ti->name, j);
+                break;
+            }
+        o->data_i8 = q + qo;
+        snprintf(names[k], sizeof names[k], "%s_scale", ti->name);
+        t[L->n + k] = (mvmoe_st_out){.name = names[k], .ndim = 1, .shape = {N}, .data = scales + so};
+        k++, qo += ti->count, so += (size_t)N;
+    }
+    if (s == MVMOE_OK) s = mvmoe_config_to_json(&m->cfg, &json);
+    if (s == MVMOE_OK) {
+        char step[32];
+        snprintf(step, sizeof step, "%lld", (long long)m->step);
+        const char *keys[] = {"config", "format", "step", "quantization"};
+        const char *vals[] = {json, "mvmoe-0.1", step, MVMOE_INT8_QUANTIZATION};
+        s = mvmoe_st_write(path, t, L->n + n_q, keys, vals, 4);
+    }
+    free(json), free(t), free(q), free(scales), free(names);
+    return s;
+}
+
+/* An int8 checkpoint's weight: the I8 tensor t and its scale tensor, checked, dequantized
+ * into dst (w = q·scale per output channel). */
+static mvmoe_status load_int8(float *dst, const mvmoe_st_file *f, const mvmoe_tensor_info *ti,
+                              const mvmoe_st_tensor *t) {
+    if (t->dtype != MVMOE_ST_I8)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%s' must be I8 in an int8 checkpoint (metadata "
+                   "quantization = %s); the file is corrupt or was edited: quantize the fp32 "
+                   "checkpoint again", f->path, ti->name, MVMOE_INT8_QUANTIZATION);
+    int N, K;
+    int8_rows(ti, &N, &K);
+    char sname[sizeof ti->name + 8];
+    snprintf(sname, sizeof sname, "%s_scale", ti->name);
+    const mvmoe_st_tensor *st = mvmoe_st_find(f, sname);
+    if (!st || st->ndim != 1 || st->shape[0] != N) {
+        char a[96] = "absent";
+        if (st) shape_str(a, sizeof a, st->ndim, st->shape);
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: the int8 weight '%s' needs its per-output-channel scale "
+                   "tensor '%s' of shape [%d] (F32); it is %s. The file is corrupt or was edited: "
+                   "quantize the fp32 checkpoint again", f->path, ti->name, sname, N, a);
+    }
+    float *scale;
+    int8_t *q;
+    MVMOE_ALLOC(scale, (size_t)N, "int8 scales");
+    q = malloc(ti->count);
+    mvmoe_status s = q ? MVMOE_OK : mvmoe_error_set(MVMOE_ERR_NOMEM, __FILE__, __LINE__,
+                                                    "out of memory reading '%s' (%zu bytes)", ti->name, ti->count);
+    if (s == MVMOE_OK) s = mvmoe_st_read_f32(f, st, scale, (size_t)N);
+    for (int j = 0; s == MVMOE_OK && j < N; j++)
+        if (!(isfinite(scale[j]) && scale[j] >= 0)) /* NaN fails both */
+            s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
+                                "%s: scale tensor '%s' holds %g at element %d; scales must be finite "
+                                "and >= 0. The file is corrupt or was edited: quantize the fp32 "
+                                "checkpoint again", f->path, sname, (double)scale[j], j);
+    if (s == MVMOE_OK) s = mvmoe_st_read_i8(f, t, q, ti->count);
+    for (size_t i = 0; s == MVMOE_OK && i < ti->count; i++) {
+        if (q[i] == -128) /* symmetric: -127..127 */
+            s = mvmoe_error_set(MVMOE_ERR_FORMAT, __FILE__, __LINE__,
+                                "%s: int8 weight '%s' holds -128 at element %zu; symmetric "
+                                "quantization uses -127..127 only: the file is corrupt", f->path, ti->name, i);
+        dst[i] = (float)q[i] * scale[i / (size_t)K];
+    }
+    free(scale), free(q);
     return s;
 }
 
@@ -115,18 +225,28 @@ static mvmoe_status find_matching(const mvmoe_st_file *f, const mvmoe_tensor_inf
 /* Every tensor the config needs is in the file with its shape, and nothing else is. Checked
  * on the layout alone, before the weights are allocated: a small file whose config claims a
  * huge model must fail here, not after allocating and zeroing the gigabytes it claims. */
-static mvmoe_status check_tensors(const mvmoe_layout *L, const mvmoe_st_file *f, int src_grid) {
+/* int8 checkpoints: "<weight>_scale" belongs to an int8 weight of the layout. */
+static int is_scale_of_int8(const mvmoe_layout *L, const char *name) {
+    const size_t n = strlen(name), m = strlen("_scale");
+    char base[160];
+    if (n <= m || n - m >= sizeof base || strcmp(name + n - m, "_scale") != 0) return 0;
+    memcpy(base, name, n - m);
+    base[n - m] = 0;
+    return mvmoe_layout_find(L, base) && mvmoe_layout_is_int8(base);
+}
+
+static mvmoe_status check_tensors(const mvmoe_layout *L, const mvmoe_st_file *f, int src_grid, int int8) {
     const mvmoe_st_tensor *t;
     for (int i = 0; i < L->n; i++) MVMOE_TRY(find_matching(f, &L->t[i], src_grid, &t));
     for (int i = 0; i < f->n_tensors; i++)
-        if (!mvmoe_layout_find(L, f->tensors[i].name))
+        if (!mvmoe_layout_find(L, f->tensors[i].name) && !(int8 && is_scale_of_int8(L, f->tensors[i].name)))
             MVMOE_FAIL(MVMOE_ERR_FORMAT,
                        "%s: unexpected tensor '%s' (not part of the model its config describes)",
                        f->path, f->tensors[i].name);
     return MVMOE_OK;
 }
 
-static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src_grid) {
+static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src_grid, int int8) {
     const mvmoe_layout *L = &m->layout;
     for (int i = 0; i < L->n; i++) {
         const mvmoe_tensor_info *ti = &L->t[i];
@@ -144,6 +264,8 @@ static mvmoe_status load_tensors(mvmoe_model *m, const mvmoe_st_file *f, int src
             }
             free(tmp);
             MVMOE_TRY(s);
+        } else if (int8 && mvmoe_layout_is_int8(ti->name)) {
+            MVMOE_TRY(load_int8(dst, f, ti, t));
         } else {
             MVMOE_TRY(mvmoe_st_read_f32(f, t, dst, ti->count));
         }
@@ -167,6 +289,15 @@ mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_l
     mvmoe_config c;
     memset(&c, 0, sizeof c);
     c.top_k = 1;
+    const char *quant = mvmoe_st_meta(&f, "quantization");
+    const int int8 = quant != NULL;
+    if (quant && strcmp(quant, MVMOE_INT8_QUANTIZATION) != 0) {
+        mvmoe_error_set(MVMOE_ERR_UNSUPPORTED, __FILE__, __LINE__,
+                        "%s: quantization '%.80s' is not one mvmoe reads (only %s, written by "
+                        "'mvmoe quantize')", path, quant, MVMOE_INT8_QUANTIZATION);
+        mvmoe_st_close(&f);
+        return MVMOE_ERR_UNSUPPORTED;
+    }
     for (int k = 0; k < MVMOE_MAX_CHANNELS; k++) c.mean[k] = c.std[k] = 0.5f;
     const char *json = mvmoe_st_meta(&f, "config");
     mvmoe_status s = json ? mvmoe_config_from_json(&c, json, strlen(json)) : infer_config(&c, &f, o);
@@ -203,12 +334,12 @@ mvmoe_status mvmoe_model_load(mvmoe_model **out, const char *path, const mvmoe_l
     if (s == MVMOE_OK) {
         mvmoe_layout layout;
         s = mvmoe_layout_build(&layout, &c);
-        if (s == MVMOE_OK) s = check_tensors(&layout, &f, src_grid);
+        if (s == MVMOE_OK) s = check_tensors(&layout, &f, src_grid, int8);
         mvmoe_layout_free(&layout);
     }
     mvmoe_model *m = NULL;
     if (s == MVMOE_OK) s = mvmoe_model_alloc(&m, &c);
-    if (s == MVMOE_OK) s = load_tensors(m, &f, src_grid);
+    if (s == MVMOE_OK) s = load_tensors(m, &f, src_grid, int8);
     if (s == MVMOE_OK) {
         const char *step = mvmoe_st_meta(&f, "step");
         char *end = NULL;

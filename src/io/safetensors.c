@@ -641,6 +641,25 @@ static float st_f16_to_f32(uint16_t h) {
     return v;
 }
 
+mvmoe_status mvmoe_st_read_i8(const mvmoe_st_file *f, const mvmoe_st_tensor *t, int8_t *out,
+                              size_t count) {
+    if (!f || !t) MVMOE_FAIL(MVMOE_ERR_INVALID, "mvmoe_st_read_i8: no file or tensor given");
+    uintptr_t lo = (uintptr_t)f->tensors, at = (uintptr_t)t;
+    if (!f->tensors || at < lo || at >= lo + (uintptr_t)f->n_tensors * sizeof *t)
+        MVMOE_FAIL(MVMOE_ERR_INVALID,
+                   "%s: mvmoe_st_read_i8 was given a tensor that does not belong to this file",
+                   f->path);
+    if (t->dtype != MVMOE_ST_I8)
+        MVMOE_FAIL(MVMOE_ERR_FORMAT, "%s: tensor '%.200s' has dtype %s where I8 is expected",
+                   f->path, t->name, st_dtypes[t->dtype].name);
+    size_t numel = mvmoe_st_numel(t);
+    if (count != numel)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "%s: tensor '%.200s' has %zu elements but the caller expects %zu",
+                   f->path, t->name, numel, count);
+    if (count) memcpy(out, f->bytes + f->data_start + t->begin, count); /* size checked at open */
+    return MVMOE_OK;
+}
+
 mvmoe_status mvmoe_st_read_f32(const mvmoe_st_file *f, const mvmoe_st_tensor *t, float *out,
                                size_t count) {
     if (!f || !t) MVMOE_FAIL(MVMOE_ERR_INVALID, "mvmoe_st_read_f32: no file or tensor given");
@@ -731,12 +750,13 @@ static mvmoe_status st_out_check(const char *path, const mvmoe_st_out *t, int id
         else if (prod > (uint64_t)INT64_MAX / (uint64_t)d) overflow = 1;
         else prod *= (uint64_t)d;
     }
-    if (overflow || prod > (uint64_t)INT64_MAX / sizeof(float)) {
+    const uint64_t esize = t->data_i8 ? 1 : sizeof(float);
+    if (overflow || prod > (uint64_t)INT64_MAX / esize) {
         MVMOE_FAIL(MVMOE_ERR_INVALID, "%s: tensor '%.200s' shape %s is too large", path, t->name,
                    st_fmt_shape(sh, sizeof sh, t->shape, t->ndim));
     }
-    *bytes = has_zero ? 0 : prod * sizeof(float);
-    if (*bytes && !t->data) {
+    *bytes = has_zero ? 0 : prod * esize;
+    if (*bytes && !t->data && !t->data_i8) {
         MVMOE_FAIL(MVMOE_ERR_INVALID, "%s: tensor '%.200s' has no data", path, t->name);
     }
     return MVMOE_OK;
@@ -812,7 +832,7 @@ static cJSON *st_json_int(uint64_t v) {
  * memory). Each child is attached as soon as it exists, so deleting `e` frees everything. */
 static cJSON *st_json_entry(const mvmoe_st_out *t, uint64_t begin, uint64_t end) {
     cJSON *e = cJSON_CreateObject(), *shape = NULL, *offs = NULL;
-    int ok = st_json_add(e, "dtype", e ? cJSON_CreateString("F32") : NULL);
+    int ok = st_json_add(e, "dtype", e ? cJSON_CreateString(t->data_i8 ? "I8" : "F32") : NULL);
     ok = ok && st_json_add(e, "shape", shape = cJSON_CreateArray());
     for (int d = 0; ok && d < t->ndim; d++)
         ok = st_json_add(shape, NULL, st_json_int((uint64_t)t->shape[d]));
@@ -842,7 +862,7 @@ static char *st_build_header(const char *path, const mvmoe_st_out *tensors, int 
         const mvmoe_st_out *t = &tensors[i];
         uint64_t numel = 1;
         for (int d = 0; d < t->ndim; d++) numel *= (uint64_t)t->shape[d]; /* checked before */
-        uint64_t end = offset + numel * sizeof(float);
+        uint64_t end = offset + numel * (t->data_i8 ? 1 : sizeof(float));
         ok = st_json_add(root, t->name, st_json_entry(t, offset, end));
         offset = end;
     }
@@ -872,6 +892,10 @@ static int st_write_body(FILE *fp, const char *json, size_t jlen, size_t pad,
         const mvmoe_st_out *t = &tensors[i];
         size_t numel = 1, used = 0;
         for (int d = 0; d < t->ndim; d++) numel *= (size_t)t->shape[d];
+        if (t->data_i8) { /* bytes: no byte order */
+            e = st_fwrite(fp, t->data_i8, numel);
+            continue;
+        }
         /* Little-endian whatever the host, via a stack buffer. */
         for (size_t k = 0; !e && k < numel; k++) {
             uint32_t u;

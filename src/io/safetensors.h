@@ -58,9 +58,15 @@ typedef struct mvmoe_st_out {
     int ndim;
     int64_t shape[MVMOE_ST_MAX_DIMS];
     const float *data; /* F32, numel = product of shape */
+    const int8_t *data_i8; /* non-NULL: the tensor is I8 with these values (data is ignored) */
 } mvmoe_st_out;
 
-/* Writes F32 tensors (in the given order) + string metadata pairs atomically: a temp file
+/* Copies an I8 tensor (`count` must equal its element count); a tensor of another dtype is
+ * refused with a message naming it and its dtype. */
+mvmoe_status mvmoe_st_read_i8(const mvmoe_st_file *f, const mvmoe_st_tensor *t, int8_t *out,
+                              size_t count);
+
+/* Writes F32 (or, with data_i8, I8) tensors (in the given order) + string metadata pairs atomically: a temp file
  * beside `path`, fsync, rename over `path`, fsync of the directory. On any failure (disk
  * full, ...) the temp file is removed and an existing `path` is left untouched. */
 mvmoe_status mvmoe_st_write(const char *path, const mvmoe_st_out *tensors, int n,

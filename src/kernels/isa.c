@@ -34,3 +34,11 @@ int mvmoe_isa_force(int width) {
 }
 
 const char *mvmoe_kernel_isa(void) { return mvmoe_isa_width() == 512 ? "avx512" : "avx2"; }
+
+/* VPDPBUSD (AVX-512 VNNI) for the int8 products: only where the AVX-512 versions run at all,
+ * so MVMOE_ISA=avx2 (or mvmoe_isa_force(256)) also selects the plain-C int8 loop. Both give
+ * the same int32 sums, hence the same results (linear_int8.c). */
+int mvmoe_isa_vnni(void) {
+    return mvmoe_isa_width() == 512 && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+}

@@ -30,6 +30,8 @@
  * mvmoe_isa_force(256 | 512 | 0 = automatic) is for tests and benchmarks; -1 if unsupported. */
 int mvmoe_isa_width(void);
 int mvmoe_isa_force(int width);
+/* 1 when the int8 products use AVX-512 VNNI (width 512 and the CPU has it), else 0. */
+int mvmoe_isa_vnni(void);
 
 /* ---- patch embedding (patch.c) as im2col + linear: patches[B, N, C·P·P] with
  * N = (H/P)·(W/P) in row-major patch order and per patch the (c, py, px) order of

@@ -1,6 +1,8 @@
 /* The linear layers' one entry point (kernels.h): chooses the backend of each product.
  *
- *   forward:  bf16 products on (mvmoe_set_precision) and the weight large enough, with a
+ *   forward:  int8 mode (inference only) with a packed (there: int8) copy, dense rows
+ *                                              -> linear_int8.c
+ *             bf16 products on (mvmoe_set_precision) and the weight large enough, with a
  *             packed (there: bf16) copy        -> linear_bf16.c
  *             a packed copy, dense rows        -> linear_packed.c
  *             otherwise, or when one of those cannot run the call -> linear_sgemm.c
@@ -22,34 +24,38 @@
  * would cost more than they save (linear_bf16.c). */
 #define BF16_MIN_WEIGHTS (64 * 64)
 
-static int bf16_on;
+static mvmoe_precision mode = MVMOE_PRECISION_FP32;
 
 /* Whether products with a weight w[N,K] run in bf16 now (mode on, and the weight large enough) */
-static int bf16_shape(int N, int K) { return bf16_on && (double)N * K >= BF16_MIN_WEIGHTS; }
+static int bf16_shape(int N, int K) { return mode == MVMOE_PRECISION_BF16 && (double)N * K >= BF16_MIN_WEIGHTS; }
 
 mvmoe_status mvmoe_set_precision(mvmoe_precision p) {
-    if (p != MVMOE_PRECISION_FP32 && p != MVMOE_PRECISION_BF16)
-        MVMOE_FAIL(MVMOE_ERR_INVALID, "unknown precision %d (fp32 or bf16)", (int)p);
+    if (p != MVMOE_PRECISION_FP32 && p != MVMOE_PRECISION_BF16 && p != MVMOE_PRECISION_INT8)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "unknown precision %d (fp32, bf16 or int8)", (int)p);
     if (p == MVMOE_PRECISION_BF16 && mvmoe_linear_bf16_probe())
         MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED,
                    "bf16 products need a CPU with AVX-512 BF16 or AMX-BF16, for which oneDNN (%s) "
                    "has kernels; this one has none: use fp32 (the default)",
                    mvmoe_gemm_library());
-    bf16_on = p == MVMOE_PRECISION_BF16;
+    mode = p; /* int8 needs no probe: a plain-C loop serves CPUs without AVX-512 VNNI */
     return MVMOE_OK;
 }
 
-mvmoe_precision mvmoe_get_precision(void) { return bf16_on ? MVMOE_PRECISION_BF16 : MVMOE_PRECISION_FP32; }
+mvmoe_precision mvmoe_get_precision(void) { return mode; }
 
-const char *mvmoe_precision_name(mvmoe_precision p) { return p == MVMOE_PRECISION_BF16 ? "bf16" : "fp32"; }
+const char *mvmoe_precision_name(mvmoe_precision p) {
+    return p == MVMOE_PRECISION_BF16 ? "bf16" : p == MVMOE_PRECISION_INT8 ? "int8" : "fp32";
+}
 
 size_t mvmoe_linear_packed_size(int N, int K) {
-    const size_t bytes = bf16_shape(N, K) ? (size_t)N * K * sizeof(uint16_t) /* the bf16 copy, row-major */
+    const size_t bytes = mode == MVMOE_PRECISION_INT8 ? mvmoe_linear_int8_bytes(N, K)
+                       : bf16_shape(N, K) ? (size_t)N * K * sizeof(uint16_t) /* the bf16 copy, row-major */
                                           : mvmoe_linear_packed_bytes(N, K);
     return (bytes + sizeof(float) - 1) / sizeof(float);
 }
 
 int mvmoe_linear_pack(float *dst, const float *w, int N, int K) {
+    if (mode == MVMOE_PRECISION_INT8) return mvmoe_linear_int8_pack(dst, w, N, K);
     if (bf16_shape(N, K)) {
         mvmoe_bf16_round((uint16_t *)dst, w, (size_t)N * K);
         return 0;
@@ -60,7 +66,9 @@ int mvmoe_linear_pack(float *dst, const float *w, int N, int K) {
 void mvmoe_linear_forward(float *out, int ldo, const float *in, int ldi, mvmoe_linear_weights w,
                           const float *b, int M, int K, int N) {
     if (w.packed && ldo == N && ldi == K) {
-        if (bf16_shape(N, K)) { /* the packed copy holds bf16 weights */
+        if (mode == MVMOE_PRECISION_INT8) { /* the packed copy holds int8 weights */
+            if (!mvmoe_linear_int8_forward(out, in, w.packed, b, M, K, N)) return;
+        } else if (bf16_shape(N, K)) { /* the packed copy holds bf16 weights */
             if (!mvmoe_linear_bf16_forward(out, in, (const uint16_t *)w.packed, b, M, K, N)) return;
         } else if (!mvmoe_linear_packed_forward(out, in, w.packed, w.w, b, M, K, N)) {
             return;

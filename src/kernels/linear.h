@@ -40,6 +40,13 @@ void mvmoe_linear_forward_ref(float *out, const float *in, const float *w, const
                               int K, int N);
 void mvmoe_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
                                const float *in, const float *w, int M, int K, int N);
+/* int8 (linear_int8.c; convention there): w[N,K] -> q[N,K] int8 and scale[N], symmetric per
+ * output row (scale = max|w_row|/127; NaN for a row that is not finite). The reference
+ * product from such weights: activations quantized per row at run time, int32 sums, fp32
+ * out — the oracle of the int8 backend, which must match it bit for bit. */
+void mvmoe_int8_quantize_rows(int8_t *q, float *scale, const float *w, int N, int K);
+void mvmoe_linear_int8_forward_ref(float *out, const float *in, const int8_t *qw, const float *sw,
+                                   const float *b, int M, int K, int N);
 /* C[M,N] = alpha·op(A)·op(B) + beta·C on the calling thread only (op 'N' or 'T', row-major,
  * BLAS argument order; gemm.c): the small products inside other kernels' parallel loops. */
 void mvmoe_gemm_serial(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,

@@ -49,4 +49,13 @@ int mvmoe_linear_bf16_forward(float *out, const float *in, const uint16_t *wb, c
 int mvmoe_linear_bf16_backward(float *din, float din_beta, float *dw, float *db, const float *dout,
                                const float *in, const float *w, int M, int K, int N);
 
+/* ---- int8 products (linear_int8.c), forward only, dense rows, while the int8 mode is on.
+ * bytes: of the packed int8 copy of w[N,K] (scales, row sums, padded int8 rows; 0 if K is
+ * outside the backend's range); pack: 0 or -1; forward: 0, or -1 having written nothing (the
+ * caller runs sgemm). AVX-512 VNNI when mvmoe_isa_vnni(), else plain C: the same bits. */
+size_t mvmoe_linear_int8_bytes(int N, int K);
+int mvmoe_linear_int8_pack(void *dst, const float *w, int N, int K);
+int mvmoe_linear_int8_forward(float *out, const float *in, const void *wq, const float *b, int M,
+                              int K, int N);
+
 #endif

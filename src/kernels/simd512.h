@@ -70,5 +70,22 @@ AVX512BF16 static inline void bf16_round32(uint16_t *dst, const float *src) {
     _mm512_storeu_si512((void *)dst, (__m512i)v);
 }
 
+
+/* AVX-512 VNNI (linear_int8.c, when mvmoe_isa_vnni()): Σ_k (a[k] + 128)·w[k] over n bytes
+ * (n a multiple of 64; a, w signed int8). VPDPBUSD multiplies unsigned by signed bytes, so the
+ * signed activations are moved to unsigned by flipping their top bit (a + 128); the caller
+ * subtracts 128·Σ_k w[k]. Each 4-byte group's sum goes to an int32 lane without saturation
+ * (255·127·4 fits easily), so the total is the exact integer: the same as a plain loop's. */
+#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+AVX512VNNI static inline int32_t dot_u8s8(const int8_t *a, const int8_t *w, int n) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i acc = _mm512_setzero_si512();
+    for (int k = 0; k < n; k += 64) {
+        __m512i u = _mm512_xor_si512(_mm512_loadu_si512((const void *)(a + k)), flip);
+        acc = _mm512_dpbusd_epi32(acc, u, _mm512_loadu_si512((const void *)(w + k)));
+    }
+    return _mm512_reduce_add_epi32(acc);
+}
+
 #endif
 #endif

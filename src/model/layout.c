@@ -186,3 +186,14 @@ const mvmoe_tensor_info *mvmoe_layout_find(const mvmoe_layout *L, const char *na
         if (strcmp(L->t[i].name, name) == 0) return &L->t[i];
     return NULL;
 }
+
+static int ends_with(const char *s, const char *tail) {
+    const size_t n = strlen(s), m = strlen(tail);
+    return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
+int mvmoe_layout_is_int8(const char *name) {
+    return strcmp(name, "patch_embed.proj.weight") == 0 || ends_with(name, ".attn.qkv.weight") ||
+           ends_with(name, ".attn.proj.weight") || ends_with(name, ".fc1.weight") ||
+           ends_with(name, ".fc2.weight");
+}

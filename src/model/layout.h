@@ -70,5 +70,10 @@ void mvmoe_params_view(mvmoe_params *p, float *base, const mvmoe_config *c);
 /* MLP slot of block `block`, expert `e` (e = 0 for dense blocks). */
 int mvmoe_mlp_slot(const mvmoe_config *c, int block, int e);
 const mvmoe_tensor_info *mvmoe_layout_find(const mvmoe_layout *L, const char *name);
+/* 1 for the weights that MVMOE_PRECISION_INT8 runs in int8 (those with packed copies: patch
+ * embedding, qkv, proj, fc1, fc2 of dense blocks and experts), else 0. The routers and the
+ * head are not among them: a router's flipped choice costs far more than a rounding error,
+ * and the head's logits are the output. */
+int mvmoe_layout_is_int8(const char *name);
 
 #endif

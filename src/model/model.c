@@ -142,7 +142,7 @@ size_t mvmoe_model_packed_floats(const mvmoe_config *c) {
 
 mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
     mvmoe_packed *k = &m->packed;
-    if (k->mem && k->bf16 != (mvmoe_get_precision() == MVMOE_PRECISION_BF16)) { /* the precision changed: other copies */
+    if (k->mem && k->precision != (int)mvmoe_get_precision()) { /* the precision changed: other copies */
         free(k->mem);
         memset(k, 0, sizeof *k);
         k->version = -1;
@@ -180,7 +180,7 @@ mvmoe_status mvmoe_model_pack_weights(mvmoe_model *m) {
         return MVMOE_OK;
     }
     k->version = m->params_version;
-    k->bf16 = (mvmoe_get_precision() == MVMOE_PRECISION_BF16);
+    k->precision = (int)mvmoe_get_precision();
     return MVMOE_OK;
 }
 

@@ -92,7 +92,7 @@ typedef struct mvmoe_packed {
     float *fc1_w, *fc2_w;             /* [MLP slots, copy] */
     size_t n_qkv, n_proj, n_fc1, n_fc2;    /* floats per copy */
     int64_t version;                  /* params_version packed from */
-    int bf16;                         /* packed while bf16 products were on: bf16 copies */
+    int precision;                    /* mvmoe_precision packed under: bf16 or int8 copies */
 } mvmoe_packed;
 
 struct mvmoe_model {

@@ -37,7 +37,7 @@ static void drop_path_masks(float *keep, int depth, int B, int off, int Bg, floa
  * (the products then take the plain weights: same values to float rounding). */
 static const mvmoe_packed *packed_for(const mvmoe_model *m) {
     const mvmoe_packed *pk = &m->packed;
-    return pk->mem && pk->version == m->params_version && pk->bf16 == (mvmoe_get_precision() == MVMOE_PRECISION_BF16) ? pk : NULL;
+    return pk->mem && pk->version == m->params_version && pk->precision == (int)mvmoe_get_precision() ? pk : NULL;
 }
 
 /* The weights of block l's experts (consecutive layout slots). */
@@ -278,9 +278,17 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x
     /* keys and values of every row, queries of the class rows only: attention reads no other
      * query here (nor does its backward), so a third of the block's qkv product is skipped */
     const float *wqkv = p->qkv_w + (size_t)l * 3 * D * D, *bqkv = p->qkv_b + (size_t)l * 3 * D;
-    mvmoe_linear_forward(bufs.qkv + D, 3 * D, bufs.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
-                         B * T, D, 2 * D);
-    mvmoe_linear_forward(bufs.qkv, T * 3 * D, bufs.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
+    const mvmoe_packed *pk = packed_for(m);
+    if (pk && pk->precision == MVMOE_PRECISION_INT8) {
+        /* int8: the whole product from the int8 copy (a slice of its rows is no packed copy
+         * of its own), so every qkv product of the model runs on the same int8 weights */
+        mvmoe_linear_forward(bufs.qkv, 3 * D, bufs.ln1, D, mvmoe_linear_w(wqkv, pk->qkv_w + l * pk->n_qkv), bqkv,
+                             B * T, D, 3 * D);
+    } else {
+        mvmoe_linear_forward(bufs.qkv + D, 3 * D, bufs.ln1, D, mvmoe_linear_w(wqkv + (size_t)D * D, NULL), bqkv + D,
+                             B * T, D, 2 * D);
+        mvmoe_linear_forward(bufs.qkv, T * 3 * D, bufs.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
+    }
     mvmoe_attention_forward(bufs.atty, bufs.att, bufs.qkv, B, T, D, c->heads, 1, MVMOE_TEAM_OWN);
     if (l == x->first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, x->seed, x->step);
     /* the class rows of `in`, compact, in the output buffer (read by the first residual, before

@@ -251,6 +251,11 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                          int n_train, const int32_t *val_idx, int n_val,
                          const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user) {
     const mvmoe_config *c = &m->cfg;
+    if (mvmoe_get_precision() == MVMOE_PRECISION_INT8)
+        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED,
+                   "int8 is an inference precision (its products have no backward, and rounding "
+                   "weights to 8 bits every step would undo small updates): train with --precision "
+                   "fp32 or bf16, then run eval/predict with --precision int8 or 'mvmoe quantize'");
     MVMOE_TRY(check_options(o, n_train));
     if (c->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS && !c->superclass_of)
         MVMOE_FAIL(MVMOE_ERR_INVALID,

@@ -82,7 +82,7 @@ expect 2 "--epochs" "99999999999999999999" :: "${T[@]}" --epochs 999999999999999
 expect 2 "--batch" "12x" :: "${T[@]}" --batch 12x
 expect 2 "--batch" "' 12'" :: "${T[@]}" --batch " 12"
 expect 2 "--batch" "needs a value" :: "${T[@]}" --batch=
-expect 2 "--precision" "fp16" "fp32 or bf16" :: "${T[@]}" --precision fp16
+expect 2 "--precision" "fp16" "fp32, bf16 or int8" :: "${T[@]}" --precision fp16
 expect 2 "--check-out" "--precision" :: bench --preset vit-test-tiny --precision fp32 --precision bf16 --check-out "$TMP/c.st"
 expect 2 "--lr" "nan" :: "${T[@]}" --lr nan
 expect 2 "--lr" "inf" :: "${T[@]}" --lr inf

@@ -388,7 +388,7 @@ static void test_roundtrip(const char *path) {
     float a[6] = {-1, -0.5f, 0, 0.5f, 1, 1.5f}, sc = 3.25f;
     float bv[5] = {-0.0f, 1e-40f, FLT_MAX, INFINITY, NAN};
     mvmoe_st_out t[4] = {
-        {"a", 2, {2, 3}, a}, {"empty", 2, {0, 4}, NULL}, {"s", 0, {0}, &sc}, {"b", 1, {5}, bv}};
+        {"a", 2, {2, 3}, a, NULL}, {"empty", 2, {0, 4}, NULL, NULL}, {"s", 0, {0}, &sc, NULL}, {"b", 1, {5}, bv, NULL}};
     const char *keys[] = {"config", "format"}, *vals[] = {"{\"x\":1}", "pt"};
     mvmoe_status s = mvmoe_st_write(path, t, 4, keys, vals, 2);
     CHECK(s == MVMOE_OK, "write: %s", mvmoe_last_error());
@@ -491,7 +491,7 @@ static int disk_full_child(const char *path, rlim_t limit, size_t numel, const c
     if (setrlimit(RLIMIT_FSIZE, &rl) != 0 || signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return 2;
     float *big = calloc(numel, sizeof *big);
     if (!big) return 2;
-    mvmoe_st_out t = {"big", 1, {(int64_t)numel}, big};
+    mvmoe_st_out t = {"big", 1, {(int64_t)numel}, big, NULL};
     mvmoe_status s = mvmoe_st_write(path, &t, 1, NULL, NULL, 0);
     free(big);
     char tmp[600];
@@ -504,6 +504,33 @@ static int disk_full_child(const char *path, rlim_t limit, size_t numel, const c
     return ok ? 0 : 1;
 }
 
+/* I8 tensors (int8 checkpoints): written as I8 bytes between F32 tensors, read back by
+ * mvmoe_st_read_i8; the float reader refuses them, the I8 reader refuses F32. */
+static void test_i8(const char *path) {
+    const int8_t q[5] = {-127, -1, 0, 1, 127};
+    const float f[2] = {0.5f, -2.0f};
+    mvmoe_st_out t[3] = {{.name = "w", .ndim = 1, .shape = {5}, .data_i8 = q},
+                         {.name = "w_scale", .ndim = 1, .shape = {2}, .data = f},
+                         {.name = "empty", .ndim = 1, .shape = {0}, .data_i8 = q}};
+    CHECK(mvmoe_st_write(path, t, 3, NULL, NULL, 0) == MVMOE_OK, "write I8: %s", mvmoe_last_error());
+    mvmoe_st_file file;
+    CHECK(mvmoe_st_open(&file, path) == MVMOE_OK, "open I8 file: %s", mvmoe_last_error());
+    const mvmoe_st_tensor *w = mvmoe_st_find(&file, "w"), *sc = mvmoe_st_find(&file, "w_scale");
+    CHECK(w && w->dtype == MVMOE_ST_I8 && w->end - w->begin == 5, "w is I8 of 5 bytes");
+    int8_t back[5] = {0};
+    float fb[5] = {0};
+    if (w && sc) {
+        CHECK(mvmoe_st_read_i8(&file, w, back, 5) == MVMOE_OK && memcmp(back, q, 5) == 0, "I8 values back");
+        CHECK(mvmoe_st_read_f32(&file, sc, fb, 2) == MVMOE_OK && fb[0] == 0.5f && fb[1] == -2.0f,
+              "the F32 tensor after the odd-sized I8 one reads back");
+        CHECK(mvmoe_st_read_f32(&file, w, fb, 5) == MVMOE_ERR_UNSUPPORTED, "I8 read as floats is refused");
+        CHECK(mvmoe_st_read_i8(&file, sc, back, 2) == MVMOE_ERR_FORMAT &&
+                  strstr(mvmoe_last_error(), "I8 is expected"), "F32 read as I8 is refused: %s", mvmoe_last_error());
+        CHECK(mvmoe_st_read_i8(&file, w, back, 4) == MVMOE_ERR_INVALID, "a wrong count is refused");
+    }
+    mvmoe_st_close(&file);
+}
+
 static void test_write_failures(const char *path) {
     size_t n = 0;
     uint8_t *old = slurp(path, &n);
@@ -514,7 +541,7 @@ static void test_write_failures(const char *path) {
     /* Directory that does not exist. */
     snprintf(other, sizeof other, "%s/no/such/dir/m.safetensors", g_dir);
     float x[2] = {1, 2};
-    mvmoe_st_out t = {"x", 1, {2}, x};
+    mvmoe_st_out t = {"x", 1, {2}, x, NULL};
     mvmoe_status s = mvmoe_st_write(other, &t, 1, NULL, NULL, 0);
     CHECK(s == MVMOE_ERR_IO && strstr(mvmoe_last_error(), other) &&
               strstr(mvmoe_last_error(), strerror(ENOENT)),
@@ -553,11 +580,11 @@ static void test_write_failures(const char *path) {
 
     /* Invalid arguments: rejected before anything is created. */
     snprintf(other, sizeof other, "%s/invalid.safetensors", g_dir);
-    mvmoe_st_out dup[2] = {{"x", 1, {2}, x}, {"x", 1, {2}, x}};
+    mvmoe_st_out dup[2] = {{"x", 1, {2}, x, NULL}, {"x", 1, {2}, x, NULL}};
     mvmoe_st_out bad[] = {
-        {NULL, 1, {2}, x},        {"neg", 1, {-1}, x},           {"nd9", 9, {1}, x},
-        {"ndneg", -1, {1}, x},    {"__metadata__", 1, {2}, x},   {"nodata", 1, {2}, NULL},
-        {"bad\xff", 1, {2}, x},   {"big", 2, {INT64_MAX, 2}, x},
+        {NULL, 1, {2}, x, NULL},        {"neg", 1, {-1}, x, NULL},           {"nd9", 9, {1}, x, NULL},
+        {"ndneg", -1, {1}, x, NULL},    {"__metadata__", 1, {2}, x, NULL},   {"nodata", 1, {2}, NULL, NULL},
+        {"bad\xff", 1, {2}, x, NULL},   {"big", 2, {INT64_MAX, 2}, x, NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         s = mvmoe_st_write(other, &bad[i], 1, NULL, NULL, 0);
@@ -675,6 +702,7 @@ int main(void) {
     test_hostile();
     test_widening();
     test_roundtrip(path);
+    test_i8(path);
     test_fuzz(path);
     test_open_failures(path);
     test_write_failures(path);
