@@ -1,0 +1,51 @@
+/* The runtime's compute kernels (src/runtime, the dependency-free inference runtime behind
+ * include/mvmoe_run.h): one interface, one implementation per instruction set, chosen once at
+ * run time, so that one binary runs on any CPU of its architecture.
+ *
+ *   rt_kernels_plain.c  the reference: plain C17, every CPU; kept forever, the others are
+ *                       tested against it (tests/runtime/test_rt_kernels.c)
+ *   rt_kernels_x86.c    x86-64: AVX-512 (+ VNNI) and AVX2 + FMA, by function target
+ *                       attributes and __builtin_cpu_supports, not by -march
+ *   rt_kernels_neon.c   arm64: NEON (fp32) and the dot-product extension (SDOT, int8), found
+ *                       with getauxval(AT_HWCAP)
+ *   rt_kernels.c        the choice (mvmoe_rt_kernels_get), MVMOE_ISA=plain forces the reference
+ *
+ * Weights are used as the checkpoint stores them, [N, K] row-major, read in place from the
+ * memory-mapped file: no packed copy, so an image touches only its experts' pages.
+ * The int8 sums are exact integers: every implementation returns the same int32 values, so the
+ * int8 logits are the same bits on every CPU (x86 vs arm64 under qemu is checked by the tests).
+ * The fp32 sums may be ordered differently per implementation (within rounding). */
+#ifndef MVMOE_RUNTIME_RT_KERNELS_H
+#define MVMOE_RUNTIME_RT_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct {
+    const char *name; /* "plain", "avx2", "avx512", "avx512-vnni", "neon", "neon-dotprod" */
+    /* out[m*ldo + n] = Σ_k a[m*lda + k]·w[n*K + k] (+ b[n] if b) for m < M, n < N. */
+    void (*linear_f32)(float *out, int ldo, const float *a, int lda, const float *w,
+                       const float *b, int M, int K, int N);
+    /* acc[m*N + n] = Σ_k qa[m*K + k]·qw[n*K + k], exact in int32 (K < 66,000). qa and qw in
+     * -127…127. */
+    void (*dot_i8)(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N);
+} mvmoe_rt_kernels;
+
+/* The reference implementation (every CPU). */
+const mvmoe_rt_kernels *mvmoe_rt_kernels_plain(void);
+/* The fastest implementation this CPU runs; MVMOE_ISA=plain in the environment forces the
+ * reference. Never NULL. */
+const mvmoe_rt_kernels *mvmoe_rt_kernels_get(void);
+
+#if defined(__x86_64__)
+/* NULL when this CPU lacks the instructions (rt_kernels_x86.c). */
+const mvmoe_rt_kernels *mvmoe_rt_kernels_avx512(void);
+const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2(void);
+#endif
+#if defined(__aarch64__)
+/* NULL when this CPU lacks the instructions (rt_kernels_neon.c). neon: fp32 NEON with the
+ * int8 sums by widening multiplies; neon_dotprod: the same with SDOT. */
+const mvmoe_rt_kernels *mvmoe_rt_kernels_neon(void);
+const mvmoe_rt_kernels *mvmoe_rt_kernels_neon_dotprod(void);
+#endif
+
+#endif
