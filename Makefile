@@ -23,7 +23,8 @@ else
 MPI_CFLAGS := -DMVMOE_MPI=0
 endif
 
-LIB_SRC  := $(shell find src -name '*.c' | sort)
+# src/runtime is its own product (make runtime), not part of libmvmoe
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/runtime/*' | sort)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
 # ONNX export: C code for the ONNX schema, generated from the vendored third_party/onnx/onnx.proto
