@@ -26,7 +26,7 @@ endif
 # src/runtime is its own product (make runtime), not part of libmvmoe
 LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/runtime/*' | sort)
 CLI_SRC  := $(wildcard cli/*.c)
-TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
+TEST_SRC := $(shell find tests -name 'test_*.c' -not -path 'tests/runtime/*' | sort)
 # ONNX export: C code for the ONNX schema, generated from the vendored third_party/onnx/onnx.proto
 # (why vendored: third_party/onnx/README.md) by Debian's protoc-c, serialized with libprotobuf-c.
 GEN      := $(BUILD)/gen
@@ -36,8 +36,8 @@ TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all bench test test-c test-parity test-e2e setup clean
-all: $(BUILD)/mvmoe $(TEST_BIN) $(TOOL_BIN) $(BUILD)/bench/peak
+.PHONY: all bench test test-c test-parity test-e2e setup clean runtime
+all: $(BUILD)/mvmoe $(TEST_BIN) $(TOOL_BIN) $(BUILD)/bench/peak runtime
 
 # rebuilt from scratch: `ar r` into an old archive would keep objects of renamed sources
 $(BUILD)/libmvmoe.a: $(LIB_OBJ)
@@ -70,6 +70,35 @@ $(BUILD)/src/train/dist.o $(BUILD)/pic/src/train/dist.o: CFLAGS += $(MPI_CFLAGS)
 $(BUILD)/src/io/onnx_export.o: CFLAGS += -I$(GEN)
 $(BUILD)/src/io/onnx_export.o $(BUILD)/src/io/onnx_graph.o: $(GEN)/onnx.pb-c.h
 $(BUILD)/src/io/onnx_graph.o: CFLAGS += -I$(GEN)
+
+# ---------------------------------------------------------------- the runtime (issue 17)
+# The dependency-free inference runtime (src/runtime, include/mvmoe_run.h) and its program
+# build/mvmoe-run: portable flags (no -march: the x86 kernels pick their instructions at run
+# time by target attributes), C17 + libm + OpenMP, none of the library's dependencies
+# (`ldd build/mvmoe-run`: libc, libm, libgomp). Its test links only libmvmoe_run.a.
+RT_SRC    := $(sort $(wildcard src/runtime/*.c))
+RUN_SRC   := $(sort $(wildcard cli/run/*.c))
+RT_CFLAGS := -O2 -g -std=c17 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Iinclude -Isrc -MMD -MP
+RT_OBJ    := $(RT_SRC:%.c=$(BUILD)/%.o)
+RUN_OBJ   := $(RUN_SRC:%.c=$(BUILD)/%.o)
+RT_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/runtime/test_*.c))
+runtime: $(BUILD)/mvmoe-run $(BUILD)/libmvmoe_run.a $(RT_TEST_BIN)
+
+$(RT_OBJ) $(RUN_OBJ): $(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libmvmoe_run.a: $(RT_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/mvmoe-run: $(RUN_OBJ) $(BUILD)/libmvmoe_run.a
+	$(CC) -fopenmp -o $@ $(RUN_OBJ) $(BUILD)/libmvmoe_run.a -lm
+
+$(RT_TEST_BIN): $(BUILD)/tests/runtime/%: tests/runtime/%.c $(BUILD)/libmvmoe_run.a
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CFLAGS) -Itests -o $@ $< $(BUILD)/libmvmoe_run.a -lm
 
 # Benchmarks: the machine's FP32/bandwidth peak tool and `mvmoe bench` (bench/compare.sh
 # runs them against PyTorch and ONNX Runtime).

@@ -1,0 +1,124 @@
+/* The per-image forward pass (docs/CHECKPOINT_FORMAT.md §4.2, docs/MOE.md): one image on one
+ * thread, in buffers sized at open. As in the library, the last block runs on the class row
+ * alone after attention (the head reads nothing else), and an MoE block runs only the image's
+ * chosen experts, so only their weights' pages are read. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rt_model.h"
+
+static int imax(int a, int b) { return a > b ? a : b; }
+
+int rt_work_init(rt_work *w, const rt_model *m) {
+    const rt_config *c = &m->c;
+    const long T = m->T, D = c->dim, H = c->mlp_dim, CPP = (long)c->in_chans * c->patch * c->patch;
+    const int E = imax(c->experts, 1), k = imax(c->top_k, 1);
+    const long maxK = imax(imax((int)CPP, (int)D), (int)H), maxN = imax(imax(3 * (int)D, (int)H), (int)D);
+    memset(w, 0, sizeof *w);
+    w->patches = malloc(sizeof(float) * (size_t)((T - 1) * CPP));
+    w->x = malloc(sizeof(float) * (size_t)(T * D));
+    w->ln = malloc(sizeof(float) * (size_t)(T * D));
+    w->qkv = malloc(sizeof(float) * (size_t)(T * 3 * D));
+    w->att = malloc(sizeof(float) * (size_t)(T * D));
+    w->branch = malloc(sizeof(float) * (size_t)(T * D));
+    w->h = malloc(sizeof(float) * (size_t)(T * H));
+    w->mix = malloc(sizeof(float) * (size_t)(T * D));
+    w->scores = malloc(sizeof(float) * (size_t)T);
+    w->probs = malloc(sizeof(float) * (size_t)E);
+    w->gates = malloc(sizeof(float) * (size_t)k);
+    w->ex = malloc(sizeof(int) * (size_t)k);
+    w->cls = malloc(sizeof(float) * (size_t)D);
+    if (m->int8) {
+        w->i8.qa = malloc((size_t)(T * maxK));
+        w->i8.sa = malloc(sizeof(float) * (size_t)T);
+        w->i8.acc = malloc(sizeof(int32_t) * (size_t)(T * maxN));
+    }
+    const int ok = w->patches && w->x && w->ln && w->qkv && w->att && w->branch && w->h && w->mix && w->scores &&
+                   w->probs && w->gates && w->ex && w->cls && (!m->int8 || (w->i8.qa && w->i8.sa && w->i8.acc));
+    if (!ok) rt_work_free(w);
+    return ok ? 0 : -1;
+}
+
+void rt_work_free(rt_work *w) {
+    free(w->patches), free(w->x), free(w->ln), free(w->qkv), free(w->att), free(w->branch), free(w->h);
+    free(w->mix), free(w->scores), free(w->probs), free(w->gates), free(w->ex), free(w->cls);
+    free(w->i8.qa), free(w->i8.sa), free(w->i8.acc);
+    memset(w, 0, sizeof *w);
+}
+
+/* Output channels [n0, n0+n) of a layer. */
+static rt_linear rows_of(const rt_linear *L, int n0, int n) {
+    rt_linear r = *L;
+    const long o = (long)n0 * L->K;
+    if (r.w) r.w += o;
+    if (r.q) r.q += o, r.s += n0;
+    if (r.b) r.b += n0;
+    r.N = n;
+    return r;
+}
+
+static void add_rows(float *x, const float *y, long n) {
+    for (long i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* One expert's (or the dense) MLP on R rows of w->ln into out: fc1, GELU, fc2 (with bias). */
+static void mlp(const mvmoe_rt_kernels *k, rt_work *w, const rt_linear *fc1, const rt_linear *fc2, float *out, int R) {
+    rt_linear_forward(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8);
+    rt_gelu(w->h, (long)R * fc1->N);
+    rt_linear_forward(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8);
+}
+
+void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
+                      int64_t *routes, float adaptive) {
+    const rt_config *c = &m->c;
+    const int T = m->T, D = c->dim, C = c->in_chans, P = c->patch, S = c->img_size, G = S / P, CPP = C * P * P;
+    /* patches: patch n = gy·G + gx, element (c, py, px): the Conv2d weight's flattening */
+    for (int gy = 0; gy < G; gy++)
+        for (int gx = 0; gx < G; gx++)
+            for (int ch = 0; ch < C; ch++)
+                for (int py = 0; py < P; py++)
+                    memcpy(w->patches + ((long)gy * G + gx) * CPP + ((long)ch * P + py) * P,
+                           img + ((long)ch * S + (long)gy * P + py) * S + (long)gx * P, sizeof(float) * (size_t)P);
+    rt_linear_forward(k, &m->patch, w->x + D, D, w->patches, CPP, T - 1, &w->i8);
+    for (int d = 0; d < D; d++) w->x[d] = m->cls[d] + m->pos[d];
+    for (long i = D; i < (long)T * D; i++) w->x[i] += m->pos[i];
+
+    for (int l = 0; l < c->depth; l++) {
+        const rt_block *b = &m->blocks[l];
+        const int last = l == c->depth - 1, Q = last ? 1 : T;
+        if (l == m->first_moe && c->routing != RT_DENSE) /* the class row after the last dense block */
+            rt_route(w->x, m->router, D, c->experts, c->top_k, adaptive, w->probs, w->ex, w->gates);
+        rt_layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
+        if (last) { /* keys and values of every row, the query of the class row only */
+            const rt_linear q = rows_of(&b->qkv, 0, D), kv = rows_of(&b->qkv, D, 2 * D);
+            rt_linear_forward(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8);
+            rt_linear_forward(k, &q, w->qkv, 3 * D, w->ln, D, 1, &w->i8);
+        } else {
+            rt_linear_forward(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8);
+        }
+        rt_attention(w->att, w->qkv, T, Q, D, c->heads, w->scores);
+        rt_linear_forward(k, &b->proj, w->branch, D, w->att, D, Q, &w->i8);
+        add_rows(w->x, w->branch, (long)Q * D);
+        rt_layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);
+        if (l < m->first_moe) {
+            mlp(k, w, &b->fc1[0], &b->fc2[0], w->branch, Q);
+            add_rows(w->x, w->branch, (long)Q * D);
+            continue;
+        }
+        /* Σ over the chosen experts of gate·expert(x), in choice order, then the residual */
+        memset(w->mix, 0, sizeof(float) * (size_t)Q * D);
+        for (int q = 0; q < c->top_k; q++) {
+            const int e = w->ex[q];
+            if (e < 0) continue;
+            mlp(k, w, &b->fc1[e], &b->fc2[e], w->branch, Q);
+            const float g = w->gates[q];
+            for (long i = 0; i < (long)Q * D; i++) w->mix[i] += g * w->branch[i];
+        }
+        add_rows(w->x, w->mix, (long)Q * D);
+    }
+    /* logits = head(norm(x)[class]); the head in the reference kernel, the same bits on every CPU */
+    rt_layernorm(w->cls, w->x, m->norm_w, m->norm_b, 1, D);
+    mvmoe_rt_kernels_plain()->linear_f32(logits, c->num_classes, w->cls, D, m->head.w, m->head.b, 1, D, c->num_classes);
+    if (routes && c->routing != RT_DENSE)
+        for (int q = 0; q < c->top_k; q++) routes[q] = w->ex[q];
+}

@@ -1,0 +1,211 @@
+/* x86-64 kernels of the runtime (rt_kernels.h): AVX-512 (+ VNNI) and AVX2 + FMA, compiled
+ * by function target attributes and chosen by __builtin_cpu_supports, so the file builds with
+ * portable flags and the binary runs on any x86-64 CPU.
+ *
+ * linear_f32: register tiles of MR rows of a × NR weight rows, each output one dot product
+ * accumulated in vector lanes over k (masked loads for the tail of k), summed across lanes
+ * at the end: a different order from the reference's, so equal within rounding.
+ * dot_i8: exact int32 sums, so every implementation returns the reference's values.
+ *   - VNNI: VPDPBUSD multiplies unsigned by signed bytes; the activations get +128 (their top
+ *     bit flipped) and 128·Σ_k w[n,k] is taken off, those sums made per call for a block of
+ *     4 weight rows (VPDPBUSD of ones) and used for every row of a: exact integer arithmetic.
+ *   - AVX2: VPMADDUBSW on |w| and a·sign(w): each pair of products is at most 2·127·127 =
+ *     32,258, so the 16-bit sums never saturate (weights and activations are in -127…127);
+ *     VPMADDWD by ones widens them to int32. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "runtime/rt_kernels.h"
+
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
+#define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------- AVX2 + FMA */
+
+T_AVX2 INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* mr x nr outputs at (m0, n0): constants where inlined. */
+T_AVX2 INLINE void tile_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int K,
+                             int m0, int n0, int mr, int nr) {
+    __m256 acc[2][4];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) acc[i][j] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 av[2];
+        for (int i = 0; i < mr; i++) av[i] = _mm256_loadu_ps(a + (long)(m0 + i) * lda + k);
+        for (int j = 0; j < nr; j++) {
+            const __m256 wv = _mm256_loadu_ps(w + (long)(n0 + j) * K + k);
+            for (int i = 0; i < mr; i++) acc[i][j] = _mm256_fmadd_ps(av[i], wv, acc[i][j]);
+        }
+    }
+    if (k < K) {
+        static const int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+        const __m256i mask = _mm256_loadu_si256((const __m256i *)(ramp + 8 - (K - k)));
+        __m256 av[2];
+        for (int i = 0; i < mr; i++) av[i] = _mm256_maskload_ps(a + (long)(m0 + i) * lda + k, mask);
+        for (int j = 0; j < nr; j++) {
+            const __m256 wv = _mm256_maskload_ps(w + (long)(n0 + j) * K + k, mask);
+            for (int i = 0; i < mr; i++) acc[i][j] = _mm256_fmadd_ps(av[i], wv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            const float s = hsum256(acc[i][j]);
+            out[(long)(m0 + i) * ldo + n0 + j] = b ? s + b[n0 + j] : s;
+        }
+}
+
+T_AVX2 static void linear_f32_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b,
+                                   int M, int K, int N) {
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const int nr = N - n0 < 4 ? N - n0 : 4;
+        int m0 = 0;
+        if (nr == 4) {
+            for (; m0 + 2 <= M; m0 += 2) tile_avx2(out, ldo, a, lda, w, b, K, m0, n0, 2, 4);
+            for (; m0 < M; m0++) tile_avx2(out, ldo, a, lda, w, b, K, m0, n0, 1, 4);
+        } else {
+            for (; m0 < M; m0++) tile_avx2(out, ldo, a, lda, w, b, K, m0, n0, 1, nr);
+        }
+    }
+}
+
+T_AVX2 INLINE int32_t hsum256i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+T_AVX2 INLINE __m256i load32_i8(const int8_t *p, int n) {
+    if (n >= 32) return _mm256_loadu_si256((const __m256i *)p);
+    int8_t buf[32] = {0};
+    memcpy(buf, p, (size_t)n);
+    return _mm256_loadu_si256((const __m256i *)buf);
+}
+
+T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const int nr = N - n0 < 4 ? N - n0 : 4;
+        for (int m = 0; m < M; m++) {
+            __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                            _mm256_setzero_si256()};
+            const int8_t *x = qa + (long)m * K;
+            for (int k = 0; k < K; k += 32) {
+                const __m256i av = load32_i8(x + k, K - k);
+                for (int j = 0; j < nr; j++) {
+                    const __m256i wv = load32_i8(qw + (long)(n0 + j) * K + k, K - k);
+                    const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
+                    s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+                }
+            }
+            for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = hsum256i(s[j]);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- AVX-512 */
+
+T_512 INLINE void tile_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int K, int m0,
+                           int n0, int mr, int nr) {
+    __m512 acc[4][4];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+        const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        __m512 av[4];
+        for (int i = 0; i < mr; i++) av[i] = _mm512_maskz_loadu_ps(mk, a + (long)(m0 + i) * lda + k);
+        for (int j = 0; j < nr; j++) {
+            const __m512 wv = _mm512_maskz_loadu_ps(mk, w + (long)(n0 + j) * K + k);
+            for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(av[i], wv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            const float s = _mm512_reduce_add_ps(acc[i][j]);
+            out[(long)(m0 + i) * ldo + n0 + j] = b ? s + b[n0 + j] : s;
+        }
+}
+
+T_512 static void linear_f32_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                                 int K, int N) {
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const int nr = N - n0 < 4 ? N - n0 : 4;
+        int m0 = 0;
+        if (nr == 4) {
+            for (; m0 + 4 <= M; m0 += 4) tile_512(out, ldo, a, lda, w, b, K, m0, n0, 4, 4);
+            switch (M - m0) {
+            case 3: tile_512(out, ldo, a, lda, w, b, K, m0, n0, 3, 4); break;
+            case 2: tile_512(out, ldo, a, lda, w, b, K, m0, n0, 2, 4); break;
+            case 1: tile_512(out, ldo, a, lda, w, b, K, m0, n0, 1, 4); break;
+            default: break;
+            }
+        } else {
+            for (; m0 < M; m0++) tile_512(out, ldo, a, lda, w, b, K, m0, n0, 1, nr);
+        }
+    }
+}
+
+T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    const __m512i ones = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80);
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const int nr = N - n0 < 4 ? N - n0 : 4;
+        int32_t wsum[4] = {0, 0, 0, 0};
+        for (int j = 0; j < nr; j++) {
+            __m512i s = _mm512_setzero_si512();
+            const int8_t *wr = qw + (long)(n0 + j) * K;
+            for (int k = 0; k < K; k += 64) {
+                const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
+                s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(mk, wr + k));
+            }
+            wsum[j] = _mm512_reduce_add_epi32(s);
+        }
+        for (int m = 0; m < M; m++) {
+            __m512i s[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                            _mm512_setzero_si512()};
+            const int8_t *x = qa + (long)m * K;
+            for (int k = 0; k < K; k += 64) {
+                const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
+                /* padded bytes: activation 0 (+128), weight 0: no contribution */
+                const __m512i av = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, x + k), flip);
+                for (int j = 0; j < nr; j++)
+                    s[j] = _mm512_dpbusd_epi32(s[j], av, _mm512_maskz_loadu_epi8(mk, qw + (long)(n0 + j) * K + k));
+            }
+            for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = _mm512_reduce_add_epi32(s[j]) - 128 * wsum[j];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the tables */
+
+static const mvmoe_rt_kernels AVX2 = {"avx2", linear_f32_avx2, dot_i8_avx2};
+static const mvmoe_rt_kernels AVX512 = {"avx512", linear_f32_512, dot_i8_avx2};
+static const mvmoe_rt_kernels AVX512_VNNI = {"avx512-vnni", linear_f32_512, dot_i8_vnni};
+
+const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &AVX2 : NULL;
+}
+
+const mvmoe_rt_kernels *mvmoe_rt_kernels_avx512(void) {
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
+          __builtin_cpu_supports("fma")))
+        return NULL;
+    return __builtin_cpu_supports("avx512vnni") ? &AVX512_VNNI : &AVX512;
+}
+#else
+/* Not x86-64: this file is empty (ISO C wants a declaration in every translation unit). */
+typedef int mvmoe_rt_kernels_x86_unused;
+#endif

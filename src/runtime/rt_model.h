@@ -1,0 +1,63 @@
+/* The model the runtime runs: its config (from the checkpoint's __metadata__["config"]), its
+ * weights bound to the mapped tensors, and the per-image forward pass
+ * (docs/CHECKPOINT_FORMAT.md §4). */
+#ifndef MVMOE_RUNTIME_RT_MODEL_H
+#define MVMOE_RUNTIME_RT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/rt_checkpoint.h"
+#include "runtime/rt_ops.h"
+
+enum { RT_DENSE = 0, RT_IMAGE_SUPERCLASS, RT_IMAGE_LEARNED };
+
+typedef struct {
+    int img_size, in_chans, patch, dim, depth, heads, mlp_dim, num_classes;
+    int routing, experts, top_k, moe_layers;
+    float mean[4], std[4];
+    char **class_names; /* [num_classes] or NULL */
+} rt_config;
+
+typedef struct {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    rt_linear qkv, proj;
+    rt_linear *fc1, *fc2; /* one (dense block) or E (MoE block) */
+} rt_block;
+
+typedef struct {
+    rt_config c;
+    int T, first_moe;
+    rt_linear patch, head;
+    const float *cls, *pos, *norm_w, *norm_b, *router;
+    rt_block *blocks;
+    rt_linear *mlps;   /* every fc1/fc2, the blocks point in */
+    void **owned;      /* quantized or dequantized copies */
+    int n_owned;
+    int int8;
+} rt_model;
+
+/* One thread's buffers for one image (sized at open). */
+typedef struct {
+    float *patches, *x, *ln, *qkv, *att, *branch, *h, *mix, *scores, *probs, *gates, *cls;
+    int *ex;
+    rt_i8_scratch i8;
+} rt_work;
+
+/* The config JSON text (rt_config.c). 0, or -1 with err and *status. */
+int rt_config_parse(rt_config *c, const char *text, char *err, size_t errlen, int *status);
+void rt_config_free(rt_config *c);
+
+/* Reads the config and binds every tensor (int8: quantizes fp32 weights, or uses an int8
+ * checkpoint's in place; fp32: dequantizes an int8 checkpoint's). 0, or -1 with err/status. */
+int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, char *err, size_t errlen, int *status);
+void rt_model_free(rt_model *m);
+
+int rt_work_init(rt_work *w, const rt_model *m);
+void rt_work_free(rt_work *w);
+
+/* One image: x0 normalized pixels [C, S, S] → logits [K]; routes [top_k] (per-image MoE). */
+void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
+                      int64_t *routes, float adaptive);
+
+#endif

@@ -1,0 +1,161 @@
+/* The runtime's operations besides the weight products (rt_ops.h). */
+#include "runtime/rt_ops.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- int8 (docs/EDGE.md) */
+
+/* One value to int8 with the reciprocal scale: nearest, ties to even (the default rounding
+ * mode), clamped to ±127 (the library's quant()). */
+static inline int8_t quant(float x, float inv) {
+    const float r = nearbyintf(x * inv);
+    return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+}
+
+/* A row's scale and reciprocal (0 and 0 for an all-zero row); -1 if the row is not finite. */
+static int row_scale(const float *x, int K, float *s, float *inv) {
+    float amax = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const float a = fabsf(x[k]);
+        if (!(a <= amax)) amax = a; /* a NaN is kept (and caught below) */
+    }
+    if (!isfinite(amax)) return -1;
+    *s = amax / 127.0f;
+    *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    return 0;
+}
+
+/* The library's fixed point of the checkpoint round trip (src/kernels/linear_int8.c): the
+ * scale an int8 checkpoint stores, so fp32 → int8 at open gives the same int8 weights and
+ * scales as `mvmoe quantize` does. */
+static float stable_scale(float s) {
+    for (int i = 0; i < 8; i++) {
+        volatile float up = 127.0f * s;
+        const float next = up / 127.0f;
+        if (next == s) break;
+        s = next;
+    }
+    return s;
+}
+
+void rt_quantize_rows(int8_t *q, float *s, const float *w, int N, int K) {
+    for (int j = 0; j < N; j++) {
+        float sc = 0.0f, inv = 0.0f;
+        const float *row = w + (long)j * K;
+        if (row_scale(row, K, &sc, &inv)) sc = NAN, inv = 0.0f; /* the loader checks weights first */
+        s[j] = isfinite(sc) ? stable_scale(sc) : sc;
+        for (int k = 0; k < K; k++) q[(long)j * K + k] = quant(row[k], inv);
+    }
+}
+
+void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda,
+                       int M, rt_i8_scratch *s) {
+    const int K = L->K, N = L->N;
+    if (L->w) {
+        k->linear_f32(out, ldo, a, lda, L->w, L->b, M, K, N);
+        return;
+    }
+    /* int8: each row quantized with its own scale; the exact int32 sums; dequantized as the
+     * library does: (float)acc·(s_a·s_w[j]) + b[j], two roundings (no fused multiply-add) */
+    for (int m = 0; m < M; m++) {
+        const float *x = a + (long)m * lda;
+        float inv = 0.0f;
+        int8_t *qa = s->qa + (long)m * K;
+        if (row_scale(x, K, &s->sa[m], &inv)) {
+            s->sa[m] = NAN;
+            memset(qa, 0, (size_t)K);
+            continue;
+        }
+        for (int i = 0; i < K; i++) qa[i] = quant(x[i], inv);
+    }
+    k->dot_i8(s->acc, s->qa, L->q, M, K, N);
+    for (int m = 0; m < M; m++) {
+        const float sa = s->sa[m];
+        const int32_t *acc = s->acc + (long)m * N;
+        float *o = out + (long)m * ldo;
+        for (int j = 0; j < N; j++) {
+            const float v = (float)acc[j] * (sa * L->s[j]);
+            o[j] = L->b ? v + L->b[j] : v;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- fp32 operations */
+
+void rt_layernorm(float *out, const float *in, const float *w, const float *b, int M, int D) {
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (long)r * D;
+        float *y = out + (long)r * D;
+        double m = 0.0, v = 0.0;
+        for (int c = 0; c < D; c++) m += x[c];
+        m /= D;
+        for (int c = 0; c < D; c++) v += (x[c] - m) * (x[c] - m);
+        v /= D;
+        const float mf = (float)m, rs = (float)(1.0 / sqrt(v + 1e-6));
+        for (int c = 0; c < D; c++) y[c] = (x[c] - mf) * rs * w[c] + b[c];
+    }
+}
+
+void rt_gelu(float *x, long n) {
+    for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc) {
+    const int hd = D / heads, ld = 3 * D;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < heads; h++) {
+        for (int i = 0; i < Q; i++) {
+            const float *q = qkv + (long)i * ld + h * hd;
+            float mx = -INFINITY;
+            for (int j = 0; j < T; j++) {
+                const float *kk = qkv + (long)j * ld + D + h * hd;
+                float s = 0.0f;
+                for (int d = 0; d < hd; d++) s += q[d] * kk[d];
+                sc[j] = s * scale;
+                if (sc[j] > mx) mx = sc[j];
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < T; j++) {
+                sc[j] = expf(sc[j] - mx);
+                sum += sc[j];
+            }
+            const float inv = 1.0f / sum;
+            float *o = out + (long)i * D + h * hd;
+            for (int d = 0; d < hd; d++) o[d] = 0.0f;
+            for (int j = 0; j < T; j++) {
+                const float *v = qkv + (long)j * ld + 2 * D + h * hd, p = sc[j] * inv;
+                for (int d = 0; d < hd; d++) o[d] += p * v[d];
+            }
+        }
+    }
+}
+
+void rt_route(const float *r, const float *W, int D, int E, int k, float adaptive, float *p, int *ex, float *gate) {
+    float mx = -INFINITY;
+    for (int e = 0; e < E; e++) {
+        const float *w = W + (long)e * D;
+        float s = 0.0f;
+        for (int d = 0; d < D; d++) s += r[d] * w[d];
+        p[e] = s;
+        if (s > mx) mx = s;
+    }
+    float sum = 0.0f;
+    for (int e = 0; e < E; e++) {
+        p[e] = expf(p[e] - mx);
+        sum += p[e];
+    }
+    for (int e = 0; e < E; e++) p[e] /= sum;
+    for (int c = 0; c < k; c++) {
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            int taken = 0;
+            for (int q = 0; q < c; q++) taken |= ex[q] == e;
+            if (!taken && (best < 0 || p[e] > p[best])) best = e;
+        }
+        ex[c] = best;
+        gate[c] = p[best];
+    }
+    if (adaptive > 0.0f && p[ex[0]] >= adaptive)
+        for (int c = 1; c < k; c++) ex[c] = -1, gate[c] = 0.0f;
+}
