@@ -10,20 +10,6 @@
 #include "data.h"
 #include "run_cli.h"
 
-void run_json_str(FILE *f, const char *s) {
-    if (!s) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 /* Raw little-endian values (this program runs on little-endian CPUs only: x86-64, arm64),
  * written to PATH.tmp and renamed so a reader never sees a partial file. */
 static int write_raw(const char *path, const void *data, size_t bytes) {

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "data.h"
 #include "mvmoe_run.h"
@@ -126,12 +125,6 @@ static int parse(run_args *a, int argc, char **argv) {
     if (!a->data && !a->n_images) return usage("%s", "give --data DIR or IMAGE files");
     if (a->page_image >= 0 && !a->data) return usage("%s", "--page-report needs --data DIR");
     return 0;
-}
-
-double run_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 int main(int argc, char **argv) {

@@ -21,9 +21,9 @@ int run_predict(const run_args *a, mvmoe_run *rt);
 int run_latency(const run_args *a, mvmoe_run *rt);
 /* paging.c */
 int run_page_report(const run_args *a);
-/* main.c: seconds of a monotonic clock */
+/* util.c: seconds of a monotonic clock */
 double run_now(void);
-/* eval.c: a JSON string literal of s on f */
+/* util.c: a JSON string literal of s on f */
 void run_json_str(FILE *f, const char *s);
 
 #endif
