@@ -1,0 +1,115 @@
+/* Every runtime kernel set this CPU runs (src/runtime/rt_kernels.h) against the plain-C
+ * reference over awkward shapes (M, N, K of 1, K not a multiple of the vector widths, large K):
+ * linear_f32 within float rounding, dot_i8 exactly (the int8 sums are exact integers, which
+ * is what makes int8 logits the same bits on every CPU). Links only libmvmoe_run.a; builds and
+ * runs on arm64 too (the x86 and arm64 sets are each named under their own #if). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rt_kernels.h"
+
+static int failures;
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+static float frnd(void) { return (float)(rnd() % 20001) / 10000.0f - 1.0f; }
+
+static void check_set(const mvmoe_rt_kernels *k, const mvmoe_rt_kernels *ref, int M, int K, int N, int ld_extra,
+                      int bias) {
+    const int lda = K + ld_extra, ldo = N + ld_extra;
+    float *a = malloc(sizeof(float) * (size_t)M * lda), *w = malloc(sizeof(float) * (size_t)N * K);
+    float *b = malloc(sizeof(float) * (size_t)N), *o1 = malloc(sizeof(float) * (size_t)M * ldo);
+    float *o2 = malloc(sizeof(float) * (size_t)M * ldo);
+    int8_t *qa = malloc((size_t)M * K), *qw = malloc((size_t)N * K);
+    int32_t *i1 = malloc(sizeof(int32_t) * (size_t)M * N), *i2 = malloc(sizeof(int32_t) * (size_t)M * N);
+    if (!a || !w || !b || !o1 || !o2 || !qa || !qw || !i1 || !i2) {
+        fprintf(stderr, "FAIL: out of memory\n");
+        exit(1);
+    }
+    for (long i = 0; i < (long)M * lda; i++) a[i] = frnd();
+    for (long i = 0; i < (long)N * K; i++) w[i] = frnd();
+    for (int i = 0; i < N; i++) b[i] = frnd();
+    for (long i = 0; i < (long)M * ldo; i++) o1[i] = o2[i] = 12345.0f; /* the gaps must stay untouched */
+    ref->linear_f32(o1, ldo, a, lda, w, bias ? b : NULL, M, K, N);
+    k->linear_f32(o2, ldo, a, lda, w, bias ? b : NULL, M, K, N);
+    double worst = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < ldo; n++) {
+            const float x = o1[(long)m * ldo + n], y = o2[(long)m * ldo + n];
+            if (n >= N) {
+                if (y != 12345.0f) worst = INFINITY;
+                continue;
+            }
+            /* |a|, |w| <= 1: the sums' rounding is at most ~K·eps·Σ|a·w| <= K²·eps */
+            const double err = fabs((double)x - y) / (1.0 + sqrt((double)K));
+            if (!(err <= worst)) worst = err;
+        }
+    if (!(worst <= 1e-5)) {
+        fprintf(stderr, "FAIL: %s linear_f32 M=%d K=%d N=%d: error %g\n", k->name, M, K, N, worst);
+        failures++;
+    }
+    /* int8 in -127..127, with the extremes present */
+    for (long i = 0; i < (long)M * K; i++) qa[i] = (int8_t)((int)(rnd() % 255) - 127);
+    for (long i = 0; i < (long)N * K; i++) qw[i] = (int8_t)((int)(rnd() % 255) - 127);
+    if (K > 3) qa[0] = 127, qa[1] = -127, qw[0] = -127, qw[1] = -127;
+    ref->dot_i8(i1, qa, qw, M, K, N);
+    k->dot_i8(i2, qa, qw, M, K, N);
+    if (memcmp(i1, i2, sizeof(int32_t) * (size_t)M * N) != 0) {
+        fprintf(stderr, "FAIL: %s dot_i8 M=%d K=%d N=%d: sums differ from the reference\n", k->name, M, K, N);
+        failures++;
+    }
+    /* all extremes: the largest sums (VPMADDUBSW pairs, int32 range) */
+    memset(qa, 127, (size_t)M * K);
+    for (long i = 0; i < (long)N * K; i++) qw[i] = (int8_t)(i % 2 ? -127 : 127);
+    ref->dot_i8(i1, qa, qw, M, K, N);
+    k->dot_i8(i2, qa, qw, M, K, N);
+    if (memcmp(i1, i2, sizeof(int32_t) * (size_t)M * N) != 0) {
+        fprintf(stderr, "FAIL: %s dot_i8 extremes M=%d K=%d N=%d\n", k->name, M, K, N);
+        failures++;
+    }
+    free(a), free(w), free(b), free(o1), free(o2), free(qa), free(qw), free(i1), free(i2);
+}
+
+static void check_all(const mvmoe_rt_kernels *k) {
+    static const int Ms[] = {1, 2, 3, 4, 5, 7, 50};
+    static const int Ks[] = {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129, 784, 1000};
+    static const int Ns[] = {1, 2, 3, 4, 5, 9, 33};
+    const mvmoe_rt_kernels *ref = mvmoe_rt_kernels_plain();
+    for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++)
+        for (size_t j = 0; j < sizeof Ks / sizeof *Ks; j++)
+            for (size_t l = 0; l < sizeof Ns / sizeof *Ns; l++)
+                check_set(k, ref, Ms[i], Ks[j], Ns[l], (int)((i + j + l) % 3), (int)((i + l) % 2));
+    check_set(k, ref, 2, 16384, 3, 5, 1); /* large K */
+    check_set(k, ref, 1, 65000, 2, 0, 0); /* near the int32 limit of the int8 sums */
+    printf("ok: %s against plain\n", k->name);
+}
+
+int main(void) {
+    int sets = 0;
+    const mvmoe_rt_kernels *chosen = mvmoe_rt_kernels_get();
+    printf("chosen: %s\n", chosen->name);
+    check_all(mvmoe_rt_kernels_plain()); /* the reference against itself: the harness */
+#if defined(__x86_64__)
+    const mvmoe_rt_kernels *x86[] = {mvmoe_rt_kernels_avx512(), mvmoe_rt_kernels_avx2()};
+    for (int i = 0; i < 2; i++)
+        if (x86[i]) check_all(x86[i]), sets++;
+#endif
+#if defined(__aarch64__)
+    const mvmoe_rt_kernels *arm[] = {mvmoe_rt_kernels_neon_dotprod(), mvmoe_rt_kernels_neon()};
+    for (int i = 0; i < 2; i++)
+        if (arm[i]) check_all(arm[i]), sets++;
+#endif
+    if (sets == 0) printf("skip: this CPU runs only the plain kernels\n");
+    if (failures) {
+        printf("%d failure(s)\n", failures);
+        return 1;
+    }
+    printf("all kernel sets agree with plain (%d SIMD set(s))\n", sets);
+    return 0;
+}
