@@ -49,6 +49,9 @@ typedef struct mvmoe_run_options {
     float adaptive_k; /* top_k >= 2 models: keep the 2nd..k-th experts only for images whose top
                        * router probability is below this (0: off, plain top-k; as eval's
                        * --adaptive-k, docs/MOE.md) */
+    int random_access; /* 1: madvise(MADV_RANDOM) on the map: no read-ahead, so an image reads
+                        * only the pages it uses (expert paging; a slower cold start), and an
+                        * int8 file's weights are not scanned for -128 at open */
 } mvmoe_run_options;
 
 typedef struct mvmoe_run mvmoe_run;
@@ -86,6 +89,13 @@ int mvmoe_run_images_u8(mvmoe_run *ctx, const uint8_t *pixels, int n, float *log
 
 /* The same from already normalized float32 pixels (same layout). */
 int mvmoe_run_images_f32(mvmoe_run *ctx, const float *normalized, int n, float *logits, int64_t *routes);
+
+/* The read-only map of the checkpoint file: its bytes, and *base its address. */
+size_t mvmoe_run_mapping(const mvmoe_run *ctx, const void **base);
+/* Tensor i (0 ≤ i < count) of the checkpoint: its name and the file bytes [offset,
+ * offset+bytes) it occupies. Returns the tensor count; i out of range leaves the outputs alone.
+ * (What `mvmoe-run --page-report` uses to tell which experts' pages an image read.) */
+int mvmoe_run_tensor(const mvmoe_run *ctx, int i, const char **name, size_t *offset, size_t *bytes);
 
 /* Releases everything (NULL is fine). */
 void mvmoe_run_close(mvmoe_run *ctx);

@@ -179,7 +179,7 @@ static int read_header(rt_checkpoint *ck, const char *path, char *err, size_t er
     return rc;
 }
 
-int rt_checkpoint_open(rt_checkpoint *ck, const char *path, char *err, size_t errlen, int *st) {
+int rt_checkpoint_open(rt_checkpoint *ck, const char *path, int random_access, char *err, size_t errlen, int *st) {
     memset(ck, 0, sizeof *ck);
     ck->fd = -1;
     ck->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -196,6 +196,8 @@ int rt_checkpoint_open(rt_checkpoint *ck, const char *path, char *err, size_t er
     if (m == MAP_FAILED)
         return failf(err, errlen, st, MVMOE_RUN_ERR_IO, "cannot map '%s': %s", path, strerror(errno));
     ck->map = m;
+    /* before the header is read: its first fault would otherwise read ahead into the weights */
+    if (random_access) (void)madvise(m, ck->size, MADV_RANDOM);
     if (read_header(ck, path, err, errlen, st)) return -1;
     for (int i = 0; i < ck->nt; i++) {
         rt_tensor *t = &ck->t[i];

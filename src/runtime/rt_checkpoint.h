@@ -34,9 +34,11 @@ typedef struct {
     char *quantization;   /* __metadata__["quantization"], or NULL */
 } rt_checkpoint;
 
-/* Maps and checks `path`. 0, or -1 with a message (what, which file, what to do) in err;
- * *status_out gets the mvmoe_run_status kind. */
-int rt_checkpoint_open(rt_checkpoint *ck, const char *path, char *err, size_t errlen, int *status_out);
+/* Maps and checks `path` (random_access: madvise(MADV_RANDOM) on the map before anything is
+ * read, so no read-ahead brings in pages no one asked for). 0, or -1 with a message (what,
+ * which file, what to do) in err; *status_out gets the mvmoe_run_status kind. */
+int rt_checkpoint_open(rt_checkpoint *ck, const char *path, int random_access, char *err, size_t errlen,
+                       int *status_out);
 void rt_checkpoint_close(rt_checkpoint *ck);
 
 /* The tensor called `name`, or NULL. */

@@ -98,7 +98,9 @@ static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const i
             if (!(isfinite(s[j]) && s[j] >= 0.0f))
                 return fail(b, MVMOE_RUN_ERR_FORMAT, "scale %d of '%s' is %g: scales must be finite and >= 0", j, name,
                             (double)s[j]);
-        for (long i = 0; i < (long)N * K; i++)
+        /* -128 is outside the kernels' contract (rt_kernels.h). Looking for it reads every
+         * expert's pages, so an open for expert paging (random_access) skips it */
+        for (long i = 0; b->m->scan_i8 && i < (long)N * K; i++)
             if (q[i] == -128)
                 return fail(b, MVMOE_RUN_ERR_FORMAT, "'%s' holds -128: int8 weights are -127..127", name);
         if (b->m->int8) {
@@ -168,9 +170,10 @@ static int bind_block(binder *b, int l, rt_linear **next_mlp) {
     return 0;
 }
 
-int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, char *err, size_t errlen, int *status) {
+int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, int scan_i8, char *err, size_t errlen, int *status) {
     memset(m, 0, sizeof *m);
     m->int8 = int8;
+    m->scan_i8 = scan_i8;
     binder b = {m, ck, err, errlen, status};
     if (!ck->config)
         return fail(&b, MVMOE_RUN_ERR_UNSUPPORTED,

@@ -35,6 +35,7 @@ typedef struct {
     void **owned;      /* quantized or dequantized copies */
     int n_owned;
     int int8;
+    int scan_i8; /* check int8 weights for -128 at open (reads every page) */
 } rt_model;
 
 /* One thread's buffers for one image (sized at open). */
@@ -49,8 +50,9 @@ int rt_config_parse(rt_config *c, const char *text, char *err, size_t errlen, in
 void rt_config_free(rt_config *c);
 
 /* Reads the config and binds every tensor (int8: quantizes fp32 weights, or uses an int8
- * checkpoint's in place; fp32: dequantizes an int8 checkpoint's). 0, or -1 with err/status. */
-int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, char *err, size_t errlen, int *status);
+ * checkpoint's in place, checking its values for -128 if scan_i8; fp32: dequantizes an int8
+ * checkpoint's). 0, or -1 with err/status. */
+int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, int scan_i8, char *err, size_t errlen, int *status);
 void rt_model_free(rt_model *m);
 
 int rt_work_init(rt_work *w, const rt_model *m);

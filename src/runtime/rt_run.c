@@ -55,8 +55,8 @@ int mvmoe_run_open(const char *path, const mvmoe_run_options *opt, mvmoe_run **o
         return set_err(r, MVMOE_RUN_ERR_INVALID, "adaptive_k %g must be in 0..1", (double)r->opt.adaptive_k);
     if (r->opt.threads < 0) return set_err(r, MVMOE_RUN_ERR_INVALID, "threads %d < 0", r->opt.threads);
     int st = 0;
-    if (rt_checkpoint_open(&r->ck, path, r->err, sizeof r->err, &st)) return st;
-    if (rt_model_load(&r->m, &r->ck, r->opt.precision == MVMOE_RUN_INT8, r->err, sizeof r->err, &st)) {
+    if (rt_checkpoint_open(&r->ck, path, r->opt.random_access, r->err, sizeof r->err, &st)) return st;
+    if (rt_model_load(&r->m, &r->ck, r->opt.precision == MVMOE_RUN_INT8, !r->opt.random_access, r->err, sizeof r->err, &st)) {
         /* name the file in messages about its contents */
         char tmp[2 * sizeof r->err + 16];
         snprintf(tmp, sizeof tmp, "%s: %s", path, r->err);
@@ -152,6 +152,22 @@ int mvmoe_run_images_u8(mvmoe_run *r, const uint8_t *pixels, int n, float *logit
 int mvmoe_run_images_f32(mvmoe_run *r, const float *x, int n, float *logits, int64_t *routes) {
     const int st = ready(r, n, x, logits);
     return st ? st : run(r, NULL, x, n, logits, routes);
+}
+
+size_t mvmoe_run_mapping(const mvmoe_run *r, const void **base) {
+    if (base) *base = r ? r->ck.map : NULL;
+    return r ? r->ck.size : 0;
+}
+
+int mvmoe_run_tensor(const mvmoe_run *r, int i, const char **name, size_t *offset, size_t *bytes) {
+    if (!r) return 0;
+    if (i >= 0 && i < r->ck.nt) {
+        const rt_tensor *t = &r->ck.t[i];
+        if (name) *name = t->name;
+        if (offset) *offset = r->ck.data_start + t->begin;
+        if (bytes) *bytes = t->end - t->begin;
+    }
+    return r->ck.nt;
 }
 
 void mvmoe_run_close(mvmoe_run *r) {
