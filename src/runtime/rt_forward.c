@@ -24,6 +24,7 @@ int rt_work_init(rt_work *w, const rt_model *m) {
     w->h = malloc(sizeof(float) * (size_t)(T * H));
     w->mix = malloc(sizeof(float) * (size_t)(T * D));
     w->scores = malloc(sizeof(float) * (size_t)T);
+    w->kt = malloc(sizeof(float) * (size_t)(T * D));
     w->probs = malloc(sizeof(float) * (size_t)E);
     w->gates = malloc(sizeof(float) * (size_t)k);
     w->ex = malloc(sizeof(int) * (size_t)k);
@@ -33,7 +34,7 @@ int rt_work_init(rt_work *w, const rt_model *m) {
         w->i8.sa = malloc(sizeof(float) * (size_t)T);
         w->i8.acc = malloc(sizeof(int32_t) * (size_t)(T * maxN));
     }
-    const int ok = w->patches && w->x && w->ln && w->qkv && w->att && w->branch && w->h && w->mix && w->scores &&
+    const int ok = w->patches && w->x && w->ln && w->qkv && w->att && w->branch && w->h && w->mix && w->scores && w->kt &&
                    w->probs && w->gates && w->ex && w->cls && (!m->int8 || (w->i8.qa && w->i8.sa && w->i8.acc));
     if (!ok) rt_work_free(w);
     return ok ? 0 : -1;
@@ -41,7 +42,7 @@ int rt_work_init(rt_work *w, const rt_model *m) {
 
 void rt_work_free(rt_work *w) {
     free(w->patches), free(w->x), free(w->ln), free(w->qkv), free(w->att), free(w->branch), free(w->h);
-    free(w->mix), free(w->scores), free(w->probs), free(w->gates), free(w->ex), free(w->cls);
+    free(w->mix), free(w->scores), free(w->kt), free(w->probs), free(w->gates), free(w->ex), free(w->cls);
     free(w->i8.qa), free(w->i8.sa), free(w->i8.acc);
     memset(w, 0, sizeof *w);
 }
@@ -96,7 +97,7 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
         } else {
             rt_linear_forward(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8);
         }
-        rt_attention(w->att, w->qkv, T, Q, D, c->heads, w->scores);
+        rt_attention(w->att, w->qkv, T, Q, D, c->heads, w->scores, w->kt);
         rt_linear_forward(k, &b->proj, w->branch, D, w->att, D, Q, &w->i8);
         add_rows(w->x, w->branch, (long)Q * D);
         rt_layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);

@@ -40,7 +40,7 @@ typedef struct {
 
 /* One thread's buffers for one image (sized at open). */
 typedef struct {
-    float *patches, *x, *ln, *qkv, *att, *branch, *h, *mix, *scores, *probs, *gates, *cls;
+    float *patches, *x, *ln, *qkv, *att, *branch, *h, *mix, *scores, *kt, *probs, *gates, *cls;
     int *ex;
     rt_i8_scratch i8;
 } rt_work;

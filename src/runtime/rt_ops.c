@@ -6,21 +6,29 @@
 
 /* ---------------------------------------------------------------- int8 (docs/EDGE.md) */
 
-/* One value to int8 with the reciprocal scale: nearest, ties to even (the default rounding
- * mode), clamped to ±127 (the library's quant()). */
+/* One value to int8 with the reciprocal scale: nearest, ties to even, clamped to ±127 (the
+ * library's quant(), which calls nearbyintf). Adding and taking off 1.5·2^23 rounds a float
+ * of magnitude below 2^22 to an integer by the current rounding mode, as nearbyintf does, in
+ * two instructions where a baseline x86-64 build calls libm for nearbyintf (|x·inv| is at most
+ * 127 and a little rounding; a NaN row never gets here). */
 static inline int8_t quant(float x, float inv) {
-    const float r = nearbyintf(x * inv);
+    const float y = x * inv, r = (y + 12582912.0f) - 12582912.0f;
     return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
 }
 
 /* A row's scale and reciprocal (0 and 0 for an all-zero row); -1 if the row is not finite. */
 static int row_scale(const float *x, int K, float *s, float *inv) {
+    /* max is exact in any order, so the vector loop gives the scalar loop's value; a NaN or
+     * infinity anywhere makes x - x non-zero (NaN) */
     float amax = 0.0f;
+    int bad = 0;
+#pragma omp simd reduction(max : amax) reduction(| : bad)
     for (int k = 0; k < K; k++) {
         const float a = fabsf(x[k]);
-        if (!(a <= amax)) amax = a; /* a NaN is kept (and caught below) */
+        amax = a > amax ? a : amax;
+        bad |= !(x[k] - x[k] == 0.0f);
     }
-    if (!isfinite(amax)) return -1;
+    if (bad || !isfinite(amax)) return -1;
     *s = amax / 127.0f;
     *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     return 0;
@@ -67,6 +75,7 @@ void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out
             memset(qa, 0, (size_t)K);
             continue;
         }
+#pragma omp simd
         for (int i = 0; i < K; i++) qa[i] = quant(x[i], inv);
     }
     k->dot_i8(s->acc, s->qa, L->q, M, K, N);
@@ -74,9 +83,13 @@ void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out
         const float sa = s->sa[m];
         const int32_t *acc = s->acc + (long)m * N;
         float *o = out + (long)m * ldo;
-        for (int j = 0; j < N; j++) {
-            const float v = (float)acc[j] * (sa * L->s[j]);
-            o[j] = L->b ? v + L->b[j] : v;
+        const float *sw = L->s, *b = L->b;
+        if (b) {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = (float)acc[j] * (sa * sw[j]) + b[j];
+        } else {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = (float)acc[j] * (sa * sw[j]);
         }
     }
 }
@@ -101,18 +114,26 @@ void rt_gelu(float *x, long n) {
     for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
-void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc) {
+void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt) {
     const int hd = D / heads, ld = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < heads; h++) {
+        /* this head's keys transposed, [hd][T]: the scores of all keys then accumulate
+         * elementwise over the keys, each in d order (the same sums, vectorized) */
+        for (int j = 0; j < T; j++)
+            for (int d = 0; d < hd; d++) kt[(long)d * T + j] = qkv[(long)j * ld + D + h * hd + d];
         for (int i = 0; i < Q; i++) {
             const float *q = qkv + (long)i * ld + h * hd;
+#pragma omp simd
+            for (int j = 0; j < T; j++) sc[j] = 0.0f;
+            for (int d = 0; d < hd; d++) {
+                const float qd = q[d], *kd = kt + (long)d * T;
+#pragma omp simd
+                for (int j = 0; j < T; j++) sc[j] += qd * kd[j];
+            }
             float mx = -INFINITY;
             for (int j = 0; j < T; j++) {
-                const float *kk = qkv + (long)j * ld + D + h * hd;
-                float s = 0.0f;
-                for (int d = 0; d < hd; d++) s += q[d] * kk[d];
-                sc[j] = s * scale;
+                sc[j] *= scale;
                 if (sc[j] > mx) mx = sc[j];
             }
             float sum = 0.0f;
@@ -125,6 +146,7 @@ void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, 
             for (int d = 0; d < hd; d++) o[d] = 0.0f;
             for (int j = 0; j < T; j++) {
                 const float *v = qkv + (long)j * ld + 2 * D + h * hd, p = sc[j] * inv;
+#pragma omp simd
                 for (int d = 0; d < hd; d++) o[d] += p * v[d];
             }
         }

@@ -39,8 +39,8 @@ void rt_layernorm(float *out, const float *in, const float *w, const float *b, i
 /* Exact GELU, in place. */
 void rt_gelu(float *x, long n);
 /* Attention of one image: qkv [T, 3D] (q, k, v; heads of D/H), the queries of the first Q
- * rows only; out [Q, D]; scores: T floats of scratch. */
-void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *scores);
+ * rows only; out [Q, D]; scratch: scores T floats, kt T·D/heads floats. */
+void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *scores, float *kt);
 /* Per-image routing: p = softmax(W r) (E), the top k by probability (ties: lower index) into
  * ex/gate; choices after the first dropped (ex -1, gate 0) when p[first] >= adaptive (> 0). */
 void rt_route(const float *r, const float *W, int D, int E, int k, float adaptive, float *p, int *ex, float *gate);
