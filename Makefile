@@ -137,6 +137,10 @@ fuzz-harnesses: $(patsubst %.c,$(BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 $(BUILD)/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(BUILD)/libmvmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmvmoe.a $(LDLIBS)
+# the runtime's harness: the runtime's sources alone (it links nothing of libmvmoe), fuzz flags
+$(BUILD)/fuzz/fuzz_runtime: fuzz/fuzz_runtime.c $(RT_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -Wno-pass-failed $(LDFLAGS) -o $@ $< $(RT_SRC) -lm
 fuzz: fuzz-build
 	bash fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 asan-test:
