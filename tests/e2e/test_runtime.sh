@@ -5,6 +5,7 @@
 #    for dense, image-superclass k=1 and k=2, image-learned k=1 and k=2 and --adaptive-k;
 #  - int8: the same top-1 as `eval --precision int8` on every image, from the fp32 file and
 #    from its `mvmoe quantize` output (and those two give the same bits, as in the library);
+#    the quantized file under fp32 (dequantized) within 1e-5 of eval's;
 #    MVMOE_ISA=plain gives the same int8 logits bits as the CPU's best kernels;
 #  - --json carries eval's top1/n; a PGM image gives the same class as the dataset run;
 #    --latency prints a median; ldd shows only libc/libm/libgomp;
@@ -75,6 +76,12 @@ for m in dense superclass-k1 superclass-k2 learned-k1 learned-k2; do
     || { bad "$m: eval int8 failed"; continue; }
   "$MV" quantize --model "$T/$m.safetensors" --out "$T/$m.q.safetensors" > /dev/null 2>&1 \
     || { bad "$m: quantize failed"; continue; }
+  # the quantized file under fp32: its weights dequantized, as eval does
+  "$MV" eval --model "$T/$m.q.safetensors" "${EV[@]}" --logits "$T/$m.qe.f32" > /dev/null 2>&1 \
+    && "$RUN" --model "$T/$m.q.safetensors" "${EV[@]}" --logits "$T/$m.qr.f32" > /dev/null 2>&1 \
+    && read -r rel _ < <("$PY" "$T/compare.py" "$T/$m.qe.f32" "$T/$m.qr.f32" 10) \
+    && awk -v r="$rel" 'BEGIN{exit !(r <= 1e-5)}' && ok "$m.q fp32 (dequantized): max rel diff $rel to eval's" \
+    || bad "$m.q fp32 (dequantized): max rel diff ${rel:-?} to eval's (want <= 1e-5)"
   for src in "$m" "$m.q"; do
     "$RUN" --model "$T/$src.safetensors" "${EV[@]}" --precision int8 --logits "$T/$src.r8.f32" > "$T/$src.r8.log" 2>&1 \
       || { bad "$src: mvmoe-run int8 failed: $(tail -1 "$T/$src.r8.log")"; continue; }
