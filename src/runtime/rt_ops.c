@@ -94,6 +94,56 @@ void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out
     }
 }
 
+/* ---------------------------------------------------------------- exp and erf
+ * The runtime's own, not libm's: libm's expf and erff differ in their last bits between
+ * C libraries and architectures (glibc picks an FMA variant on x86-64), and these feed every
+ * block, so with libm the int8 logits of an x86 and an arm64 build would differ in a few
+ * bits. Plain float arithmetic with no fused operations (ISO C mode: no contraction) is the
+ * same everywhere, and the loops calling them vectorize. */
+
+/* e^x within 2 ulp on [-87, 88] (0 below, NaN kept): 2^n·e^r, n = round(x/ln 2), r by
+ * Cody–Waite with ln 2 in two parts, e^r by its Taylor series to r^7 (|r| <= 0.35: the
+ * next term is below 5e-9 relative). */
+static inline float rt_expf(float x) {
+    /* quiet comparisons (isless, isgreater): they cannot trap, so the loops calling this
+     * if-convert and vectorize */
+    const float xc = !isgreaterequal(x, -87.0f) ? -87.0f : isgreater(x, 88.0f) ? 88.0f : x;
+    const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { int32_t i; float f; } s = {.i = ((int32_t)n + 127) << 23};
+    return isunordered(x, x) ? x : isless(x, -87.0f) ? 0.0f : p * s.f;
+}
+
+/* erf(x) within 4.3e-7 absolute: x·P(x²)/Q(x²) on x clamped to ±3.8325 (where erf is 1 to
+ * float precision), the rational approximation of Eigen's and XLA's float erf. */
+static inline float rt_erff(float x) {
+    const float c = 3.832506856900711f;
+    x = isgreater(x, c) ? c : isless(x, -c) ? -c : x;
+    const float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 + -2.10102402082508e-06f;
+    p = p * x2 + -5.69250639462346e-05f;
+    p = p * x2 + -7.34990630326855e-04f;
+    p = p * x2 + -2.95459980854025e-03f;
+    p = p * x2 + -1.60960333262415e-02f;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 + -2.13374055278905e-04f;
+    q = q * x2 + -1.68282697438203e-03f;
+    q = q * x2 + -7.37332916720468e-03f;
+    q = q * x2 + -1.42647390514189e-02f;
+    return x * p / q;
+}
+
 /* ---------------------------------------------------------------- fp32 operations */
 
 void rt_layernorm(float *out, const float *in, const float *w, const float *b, int M, int D) {
@@ -111,7 +161,8 @@ void rt_layernorm(float *out, const float *in, const float *w, const float *b, i
 }
 
 void rt_gelu(float *x, long n) {
-    for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+#pragma omp simd
+    for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + rt_erff(x[i] * 0.70710678118654752f));
 }
 
 void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt) {
@@ -136,11 +187,10 @@ void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, 
                 sc[j] *= scale;
                 if (sc[j] > mx) mx = sc[j];
             }
+#pragma omp simd
+            for (int j = 0; j < T; j++) sc[j] = rt_expf(sc[j] - mx);
             float sum = 0.0f;
-            for (int j = 0; j < T; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
+            for (int j = 0; j < T; j++) sum += sc[j];
             const float inv = 1.0f / sum;
             float *o = out + (long)i * D + h * hd;
             for (int d = 0; d < hd; d++) o[d] = 0.0f;
@@ -164,7 +214,7 @@ void rt_route(const float *r, const float *W, int D, int E, int k, float adaptiv
     }
     float sum = 0.0f;
     for (int e = 0; e < E; e++) {
-        p[e] = expf(p[e] - mx);
+        p[e] = rt_expf(p[e] - mx);
         sum += p[e];
     }
     for (int e = 0; e < E; e++) p[e] /= sum;
