@@ -126,14 +126,14 @@ sigterm-test: $(BUILD)/mvmoe
 # tests/runtime/test_aarch64.sh runs under qemu-aarch64-static (docs/EDGE.md, "arm64").
 # Static: qemu then needs no arm64 sysroot, and the one file runs on any arm64 Linux.
 # Built for plain armv8-a: the SDOT kernels carry their own target attribute and are chosen at
-# run time (src/runtime/rt_kernels_neon.c). No OpenMP by default: a static libgomp links with a
-# warning (its OpenACC plugin loader calls dlopen) and adds ~200 KB; A64_OPENMP=1 links it.
+# run time (src/runtime/rt_kernels_neon.c). OpenMP (the runtime's threads) is GCC's static
+# libgomp: the link prints one warning, that libgomp's OpenACC plugin loader calls dlopen,
+# which a static binary could not serve; OpenMP on the CPU never calls it.
 RT_SRC     ?= $(sort $(wildcard src/runtime/*.c))
 RUN_SRC    ?= $(sort $(wildcard cli/run/*.c))
 A64_CC     ?= aarch64-linux-gnu-gcc
 A64        := $(BUILD)/aarch64
-A64_OPENMP ?= 0
-A64_OMP     = $(if $(filter 1,$(A64_OPENMP)),-fopenmp,-Wno-unknown-pragmas)
+A64_OMP    ?= -fopenmp
 A64_CFLAGS ?= -O3 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -ffp-contract=fast \
               -Iinclude -Isrc -MMD -MP
 A64_LDFLAGS ?= -static

@@ -165,6 +165,7 @@ int main(int argc, char **argv) {
         const char *want = dp ? "neon-dotprod" : neon ? "neon" : "plain";
         const char *isa = getenv("MVMOE_ISA");
         if (isa && !strcmp(isa, "plain")) want = "plain";
+        if (isa && !strcmp(isa, "neon") && neon) want = "neon";
         const mvmoe_rt_kernels *got = mvmoe_rt_kernels_get();
         printf("rt_neon_check: mvmoe_rt_kernels_get() chose %s\n", got ? got->name : "(null)");
         CHECK(got && !strcmp(got->name, want), "the dispatcher chose %s, want %s",
