@@ -134,8 +134,8 @@ RUN_SRC    ?= $(sort $(wildcard cli/run/*.c))
 A64_CC     ?= aarch64-linux-gnu-gcc
 A64        := $(BUILD)/aarch64
 A64_OMP    ?= -fopenmp
-A64_CFLAGS ?= -O3 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -ffp-contract=fast \
-              -Iinclude -Isrc -MMD -MP
+# the x86 runtime's flags (RT_CFLAGS: portable, no -march), so that both builds round alike
+A64_CFLAGS ?= $(if $(RT_CFLAGS),$(RT_CFLAGS),-O2 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Iinclude -Isrc -MMD -MP)
 A64_LDFLAGS ?= -static
 A64_RT_OBJ  = $(RT_SRC:%.c=$(A64)/obj/%.o)
 A64_RUN_OBJ = $(RUN_SRC:%.c=$(A64)/obj/%.o)
