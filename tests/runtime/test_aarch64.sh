@@ -145,8 +145,15 @@ for m in dense moe; do
       if ! a64 $cpu "$A64/mvmoe-run" "${RUNARGS[@]}" --precision $p --logits "$T/$m.$p.$cpu.f32" > "$T/$m.$p.$cpu.log" 2>&1; then
         bad "$m $p: arm64 mvmoe-run on $cpu failed: $(tail -3 "$T/$m.$p.$cpu.log")"; continue
       fi
+      # the kernels the program reports using ("(int8, neon-dotprod kernels)")
+      want=neon-dotprod; [ $cpu = cortex-a53 ] && want=neon
+      used=$(grep -o '[a-z0-9-]* kernels' "$T/$m.$p.$cpu.log" | head -1)
+      if [ -n "$used" ] && [ "$used" != "$want kernels" ]; then
+        bad "$m $p: arm64 mvmoe-run on $cpu used $used, want $want"
+      fi
       mode=fp32; [ $p = int8 ] && mode=top1
-      if v=$(compare "$m $p arm64 ($cpu) vs x86" "$T/$m.$p.$cpu.f32" "$T/$m.$p.x86.f32" $mode); then ok "$v"; else bad "$v"; fi
+      if v=$(compare "$m $p arm64 ($cpu: ${used:-kernels not reported}) vs x86" "$T/$m.$p.$cpu.f32" \
+             "$T/$m.$p.x86.f32" $mode); then ok "$v"; else bad "$v"; fi
     done
   done
   if [ -s "$T/$m.int8.max.f32" ] && [ -s "$T/$m.int8.cortex-a53.f32" ]; then
