@@ -155,6 +155,44 @@ kill-resume-test: $(BUILD)/mvmoe
 sigterm-test: $(BUILD)/mvmoe
 	bash tests/long/sigterm_loop.sh $(BUILD)
 
+# ---------------------------------------------------------------- arm64 (issue 17)
+# make runtime-aarch64: the runtime (src/runtime, cli/run) cross-built for arm64 Linux with
+# Debian's gcc-aarch64-linux-gnu into $(BUILD)/aarch64/: mvmoe-run and the kernel tests, which
+# tests/runtime/test_aarch64.sh runs under qemu-aarch64-static (docs/EDGE.md, "arm64").
+# Static: qemu then needs no arm64 sysroot, and the one file runs on any arm64 Linux.
+# Built for plain armv8-a: the SDOT kernels carry their own target attribute and are chosen at
+# run time (src/runtime/rt_kernels_neon.c). OpenMP (the runtime's threads) is GCC's static
+# libgomp: the link prints one warning, that libgomp's OpenACC plugin loader calls dlopen,
+# which a static binary could not serve; OpenMP on the CPU never calls it.
+RT_SRC     ?= $(sort $(wildcard src/runtime/*.c))
+RUN_SRC    ?= $(sort $(wildcard cli/run/*.c))
+A64_CC     ?= aarch64-linux-gnu-gcc
+A64        := $(BUILD)/aarch64
+A64_OMP    ?= -fopenmp
+# the x86 runtime's flags (RT_CFLAGS: portable, no -march), so that both builds round alike
+A64_CFLAGS ?= $(if $(RT_CFLAGS),$(RT_CFLAGS),-O2 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Iinclude -Isrc -MMD -MP)
+A64_LDFLAGS ?= -static
+A64_RT_OBJ  = $(RT_SRC:%.c=$(A64)/obj/%.o)
+A64_RUN_OBJ = $(RUN_SRC:%.c=$(A64)/obj/%.o)
+# tests/runtime/rt_neon_check.c is not named test_*.c: the native suite must not run it (on x86
+# it can only skip); test_rt_kernels.c, when present, is the native test built again for arm64
+A64_TESTS   = $(A64)/tests/runtime/rt_neon_check \
+              $(if $(wildcard tests/runtime/test_rt_kernels.c),$(A64)/tests/runtime/test_rt_kernels)
+
+.PHONY: runtime-aarch64
+runtime-aarch64: $(A64_TESTS) $(if $(RUN_SRC),$(A64)/mvmoe-run)
+
+$(A64)/mvmoe-run: $(A64_RT_OBJ) $(A64_RUN_OBJ)
+	$(A64_CC) $(A64_LDFLAGS) $(A64_OMP) -o $@ $^ -lm
+
+$(A64)/tests/runtime/%: tests/runtime/%.c $(A64_RT_OBJ)
+	@mkdir -p $(dir $@)
+	$(A64_CC) $(A64_CFLAGS) $(A64_OMP) -Itests $(A64_LDFLAGS) -o $@ $< $(A64_RT_OBJ) -lm
+
+$(A64)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(A64_CC) $(A64_CFLAGS) $(A64_OMP) -c -o $@ $<
+
 # ---------------------------------------------------------------- installable library
 # (issue 18: the installed products; docs/ARCHITECTURE.md, "Installed products")
 #   make lib                      build/libmvmoe.so (+ .so.MAJOR -> .so.MAJOR.MINOR.PATCH), the
