@@ -151,15 +151,19 @@ mvmoe_status mvmoe_model_predict(mvmoe_model *m, const uint8_t *images, int n, f
 
 /* ---------------------------------------------------------------- ONNX export */
 typedef struct mvmoe_export_options {
-    int int8; /* must be 0: int8 weights need the int8 checkpoint format of issue 17 (not yet) */
+    /* 1: the products --precision int8 runs in int8 (patch embedding, qkv, proj, fc1, fc2,
+     * experts) as DynamicQuantizeLinear -> MatMulInteger with the int8 weights and per-output-
+     * channel scales of mvmoe_model_save_int8 (zero point 0); router and head stay float32.
+     * The activations are quantized per tensor (uint8), not per token as mvmoe does. */
+    int int8;
 } mvmoe_export_options;
 
 /* Writes m as one ONNX model file (opset 17, IR version 8; docs/EXPORT.md), atomically.
  * Input "pixels": float32 [N, C, H, W], the uint8 image values / 255 (the checkpoint's mean/std
  * are applied inside); outputs "logits" float32 [N, num_classes] and, for per-image MoE
  * models, "routes" int64 [N, top_k] (each image's experts, most probable first). Dense and
- * per-image routing (image-superclass, image-learned); token-learned routing, adaptive k and
- * o->int8 give MVMOE_ERR_UNSUPPORTED. No control flow (If/Loop): a batch of one computes only
+ * per-image routing (image-superclass, image-learned); token-learned routing and adaptive k
+ * give MVMOE_ERR_UNSUPPORTED. No control flow (If/Loop): a batch of one computes only
  * its k experts, gathered from the stacked expert weights. o may be NULL. */
 mvmoe_status mvmoe_export_onnx(const mvmoe_model *m, const char *path, const mvmoe_export_options *o);
 
