@@ -445,6 +445,8 @@ typedef struct mvmoe_bench_options {
                                training step) as safetensors "images" [8,C,S,S] (F32 0..255)
                                and "logits" [8,K], so other frameworks can check they compute
                                the same function */
+    int inference_only;   /* 1: no training steps (their results stay 0): what int8, an
+                             inference-only precision, can be timed on */
 } mvmoe_bench_options;
 
 typedef struct mvmoe_bench_result {
@@ -480,8 +482,9 @@ void mvmoe_bench_options_default(mvmoe_bench_options *o);
 const char *mvmoe_kernel_isa(void);
 /* The GEMM library and its version, e.g. "oneDNN 2.6.3" (its kernels are chosen by CPU). */
 const char *mvmoe_gemm_library(void);
-/* Measures training steps, then batch-1 latency and batch throughput at o->threads. Takes
- * optimizer steps on m (its weights change; save them first if they matter). */
+/* Measures training steps (unless o->inference_only), then batch-1 latency and batch
+ * throughput at o->threads, in the current precision (mvmoe_set_precision). Takes optimizer
+ * steps on m (its weights change; save them first if they matter). */
 mvmoe_status mvmoe_bench_run(mvmoe_model *m, const mvmoe_bench_options *o, mvmoe_bench_result *r);
 
 /* ---------------------------------------------------------------- memory
