@@ -16,6 +16,7 @@
 // times the largest |logit|. Batch 1 vs batch N is measured and printed, not required to be
 // equal (the per-tensor scale depends on the whole batch). --fp32-logits F (optional): mvmoe's
 // fp32 logits, for printing how often each int8 result keeps fp32's top-1 class.
+// --opt-level disabled|basic|extended|all: ONNX Runtime's graph optimizations (default all).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -26,7 +27,7 @@ function usage(msg) {
   process.exit(2);
 }
 
-const a = { tol: 1e-4, int8: false, agreeMin: 0.99, relTol: 0.1, maxRouteFrac: 0.01 };
+const a = { tol: 1e-4, optLevel: 'all', int8: false, agreeMin: 0.99, relTol: 0.1, maxRouteFrac: 0.01 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const f = argv[i], v = argv[i + 1];
@@ -44,6 +45,7 @@ for (let i = 0; i < argv.length; i += 2) {
   else if (f === '--rel-tol') a.relTol = Number(v);
   else if (f === '--max-route-frac') a.maxRouteFrac = Number(v);
   else if (f === '--fp32-logits') a.fp32Logits = v;
+  else if (f === '--opt-level') a.optLevel = v;  // ONNX Runtime's graph optimization level
   else usage(`unknown argument '${f}'`);
 }
 if (!a.images === !a.pixels || (a.pixels && !(a.shape && a.shape.length === 3))) usage('give --images IDX, or --pixels RAW.u8 with --shape C,H,W');
@@ -89,7 +91,7 @@ async function main() {
   if (!Number.isInteger(K)) throw new Error(`${a.logits}: ${want.length} floats is not ${a.n} rows`);
   const wantRoutes = a.routes ? readRaw(a.routes, BigInt64Array) : null;
 
-  const s = await ort.InferenceSession.create(a.model, { intraOpNumThreads: 2, interOpNumThreads: 1 });
+  const s = await ort.InferenceSession.create(a.model, { intraOpNumThreads: 2, interOpNumThreads: 1, graphOptimizationLevel: a.optLevel });
   const hasRoutes = s.outputNames.includes('routes');
   const run = async (from, count) => {
     const x = new ort.Tensor('float32', pixels.subarray(from * hw, (from + count) * hw), [count, img.c, img.rows, img.cols]);
