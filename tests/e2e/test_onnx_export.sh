@@ -7,7 +7,9 @@
 # --int8 (every mode): int8 initializers equal `mvmoe quantize`'s values and scales (the export
 # of the quantized checkpoint is the same file), graph in the dynamic-quantization form, and
 # ONNX Runtime against `mvmoe eval --precision int8` on N8 images within measured bounds (ORT
-# quantizes activations per tensor, mvmoe per token: docs/EXPORT.md, "int8"); the file is < 0.4x
+# quantizes activations per tensor, mvmoe per token: docs/EXPORT.md, "int8"); with mvmoe's
+# per-token activation quantization put back into the file (onnx_int8_per_row.py), ORT must
+# give mvmoe's int8 results up to float rounding (2e-3 x max |logit|); the file is < 0.4x
 # the fp32 one for a model whose weights dominate. token-learned routing must be refused clearly.
 # Needs node + bench/node_modules (npm ci --ignore-scripts in bench/) and python3-onnx: without
 # them it prints "skip: ..." and exits 77 (a failure under CI=true).
