@@ -269,8 +269,10 @@ static const char *moe(ex *x, int l, const char *in, const char *routes, const c
 }
 
 /* The patch embedding, [N, C, S, S] -> [N, g², D] (g = S/P, patches row-major). float32: a
- * stride-P Conv. int8: the patches as rows (in the weight's (c, y, x) order) through the int8
- * product, as mvmoe's int8 path does -- ConvInteger would want uint8 weights in ONNX Runtime. */
+ * stride-P Conv. int8: the patches as rows (in the weight's (c, y, x) order) through the same
+ * int8 product as every other layer, as mvmoe's int8 path does (it quantizes each patch as a
+ * row): one pattern for ONNX Runtime to fuse, and rows that a per-row quantization (the
+ * test's onnx_int8_per_row.py) can address. ConvInteger would do for the per-tensor form. */
 static const char *patches(ex *x, const char *img) {
     mvmoe_onnx_graph *g = x->g;
     const mvmoe_params *p = x->p;
