@@ -3,7 +3,7 @@
 # TorchScript-frozen for inference) vs ONNX Runtime (npm onnxruntime-node, on the model
 # exported from PyTorch), all on the same safetensors weights, at the same thread counts.
 #
-#   bash bench/compare.sh [--quick] [--bf16] [--out DIR] [--threads "1 2"] [MODEL...]
+#   bash bench/compare.sh [--quick] [--bf16] [--no-int8] [--out DIR] [--threads "1 2"] [MODEL...]
 #
 # MODEL: presets (default: vit-12x64 vit-12x192 vit-tiny16-224). For each: `mvmoe bench`
 # writes a random-init checkpoint and check logits and measures itself; torch_bench.py
@@ -12,20 +12,24 @@
 # numbers and ratios and writes DIR/summary.{json,md}. --quick: tiny step counts (checks the
 # pipeline; the numbers mean nothing). --bf16: also mvmoe with --precision bf16 (training and
 # inference) against PyTorch training under bf16 autocast, on the same weights (a table of
-# its own: results are not fp32's). Run it on a quiet machine: every number is wall-clock.
+# its own: results are not fp32's). int8 (unless --no-int8): mvmoe bench --precision int8
+# (inference only) against ONNX Runtime running `mvmoe export --int8` of the same weights (its
+# dynamic-quantization form: docs/EXPORT.md), latency and throughput, with ratios to each
+# one's fp32. Run it on a quiet machine: every number is wall-clock.
 # Needs: make bench; ONNX Runtime: (cd bench && npm install --ignore-scripts) — without it
 # the ONNX Runtime column is skipped, with a message.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
-OUT="" QUICK=0 BF16=0 THREADS="1 2" MODELS=()
+OUT="" QUICK=0 BF16=0 INT8=1 THREADS="1 2" MODELS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
     --bf16) BF16=1 ;;
+    --no-int8) INT8=0 ;;
     --out) OUT=$2; shift ;;
     --threads) THREADS=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "compare.sh: unknown flag '$1' (see --help)" >&2; exit 2 ;;
     *) MODELS+=("$1") ;;
   esac
@@ -95,6 +99,18 @@ for m in "${MODELS[@]}"; do
     echo "== $m: ONNX Runtime (threads $THREADS_CSV)" >&2
     node "$ROOT/bench/ort_bench.js" --model "$OUT/$m.onnx" --check "$chk" --threads "$THREADS_CSV" \
       --infer-batch "$IB" --infer-reps "$IR" --latency-reps "$LR" --json-out "$OUT/$m.ort.json"
+  fi
+  if [ "$INT8" = 1 ]; then
+    echo "== $m: mvmoe --precision int8, inference (threads $THREADS_CSV)" >&2
+    "$BUILD/mvmoe" bench --model "$ck" --precision int8 --json --threads "$THREADS_CSV" --peak-gflops "$PEAKS" \
+      --infer-batch "$IB" --infer-reps "$IR" --latency-reps "$LR" >"$OUT/$m.mvmoe-int8.json"
+    if [ "$ORT" = 1 ]; then
+      echo "== $m: ONNX Runtime on mvmoe export --int8 (threads $THREADS_CSV)" >&2
+      "$BUILD/mvmoe" export --model "$ck" --onnx "$OUT/$m.int8.onnx" --int8 >&2
+      # --check: the fp32 logits, so the JSON shows the int8 model's distance from fp32
+      node "$ROOT/bench/ort_bench.js" --model "$OUT/$m.int8.onnx" --check "$chk" --threads "$THREADS_CSV" \
+        --infer-batch "$IB" --infer-reps "$IR" --latency-reps "$LR" --json-out "$OUT/$m.ort-int8.json"
+    fi
   fi
 done
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // ONNX Runtime side of bench/compare.sh: times the model torch_bench.py exported (uint8 images
-// in, logits out, normalization inside the graph, as mvmoe_model_logits) with onnxruntime-node
-// (CPU execution provider), at each intra-op thread count: batch-1 latency (median, p10, p90)
-// and batch throughput; and checks its logits against ours (`mvmoe bench --check-out`).
+// in, logits out, normalization inside the graph, as mvmoe_model_logits) -- or one `mvmoe
+// export` wrote (float32 pixels = uint8 / 255 in, e.g. its --int8 form; the input's type tells
+// which, and the conversion is made before timing) -- with onnxruntime-node (CPU execution
+// provider), at each intra-op thread count: batch-1 latency (median, p10, p90) and batch
+// throughput; and checks its logits against ours (`mvmoe bench --check-out`).
 //
 //   node bench/ort_bench.js --model M.onnx [--check CHECK.safetensors] [--threads 1,2]
 //        [--infer-batch 256] [--infer-reps 3] [--latency-reps 200] [--json-out FILE]
@@ -95,8 +97,13 @@ async function main() {
       executionProviders: ['cpu'], intraOpNumThreads: t, interOpNumThreads: 1,
       executionMode: 'sequential', graphOptimizationLevel: 'all' });
     if (sess.inputNames.length !== 1) usage(`${a.model} has ${sess.inputNames.length} inputs; expected one (images)`);
-    const run = async (u8, n, shape) => {
-      const feeds = { [sess.inputNames[0]]: new ort.Tensor('uint8', u8, [n, ...shape]) };
+    // uint8 images (torch_bench.py's export) or float32 pixels = uint8 / 255 (mvmoe export's)
+    const inType = (sess.inputMetadata && sess.inputMetadata[0] && sess.inputMetadata[0].type) || 'uint8';
+    if (inType !== 'uint8' && inType !== 'float32') usage(`${a.model}: input type ${inType}; expected uint8 or float32`);
+    const input = (u8) => (inType === 'uint8' ? u8 : Float32Array.from(u8, (v) => v / 255));
+    res.input_type = inType;
+    const run = async (x, n, shape) => {
+      const feeds = { [sess.inputNames[0]]: new ort.Tensor(inType, x, [n, ...shape]) };
       return (await sess.run(feeds))[sess.outputNames[0]];
     };
     const r = { threads: t };
@@ -104,8 +111,7 @@ async function main() {
     if (check) {
       const img = check.images, ours = check.logits;
       shape = img.shape.slice(1);
-      const u8 = Uint8Array.from(img.data);
-      const out = await run(u8, img.shape[0], shape);
+      const out = await run(input(Uint8Array.from(img.data)), img.shape[0], shape);
       let d = 0, m = 0;
       for (let i = 0; i < ours.data.length; i++) {
         d = Math.max(d, Math.abs(out.data[i] - ours.data[i]));
@@ -122,7 +128,7 @@ async function main() {
       shape = meta.shape.slice(1);
     }
     const per = shape.reduce((x, y) => x * y, 1);
-    const images = randomImages(per * a.inferBatch, a.seed);
+    const images = input(randomImages(per * a.inferBatch, a.seed));
     const one = (i) => images.subarray(per * (i % a.inferBatch), per * (i % a.inferBatch + 1));
     for (let i = 0; i < 3; i++) await run(one(i), 1, shape);
     const lat = [];

@@ -6,7 +6,9 @@ ratios; prints it and writes DIR/summary.json and DIR/summary.md.
 
 Reads, per MODEL: DIR/MODEL.mvmoe.json (`mvmoe bench --json`), DIR/MODEL.torch.tN.json
 (torch_bench.py, one per thread count N) and, if present, DIR/MODEL.ort.json (ort_bench.js)
-and the bf16 pair DIR/MODEL.mvmoe-bf16.json, DIR/MODEL.torch-bf16.tN.json (compare.sh --bf16).
+and the bf16 pair DIR/MODEL.mvmoe-bf16.json, DIR/MODEL.torch-bf16.tN.json (compare.sh --bf16),
+and the int8 pair DIR/MODEL.mvmoe-int8.json (`mvmoe bench --precision int8`) and
+DIR/MODEL.ort-int8.json (ort_bench.js on `mvmoe export --int8`).
 Every ratio is "mvmoe's advantage": > 1 means mvmoe is faster (their time / our time, or our
 images/s / their images/s), measured in this one run.
 """
@@ -95,6 +97,20 @@ def model_summary(d, name):
                          "infer_images_per_s": bf_t[t]["infer_images_per_s"],
                          "ort_latency_ms": get(ort, t, "latency_ms_median"),
                          "ort_infer_images_per_s": get(ort, t, "infer_images_per_s")})
+    int8 = []  # mvmoe --precision int8 vs ONNX Runtime on mvmoe export --int8 (compare.sh)
+    i8_path, o8_path = os.path.join(d, f"{name}.mvmoe-int8.json"), os.path.join(d, f"{name}.ort-int8.json")
+    o8 = {int(r["threads"]): r for r in load(o8_path)["runs"]} if os.path.exists(o8_path) else {}
+    if os.path.exists(i8_path):
+        i8_t = {int(r["threads"]): r for r in load(i8_path)["runs"]}
+        for t in sorted(i8_t):
+            lat, ips = i8_t[t]["latency_ms_median"], i8_t[t]["infer_images_per_s"]
+            olat, oips = get(o8, t, "latency_ms_median"), get(o8, t, "infer_images_per_s")
+            int8.append({"threads": t, "latency_ms": lat, "ort_latency_ms": olat, "vs_ort_latency": ratio(olat, lat),
+                         "own_fp32_speedup_latency": ratio(get(ours_t, t, "latency_ms_median"), lat),
+                         "ort_fp32_speedup_latency": ratio(get(ort, t, "latency_ms_median"), olat),
+                         "infer_images_per_s": ips, "ort_infer_images_per_s": oips, "vs_ort_infer": ratio(ips, oips),
+                         "own_fp32_speedup_infer": ratio(ips, get(ours_t, t, "infer_images_per_s")),
+                         "ort_fp32_speedup_infer": ratio(oips, get(ort, t, "infer_images_per_s"))})
     best_ours = min(r["latency_ms_median"] for r in ours["runs"])
     best_ort = min((r["latency_ms_median"] for r in ort.values()), default=None)
     return {
@@ -116,6 +132,8 @@ def model_summary(d, name):
             "max_abs_logit": next((r.get("check_max_abs_logit") for r in torch.values()), None)},
         "ort_available": bool(ort),
         "bf16": bf16,
+        "int8": int8,
+        "int8_ort_vs_fp32_max_abs_diff": max((r.get("check_max_abs_diff", 0) for r in o8.values()), default=None),
     }
 
 
@@ -161,6 +179,21 @@ def markdown(summaries):
                     fmt(r["ort_infer_images_per_s"]),
                     fmt(ratio(r["infer_images_per_s"], r["ort_infer_images_per_s"]), 2)]) + " |")
             out.append("")
+        if s["int8"]:
+            out += ["int8 inference: `mvmoe bench --precision int8` (int8 per token) against ONNX Runtime on "
+                    "`mvmoe export --int8` (the same int8 weights; activations per tensor). \"x own fp32\": each "
+                    "one's speed-up over its own fp32 (ORT's fp32 is PyTorch's export):", "",
+                    "| thr | latency ms | ORT int8 ms | x ORT int8 | x own fp32 | ORT x own fp32 | batch img/s "
+                    "| ORT int8 img/s | x ORT int8 | x own fp32 | ORT x own fp32 |", "|" + "---|" * 11]
+            for r in s["int8"]:
+                out.append("| " + " | ".join([
+                    str(r["threads"]), fmt(r["latency_ms"], 3), fmt(r["ort_latency_ms"], 3),
+                    fmt(r["vs_ort_latency"], 2), fmt(r["own_fp32_speedup_latency"], 2),
+                    fmt(r["ort_fp32_speedup_latency"], 2), fmt(r["infer_images_per_s"]),
+                    fmt(r["ort_infer_images_per_s"]), fmt(r["vs_ort_infer"], 2),
+                    fmt(r["own_fp32_speedup_infer"], 2), fmt(r["ort_fp32_speedup_infer"], 2)]) + " |")
+            out += ["", f"- ORT int8 max |logits - mvmoe fp32's| on the check images: "
+                    f"{sci(s['int8_ort_vs_fp32_max_abs_diff'])} (int8 rounding, not an error)", ""]
     return "\n".join(out)
 
 

@@ -28,6 +28,7 @@ static void print_help(void) {
            "    'mvmoe train' does, without data loading/augmentation), after warm-up steps;\n"
            "    median and spread of the step times, images/s;\n"
            "  inference: batch-1 latency (median, p10, p90) and batch throughput (images/s);\n"
+           "    with --precision int8 (inference-only) nothing else: no training steps;\n"
            "  MFU: achieved FLOP/s over the FP32 FMA peak measured at that thread count (about\n"
            "    0.3 s, or --peak-gflops); FLOPs = 2 per multiply-add, training = 3x forward;\n"
            "  memory: params + grads + AdamW moments + activation arena against peak RSS.\n\n"
@@ -134,9 +135,8 @@ static int parse(bench_args *b, int argc, char **argv) {
     if (rc) return rc;
     if (!b->preset == !b->model)
         return mvmoe_args_error(&a, "give either --preset NAME or --model CKPT (exactly one)");
-    if (mvmoe_get_precision() == MVMOE_PRECISION_INT8)
-        return mvmoe_args_error(&a, "--precision int8 is inference-only and bench also times training steps: "
-                                    "bench fp32 or bf16 (int8 speed is not benchmarked yet; docs/EDGE.md)");
+    /* int8 is inference-only: time inference alone */
+    b->o.inference_only = mvmoe_get_precision() == MVMOE_PRECISION_INT8;
     if (b->o.check_path && mvmoe_get_precision() != MVMOE_PRECISION_FP32)
         return mvmoe_args_error(&a, "--check-out writes logits for checking fp32 frameworks against; "
                                     "run it without --precision %s", mvmoe_precision_name(mvmoe_get_precision()));
@@ -173,10 +173,12 @@ static double mib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
 static void print_text(const bench_args *b, const mvmoe_config *c, const mvmoe_bench_result *r, int n) {
     printf("%s %s\n", b->preset ? "preset" : "checkpoint", b->preset ? b->preset : b->model);
     mvmoe_cli_print_config(stdout, c, 1);
-    printf("training batch %d (%d warm-up + %d timed steps); inference batch %d; latency reps %d; "
-           "kernels %s, GEMMs %s, products %s\n",
-           b->o.batch, b->o.warmup, b->o.steps, b->o.infer_batch, b->o.latency_reps, mvmoe_kernel_isa(),
-           mvmoe_gemm_library(), mvmoe_precision_name(mvmoe_get_precision()));
+    if (b->o.inference_only)
+        printf("inference only (%s products: no training); ", mvmoe_precision_name(mvmoe_get_precision()));
+    else
+        printf("training batch %d (%d warm-up + %d timed steps); ", b->o.batch, b->o.warmup, b->o.steps);
+    printf("inference batch %d; latency reps %d; kernels %s, GEMMs %s, products %s\n", b->o.infer_batch,
+           b->o.latency_reps, mvmoe_kernel_isa(), mvmoe_gemm_library(), mvmoe_precision_name(mvmoe_get_precision()));
     if (mvmoe_get_precision() != MVMOE_PRECISION_FP32)
         printf("note: with %s products, 'MFU' below is the achieved rate over the FP32 peak, which "
                "does not bound them (it can exceed 100%%)\n", mvmoe_precision_name(mvmoe_get_precision()));
@@ -184,16 +186,23 @@ static void print_text(const bench_args *b, const mvmoe_config *c, const mvmoe_b
         const mvmoe_bench_result *x = &r[i];
         printf("\nthreads %d  (FP32 peak %.1f GFLOP/s, %s)\n", x->threads, x->peak_gflops,
                x->peak_measured ? "measured" : "given");
-        printf("  train      %9.1f images/s   step %.2f ms median [min %.2f, p10 %.2f, p90 %.2f, max %.2f]   MFU %.1f%%\n",
-               x->train_images_per_s, x->step_ms_median, x->step_ms_min, x->step_ms_p10,
-               x->step_ms_p90, x->step_ms_max, 100 * x->train_mfu);
-        printf("             phases (median ms): pack %.2f, forward %.2f, backward %.2f, optimizer %.2f\n",
-               x->phase_ms_pack, x->phase_ms_forward, x->phase_ms_backward, x->phase_ms_optimizer);
-        printf("             loss %.4f -> %.4f\n", x->loss_first, x->loss_last);
+        if (!b->o.inference_only) {
+            printf("  train      %9.1f images/s   step %.2f ms median [min %.2f, p10 %.2f, p90 %.2f, max %.2f]   MFU %.1f%%\n",
+                   x->train_images_per_s, x->step_ms_median, x->step_ms_min, x->step_ms_p10,
+                   x->step_ms_p90, x->step_ms_max, 100 * x->train_mfu);
+            printf("             phases (median ms): pack %.2f, forward %.2f, backward %.2f, optimizer %.2f\n",
+                   x->phase_ms_pack, x->phase_ms_forward, x->phase_ms_backward, x->phase_ms_optimizer);
+            printf("             loss %.4f -> %.4f\n", x->loss_first, x->loss_last);
+        }
         printf("  latency    %9.3f ms median  [p10 %.3f, p90 %.3f]  (batch 1)   MFU %.1f%%\n",
                x->latency_ms_median, x->latency_ms_p10, x->latency_ms_p90, 100 * x->latency_mfu);
         printf("  throughput %9.1f images/s   (batch %d)   MFU %.1f%%\n", x->infer_images_per_s,
                b->o.infer_batch, 100 * x->infer_mfu);
+        if (b->o.inference_only) {
+            printf("  memory     params %.1f + inference activations %.1f MiB; peak RSS %.1f MiB\n",
+                   mib(x->bytes_params), mib(x->bytes_infer_acts), mib(x->peak_rss_bytes));
+            continue;
+        }
         printf("  memory     params %.1f + grads %.1f + AdamW %.1f + activations %.1f = %.1f MiB;"
                " peak RSS %.1f MiB (%.2fx)\n",
                mib(x->bytes_params), mib(x->bytes_grads), mib(x->bytes_adam), mib(x->bytes_train_acts),
@@ -258,6 +267,8 @@ static int print_json(const bench_args *b, const mvmoe_config *c, const mvmoe_be
         ok &= cJSON_AddStringToObject(o, "kernel_isa", mvmoe_kernel_isa()) != NULL;
         ok &= cJSON_AddStringToObject(o, "gemm_library", mvmoe_gemm_library()) != NULL;
         ok &= cJSON_AddStringToObject(o, "precision", mvmoe_precision_name(mvmoe_get_precision())) != NULL;
+        /* int8: inference only, the training fields are 0 */
+        ok &= cJSON_AddBoolToObject(o, "inference_only", b->o.inference_only) != NULL;
         ok &= cJSON_AddItemToObject(o, "config", cfg);
         if (ok) cfg = NULL;
         ok &= cJSON_AddNumberToObject(o, "params", (double)mvmoe_config_num_params(c)) != NULL;
@@ -297,17 +308,18 @@ static int run(bench_args *b) {
     int rc = 0;
     /* training and inference arenas both live while benchmarking: bound them by the larger
      * batch, before a preset's weights are allocated (a checkpoint's are, once loaded) */
-    int batch = b->o.batch > b->o.infer_batch ? b->o.batch : b->o.infer_batch;
+    int batch = b->o.batch > b->o.infer_batch && !b->o.inference_only ? b->o.batch : b->o.infer_batch;
+    const int training = !b->o.inference_only;
     if (b->preset) {
         mvmoe_config c;
         if ((rc = preset_config(b, &c)) != 0) return rc;
-        rc = mvmoe_cli_memlimit_check("bench", &b->mem, &c, batch, 1, 0);
+        rc = mvmoe_cli_memlimit_check("bench", &b->mem, &c, batch, training, 0);
         if (rc == 0 && mvmoe_model_create(&m, &c, b->o.seed) != MVMOE_OK) rc = mvmoe_cli_fail("bench");
         mvmoe_config_free(&c);
     } else if (mvmoe_model_load(&m, b->model, NULL) != MVMOE_OK) {
         rc = mvmoe_cli_fail_flag("bench", "--model");
     } else {
-        rc = mvmoe_cli_memlimit_check("bench", &b->mem, mvmoe_model_config(m), batch, 1, 1);
+        rc = mvmoe_cli_memlimit_check("bench", &b->mem, mvmoe_model_config(m), batch, training, 1);
     }
     if (rc == 0 && b->save_weights && mvmoe_model_save(m, b->save_weights) != MVMOE_OK)
         rc = mvmoe_cli_fail("bench");

@@ -8,7 +8,7 @@
 #include "mvmoe.h"
 
 static const char SYNOPSIS[] =
-    "usage: mvmoe export --model M.safetensors --onnx OUT.onnx\n"
+    "usage: mvmoe export --model M.safetensors --onnx OUT.onnx [--int8]\n"
     "                    [--heads N --mean a,b,c --std a,b,c --img-size N]\n";
 
 static void print_help(void) {
@@ -23,8 +23,13 @@ static void print_help(void) {
            "its tensor names: docs/EXPORT.md.\n\n"
            "  --model M            checkpoint (.safetensors: ours, or a plain timm ViT)\n"
            "  --onnx OUT.onnx      the ONNX file to write (atomically: temporary file, rename)\n"
-           "  --int8               int8 weights: not yet supported (needs the int8 checkpoint\n"
-           "                       format of issue 17)\n"
+           "  --int8               int8 products in ONNX's dynamic-quantization form, which ONNX\n"
+           "                       Runtime runs with its int8 kernels: the weights of --precision\n"
+           "                       int8 (patch embedding, qkv, proj, fc1, fc2, experts; the values\n"
+           "                       and scales of 'mvmoe quantize'), activations quantized by\n"
+           "                       DynamicQuantizeLinear (uint8, one scale per tensor: unlike\n"
+           "                       mvmoe's per-token int8, results depend on the batch). Router\n"
+           "                       and head stay float32. --model may be an int8 checkpoint.\n"
            "  --img-size N        export at this image size (position embeddings resampled)\n"
            "  --heads N           attention heads, for plain timm checkpoints (no config inside)\n"
            "  --mean a,b,c        per-channel input mean (0..1), for plain timm checkpoints\n"
@@ -36,6 +41,7 @@ static void print_help(void) {
 
 typedef struct export_args {
     const char *model, *onnx;
+    int int8;
     mvmoe_cli_load load;
 } export_args;
 
@@ -55,7 +61,7 @@ static int parse(export_args *e, int argc, char **argv) {
         else if (mvmoe_args_is(&a, "--onnx")) rc = mvmoe_args_str(&a, &e->onnx);
         else if (mvmoe_args_is(&a, "--int8")) {
             rc = mvmoe_args_switch(&a);
-            if (!rc) return mvmoe_args_error(&a, "--int8 is not yet supported: it needs the int8 checkpoint format of issue 17; export float32 (without --int8)");
+            e->int8 = 1;
         } else return mvmoe_args_unknown(&a);
     }
     if (rc) return rc;
@@ -69,12 +75,12 @@ static int run(const export_args *e) {
     mvmoe_model *m = NULL;
     if (mvmoe_model_load(&m, e->model, &e->load.o) != MVMOE_OK) return mvmoe_cli_fail_flag("export", "--model");
     int rc = 0;
-    const mvmoe_export_options o = {0};
+    const mvmoe_export_options o = {.int8 = e->int8};
     if (mvmoe_export_onnx(m, e->onnx, &o) != MVMOE_OK) {
         rc = mvmoe_cli_fail("export");
     } else {
         const mvmoe_config *c = mvmoe_model_config(m);
-        printf("wrote '%s': %s", e->onnx, mvmoe_routing_name(c->routing));
+        printf("wrote '%s': %s%s", e->onnx, e->int8 ? "int8 products, " : "", mvmoe_routing_name(c->routing));
         if (c->routing != MVMOE_ROUTING_DENSE)
             printf(", %d experts, top-%d, %d MoE blocks", c->experts, c->top_k, c->moe_layers);
         printf(", input pixels [N, %d, %d, %d], output logits [N, %d]%s\n", c->in_chans, c->img_size,

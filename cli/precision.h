@@ -9,8 +9,9 @@
     "  --precision P       fp32 (default), bf16 or int8. bf16: the layers' products with\n"       \
     "                      bfloat16 operands and fp32 sums, on AMX / AVX-512 BF16 (faster;\n"    \
     "                      results are no longer fp32's: docs/PERFORMANCE.md, \"bf16\n"         \
-    "                      products\"). int8 (eval, predict; train refuses it): int8 weights\n" \
-    "                      per output channel, activations per token, int32 sums\n"             \
+    "                      products\"). int8 (eval, predict; bench times inference only;\n"  \
+    "                      train refuses it): int8 weights per output channel, activations\n"  \
+    "                      per token, int32 sums\n"                                            \
     "                      (docs/EDGE.md, \"int8\")\n"
 
 /* If the current flag is --precision: reads it and applies it to the process, sets *rc (0,

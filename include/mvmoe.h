@@ -151,15 +151,19 @@ mvmoe_status mvmoe_model_predict(mvmoe_model *m, const uint8_t *images, int n, f
 
 /* ---------------------------------------------------------------- ONNX export */
 typedef struct mvmoe_export_options {
-    int int8; /* must be 0: int8 weights need the int8 checkpoint format of issue 17 (not yet) */
+    /* 1: the products --precision int8 runs in int8 (patch embedding, qkv, proj, fc1, fc2,
+     * experts) as DynamicQuantizeLinear -> MatMulInteger with the int8 weights and per-output-
+     * channel scales of mvmoe_model_save_int8 (zero point 0); router and head stay float32.
+     * The activations are quantized per tensor (uint8), not per token as mvmoe does. */
+    int int8;
 } mvmoe_export_options;
 
 /* Writes m as one ONNX model file (opset 17, IR version 8; docs/EXPORT.md), atomically.
  * Input "pixels": float32 [N, C, H, W], the uint8 image values / 255 (the checkpoint's mean/std
  * are applied inside); outputs "logits" float32 [N, num_classes] and, for per-image MoE
  * models, "routes" int64 [N, top_k] (each image's experts, most probable first). Dense and
- * per-image routing (image-superclass, image-learned); token-learned routing, adaptive k and
- * o->int8 give MVMOE_ERR_UNSUPPORTED. No control flow (If/Loop): a batch of one computes only
+ * per-image routing (image-superclass, image-learned); token-learned routing and adaptive k
+ * give MVMOE_ERR_UNSUPPORTED. No control flow (If/Loop): a batch of one computes only
  * its k experts, gathered from the stacked expert weights. o may be NULL. */
 mvmoe_status mvmoe_export_onnx(const mvmoe_model *m, const char *path, const mvmoe_export_options *o);
 
@@ -441,6 +445,8 @@ typedef struct mvmoe_bench_options {
                                training step) as safetensors "images" [8,C,S,S] (F32 0..255)
                                and "logits" [8,K], so other frameworks can check they compute
                                the same function */
+    int inference_only;   /* 1: no training steps (their results stay 0): what int8, an
+                             inference-only precision, can be timed on */
 } mvmoe_bench_options;
 
 typedef struct mvmoe_bench_result {
@@ -476,8 +482,9 @@ void mvmoe_bench_options_default(mvmoe_bench_options *o);
 const char *mvmoe_kernel_isa(void);
 /* The GEMM library and its version, e.g. "oneDNN 2.6.3" (its kernels are chosen by CPU). */
 const char *mvmoe_gemm_library(void);
-/* Measures training steps, then batch-1 latency and batch throughput at o->threads. Takes
- * optimizer steps on m (its weights change; save them first if they matter). */
+/* Measures training steps (unless o->inference_only), then batch-1 latency and batch
+ * throughput at o->threads, in the current precision (mvmoe_set_precision). Takes optimizer
+ * steps on m (its weights change; save them first if they matter). */
 mvmoe_status mvmoe_bench_run(mvmoe_model *m, const mvmoe_bench_options *o, mvmoe_bench_result *r);
 
 /* ---------------------------------------------------------------- memory

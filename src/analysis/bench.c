@@ -233,7 +233,7 @@ mvmoe_status mvmoe_bench_run(mvmoe_model *m, const mvmoe_bench_options *o, mvmoe
         MVMOE_TRY(mvmoe_bench_peak_gflops(r->threads, PEAK_SECONDS, &r->peak_gflops, NULL));
         r->peak_measured = 1;
     }
-    MVMOE_TRY(bench_train(m, o, r));
+    if (!o->inference_only) MVMOE_TRY(bench_train(m, o, r));
     MVMOE_TRY(bench_infer(m, o, r));
 
     const double F = mvmoe_config_flops(&m->cfg), peak = r->peak_gflops * 1e9;

@@ -113,6 +113,17 @@ float *mvmoe_onnx_init_f32(mvmoe_onnx_graph *g, const char *name, int ndim, cons
     return data;
 }
 
+int8_t *mvmoe_onnx_init_i8(mvmoe_onnx_graph *g, const char *name, int ndim, const int64_t *dims) {
+    size_t n;
+    Onnx__TensorProto *t = tensor(g, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, ndim, dims, &n);
+    int8_t *data = t ? own(g, n, sizeof *data) : NULL;
+    if (!data) return NULL;
+    /* raw_data: one byte a value (int32_data, the typed field, would spend a varint on each) */
+    t->has_raw_data = 1, t->raw_data.len = n, t->raw_data.data = (uint8_t *)data;
+    g->data_bytes += (double)n;
+    return data;
+}
+
 const char *mvmoe_onnx_init_i64(mvmoe_onnx_graph *g, const char *name, int ndim, const int64_t *dims,
                                 const int64_t *values) {
     size_t n;
@@ -159,6 +170,12 @@ const char *mvmoe_onnx_node(mvmoe_onnx_graph *g, const char *op, const char *con
     nd->name = own_str(g, name);
     if (!nd->op_type || !nd->name || PUSH(g, node, n_node, cap_node, nd)) return NULL;
     return outs[0];
+}
+
+const char *mvmoe_onnx_last_output(const mvmoe_onnx_graph *g, int i) {
+    if (g->failed || !g->graph.n_node) return NULL;
+    const Onnx__NodeProto *nd = g->graph.node[g->graph.n_node - 1];
+    return i >= 0 && (size_t)i < nd->n_output ? nd->output[i] : NULL;
 }
 
 static Onnx__AttributeProto *attr(mvmoe_onnx_graph *g, const char *name, Onnx__AttributeProto__AttributeType type) {

@@ -33,11 +33,17 @@ void mvmoe_onnx_scope(mvmoe_onnx_graph *g, const char *fmt, ...) __attribute__((
 /* A float32 initializer `name` of shape dims[ndim]; returns its data (zeroed, row-major) for
  * the caller to fill, or NULL after a failure. */
 float *mvmoe_onnx_init_f32(mvmoe_onnx_graph *g, const char *name, int ndim, const int64_t *dims);
+/* An int8 initializer of shape dims[ndim], stored as raw bytes (one per value: a quarter of
+ * the float32 size); returns its data (zeroed) for the caller to fill, or NULL. */
+int8_t *mvmoe_onnx_init_i8(mvmoe_onnx_graph *g, const char *name, int ndim, const int64_t *dims);
 /* An int64 initializer (ndim 0: a scalar, one value) holding values; returns its name. */
 const char *mvmoe_onnx_init_i64(mvmoe_onnx_graph *g, const char *name, int ndim, const int64_t *dims,
                                 const int64_t *values);
 /* A float32 scalar initializer (rank 0); returns its name. */
 const char *mvmoe_onnx_const_f32(mvmoe_onnx_graph *g, const char *name, float v);
+
+/* Output i of the node added last (NULL after a failure). */
+const char *mvmoe_onnx_last_output(const mvmoe_onnx_graph *g, int i);
 
 /* Adds node op(in[0..n_in)) with n_out outputs named out[i] (NULL entries, or out NULL:
  * generated "scope/op_N" names) and returns the first output's name. Attributes added next

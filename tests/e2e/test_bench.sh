@@ -120,6 +120,22 @@ else
   [ $rc -eq 1 ] && grep -q "bf16 products need" "$TMP/err" && ok || fail "bench --precision bf16 without bf16: rc $rc"
 fi
 
+# ---- int8 products (--precision int8, inference-only): inference measured, no training steps
+if "$BIN" "${TINY[@]}" --precision int8 --json >"$TMP/i8.json" 2>"$TMP/err" \
+   && /usr/bin/python3 -c '
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+assert d["precision"] == "int8" and d["inference_only"] is True, (d.get("precision"), d.get("inference_only"))
+for r in d["runs"]:
+    assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("infer_images_per_s", "latency_ms_median", "bytes_params"))
+    assert r["train_images_per_s"] == 0 and r["bytes_grads"] == 0 and r["bytes_adam"] == 0, r
+' "$TMP/i8.json"; then ok; else fail "bench --precision int8"; sed 's/^/    | /' "$TMP/err" | head -5; fi
+"$BIN" "${TINY[@]}" --threads 1 --precision int8 --peak-gflops 100 >"$TMP/i8.txt" 2>/dev/null \
+  && grep -q "inference only (int8 products" "$TMP/i8.txt" && ! grep -q "^  train" "$TMP/i8.txt" \
+  && ok || fail "bench --precision int8 text output"
+/usr/bin/python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["inference_only"] is not False)' "$TMP/out.json" \
+  && ok || fail "bench JSON of a default run says inference_only false"
+
 # ---- text output and the peak tool
 if "$BIN" "${TINY[@]}" --threads 1 --peak-gflops 100 >"$TMP/text" 2>/dev/null \
    && grep -q "peak 100.0 GFLOP/s, given" "$TMP/text" && grep -q "images/s" "$TMP/text"; then ok
@@ -146,6 +162,7 @@ expect 2 "--peak-gflops" "$BIN" bench --preset vit-test-tiny --threads 1,2 --pea
 expect 2 "apply to --preset" "$BIN" bench --model x.safetensors --dim 32
 expect 2 "heads" "$BIN" bench --preset vit-test-tiny --heads 3
 expect 2 "unexpected argument" "$BIN" bench vit-test-tiny
+expect 2 "--check-out" "$BIN" bench --preset vit-test-tiny --precision int8 --check-out "$TMP/c.safetensors"
 expect 1 "$TMP/missing.safetensors" "$BIN" bench --model "$TMP/missing.safetensors"
 expect 2 "--threads" "$PEAK" --threads 0
 "$BIN" bench --help >"$TMP/help" && grep -q -- "--latency-reps" "$TMP/help" && ok || fail "bench --help"

@@ -65,12 +65,14 @@ expect 0 "export" :: --help
 expect 0 "--routes" :: eval --help
 expect 0 "--onnx" "--int8" "token-learned" :: export --help
 
-# ---- export: required flags, int8 not yet (issue 17), stray arguments
+# ---- export: required flags (also with --int8), stray arguments
 expect 2 "--onnx OUT.onnx is required" :: export --model "$TMP/m.safetensors"
 expect 2 "--model M.safetensors is required" :: export --onnx "$TMP/m.onnx"
-expect 2 "--int8 is not yet supported" "issue 17" :: export --model "$TMP/m.safetensors" --onnx "$TMP/m.onnx" --int8
+expect 2 "--onnx OUT.onnx is required" :: export --model "$TMP/m.safetensors" --int8
+expect 2 "--int8" :: export --model "$TMP/m.safetensors" --onnx "$TMP/m.onnx" --int8=yes
 expect 2 "unexpected argument" :: export stray --model "$TMP/m.safetensors" --onnx "$TMP/m.onnx"
 expect 1 "--model" :: export --model "$TMP/m.safetensors" --onnx "$TMP/m.onnx"
+expect 1 "--model" :: export --model "$TMP/m.safetensors" --onnx "$TMP/m.onnx" --int8
 check "no ONNX file written" test ! -e "$TMP/m.onnx"
 
 # ---- train: unknown flags, bad numbers (each message names the flag and the value)

@@ -3,7 +3,7 @@
 # optimized build: the safetensors reader/writer test, every data-layer test, the fuzz replay
 # (hostile checkpoints, IDX, CIFAR, images, configs, super-class maps), and a tiny real run:
 # train (2 short epochs, checkpoint + optimizer state saved each epoch), --resume, eval, info;
-# a per-image MoE model's eval --routes and its ONNX export.
+# a per-image MoE model's eval --routes and its ONNX export (float32 and --int8).
 # Any invalid read/write, use of uninitialized memory or definite leak fails the step.
 # Usage: tests/sanitize/valgrind_test.sh [BUILD=build]
 set -u
@@ -46,5 +46,6 @@ step train-moe "$MV" train "${RUN[@]}" --routing image-learned --experts 3 --top
   --out "$T/moe.safetensors"
 step eval-routes "$MV" eval --model "$T/moe.safetensors" --data "$DATA" --max-images 20 --routes "$T/r.i64"
 step export-onnx "$MV" export --model "$T/moe.safetensors" --onnx "$T/moe.onnx"
+step export-onnx-int8 "$MV" export --model "$T/moe.safetensors" --onnx "$T/moe.i8.onnx" --int8
 echo "valgrind: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
