@@ -148,8 +148,8 @@ mvmoe_status mvmoe_dist_check_same(const char *const *names, const uint64_t *min
             if (all[(size_t)r * n + f] != all[f]) {
                 free(all);
                 dist_failed_together = 1;
-                MVMOE_FAIL(MVMOE_ERR_INVALID, "rank %d of %d does not train what rank 0 trains: its %s "
-                           "differs (and maybe more); every rank must get the same flags, the same "
+                MVMOE_FAIL(MVMOE_ERR_INVALID, "rank %d of %d does not train what rank 0 trains: %s: not "
+                           "the same as rank 0's (maybe more differs); every rank must get the same flags, the same "
                            "data and the same checkpoint (check the command line, the paths and the "
                            "files on every host)", r, dist_size, names[f]);
             }
