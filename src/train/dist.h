@@ -26,8 +26,9 @@ mvmoe_status mvmoe_dist_check_same(const char *const *names, const uint64_t *min
 /* Collective, before training (dist_check.c): fingerprints of this rank's inputs — settings
  * (one per flag), --max-steps, dataset size, labels and a sample of images, the split, the model
  * config and initial weights (with_state 0), or the optimizer step, moments and EMA after a
- * resume (with_state 1; every rank calls both) — compared with rank 0's by
- * mvmoe_dist_check_same. One process: nothing to do. */
+ * resume (with_state 1; every rank calls both), or the weights and moments during training
+ * (with_state 2: at epoch ends, a check that the ranks still hold the same state) — compared
+ * with rank 0's by mvmoe_dist_check_same. One process: nothing to do. */
 mvmoe_status mvmoe_dist_check_inputs(const mvmoe_model *m, const mvmoe_dataset *ds,
                                      const int32_t *train_idx, int n_train, const int32_t *val_idx,
                                      int n_val, const mvmoe_train_options *o, const char *settings,

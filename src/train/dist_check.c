@@ -99,6 +99,15 @@ mvmoe_status mvmoe_dist_check_inputs(const mvmoe_model *m, const mvmoe_dataset *
         /* after the data: another --max-images shows as the dataset, not as its image count */
         add_settings(f, settings);
         add(f, "setting --max-steps", hash_i64(SEED, o->max_steps));
+    } else if (with_state == 2) {
+        /* the ranks compute their shares with kernels chosen at run time (AVX-512 or not) but
+         * apply the same summed gradient with the same code, so their states stay the same
+         * bits; a host with another build would drift, silently, until this says so */
+        add(f, "weights after this epoch (the ranks drifted apart: every host must run the same "
+               "mvmoe build)", hash_bytes(SEED, m->param_mem, sizeof(float) * m->layout.total));
+        uint64_t h = hash_bytes(SEED, m->adam_m, sizeof(float) * m->layout.total);
+        add(f, "optimizer moments after this epoch (the ranks drifted apart: every host must run "
+               "the same mvmoe build)", hash_bytes(h, m->adam_v, sizeof(float) * m->layout.total));
     } else {
         add(f, "optimizer step (the --resume state)", hash_i64(SEED, m->step));
         uint64_t h = hash_bytes(SEED, m->adam_m, sizeof(float) * m->layout.total);

@@ -450,6 +450,9 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             pr.images_per_s = (double)seen / (t - t_epoch);
             pr.val_acc = pr.val_loss = -1;
             int last = m->step == total;
+            /* several ranks: still the same state everywhere, before rank 0 saves it as the run's */
+            s = mvmoe_dist_check_inputs(m, ds, train_idx, n_train, val_idx, n_val, o, settings, 2);
+            if (s != MVMOE_OK) break;
             if (rank == 0 && n_val > 0 && ((o->eval_every > 0 && (epoch + 1) % o->eval_every == 0) || last)) {
                 mvmoe_eval_result r;
                 s = mvmoe_evaluate(m, ds, val_idx, n_val, B, &r, NULL);
