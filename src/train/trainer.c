@@ -396,6 +396,8 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             if (at && at > why) at[-1] = '\0';
             s = mvmoe_error_set(s, __FILE__, __LINE__,
                                 "%s. Nothing was saved for this step; try a lower --lr or --clip", why);
+            /* the check ran on the summed loss and gradient: every rank stops here alike */
+            if (ranks > 1) mvmoe_dist_fail_together();
         }
         if (s != MVMOE_OK) break;
         const double loss = sr.loss, gnorm = sr.grad_norm;
