@@ -323,6 +323,7 @@ static int run(train_args *t) {
         goto done;
     }
     prog_open = 1;
+    if (t->metrics_every > 0) prog.metrics_every = t->metrics_every;
 
     const mvmoe_config *mc = mvmoe_model_config(m);
     printf("data: '%s' train split: %d images (%d train, %d validation), %d classes, %dx%dx%d\n",
@@ -429,7 +430,7 @@ int mvmoe_cmd_train(int argc, char **argv) {
     if (rank != 0 && !freopen("/dev/null", "w", stdout))
         fprintf(stderr, "mvmoe train: rank %d: warning: cannot silence stdout: %s\n", rank, strerror(errno));
     rc = run(&t);
-    if (ranks > 1 && rc != 0 && rc != MVMOE_EXIT_INTERRUPTED) {
+    if (ranks > 1 && rc != 0 && rc != MVMOE_EXIT_INTERRUPTED && !mvmoe_dist_failed_together()) {
         /* the others wait in the next collective: end them all now, naming the cause */
         fprintf(stderr, "mvmoe train: rank %d: failed (exit %d, its error above); aborting all %d ranks\n",
                 rank, rc, ranks);

@@ -8,7 +8,10 @@ int mvmoe_cli_verbose;
 
 int mvmoe_cli_fail(const char *cmd) {
     const char *msg = mvmoe_last_error(), *where = mvmoe_last_error_where();
-    if (mvmoe_dist_size() > 1) /* under mpirun: which rank failed */
+    /* an error every rank met alike (mismatched inputs, ...): rank 0 says it for all */
+    const int together = mvmoe_dist_failed_together();
+    if (together && mvmoe_dist_rank() != 0) return MVMOE_EXIT_FAIL;
+    if (mvmoe_dist_size() > 1 && !together) /* under mpirun: which rank failed */
         fprintf(stderr, "mvmoe %s: rank %d: error: %s\n", cmd, mvmoe_dist_rank(), msg && *msg ? msg : "unknown failure");
     else
         fprintf(stderr, "mvmoe %s: error: %s\n", cmd, msg && *msg ? msg : "unknown failure");

@@ -72,9 +72,12 @@ static void draw_step(mvmoe_cli_progress *p, const mvmoe_progress *pr) {
         fprintf(p->out, "\r%s\033[K", line);
         p->bar_shown = 1;
     } else {
-        fprintf(p->out, "epoch %d/%d step %d/%d (global %lld/%lld) loss %.4f lr %.1e grad-norm %.3f %.0f img/s ETA %s\n",
+        fprintf(p->out, "epoch %d/%d step %d/%d (global %lld/%lld) loss %.4f lr %.1e grad-norm %.3f %.0f img/s ETA %s",
                 pr->epoch, pr->epochs, pr->step_in_epoch, pr->steps_per_epoch, (long long)pr->step,
                 (long long)pr->steps_total, pr->loss, pr->lr, pr->grad_norm, pr->images_per_s, eta);
+        if (pr->comm_bytes > 0) /* data parallel: what rank 0's sums of this step cost */
+            fprintf(p->out, " | comm %.1f ms %.2f MB/rank", 1e3 * pr->comm_s, pr->comm_bytes / 1e6);
+        fputc('\n', p->out);
     }
     fflush(p->out);
 }
@@ -117,6 +120,10 @@ static void write_metrics(mvmoe_cli_progress *p, const mvmoe_progress *pr) {
     json_num(f, "images_per_s", pr->images_per_s);
     json_num(f, "eta_s", pr->eta_s);
     json_num(f, "elapsed_s", pr->elapsed_s);
+    if (pr->event == 0 && pr->comm_bytes > 0) { /* data parallel: this step's sums */
+        json_num(f, "comm_s", pr->comm_s);
+        json_num(f, "comm_bytes", pr->comm_bytes);
+    }
     if (pr->event != 0) {
         json_num(f, "train_acc", pr->train_acc >= 0 ? pr->train_acc : NAN);
         json_num(f, "val_acc", pr->val_acc >= 0 ? pr->val_acc : NAN);

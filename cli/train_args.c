@@ -62,6 +62,7 @@ void mvmoe_train_args_help(void) {
            (double)d.capacity_ratio);
     printf("Output and continuation:\n"
            "  --metrics FILE        JSON Lines metrics (default: CKPT.metrics.jsonl)\n"
+           "  --metrics-every N     steps between metrics lines (epoch ends always) [10]\n"
            "  --keep-every N        also keep the weights of every N-th epoch end as\n"
            "                        CKPT-stem.epochE.safetensors (0: off) [0]\n"
            "  --resume              continue the run saved in CKPT (weights, optimizer, step)\n"
@@ -155,6 +156,7 @@ int mvmoe_train_args_parse(train_args *t, int argc, char **argv) {
         else if (mvmoe_args_is(&a, "--rrc")) { rc = mvmoe_args_switch(&a); t->o.rrc = 1; }
         else if (mvmoe_args_is(&a, "--no-rrc")) { rc = mvmoe_args_switch(&a); t->o.rrc = 0; }
         else if (mvmoe_args_is(&a, "--seed")) rc = mvmoe_args_u64(&a, &t->o.seed);
+        else if (mvmoe_args_is(&a, "--metrics-every")) rc = mvmoe_args_int(&a, 1, 2147483647L, &t->metrics_every);
         else if (mvmoe_args_is(&a, "--max-images")) rc = mvmoe_args_int(&a, 0, 2147483647L, &t->max_images);
         else if (mvmoe_args_is(&a, "--randaug")) {
             /* RandAugment (Cubuk et al. 2020): N ops of magnitude M, M on timm's 0..10 scale */

@@ -12,6 +12,7 @@
 typedef struct train_args {
     const char *data, *out, *preset, *metrics, *init, *superclasses, *upcycle;
     int resume, max_images, threads_given;
+    int metrics_every; /* --metrics-every: steps between metrics lines (0: the default) */
     mvmoe_cli_shape shape;
     int routing_given;
     mvmoe_routing routing;

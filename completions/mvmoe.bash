@@ -14,8 +14,8 @@ _mvmoe_flags() {
         --batch --lr --min-lr --weight-decay --warmup --clip --label-smoothing --seed
         --val-fraction --eval-every --max-steps --max-images --threads --max-memory --precision
         --crop-pad --hflip --no-hflip --rrc --no-rrc --drop-path --mixup --cutmix --randaug
-        --erase --ema --superclass-lambda --aux-weight --capacity-ratio --metrics --keep-every
-        --resume --init --help" ;;
+        --erase --ema --superclass-lambda --aux-weight --capacity-ratio --metrics --metrics-every
+        --keep-every --resume --init --help" ;;
     eval) echo "--model --data --split --logits --routes --json --batch --threads --max-images
         --img-size --heads --mean --std --adaptive-k --max-memory --precision --help" ;;
     predict) echo "--model --top --json --threads --img-size --heads --mean --std --adaptive-k

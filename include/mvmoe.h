@@ -244,6 +244,10 @@ typedef struct mvmoe_progress {
     double images_per_s, eta_s, elapsed_s;
     int event;                      /* 0: step, 1: epoch end (val fields valid), 2: done */
     float train_acc, val_acc, val_loss; /* val_acc < 0: not measured */
+    /* data parallel (event 0): this step's seconds in the cross-rank sums (MPI_Wtime around
+     * them, waiting for the slowest rank included) and the bytes each rank sends in them (a
+     * ring all-reduce's 2(N−1)/N per byte summed); 0 in one process */
+    double comm_s, comm_bytes;
 } mvmoe_progress;
 
 typedef void (*mvmoe_progress_fn)(const mvmoe_progress *p, void *user);
@@ -415,6 +419,10 @@ void mvmoe_request_stop(void);
 mvmoe_status mvmoe_dist_init(void);
 int mvmoe_dist_rank(void); /* 0 without MPI */
 int mvmoe_dist_size(void); /* 1 without MPI */
+/* 1 when the last error is one every rank met alike before training (mismatched inputs, N
+ * larger than the batch, ...): no rank waits in a collective, so the job need not be aborted
+ * and rank 0's message is enough. */
+int mvmoe_dist_failed_together(void);
 /* Ends every rank of the job with `code` (MPI_Abort); returns only when MPI is not running. */
 void mvmoe_dist_abort(int code);
 /* MPI_Finalize when mvmoe_dist_init started MPI; then one process again. */

@@ -17,6 +17,11 @@
 #endif
 
 static int dist_rank = 0, dist_size = 1, dist_on = 0;
+/* set when every rank failed the same check with the same message (mvmoe_dist_check_same and
+ * the checks after it): nobody waits in a collective, so no abort and one message suffices */
+static int dist_failed_together = 0;
+/* what the collectives cost since mvmoe_dist_comm_take last read them */
+static double comm_seconds = 0, comm_bytes = 0;
 
 /* The world size mpirun announces (OpenMPI; PMIx launchers), or 0 when not launched by one. */
 static int launched_size(void) {
@@ -49,6 +54,15 @@ mvmoe_status mvmoe_dist_init(void) {
 int mvmoe_dist_rank(void) { return dist_rank; }
 int mvmoe_dist_size(void) { return dist_size; }
 
+void mvmoe_dist_fail_together(void) { dist_failed_together = 1; }
+int mvmoe_dist_failed_together(void) { return dist_failed_together; }
+
+void mvmoe_dist_comm_take(double *seconds, double *bytes) {
+    *seconds = comm_seconds;
+    *bytes = comm_bytes;
+    comm_seconds = comm_bytes = 0;
+}
+
 void mvmoe_dist_abort(int code) {
 #if MVMOE_MPI
     if (dist_on) {
@@ -79,12 +93,17 @@ void mvmoe_dist_share(int B, int rank, int size, int *off, int *n) {
 /* MPI counts are int: large arenas go in buckets of at most INT_MAX / 2 elements. */
 static mvmoe_status allreduce(void *x, size_t n, size_t elem, MPI_Datatype t, const char *what) {
     const size_t bucket = INT_MAX / 2;
+    /* what a bandwidth-optimal (ring) all-reduce sends from each rank: n·elem·2(N−1)/N; the
+     * time includes waiting for the slowest rank to arrive (load imbalance shows up here) */
+    comm_bytes += 2.0 * (dist_size - 1) / dist_size * (double)n * (double)elem;
+    const double t0 = MPI_Wtime();
     for (size_t i = 0; i < n; i += bucket) {
         const int c = (int)(n - i < bucket ? n - i : bucket);
         int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)x + i * elem, c, t, MPI_SUM, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS)
             MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: MPI_Allreduce of %s failed (code %d)", dist_rank, what, rc);
     }
+    comm_seconds += MPI_Wtime() - t0;
     return MVMOE_OK;
 }
 #endif
@@ -109,6 +128,34 @@ mvmoe_status mvmoe_dist_barrier(void) {
 #if MVMOE_MPI
     if (dist_size > 1 && MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS)
         MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: MPI_Barrier failed", dist_rank);
+#endif
+    return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_dist_check_same(const char *const *names, const uint64_t *mine, int n) {
+#if MVMOE_MPI
+    if (dist_size <= 1 || n <= 0) return MVMOE_OK;
+    uint64_t *all = malloc(sizeof(uint64_t) * (size_t)n * (size_t)dist_size);
+    if (!all) MVMOE_FAIL(MVMOE_ERR_NOMEM, "rank %d: out of memory for %d x %d fingerprints", dist_rank, n, dist_size);
+    int rc = MPI_Allgather(mine, n, MPI_UINT64_T, all, n, MPI_UINT64_T, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) {
+        free(all);
+        MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: MPI_Allgather of the input fingerprints failed (code %d)", dist_rank, rc);
+    }
+    /* every rank holds every fingerprint, so every rank finds the same first difference */
+    for (int r = 1; r < dist_size; r++)
+        for (int f = 0; f < n; f++)
+            if (all[(size_t)r * n + f] != all[f]) {
+                free(all);
+                dist_failed_together = 1;
+                MVMOE_FAIL(MVMOE_ERR_INVALID, "rank %d of %d does not train what rank 0 trains: %s: not "
+                           "the same as rank 0's (maybe more differs); every rank must get the same flags, the same "
+                           "data and the same checkpoint (check the command line, the paths and the "
+                           "files on every host)", r, dist_size, names[f]);
+            }
+    free(all);
+#else
+    (void)names, (void)mine, (void)n;
 #endif
     return MVMOE_OK;
 }

@@ -6,6 +6,7 @@
 #define MVMOE_TRAIN_DIST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "mvmoe.h"
 
@@ -16,5 +17,28 @@ mvmoe_status mvmoe_dist_barrier(void);
 
 /* Rank r's contiguous share [*off, *off + *n) of a global batch of B images over size ranks. */
 void mvmoe_dist_share(int B, int rank, int size, int *off, int *n);
+
+/* Collective: compares n fingerprints (names[i]: what fingerprint i covers, for the message)
+ * across all ranks; fails on every rank alike, naming the first rank that differs from rank 0
+ * and the first field, and marks the failure as shared (mvmoe_dist_failed_together). */
+mvmoe_status mvmoe_dist_check_same(const char *const *names, const uint64_t *mine, int n);
+
+/* Collective, before training (dist_check.c): fingerprints of this rank's inputs — settings
+ * (one per flag), --max-steps, dataset size, labels and a sample of images, the split, the model
+ * config and initial weights (with_state 0), or the optimizer step, moments and EMA after a
+ * resume (with_state 1; every rank calls both), or the weights and moments during training
+ * (with_state 2: at epoch ends, a check that the ranks still hold the same state) — compared
+ * with rank 0's by mvmoe_dist_check_same. One process: nothing to do. */
+mvmoe_status mvmoe_dist_check_inputs(const mvmoe_model *m, const mvmoe_dataset *ds,
+                                     const int32_t *train_idx, int n_train, const int32_t *val_idx,
+                                     int n_val, const mvmoe_train_options *o, const char *settings,
+                                     int with_state);
+
+/* Marks the current error as one every rank has (the same check on the same inputs). */
+void mvmoe_dist_fail_together(void);
+
+/* The seconds spent in (and the bytes a ring all-reduce sends from this rank for) the sums
+ * since the last call; resets both. */
+void mvmoe_dist_comm_take(double *seconds, double *bytes);
 
 #endif

@@ -247,9 +247,11 @@ static mvmoe_status load_state(mvmoe_model *m, const char *path, const char *set
                path, (long long)m->ckpt_step, sp, st, pp, prev, path);
 }
 
-mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
-                         int n_train, const int32_t *val_idx, int n_val,
-                         const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user) {
+/* What makes a run impossible, found before anything is allocated. Under several ranks these
+ * run after mvmoe_dist_check_inputs has shown every rank the same inputs, so they fail on
+ * every rank alike. */
+static mvmoe_status check_run(const mvmoe_model *m, const mvmoe_dataset *ds, int n_train,
+                              const mvmoe_train_options *o, int ranks) {
     const mvmoe_config *c = &m->cfg;
     if (mvmoe_get_precision() == MVMOE_PRECISION_INT8)
         MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED,
@@ -268,14 +270,13 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     if (ds->num_classes > c->num_classes)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "dataset has %d classes, the model's head only %d",
                    ds->num_classes, c->num_classes);
-    if (o->threads > 0) mvmoe_set_threads(o->threads);
     /* data parallel (dist.h, docs/SCALING.md): rank r trains on images [off, off + b) of every
      * global batch of B; what would make N ranks compute other than one process is refused */
-    const int rank = mvmoe_dist_rank(), ranks = mvmoe_dist_size();
     if (ranks > 1) {
         if (o->batch < ranks)
             MVMOE_FAIL(MVMOE_ERR_INVALID, "--batch %d is smaller than the %d ranks; every rank needs "
-                       "at least one image of each batch", o->batch, ranks);
+                       "at least one image of each batch: raise --batch to %d or more, or run fewer "
+                       "ranks", o->batch, ranks, ranks);
         if (o->mixup > 0 || o->cutmix > 0)
             MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "--mixup/--cutmix pair images across the whole batch, "
                        "which is split over %d ranks; train without them, or in one process", ranks);
@@ -284,6 +285,25 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                        "token routing's expert capacity) are statistics of the whole batch, which is "
                        "split over %d ranks; use dense or image-superclass routing, or one process", ranks);
     }
+    return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t *train_idx,
+                         int n_train, const int32_t *val_idx, int n_val,
+                         const mvmoe_train_options *o, mvmoe_progress_fn cb, void *user) {
+    const mvmoe_config *c = &m->cfg;
+    const int rank = mvmoe_dist_rank(), ranks = mvmoe_dist_size();
+    char settings[SETTINGS_CAP];
+    settings_text(settings, sizeof settings, o, n_train);
+    /* several ranks: first that they all got the same inputs (a collective every rank reaches
+     * before any check of its own can fail), so that the checks below fail on all or none */
+    MVMOE_TRY(mvmoe_dist_check_inputs(m, ds, train_idx, n_train, val_idx, n_val, o, settings, 0));
+    mvmoe_status s0 = check_run(m, ds, n_train, o, ranks);
+    if (s0 != MVMOE_OK) {
+        if (ranks > 1) mvmoe_dist_fail_together();
+        return s0;
+    }
+    if (o->threads > 0) mvmoe_set_threads(o->threads);
     int off = 0, Bl = o->batch;
     mvmoe_dist_share(o->batch, rank, ranks, &off, &Bl);
     if (rank != 0) cb = NULL; /* rank 0 reports */
@@ -293,23 +313,23 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     const int64_t total = (int64_t)steps_per_epoch * o->epochs;
     const int64_t warmup = (int64_t)llround((double)o->warmup_epochs * steps_per_epoch);
     MVMOE_TRY(mvmoe_model_train_init(m, Bl));
-    char settings[SETTINGS_CAP];
-    settings_text(settings, sizeof settings, o, n_train);
     free(m->ema_mem);
     m->ema_mem = NULL;
     if (o->ema_decay > 0) { /* starts at the initial weights; a resumed run reads its own */
         MVMOE_ALLOC_ALIGNED(m->ema_mem, m->layout.total, "weight EMA");
         memcpy(m->ema_mem, m->param_mem, sizeof(float) * m->layout.total);
     }
-    if (o->resume_path) {
-        MVMOE_TRY(load_state(m, o->resume_path, settings));
-        if (m->step > total)
-            MVMOE_FAIL(MVMOE_ERR_INVALID,
-                       "%s: optimizer state is at step %lld, beyond this run's %lld steps; "
-                       "raise --epochs",
-                       o->resume_path, (long long)m->step, (long long)total);
-    } else {
-        m->step = 0;
+    if (o->resume_path) MVMOE_TRY(load_state(m, o->resume_path, settings));
+    else m->step = 0;
+    /* every rank, resumed or not: the same step, moments and EMA (a rank that missed --resume,
+     * or read another host's older state, would otherwise train from elsewhere) */
+    MVMOE_TRY(mvmoe_dist_check_inputs(m, ds, train_idx, n_train, val_idx, n_val, o, settings, 1));
+    if (m->step > total) {
+        if (ranks > 1) mvmoe_dist_fail_together();
+        MVMOE_FAIL(MVMOE_ERR_INVALID,
+                   "%s: optimizer state is at step %lld, beyond this run's %lld steps; "
+                   "raise --epochs",
+                   o->resume_path, (long long)m->step, (long long)total);
     }
 
     int32_t *order, *labels;
@@ -331,7 +351,8 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     }
     mvmoe_acts *a = &m->train_acts;
     mvmoe_status s = MVMOE_OK;
-    double t_start = mvmoe_clock_seconds(), t_epoch = t_start;
+    double t_start = mvmoe_clock_seconds(), t_epoch = t_start, comm_s0, comm_b0;
+    mvmoe_dist_comm_take(&comm_s0, &comm_b0); /* the steps' sums only from here */
     int64_t step0 = m->step;
     mvmoe_progress pr = {.epochs = o->epochs, .steps_total = total, .steps_per_epoch = steps_per_epoch,
                          .val_acc = -1, .val_loss = -1, .train_acc = -1};
@@ -375,6 +396,8 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             if (at && at > why) at[-1] = '\0';
             s = mvmoe_error_set(s, __FILE__, __LINE__,
                                 "%s. Nothing was saved for this step; try a lower --lr or --clip", why);
+            /* the check ran on the summed loss and gradient: every rank stops here alike */
+            if (ranks > 1) mvmoe_dist_fail_together();
         }
         if (s != MVMOE_OK) break;
         const double loss = sr.loss, gnorm = sr.grad_norm;
@@ -403,6 +426,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             right = (int64_t)v[0];
             stop = v[1] > 0;
         }
+        mvmoe_dist_comm_take(&pr.comm_s, &pr.comm_bytes); /* this step's sums */
         correct += right;
         seen += B;
         loss_sum += loss;
@@ -428,6 +452,9 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             pr.images_per_s = (double)seen / (t - t_epoch);
             pr.val_acc = pr.val_loss = -1;
             int last = m->step == total;
+            /* several ranks: still the same state everywhere, before rank 0 saves it as the run's */
+            s = mvmoe_dist_check_inputs(m, ds, train_idx, n_train, val_idx, n_val, o, settings, 2);
+            if (s != MVMOE_OK) break;
             if (rank == 0 && n_val > 0 && ((o->eval_every > 0 && (epoch + 1) % o->eval_every == 0) || last)) {
                 mvmoe_eval_result r;
                 s = mvmoe_evaluate(m, ds, val_idx, n_val, B, &r, NULL);
