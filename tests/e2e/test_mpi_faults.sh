@@ -35,6 +35,9 @@ RUN=("${OPT[@]}" --dim 32 --depth 2 --heads 2 --mlp-dim 64 --patch 7)
 cat > "$T/rank.sh" <<EOF
 #!/usr/bin/env bash
 echo \$\$ > "$T/pid.\$OMPI_COMM_WORLD_RANK"
+# RANK_LOG: each rank writes its own output there, not through mpirun's forwarding, which a
+# terminating mpirun may cut before the ranks' last lines (the SIGTERM case)
+if [ -n "\${RANK_LOG:-}" ]; then exec >> "\$RANK_LOG.\$OMPI_COMM_WORLD_RANK" 2>&1; fi
 mv="\$1"; shift
 if [ "\$OMPI_COMM_WORLD_RANK" = "\${BAD_RANK:--1}" ]; then exec "\$mv" "\$@" \$BAD_ARGS; fi
 exec "\$mv" "\$@"
@@ -115,13 +118,14 @@ expect "rank 0's save fails while the others wait" nonzero 60 "rank 0: error: " 
 
 # 7. SIGTERM to mpirun: one consistent checkpoint, resumable at the next step
 t0=$(date +%s)
-"${MPI[@]}" -np 2 "$T/rank.sh" "$MV" train --data "$DATA" "${RUN[@]}" --max-steps 0 --epochs 500 \
-  --out "$T/g.safetensors" --metrics-every 1 > "$T/log" 2>&1 &
+RANK_LOG="$T/g.rank" "${MPI[@]}" -x RANK_LOG -np 2 "$T/rank.sh" "$MV" train --data "$DATA" "${RUN[@]}" \
+  --max-steps 0 --epochs 500 --out "$T/g.safetensors" --metrics-every 1 > "$T/log" 2>&1 &
 mp=$!
 for _ in $(seq 150); do [ -s "$T/g.safetensors.metrics.jsonl" ] && break; sleep 0.2; done
 sleep 1
 kill -TERM $mp
 wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
+cat "$T"/g.rank.* >> "$T/log" 2>/dev/null
 expect "SIGTERM to mpirun" nonzero 60 "interrupted after step [0-9]*; checkpoint saved"
 S=$(sed -n 's/.*interrupted after step \([0-9]*\);.*/\1/p' "$T/log" | head -n 1)
 "$MV" train --data "$DATA" "${OPT[@]}" --max-steps 1 --epochs 500 --resume --out "$T/g.safetensors" \
