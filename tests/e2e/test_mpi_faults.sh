@@ -123,7 +123,9 @@ RANK_LOG="$T/g.rank" "${MPI[@]}" -x RANK_LOG -np 2 "$T/rank.sh" "$MV" train --da
 mp=$!
 for _ in $(seq 150); do [ -s "$T/g.safetensors.metrics.jsonl" ] && break; sleep 0.2; done
 sleep 1
-kill -TERM $mp
+# to mpirun itself (the child of `timeout`): a signal to `timeout` goes to its whole process
+# group, ranks included, which is another case (see docs/SCALING.md, "Faults")
+pkill -TERM -P $mp -x mpirun
 wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
 cat "$T"/g.rank.* >> "$T/log" 2>/dev/null
 expect "SIGTERM to mpirun" nonzero 60 "interrupted after step [0-9]*; checkpoint saved"
