@@ -110,6 +110,23 @@ $(BUILD)/bench/peak: bench/peak.c $(BUILD)/libmvmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmvmoe.a $(LDLIBS)
 
+# make bench-xnnpack: XNNPACK's fully-connected operators against the runtime's kernels
+# (bench/xnnpack_fc.c, docs/EDGE.md "XNNPACK measurement"). A bench-only dependency (Debian's
+# libxnnpack-dev and libpthreadpool-dev, not in scripts/setup.sh): built only where its headers
+# are installed, and by no other target.
+XNN_HDRS := $(wildcard /usr/include/xnnpack.h /usr/include/pthreadpool.h)
+.PHONY: bench-xnnpack
+ifeq ($(words $(XNN_HDRS)),2)
+bench-xnnpack: $(BUILD)/bench/xnnpack_fc
+else
+bench-xnnpack:
+	@echo "bench-xnnpack: skipped: xnnpack.h or pthreadpool.h is missing (apt-get install libxnnpack-dev libpthreadpool-dev)"
+endif
+
+$(BUILD)/bench/xnnpack_fc: bench/xnnpack_fc.c $(BUILD)/libmvmoe_run.a
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CFLAGS) -o $@ $< $(BUILD)/libmvmoe_run.a -lXNNPACK -lpthreadpool -lm
+
 # Default suite: C unit tests, PyTorch parity, end-to-end training on real data, and the
 # installed products (shared library, Python binding, man page: `lib` below).
 test: all lib
