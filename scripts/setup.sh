@@ -11,7 +11,8 @@ PKGS=(build-essential libdnnl-dev libopenblas-dev libopenblas0-openmp libcjson-d
       clang libclang-rt-14-dev libomp-dev valgrind   # make fuzz (libFuzzer), valgrind-test
       pkg-config man-db groff-base bash-completion   # tests of make install (tests/e2e/test_install.sh)
       libopenmpi-dev openmpi-bin             # data-parallel training under mpirun (docs/SCALING.md)
-      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)  # make runtime-aarch64, run under qemu (docs/EDGE.md)
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static  # make runtime-aarch64, run under qemu (docs/EDGE.md)
+      libxnnpack-dev libpthreadpool-dev)     # make bench-xnnpack only (docs/EDGE.md, "XNNPACK measurement")
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
