@@ -39,4 +39,10 @@ void mvmoe_step_options_from(mvmoe_step_options *s, const mvmoe_train_options *o
 mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe_step_options *o,
                               mvmoe_step_result *r);
 
+/* The end of a step once m->grad_mem holds the (summed) gradient of the global batch's mean
+ * loss and r its losses: clip, the finite check, AdamW (step m->step + 1), weights marked
+ * changed; sets r->grad_norm and r->t_optimizer. (mvmoe_train_step, and the expert-parallel
+ * step, train/ep.c.) */
+mvmoe_status mvmoe_train_step_apply(mvmoe_model *m, const mvmoe_step_options *o, mvmoe_step_result *r);
+
 #endif
