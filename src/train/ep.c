@@ -4,6 +4,8 @@
  * order per destination rank, so a rank receives its images in global order (the ranks'
  * shares are consecutive): its experts see their images in the order one process would. */
 #include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +45,83 @@ void mvmoe_ep_free(mvmoe_ep *ep) {
     free(ep->order);
     free(ep->expert);
     free(ep->gate);
+    free(ep->xt_off);
+    free(ep->xt_cnt);
+    free(ep->xt_owner);
+    free(ep->shared_off);
+    free(ep->shared_cnt);
+    free(ep->xm_off);
+    free(ep->xm_cnt);
     memset(ep, 0, sizeof *ep);
+}
+
+static int by_offset(const void *x, const void *y) {
+    const size_t a = *(const size_t *)x, b = *(const size_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* The expert tensors (by their contract names, blocks.B.mlp.experts.E.*), their owners, their
+ * contiguous runs, and the shared ranges between them. */
+static mvmoe_status expert_ranges(mvmoe_ep *ep, const mvmoe_layout *L) {
+    MVMOE_ALLOC(ep->xt_off, L->n, "expert parallel: expert tensors");
+    MVMOE_ALLOC(ep->xt_cnt, L->n, "expert parallel: expert tensors");
+    MVMOE_ALLOC(ep->xt_owner, L->n, "expert parallel: expert tensors");
+    size_t *iv;
+    MVMOE_ALLOC(iv, 2 * (size_t)L->n, "expert parallel: expert tensors");
+    for (int i = 0; i < L->n; i++) {
+        int blk, e;
+        if (sscanf(L->t[i].name, "blocks.%d.mlp.experts.%d.", &blk, &e) != 2) continue;
+        ep->xt_off[ep->n_xt] = L->t[i].offset, ep->xt_cnt[ep->n_xt] = L->t[i].count;
+        ep->xt_owner[ep->n_xt] = e / ep->per_rank;
+        iv[2 * ep->n_xt] = L->t[i].offset, iv[2 * ep->n_xt + 1] = L->t[i].count;
+        ep->n_xt++;
+    }
+    qsort(iv, (size_t)ep->n_xt, 2 * sizeof *iv, by_offset);
+    /* at most n_xt runs, and n_xt + 1 gaps around them */
+    ep->xm_off = calloc((size_t)ep->n_xt + 1, sizeof *ep->xm_off);
+    ep->xm_cnt = calloc((size_t)ep->n_xt + 1, sizeof *ep->xm_cnt);
+    ep->shared_off = calloc((size_t)ep->n_xt + 1, sizeof *ep->shared_off);
+    ep->shared_cnt = calloc((size_t)ep->n_xt + 1, sizeof *ep->shared_cnt);
+    if (!ep->xm_off || !ep->xm_cnt || !ep->shared_off || !ep->shared_cnt) {
+        free(iv);
+        MVMOE_FAIL(MVMOE_ERR_NOMEM, "expert parallel: %d expert tensors' ranges", ep->n_xt);
+    }
+    for (int i = 0; i < ep->n_xt; i++) {
+        const size_t o = iv[2 * i], n = iv[2 * i + 1];
+        if (ep->n_xmerged > 0 && ep->xm_off[ep->n_xmerged - 1] + ep->xm_cnt[ep->n_xmerged - 1] == o)
+            ep->xm_cnt[ep->n_xmerged - 1] += n;
+        else
+            ep->xm_off[ep->n_xmerged] = o, ep->xm_cnt[ep->n_xmerged++] = n;
+    }
+    free(iv);
+    size_t at = 0;
+    for (int i = 0; i <= ep->n_xmerged; i++) {
+        const size_t end = i < ep->n_xmerged ? ep->xm_off[i] : L->total;
+        if (end > at) ep->shared_off[ep->n_shared] = at, ep->shared_cnt[ep->n_shared++] = end - at;
+        if (i < ep->n_xmerged) at = ep->xm_off[i] + ep->xm_cnt[i];
+    }
+    return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_ep_sync(mvmoe_model *m, const mvmoe_ep *ep) {
+    if (ep->ranks <= 1) return MVMOE_OK;
+    float *arrays[4] = {m->param_mem, m->adam_m, m->adam_v, m->ema_mem};
+    /* the owner's values plus zeros from every other rank: the owner's bits everywhere */
+    for (int a = 0; a < 4; a++) {
+        if (!arrays[a]) continue;
+        for (int i = 0; i < ep->n_xt; i++)
+            if (ep->xt_owner[i] != ep->rank) memset(arrays[a] + ep->xt_off[i], 0, sizeof(float) * ep->xt_cnt[i]);
+        for (int i = 0; i < ep->n_xmerged; i++)
+            MVMOE_TRY(mvmoe_dist_allreduce_sum_f32(arrays[a] + ep->xm_off[i], ep->xm_cnt[i]));
+    }
+    mvmoe_model_params_changed(m);
+    return MVMOE_OK;
+}
+
+static double sum_squares(const float *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
 }
 
 mvmoe_status mvmoe_ep_init(mvmoe_ep *ep, const mvmoe_model *m, int Bg, int off, int Bl) {
@@ -72,7 +150,7 @@ mvmoe_status mvmoe_ep_init(mvmoe_ep *ep, const mvmoe_model *m, int Bg, int off, 
     MVMOE_ALLOC(ep->order, Bl, "expert parallel: send order");
     MVMOE_ALLOC(ep->expert, Bg, "expert parallel: experts");
     MVMOE_ALLOC(ep->gate, Bg, "expert parallel: gates");
-    return MVMOE_OK;
+    return expert_ranges(ep, &m->layout);
 }
 
 /* Counts (in images) to counts and displacements in floats of rec-float records. */
@@ -200,13 +278,25 @@ mvmoe_status mvmoe_train_step_ep(mvmoe_model *m, mvmoe_ep *ep, const int32_t *la
     if (ep->Bm > 0) mvmoe_vit_backward_back(m, b, ep->Bm, 1.0f / (float)ep->Bg);
     MVMOE_TRY(combine(m, ep));
     mvmoe_vit_backward_front(m, a, ep->Bl);
-    /* An expert's gradient is computed only on its rank (zero elsewhere): the sum gives every
-     * rank the owner's bits, so all ranks apply the same AdamW step to every weight */
-    if (ep->ranks > 1) MVMOE_TRY(mvmoe_dist_allreduce_sum_f32(m->grad_mem, m->layout.total));
+    /* the shared weights' gradients are summed over the ranks; an expert's gradient is
+     * computed only on its rank and stays there. The clipping norm is the global one: the
+     * shared part (the same on every rank) plus every rank's own experts' squares, summed. */
+    double norm = -1;
     l[0] = l[1] + l[2] + l[3];
-    if (ep->ranks > 1) MVMOE_TRY(mvmoe_dist_allreduce_sum_f64(l, 4));
+    if (ep->ranks > 1) {
+        double own = 0, shared = 0;
+        for (int i = 0; i < ep->n_shared; i++)
+            MVMOE_TRY(mvmoe_dist_allreduce_sum_f32(m->grad_mem + ep->shared_off[i], ep->shared_cnt[i]));
+        for (int i = 0; i < ep->n_xt; i++)
+            if (ep->xt_owner[i] == ep->rank) own += sum_squares(m->grad_mem + ep->xt_off[i], ep->xt_cnt[i]);
+        for (int i = 0; i < ep->n_shared; i++) shared += sum_squares(m->grad_mem + ep->shared_off[i], ep->shared_cnt[i]);
+        double v[5] = {l[0], l[1], l[2], l[3], own};
+        MVMOE_TRY(mvmoe_dist_allreduce_sum_f64(v, 5));
+        for (int i = 0; i < 4; i++) l[i] = v[i];
+        norm = sqrt(shared + v[4]);
+    }
     r->loss = l[0], r->loss_ce = l[1], r->loss_router = l[2], r->loss_aux = l[3];
     const double t3 = mvmoe_clock_seconds();
     r->t_pack = t1 - t0, r->t_forward = t2 - t1, r->t_backward = t3 - t2;
-    return mvmoe_train_step_apply(m, o, r);
+    return mvmoe_train_step_apply(m, o, r, norm);
 }

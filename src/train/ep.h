@@ -6,7 +6,10 @@
  * blocks, the final norm, the head and the classification loss on every image routed to its
  * experts (the back half); one all-to-all returns each image's logits (for the accuracy),
  * its gate gradient and d(activations) [T, D] to its home rank, which finishes the backward
- * through the router and the dense blocks. Top-1 only: with top-2 the two experts' outputs
+ * through the router and the dense blocks. Shared weights' gradients are summed over the
+ * ranks; an expert's gradient exists only on its rank, which alone updates it (AdamW runs on
+ * every rank over every weight, but another rank's copy of an expert is stale until
+ * mvmoe_ep_sync brings the owner's weights, moments and EMA). Top-1 only: with top-2 the two experts' outputs
  * meet at every MoE layer (docs/SCALING.md says what that needs). */
 #ifndef MVMOE_TRAIN_EP_H
 #define MVMOE_TRAIN_EP_H
@@ -28,6 +31,13 @@ typedef struct mvmoe_ep {
     int *expert;                /* [Bg] the received images' experts */
     float *gate;                /* [Bg] and gates */
     int Bm;                     /* images received this step */
+    /* the expert tensors of the layout (owner: the rank whose experts they are), and the rest
+     * of the arena as ranges: the shared weights, whose gradients are summed over the ranks */
+    int n_xt, n_shared, n_xmerged;
+    size_t *xt_off, *xt_cnt;
+    int *xt_owner;
+    size_t *shared_off, *shared_cnt;
+    size_t *xm_off, *xm_cnt;    /* the expert tensors merged into contiguous runs */
 } mvmoe_ep;
 
 /* Whether config c can train expert parallel over `ranks` ranks; the error says why not and
@@ -38,6 +48,13 @@ mvmoe_status mvmoe_ep_check(const mvmoe_config *c, int ranks);
  * mvmoe_model_train_init(m, Bl). Free with mvmoe_ep_free (also after a failed init). */
 mvmoe_status mvmoe_ep_init(mvmoe_ep *ep, const mvmoe_model *m, int Bg, int off, int Bl);
 void mvmoe_ep_free(mvmoe_ep *ep);
+
+/* Collective: every rank gets every expert's current weights, AdamW moments and EMA from
+ * the expert's rank. Between two of these, a rank's copies of other ranks' experts are stale
+ * (they are neither read nor meaningfully updated there); the trainer calls this before what
+ * reads the whole model: the epoch-end check, validation and saves, and the end of training.
+ * One process: nothing to do. */
+mvmoe_status mvmoe_ep_sync(mvmoe_model *m, const mvmoe_ep *ep);
 
 /* One training step, expert parallel: what mvmoe_train_step does for the global batch (o->pass
  * with batch_offset/batch_global of this share), from m->train_acts' img and targets and this

@@ -69,7 +69,12 @@ double mvmoe_grad_norm(const float *grads, const mvmoe_layout *L) {
 }
 
 double mvmoe_clip_grad_norm(float *grads, const mvmoe_layout *L, float max_norm) {
-    double norm = mvmoe_grad_norm(grads, L);
+    const double norm = mvmoe_grad_norm(grads, L);
+    mvmoe_clip_grad_scale(grads, L, max_norm, norm);
+    return norm;
+}
+
+void mvmoe_clip_grad_scale(float *grads, const mvmoe_layout *L, float max_norm, double norm) {
     if (max_norm > 0) {
         float coef = (float)(max_norm / (norm + 1e-6));
         if (coef < 1.0f) {
@@ -79,7 +84,6 @@ double mvmoe_clip_grad_norm(float *grads, const mvmoe_layout *L, float max_norm)
             }
         }
     }
-    return norm;
 }
 
 float mvmoe_lr_at(int64_t t, int64_t total, int64_t warmup, float lr, float min_lr) {

@@ -24,6 +24,9 @@ void mvmoe_adamw_update_ref(float *w, const float *g, float *m, float *v, size_t
 double mvmoe_grad_norm(const float *grads, const mvmoe_layout *L);
 /* Scales grads by max_norm/(norm+1e-6) when that is < 1; returns the norm before clipping. */
 double mvmoe_clip_grad_norm(float *grads, const mvmoe_layout *L, float max_norm);
+/* The scaling of mvmoe_clip_grad_norm for a norm computed elsewhere (expert parallelism: the
+ * experts' gradients are spread over the ranks). */
+void mvmoe_clip_grad_scale(float *grads, const mvmoe_layout *L, float max_norm, double norm);
 
 /* Learning rate for step t (0-based) of `total`: linear warm-up over `warmup` steps from
  * lr/warmup to lr, then cosine decay to min_lr at the last step. */

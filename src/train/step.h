@@ -41,8 +41,10 @@ mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe
 
 /* The end of a step once m->grad_mem holds the (summed) gradient of the global batch's mean
  * loss and r its losses: clip, the finite check, AdamW (step m->step + 1), weights marked
- * changed; sets r->grad_norm and r->t_optimizer. (mvmoe_train_step, and the expert-parallel
- * step, train/ep.c.) */
-mvmoe_status mvmoe_train_step_apply(mvmoe_model *m, const mvmoe_step_options *o, mvmoe_step_result *r);
+ * changed; sets r->grad_norm and r->t_optimizer. norm: the global gradient norm if the caller
+ * computed it (expert parallelism: no rank holds every expert's gradient), < 0: computed
+ * here from m->grad_mem. (mvmoe_train_step, and the expert-parallel step, train/ep.c.) */
+mvmoe_status mvmoe_train_step_apply(mvmoe_model *m, const mvmoe_step_options *o, mvmoe_step_result *r,
+                                    double norm);
 
 #endif

@@ -465,6 +465,9 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             pr.images_per_s = (double)seen / (t - t_epoch);
             pr.val_acc = pr.val_loss = -1;
             int last = m->step == total;
+            /* expert parallel: every expert's state from its rank, for validation and the save */
+            if (o->expert_parallel) s = mvmoe_ep_sync(m, &ep);
+            if (s != MVMOE_OK) break;
             /* several ranks: still the same state everywhere, before rank 0 saves it as the run's */
             s = mvmoe_dist_check_inputs(m, ds, train_idx, n_train, val_idx, n_val, o, settings, 2);
             if (s != MVMOE_OK) break;
@@ -481,6 +484,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                 s = save_kept(m, o->out_path, epoch + 1);
             if (cb) cb(&pr, user);
         }
+        if (s == MVMOE_OK && stop && !epoch_end && o->expert_parallel) s = mvmoe_ep_sync(m, &ep);
         if (s == MVMOE_OK && stop) {
             if (rank == 0 && o->out_path && !epoch_end) s = save_all(m, o->out_path, settings);
             if (s == MVMOE_OK)
@@ -491,6 +495,9 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         }
         if (o->max_steps > 0 && m->step - step0 >= o->max_steps) break;
     }
+    /* expert parallel: the whole model on every rank again (the caller's test evaluation and
+     * the save below read it); every rank gets here after the same step, or failed alike */
+    if (s == MVMOE_OK && o->expert_parallel && m->step % steps_per_epoch != 0) s = mvmoe_ep_sync(m, &ep);
     /* stopped early (--max-steps) between epoch ends: save so --resume can continue */
     if (s == MVMOE_OK && rank == 0 && o->out_path && m->step % steps_per_epoch != 0 && m->step != step0)
         s = save_all(m, o->out_path, settings);
