@@ -13,6 +13,8 @@
 # - --expert-parallel in one process: the same bits as without it; -np 2 twice: the same bits;
 # - resume: 3 + 3 steps on 2 ranks == 6 on 2 ranks, bit for bit; 3 on 2 ranks + 3 in one
 #   process == 6 in one process (within the bounds above);
+# - SIGTERM to rank 1 mid-epoch: exit 130 and rank 0's checkpoint matches one process trained
+#   for the same steps (the experts of rank 1 are in it);
 # - the bytes: the sums carry only the shared weights (4 bytes per shared parameter at 2
 #   ranks, not 4 per parameter), and a2a_bytes is what the all-to-alls send: whole records of
 #   images out and gradients back, plus the counts;
@@ -118,6 +120,27 @@ cmp -s "$T/ep2.safetensors" "$T/r.safetensors" && cmp -s "$T/ep2.safetensors.sta
 "$MV" train "${OPT[@]}" --max-steps 3 --eval-every 0 --resume --out "$T/r1p.safetensors" > "$T/r1p.log" 2>&1 \
   || { bad "resume: 3 more steps in one process failed"; tail -n 5 "$T/r1p.log"; }
 cmp_runs "resume: 3 steps on 2 ranks + 3 in one process vs 6 in one process" "$T/one.safetensors" "$T/r1p.safetensors"
+
+# SIGTERM to rank 1 mid-epoch: all ranks stop after the same step and rank 0's checkpoint holds
+# every expert as trained so far (rank 1's experts brought over first): one process trained for
+# as many steps matches it
+"${MPI[@]}" -np 2 bash -c 'echo $$ > '"$T"'/pid.$OMPI_COMM_WORLD_RANK; exec "$0" train "$@"' "$MV" \
+  "${RUN[@]}" --epochs 200 --eval-every 0 --expert-parallel --out "$T/s.safetensors" > "$T/s.log" 2>&1 &
+mp=$!
+for _ in $(seq 100); do [ -s "$T/s.safetensors.metrics.jsonl" ] && break; sleep 0.2; done
+kill -TERM "$(cat "$T/pid.1")" 2> /dev/null
+for _ in $(seq 150); do kill -0 $mp 2> /dev/null || break; sleep 0.2; done
+kill -0 $mp 2> /dev/null && { kill -KILL $mp; bad "SIGTERM: the job did not end in 30 s"; }
+wait $mp; rc=$?
+st=$(sed -n 's/.*interrupted after step \([0-9]*\).*/\1/p' "$T/s.log" | head -n 1)
+if [ $rc -eq 130 ] && [ -n "$st" ]; then
+  "$MV" train "${RUN[@]}" --epochs 200 --eval-every 0 --max-steps "$st" --out "$T/s1.safetensors" > "$T/s1.log" 2>&1 \
+    || bad "SIGTERM: one process for $st steps failed"
+  cmp_runs "SIGTERM to rank 1 after step $st: the saved checkpoint vs $st steps in one process" \
+    "$T/s1.safetensors" "$T/s.safetensors"
+else
+  bad "SIGTERM: rc $rc"; tail -n 5 "$T/s.log"
+fi
 
 # the bytes: sums over the shared weights only; the all-to-alls send whole records
 "$MV" info "$T/ep2.safetensors" > "$T/info.txt" 2>&1
