@@ -48,6 +48,7 @@ void mvmoe_ep_free(mvmoe_ep *ep) {
     free(ep->xt_off);
     free(ep->xt_cnt);
     free(ep->xt_owner);
+    free(ep->update);
     free(ep->shared_off);
     free(ep->shared_cnt);
     free(ep->xm_off);
@@ -66,11 +67,14 @@ static mvmoe_status expert_ranges(mvmoe_ep *ep, const mvmoe_layout *L) {
     MVMOE_ALLOC(ep->xt_off, L->n, "expert parallel: expert tensors");
     MVMOE_ALLOC(ep->xt_cnt, L->n, "expert parallel: expert tensors");
     MVMOE_ALLOC(ep->xt_owner, L->n, "expert parallel: expert tensors");
+    MVMOE_ALLOC(ep->update, L->n, "expert parallel: expert tensors");
     size_t *iv;
     MVMOE_ALLOC(iv, 2 * (size_t)L->n, "expert parallel: expert tensors");
     for (int i = 0; i < L->n; i++) {
         int blk, e;
+        ep->update[i] = 1;
         if (sscanf(L->t[i].name, "blocks.%d.mlp.experts.%d.", &blk, &e) != 2) continue;
+        ep->update[i] = e / ep->per_rank == ep->rank;
         ep->xt_off[ep->n_xt] = L->t[i].offset, ep->xt_cnt[ep->n_xt] = L->t[i].count;
         ep->xt_owner[ep->n_xt] = e / ep->per_rank;
         iv[2 * ep->n_xt] = L->t[i].offset, iv[2 * ep->n_xt + 1] = L->t[i].count;
@@ -298,5 +302,9 @@ mvmoe_status mvmoe_train_step_ep(mvmoe_model *m, mvmoe_ep *ep, const int32_t *la
     r->loss = l[0], r->loss_ce = l[1], r->loss_router = l[2], r->loss_aux = l[3];
     const double t3 = mvmoe_clock_seconds();
     r->t_pack = t1 - t0, r->t_forward = t2 - t1, r->t_backward = t3 - t2;
-    return mvmoe_train_step_apply(m, o, r, norm);
+    /* AdamW over the shared weights and this rank's experts only: another rank's expert
+     * stays as the last mvmoe_ep_sync left it */
+    mvmoe_step_options so = *o;
+    if (ep->ranks > 1) so.update_tensors = ep->update;
+    return mvmoe_train_step_apply(m, &so, r, norm);
 }

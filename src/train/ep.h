@@ -7,9 +7,9 @@
  * experts (the back half); one all-to-all returns each image's logits (for the accuracy),
  * its gate gradient and d(activations) [T, D] to its home rank, which finishes the backward
  * through the router and the dense blocks. Shared weights' gradients are summed over the
- * ranks; an expert's gradient exists only on its rank, which alone updates it (AdamW runs on
- * every rank over every weight, but another rank's copy of an expert is stale until
- * mvmoe_ep_sync brings the owner's weights, moments and EMA). Top-1 only: with top-2 the two experts' outputs
+ * ranks; an expert's gradient exists only on its rank, which alone updates it (AdamW skips
+ * another rank's experts, whose copy here is stale until mvmoe_ep_sync brings the owner's
+ * weights, moments and EMA). Top-1 only: with top-2 the two experts' outputs
  * meet at every MoE layer (docs/SCALING.md says what that needs). */
 #ifndef MVMOE_TRAIN_EP_H
 #define MVMOE_TRAIN_EP_H
@@ -38,6 +38,8 @@ typedef struct mvmoe_ep {
     int *xt_owner;
     size_t *shared_off, *shared_cnt;
     size_t *xm_off, *xm_cnt;    /* the expert tensors merged into contiguous runs */
+    unsigned char *update;      /* [layout.n] 1: a tensor this rank's AdamW updates (shared
+                                   weights and its own experts) */
 } mvmoe_ep;
 
 /* Whether config c can train expert parallel over `ranks` ranks; the error says why not and

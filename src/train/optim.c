@@ -36,7 +36,13 @@ void mvmoe_adamw_update_ref(float *w, const float *g, float *m, float *v, size_t
 
 void mvmoe_adamw_step(float *params, const float *grads, float *m, float *v,
                       const mvmoe_layout *L, const mvmoe_adamw *h, int64_t t) {
+    mvmoe_adamw_step_some(params, grads, m, v, L, h, t, NULL);
+}
+
+void mvmoe_adamw_step_some(float *params, const float *grads, float *m, float *v, const mvmoe_layout *L,
+                           const mvmoe_adamw *h, int64_t t, const unsigned char *update) {
     for (int i = 0; i < L->n; i++) {
+        if (update && !update[i]) continue;
         const mvmoe_tensor_info *ti = &L->t[i];
         size_t o = ti->offset;
         adamw_tensor(params + o, grads + o, m + o, v + o, ti->count, h->lr, h->beta1, h->beta2,

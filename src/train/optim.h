@@ -16,6 +16,10 @@ typedef struct mvmoe_adamw {
  * tensors marked `decay` (matmul/conv weights; not norms, biases, pos_embed, cls_token). */
 void mvmoe_adamw_step(float *params, const float *grads, float *m, float *v,
                       const mvmoe_layout *L, const mvmoe_adamw *h, int64_t t);
+/* The same over the tensors i with update[i] != 0 only (update NULL: all); the others keep
+ * their weights and moments (expert parallelism: another rank's experts). */
+void mvmoe_adamw_step_some(float *params, const float *grads, float *m, float *v, const mvmoe_layout *L,
+                           const mvmoe_adamw *h, int64_t t, const unsigned char *update);
 /* The reference: plain loop over one tensor, kept as the oracle. */
 void mvmoe_adamw_update_ref(float *w, const float *g, float *m, float *v, size_t n, float lr,
                             float beta1, float beta2, float eps, float wd, int64_t t);

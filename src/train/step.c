@@ -81,7 +81,8 @@ mvmoe_status mvmoe_train_step_apply(mvmoe_model *m, const mvmoe_step_options *o,
         MVMOE_FAIL(MVMOE_ERR_NUMERIC, "step %lld: loss %g, gradient norm %g; first non-finite gradient in '%s'",
                    (long long)m->step, r->loss, r->grad_norm, first_bad_tensor(m));
     m->step++;
-    mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &o->adamw, m->step);
+    mvmoe_adamw_step_some(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &o->adamw, m->step,
+                          o->update_tensors);
     mvmoe_model_params_changed(m);
     r->t_optimizer = mvmoe_clock_seconds() - t3;
     return MVMOE_OK;

@@ -16,6 +16,9 @@ typedef struct mvmoe_step_options {
      * batch of this many images; the gradients and losses are then summed over the ranks,
      * weighted so that they are the global batch's mean, before clipping and AdamW */
     int global_batch;
+    /* expert parallel (train/ep.c): [layout.n] tensors AdamW updates (0: another rank's
+     * expert, left as it is); NULL: all */
+    const unsigned char *update_tensors;
 } mvmoe_step_options;
 
 typedef struct mvmoe_step_result {
