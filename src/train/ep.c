@@ -194,7 +194,13 @@ static mvmoe_status dispatch(mvmoe_model *m, mvmoe_ep *ep) {
     }
     MVMOE_TRY(mvmoe_dist_alltoall_int(ep->scount, ep->rcount));
     ep->Bm = 0;
-    for (int r = 0; r < N; r++) ep->Bm += ep->rcount[r];
+    for (int r = 0; r < N; r++) {
+        if (ep->rcount[r] < 0 || ep->rcount[r] > ep->Bg - ep->Bm)
+            MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: expert parallel: rank %d announces %d images, more than the "
+                       "batch of %d holds; the ranks disagree (every host must run the same mvmoe build)",
+                       ep->rank, r, ep->rcount[r], ep->Bg);
+        ep->Bm += ep->rcount[r];
+    }
     to_floats(ep->scount, ep->sdispl, N, ep->rec_fwd);
     to_floats(ep->rcount, ep->rdispl, N, ep->rec_fwd);
     MVMOE_TRY(mvmoe_dist_alltoallv_f32(ep->send, ep->scount, ep->sdispl, ep->recv, ep->rcount, ep->rdispl));
@@ -204,6 +210,10 @@ static mvmoe_status dispatch(mvmoe_model *m, mvmoe_ep *ep) {
         const float *rec = ep->recv + (size_t)j * ep->rec_fwd;
         const int pos = (int)rec[0];
         ep->expert[j] = (int)rec[1];
+        if (pos < 0 || pos >= ep->Bg || ep->expert[j] < 0 || ep->expert[j] / ep->per_rank != ep->rank)
+            MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: expert parallel: received image %d (position %d, expert %d) "
+                       "that is not this rank's; the ranks disagree (every host must run the same mvmoe build)",
+                       ep->rank, j, pos, ep->expert[j]);
         ep->gate[j] = rec[2];
         memcpy(b->targets + (size_t)j * K, rec + 3, sizeof(float) * K);
         memcpy(xb + (size_t)j * TD, rec + 3 + K, sizeof(float) * TD);
