@@ -77,6 +77,8 @@ static void draw_step(mvmoe_cli_progress *p, const mvmoe_progress *pr) {
                 (long long)pr->steps_total, pr->loss, pr->lr, pr->grad_norm, pr->images_per_s, eta);
         if (pr->comm_bytes > 0) /* data parallel: what rank 0's sums of this step cost */
             fprintf(p->out, " | comm %.1f ms %.2f MB/rank", 1e3 * pr->comm_s, pr->comm_bytes / 1e6);
+        if (pr->a2a_bytes > 0) /* expert parallel: the images' all-to-alls of this step */
+            fprintf(p->out, " | all-to-all %.2f MB/rank", pr->a2a_bytes / 1e6);
         fputc('\n', p->out);
     }
     fflush(p->out);
@@ -124,6 +126,7 @@ static void write_metrics(mvmoe_cli_progress *p, const mvmoe_progress *pr) {
         json_num(f, "comm_s", pr->comm_s);
         json_num(f, "comm_bytes", pr->comm_bytes);
     }
+    if (pr->event == 0 && pr->a2a_bytes > 0) json_num(f, "a2a_bytes", pr->a2a_bytes);
     if (pr->event != 0) {
         json_num(f, "train_acc", pr->train_acc >= 0 ? pr->train_acc : NAN);
         json_num(f, "val_acc", pr->val_acc >= 0 ? pr->val_acc : NAN);

@@ -44,6 +44,9 @@ void mvmoe_train_args_help(void) {
            "  --max-steps N (0: no limit) [%d]\n"
            "  --max-images N (read only the first N images of the train and test splits; 0: all) [0]\n"
            "  --threads N (0: all cores) [%d]\n"
+           "  --expert-parallel     under mpirun: spread the experts over the ranks and send each\n"
+           "                        image to its expert's rank (top-1 per-image routing, ranks\n"
+           "                        dividing the experts; docs/SCALING.md); default: data parallel\n"
            MVMOE_CLI_MEMLIMIT_HELP MVMOE_CLI_PRECISION_HELP "\n",
            d.epochs, d.batch, (double)d.lr, (double)d.min_lr, (double)d.weight_decay,
            (double)d.warmup_epochs, (double)d.clip_norm, (double)d.label_smoothing,
@@ -153,6 +156,7 @@ int mvmoe_train_args_parse(train_args *t, int argc, char **argv) {
         else if (mvmoe_args_is(&a, "--resume")) { rc = mvmoe_args_switch(&a); t->resume = 1; }
         else if (mvmoe_args_is(&a, "--hflip")) { rc = mvmoe_args_switch(&a); t->o.hflip = 1; }
         else if (mvmoe_args_is(&a, "--no-hflip")) { rc = mvmoe_args_switch(&a); t->o.hflip = 0; }
+        else if (mvmoe_args_is(&a, "--expert-parallel")) { rc = mvmoe_args_switch(&a); t->o.expert_parallel = 1; }
         else if (mvmoe_args_is(&a, "--rrc")) { rc = mvmoe_args_switch(&a); t->o.rrc = 1; }
         else if (mvmoe_args_is(&a, "--no-rrc")) { rc = mvmoe_args_switch(&a); t->o.rrc = 0; }
         else if (mvmoe_args_is(&a, "--seed")) rc = mvmoe_args_u64(&a, &t->o.seed);

@@ -12,7 +12,8 @@ _mvmoe_flags() {
     train) echo "--data --out --preset --img-size --in-chans --patch --dim --depth --heads
         --mlp-dim --routing --experts --top-k --moe-layers --superclasses --upcycle --epochs
         --batch --lr --min-lr --weight-decay --warmup --clip --label-smoothing --seed
-        --val-fraction --eval-every --max-steps --max-images --threads --max-memory --precision
+        --val-fraction --eval-every --max-steps --max-images --threads --expert-parallel
+        --max-memory --precision
         --crop-pad --hflip --no-hflip --rrc --no-rrc --drop-path --mixup --cutmix --randaug
         --erase --ema --superclass-lambda --aux-weight --capacity-ratio --metrics --metrics-every
         --keep-every --resume --init --help" ;;

@@ -232,6 +232,9 @@ typedef struct mvmoe_train_options {
     int max_steps;          /* > 0: stop after this many steps (tests, benchmarks) */
     int keep_every;         /* > 0: at every keep_every-th epoch end, also keep the weights as
                                OUT.epochN.safetensors (N = epochs done; e.g. to upcycle from) */
+    int expert_parallel;    /* 1: per-image expert parallelism over the ranks (MoE models with
+                               one router per image, top-1, ranks dividing the experts;
+                               docs/SCALING.md); 0: data parallel */
 } mvmoe_train_options;
 
 void mvmoe_train_options_default(mvmoe_train_options *o);
@@ -248,6 +251,9 @@ typedef struct mvmoe_progress {
      * them, waiting for the slowest rank included) and the bytes each rank sends in them (a
      * ring all-reduce's 2(N−1)/N per byte summed); 0 in one process */
     double comm_s, comm_bytes;
+    /* expert parallel (event 0): the bytes this rank sent to other ranks in this step's
+     * all-to-alls (images there, their gradients back; comm_s includes their time) */
+    double a2a_bytes;
 } mvmoe_progress;
 
 typedef void (*mvmoe_progress_fn)(const mvmoe_progress *p, void *user);

@@ -162,6 +162,9 @@ typedef struct mvmoe_pass {
      * + B) of a global batch of batch_global (0: the batch is the whole batch); drop-path
      * masks are drawn for the global batch, so an image's mask is that of its global position */
     int batch_offset, batch_global;
+    /* expert parallelism (train/ep.c): the caller filled a->keep (the images are not a
+     * contiguous slice of the global batch) */
+    int keep_given;
 } mvmoe_pass;
 
 /* Forward pass on a normalized batch a->img [B, C, S, S] → a->logits [B, K]. t (may be NULL)
@@ -174,6 +177,34 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
 double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t);
 /* Backward of the mean loss: zeroes and fills m->grad_mem. Needs a forward in training mode. */
 void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B);
+
+/* The training pass in two halves for per-image expert parallelism (train/ep.c,
+ * docs/SCALING.md), for image-routed MoE models. Together on one rank they compute what
+ * mvmoe_vit_forward, _loss and _backward compute (to float rounding).
+ * Front, on the image's home rank: embedding, the dense blocks and the per-image router;
+ * a->plans[0] then holds each image's choices and mvmoe_vit_moe_input(m, a) [B, T, D] the
+ * MoE part's input (res2 of the last dense block, or x0). */
+void mvmoe_vit_forward_front(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t);
+float *mvmoe_vit_moe_input(const mvmoe_model *m, mvmoe_acts *a);
+/* The router losses of t with their weights times scale (B/global batch: this share's part of
+ * the global mean); fills the router-side gradients for mvmoe_vit_backward_front. */
+double mvmoe_vit_loss_router(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t,
+                             float scale);
+/* Back, on the rank holding the images' experts: the MoE blocks, final norm and head on
+ * mvmoe_vit_moe_input(m, a), routed by a->plans[0] (mvmoe_plan_from_choices), drop-path masks
+ * in a->keep when t->keep_given; → a->logits. */
+void mvmoe_vit_forward_back(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t);
+/* Backward of the back half from d_logits = (probs − targets)·scale (probs from
+ * mvmoe_softmax_ce_forward on a->logits): accumulates into m->grad_mem (not zeroed: the
+ * caller zeroes it once for both halves) and leaves d(MoE input) in a->d_res [B, T, D] and
+ * the gate gradients in a->d_gates [B, k]. */
+void mvmoe_vit_backward_back(mvmoe_model *m, mvmoe_acts *a, int B, float scale);
+/* Backward of the front half from a->d_res = d(MoE input) and a->d_gates (filled by the
+ * caller) and the router-loss gradients of mvmoe_vit_loss_router; accumulates into m->grad_mem. */
+void mvmoe_vit_backward_front(mvmoe_model *m, mvmoe_acts *a, int B);
+/* Drop-path masks [depth, 2, B] for a whole batch of B (the global batch), as the forward
+ * draws them; all ones without drop path. */
+void mvmoe_vit_drop_path_masks(float *keep, const mvmoe_config *c, int B, const mvmoe_pass *t);
 
 /* Initializes weights as timm does (trunc-normal 0.02 linears, zero biases, ...). */
 void mvmoe_model_init_weights(mvmoe_model *m, uint64_t seed);

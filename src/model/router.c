@@ -81,6 +81,34 @@ void mvmoe_router_forward(mvmoe_plan *plan, float *z, float *p, const float *x, 
     }
 }
 
+void mvmoe_plan_from_choices(mvmoe_plan *plan, const int *expert, const float *gate, int n, int k,
+                             int E, int rows) {
+    plan->n = n, plan->k = k, plan->E = E, plan->rows = rows;
+    int *count = plan->start;
+    for (int e = 0; e <= E; e++) count[e] = 0;
+    for (size_t j = 0; j < (size_t)n * k; j++) {
+        plan->expert[j] = expert[j];
+        plan->gate[j] = gate[j];
+    }
+    /* choice-major, then item order: the order mvmoe_router_forward gives */
+    for (int r = 0; r < k; r++)
+        for (int i = 0; i < n; i++) {
+            const size_t j = (size_t)i * k + r;
+            plan->pos[j] = count[expert[j]]++;
+        }
+    int acc = 0;
+    for (int e = 0; e < E; e++) {
+        const int c = count[e];
+        count[e] = acc;
+        acc += c;
+    }
+    count[E] = acc;
+    for (size_t j = 0; j < (size_t)n * k; j++) {
+        plan->pos[j] += plan->start[plan->expert[j]];
+        plan->src[plan->pos[j]] = (int)j;
+    }
+}
+
 /* ---------------------------------------------------------------- backward */
 void mvmoe_router_backward(float *dx, int lddx, float *dW, float *dz, const float *dp,
                            const float *p, const float *x, int ldx, const float *W, int n, int D,

@@ -33,6 +33,12 @@ void mvmoe_router_forward(mvmoe_plan *plan, float *z, float *p, const float *x, 
                           const float *W, const float *noise, int n, int D, int E, int k,
                           int capacity, float single_above, int rows);
 
+/* A plan from choices made elsewhere (expert parallelism, train/ep.c: the router ran on the
+ * image's home rank): expert[n·k], gate[n·k] as a router would have chosen them, no drops;
+ * grouped by expert in item order, as mvmoe_router_forward groups them. */
+void mvmoe_plan_from_choices(mvmoe_plan *plan, const int *expert, const float *gate, int n, int k,
+                             int E, int rows);
+
 /* Router backward. dz[n,E] holds gradients that act on the logits directly (aux losses) and
  * gets the softmax backward of dp[n,E] added: dz += p ⊙ (dp − Σ_e p·dp).
  * Then dx (+=, row i at dx + i·lddx; NULL: skip) += dz·W and dW[E,D] += dzᵀ·x. */

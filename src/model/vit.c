@@ -129,6 +129,7 @@ typedef struct block_ctx {
     int T;           /* rows per image after attention: tokens, or 1 (class-only last block) */
     uint64_t seed;   /* routing noise (learned routing, training) */
     int64_t step;
+    int no_route;    /* the per-image plan was made elsewhere (expert parallelism): don't route */
 } block_ctx;
 
 /* A thread's rows go through a run of row-local ops in chunks whose widest buffer (`width`
@@ -215,11 +216,12 @@ static void block_after_attention(mvmoe_model *m, mvmoe_acts *a, const block_ctx
     mvmoe_residual_add(bufs->out + o, bufs->res1 + o, a->branch + o, NULL, bufs->keep + B, T, r0, n, D);
 }
 
-/* Blocks 0..nb-1 on input x0 [B·T, D] (their output: res2 of block nb-1): dense blocks, and
- * from first_moe on per-image MoE blocks, whose router runs once, on one thread, when its
- * input is complete. Each thread of the region owns a slice of the B·T rows. */
-static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int first_moe, uint64_t seed,
-                           int64_t step) {
+/* Blocks l0..nb-1 on the output of block l0-1 (x0 [B·T, D] for l0 = 0; their output: res2 of
+ * block nb-1): dense blocks, and from first_moe on per-image MoE blocks, whose router runs once
+ * (if route_first), on one thread, when its input is complete. Each thread of the region owns
+ * a slice of the B·T rows. */
+static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int l0, int nb, int first_moe, int route_first,
+                           uint64_t seed, int64_t step) {
     const mvmoe_config *c = &m->cfg;
     const int T = mvmoe_config_tokens(c), BT = B * T, D = c->dim, NH = c->heads;
     int nt = omp_get_max_threads();
@@ -229,14 +231,14 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int nb, int fir
         /* one thread (a region of one is inactive): the kernels thread themselves */
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int r0 = chunk_start(0, BT, t, n), rows = chunk_start(0, BT, t + 1, n) - r0;
-        for (int l = 0; l < nb; l++) {
+        for (int l = l0; l < nb; l++) {
             const float *in = l ? block_bufs_at(a, B, l - 1).out : a->x0;
             block_bufs bufs = block_bufs_at(a, B, l);
-            block_ctx x = {B, l, first_moe, T, seed, step};
-            if (l == 0) block_norm1_qkv(m, a, B, 0, in, r0, rows);
+            block_ctx x = {B, l, first_moe, T, seed, step, !route_first};
+            if (l == l0) block_norm1_qkv(m, a, B, l0, in, r0, rows);
 #pragma omp barrier
             mvmoe_attention_forward(bufs.atty, bufs.att, bufs.qkv, B, T, D, NH, T, n > 1 ? MVMOE_TEAM_CALLER : MVMOE_TEAM_OWN);
-            if (l == first_moe) { /* the per-image router reads every image's class row of `in`:
+            if (l == first_moe && route_first) { /* the per-image router reads every image's class row of `in`:
                                    * complete since the barrier above (paper Sec. 3.1) */
 #pragma omp single
                 route(m, a, 0, in, T * D, m->p.router_w, B, T, seed, step);
@@ -290,7 +292,7 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x
         mvmoe_linear_forward(bufs.qkv, T * 3 * D, bufs.ln1, T * D, mvmoe_linear_w(wqkv, NULL), bqkv, B, D, D);
     }
     mvmoe_attention_forward(bufs.atty, bufs.att, bufs.qkv, B, T, D, c->heads, 1, MVMOE_TEAM_OWN);
-    if (l == x->first_moe) route(m, a, 0, in, T * D, p->router_w, B, T, x->seed, x->step);
+    if (l == x->first_moe && !x->no_route) route(m, a, 0, in, T * D, p->router_w, B, T, x->seed, x->step);
     /* the class rows of `in`, compact, in the output buffer (read by the first residual, before
      * the second writes it) */
     for (int b = 0; b < B; b++) memcpy(a->clsx + (size_t)b * D, in + (size_t)b * T * D, sizeof(float) * D);
@@ -304,28 +306,36 @@ static void last_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x
 }
 
 /* ---------------------------------------------------------------- forward */
-void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t) {
+static int first_moe_of(const mvmoe_config *c) {
+    return c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
+}
+
+/* This pass's settings into a, and the drop-path masks (unless the caller gave them). */
+static void forward_setup(mvmoe_acts *a, const mvmoe_config *c, int B, const mvmoe_pass *t) {
     const float drop_path = t ? t->drop_path : 0.0f;
-    const uint64_t seed = t ? t->seed : 0;
-    const int64_t step = t ? t->step : 0;
     a->route_noise = t ? t->route_noise : 0;
     a->capacity_ratio = t ? t->capacity_ratio : 0.0f;
+    if (!a->training || (t && t->keep_given)) return;
+    if (drop_path > 0)
+        drop_path_masks(a->keep, c->depth, B, t->batch_global > 0 ? t->batch_offset : 0,
+                        t->batch_global > 0 ? t->batch_global : B, drop_path, t->seed, t->step);
+    else
+        for (size_t i = 0; i < (size_t)c->depth * 2 * B; i++) a->keep[i] = 1.0f;
+}
+
+void mvmoe_vit_drop_path_masks(float *keep, const mvmoe_config *c, int B, const mvmoe_pass *t) {
+    if (t && t->drop_path > 0)
+        drop_path_masks(keep, c->depth, B, 0, B, t->drop_path, t->seed, t->step);
+    else
+        for (size_t i = 0; i < (size_t)c->depth * 2 * B; i++) keep[i] = 1.0f;
+}
+
+/* patch embedding (Conv2d stride P == im2col + linear), class token, position embedding */
+static void embed_forward(mvmoe_model *m, mvmoe_acts *a, int B) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
-    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, K = c->num_classes,
-              CPP = c->in_chans * c->patch * c->patch;
+    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, CPP = c->in_chans * c->patch * c->patch;
     const int BT = B * T;
-    const int first_moe = c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
-
-    if (a->training) {
-        if (drop_path > 0)
-            drop_path_masks(a->keep, c->depth, B, t->batch_global > 0 ? t->batch_offset : 0,
-                            t->batch_global > 0 ? t->batch_global : B, drop_path, seed, step);
-        else
-            for (size_t i = 0; i < (size_t)c->depth * 2 * B; i++) a->keep[i] = 1.0f;
-    }
-
-    /* patch embedding (Conv2d stride P == im2col + linear), class token, position embedding */
     mvmoe_patchify(a->patches, a->img, B, c->in_chans, c->img_size, c->img_size, c->patch);
     const mvmoe_packed *pk = packed_for(m);
     mvmoe_linear_forward(a->pe, D, a->patches, CPP, mvmoe_linear_w(p->patch_w, pk ? pk->patch_w : NULL),
@@ -339,16 +349,28 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
         float *xr = a->x0 + (size_t)r * D;
         for (int d = 0; d < D; d++) xr[d] = e[d] + pos[d];
     }
+}
 
+/* Blocks l0.. to the end (l0 = 0 from x0, else from res2 of block l0-1), then logits =
+ * head(norm(x)[class token]). route: the per-image router runs at first_moe (else the caller
+ * made a->plans[0]). */
+static void blocks_and_head(mvmoe_model *m, mvmoe_acts *a, int B, int l0, int route_first, const mvmoe_pass *t) {
+    const mvmoe_config *c = &m->cfg;
+    const mvmoe_params *p = &m->p;
+    const uint64_t seed = t ? t->seed : 0;
+    const int64_t step = t ? t->step : 0;
+    const int T = mvmoe_config_tokens(c), D = c->dim, K = c->num_classes;
+    const int first_moe = first_moe_of(c);
     const int class_only = class_only_last(c);
     /* by rows: every block but a class-only last block, and per-token MoE blocks (their
      * routers run per block on every token and cap the experts' loads across the batch) */
     int nd = class_only ? c->depth - 1 : c->depth;
     if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED && nd > first_moe) nd = first_moe;
-    if (nd > 0) blocks_by_rows(m, a, B, nd, first_moe, seed, step);
-    const float *in = nd > 0 ? block_bufs_at(a, B, nd - 1).out : a->x0;
-    for (int l = nd; l < c->depth; l++) {
-        block_ctx x = {B, l, first_moe, T, seed, step};
+    if (nd > l0) blocks_by_rows(m, a, B, l0, nd, first_moe, route_first, seed, step);
+    const int lin = nd > l0 ? nd : l0; /* the first block left */
+    const float *in = lin > 0 ? block_bufs_at(a, B, lin - 1).out : a->x0;
+    for (int l = lin; l < c->depth; l++) {
+        block_ctx x = {B, l, first_moe, T, seed, step, !route_first};
         if (class_only) { /* only the last block is left here */
             last_block_forward(m, a, &x, in);
             break;
@@ -365,14 +387,41 @@ void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t
     mvmoe_linear_forward(a->logits, K, a->lnf, D, mvmoe_linear_w(p->head_w, NULL), p->head_b, B, D, K);
 }
 
-double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t) {
+void mvmoe_vit_forward(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t) {
+    forward_setup(a, &m->cfg, B, t);
+    embed_forward(m, a, B);
+    blocks_and_head(m, a, B, 0, 1, t);
+}
+
+float *mvmoe_vit_moe_input(const mvmoe_model *m, mvmoe_acts *a) {
+    const int first_moe = first_moe_of(&m->cfg);
+    return first_moe > 0 ? a->res2 + (size_t)(first_moe - 1) * a->layer_bt_d : a->x0;
+}
+
+void mvmoe_vit_forward_front(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t) {
     const mvmoe_config *c = &m->cfg;
-    const float lambda = t ? t->superclass_lambda : 0.0f, aux_weight = t ? t->aux_weight : 0.0f;
+    const int T = mvmoe_config_tokens(c), first_moe = first_moe_of(c);
+    forward_setup(a, c, B, t);
+    embed_forward(m, a, B);
+    if (first_moe > 0) blocks_by_rows(m, a, B, 0, first_moe, first_moe, 0, t ? t->seed : 0, t ? t->step : 0);
+    /* the per-image router on the class rows of the MoE part's input (paper Sec. 3.1) */
+    route(m, a, 0, mvmoe_vit_moe_input(m, a), T * c->dim, m->p.router_w, B, T, t ? t->seed : 0, t ? t->step : 0);
+}
+
+void mvmoe_vit_forward_back(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t) {
+    forward_setup(a, &m->cfg, B, t);
+    blocks_and_head(m, a, B, first_moe_of(&m->cfg), 0, t);
+}
+
+/* The router losses of t on a's router tensors, their weights times `scale`; zeroes and
+ * fills the router-side gradient buffers for the backward. */
+static void router_losses(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t,
+                          float scale) {
+    const mvmoe_config *c = &m->cfg;
+    const float lambda = (t ? t->superclass_lambda : 0.0f) * scale, aux_weight = (t ? t->aux_weight : 0.0f) * scale;
     const int *superclass_of = t && t->superclass_of ? t->superclass_of : c->superclass_of;
-    a->loss_ce = mvmoe_softmax_ce_forward(a->losses, a->probs, a->logits, a->targets, B,
-                                          c->num_classes);
     a->loss_router = a->loss_aux = 0;
-    if (c->routing == MVMOE_ROUTING_DENSE) return a->loss_ce;
+    if (c->routing == MVMOE_ROUTING_DENSE) return;
     const int E = c->experts, n = a->n_route;
     const size_t nE = (size_t)n * E;
     if (a->training) {
@@ -398,7 +447,20 @@ double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *label
                                           aux_weight);
         }
     }
+}
+
+double mvmoe_vit_loss(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t) {
+    a->loss_ce = mvmoe_softmax_ce_forward(a->losses, a->probs, a->logits, a->targets, B,
+                                          m->cfg.num_classes);
+    router_losses(m, a, B, labels, t, 1.0f);
     return a->loss_ce + a->loss_router + a->loss_aux;
+}
+
+double mvmoe_vit_loss_router(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t *labels, const mvmoe_pass *t,
+                             float scale) {
+    a->loss_ce = 0;
+    router_losses(m, a, B, labels, t, scale);
+    return a->loss_router + a->loss_aux;
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -518,63 +580,95 @@ static void block_backward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, co
                              in, p->ln1_w + (size_t)l * D, B * T, D);
 }
 
-void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
+/* The head's backward from the loss (d_logits = (probs − targets)·scale; scale 1/B: the mean
+ * over the batch) to the last block's output gradient: d_clsx, and for a full last block
+ * d_res [B·T, D] with the class rows set. */
+static void head_backward(mvmoe_model *m, mvmoe_acts *a, int B, float scale) {
     const mvmoe_config *c = &m->cfg;
     const mvmoe_params *p = &m->p;
     mvmoe_params *g = &m->g;
-    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, K = c->num_classes,
-              CPP = c->in_chans * c->patch * c->patch;
-    const int BT = B * T;
-    const int first_moe = c->depth - (c->routing == MVMOE_ROUTING_DENSE ? 0 : c->moe_layers);
-    const int E = c->experts;
-
-    mvmoe_zero(m->grad_mem, m->layout.total);
-
-    /* loss = mean_b CE → dlogits = (probs - targets) / B */
+    const int T = mvmoe_config_tokens(c), D = c->dim, K = c->num_classes;
     memset(a->d_logits, 0, sizeof(float) * (size_t)B * K);
-    mvmoe_softmax_ce_backward(a->d_logits, a->probs, a->targets, B, K, 1.0f / (float)B);
+    mvmoe_softmax_ce_backward(a->d_logits, a->probs, a->targets, B, K, scale);
     memset(a->d_lnf, 0, sizeof(float) * (size_t)B * D);
     mvmoe_linear_backward(a->d_lnf, g->head_w, g->head_b, a->d_logits, a->lnf, p->head_w, B, D, K,
                           MVMOE_GRAD_ACCUMULATE);
     memset(a->d_clsx, 0, sizeof(float) * (size_t)B * D);
     mvmoe_layernorm_backward(a->d_clsx, g->norm_w, g->norm_b, a->d_lnf, a->lnf_mean, a->lnf_rstd,
                              a->clsx, p->norm_w, B, D);
-    const int class_only = class_only_last(c);
-    if (!class_only) { /* else the last block starts from d_clsx */
-        mvmoe_zero(a->d_res, (size_t)BT * D);
+    if (!class_only_last(c)) { /* else the last block starts from d_clsx */
+        mvmoe_zero(a->d_res, (size_t)B * T * D);
         for (int b = 0; b < B; b++)
             memcpy(a->d_res + (size_t)b * T * D, a->d_clsx + (size_t)b * D, sizeof(float) * D);
     }
+}
 
-    for (int l = c->depth - 1; l >= 0; l--) {
+/* The per-image router read the class rows of the first MoE block's input: its gradient
+ * (gates of every MoE block + the router loss) joins d(in) there, in a->d_res. */
+static void image_router_backward(mvmoe_model *m, mvmoe_acts *a, int B, const float *in) {
+    const mvmoe_config *c = &m->cfg;
+    const int T = mvmoe_config_tokens(c), D = c->dim;
+    mvmoe_plan_gate_backward(a->d_router_probs, a->d_gates, &a->plans[0]);
+    mvmoe_router_backward(a->d_res, T * D, m->g.router_w, a->d_router_logits, a->d_router_probs, a->router_probs,
+                          in, T * D, m->p.router_w, B, D, c->experts);
+}
+
+/* Blocks l_hi down to l_lo; d_res holds d(input of block l_lo) after. router: run the per-image
+ * router's backward where it read its input (at first_moe). */
+static void blocks_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l_hi, int l_lo, int router) {
+    const mvmoe_config *c = &m->cfg;
+    const int D = c->dim, T = mvmoe_config_tokens(c), first_moe = first_moe_of(c);
+    const int class_only = class_only_last(c);
+    for (int l = l_hi; l >= l_lo; l--) {
         const float *in = l == 0 ? a->x0 : a->res2 + (l - 1) * a->layer_bt_d;
         if (class_only && l == c->depth - 1) { /* compact [B, D] gradients in the [B·T, D] scratch
                                                 * of d_branch (T >= 2) */
-            block_ctx x = {B, l, first_moe, 1, 0, 0};
+            block_ctx x = {B, l, first_moe, 1, 0, 0, 0};
             memcpy(a->d_branch, a->d_clsx, sizeof(float) * (size_t)B * D);
             block_backward(m, a, &x, in, a->d_branch, a->d_branch + (size_t)B * D);
         } else {
-            block_ctx x = {B, l, first_moe, T, 0, 0};
+            block_ctx x = {B, l, first_moe, T, 0, 0, 0};
             block_backward(m, a, &x, in, a->d_res, a->d_branch);
         }
         /* d_res now holds d(in) */
-        if (l == first_moe && c->routing != MVMOE_ROUTING_DENSE &&
-            c->routing != MVMOE_ROUTING_TOKEN_LEARNED) {
-            /* the per-image router read `in`'s class-token rows: its gradient (gates of every
-             * MoE block + the router loss) joins d(in) there */
-            mvmoe_plan_gate_backward(a->d_router_probs, a->d_gates, &a->plans[0]);
-            mvmoe_router_backward(a->d_res, T * D, g->router_w, a->d_router_logits, a->d_router_probs, a->router_probs, in, T * D,
-                                  p->router_w, B, D, E);
-        }
+        if (router && l == first_moe && c->routing != MVMOE_ROUTING_DENSE &&
+            c->routing != MVMOE_ROUTING_TOKEN_LEARNED)
+            image_router_backward(m, a, B, in);
     }
+}
 
-    /* embedding: x0[b,0] = cls + pos[0]; x0[b,1+n] = pe[b,n] + pos[1+n] */
+/* embedding: x0[b,0] = cls + pos[0]; x0[b,1+n] = pe[b,n] + pos[1+n], from d_res = d(x0) */
+static void embed_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
+    const mvmoe_config *c = &m->cfg;
+    mvmoe_params *g = &m->g;
+    const int T = mvmoe_config_tokens(c), N = T - 1, D = c->dim, CPP = c->in_chans * c->patch * c->patch;
     for (int b = 0; b < B; b++) {
         const float *dx = a->d_res + (size_t)b * T * D;
         for (int d = 0; d < D; d++) g->cls[d] += dx[d];
         for (size_t i = 0; i < (size_t)T * D; i++) g->pos[i] += dx[i];
         memcpy(a->d_pe + (size_t)b * N * D, dx + D, sizeof(float) * (size_t)N * D);
     }
-    mvmoe_linear_backward(NULL, g->patch_w, g->patch_b, a->d_pe, a->patches, p->patch_w, B * N, CPP, D,
+    mvmoe_linear_backward(NULL, g->patch_w, g->patch_b, a->d_pe, a->patches, m->p.patch_w, B * N, CPP, D,
                           MVMOE_GRAD_ACCUMULATE);
+}
+
+void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
+    mvmoe_zero(m->grad_mem, m->layout.total);
+    /* loss = mean_b CE → dlogits = (probs - targets) / B */
+    head_backward(m, a, B, 1.0f / (float)B);
+    blocks_backward(m, a, B, m->cfg.depth - 1, 0, 1);
+    embed_backward(m, a, B);
+}
+
+void mvmoe_vit_backward_back(mvmoe_model *m, mvmoe_acts *a, int B, float scale) {
+    memset(a->d_gates, 0, sizeof(float) * (size_t)B * m->cfg.top_k);
+    head_backward(m, a, B, scale);
+    blocks_backward(m, a, B, m->cfg.depth - 1, first_moe_of(&m->cfg), 0);
+}
+
+void mvmoe_vit_backward_front(mvmoe_model *m, mvmoe_acts *a, int B) {
+    const int first_moe = first_moe_of(&m->cfg);
+    image_router_backward(m, a, B, mvmoe_vit_moe_input(m, a));
+    if (first_moe > 0) blocks_backward(m, a, B, first_moe - 1, 0, 0);
+    embed_backward(m, a, B);
 }

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/status.h"
 #include "train/dist.h"
@@ -22,6 +23,9 @@ static int dist_rank = 0, dist_size = 1, dist_on = 0;
 static int dist_failed_together = 0;
 /* what the collectives cost since mvmoe_dist_comm_take last read them */
 static double comm_seconds = 0, comm_bytes = 0;
+/* the bytes this rank sent to other ranks in all-to-alls (expert parallelism) since the last
+ * mvmoe_dist_a2a_take */
+static double a2a_bytes = 0;
 
 /* The world size mpirun announces (OpenMPI; PMIx launchers), or 0 when not launched by one. */
 static int launched_size(void) {
@@ -61,6 +65,12 @@ void mvmoe_dist_comm_take(double *seconds, double *bytes) {
     *seconds = comm_seconds;
     *bytes = comm_bytes;
     comm_seconds = comm_bytes = 0;
+}
+
+double mvmoe_dist_a2a_take(void) {
+    const double b = a2a_bytes;
+    a2a_bytes = 0;
+    return b;
 }
 
 void mvmoe_dist_abort(int code) {
@@ -157,5 +167,40 @@ mvmoe_status mvmoe_dist_check_same(const char *const *names, const uint64_t *min
 #else
     (void)names, (void)mine, (void)n;
 #endif
+    return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_dist_alltoall_int(const int *send, int *recv) {
+#if MVMOE_MPI
+    if (dist_size > 1) {
+        a2a_bytes += (double)(dist_size - 1) * sizeof(int);
+        const double t0 = MPI_Wtime();
+        int rc = MPI_Alltoall(send, 1, MPI_INT, recv, 1, MPI_INT, MPI_COMM_WORLD);
+        comm_seconds += MPI_Wtime() - t0;
+        if (rc != MPI_SUCCESS)
+            MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: MPI_Alltoall of the exchange counts failed (code %d)", dist_rank, rc);
+        return MVMOE_OK;
+    }
+#endif
+    recv[0] = send[0];
+    return MVMOE_OK;
+}
+
+mvmoe_status mvmoe_dist_alltoallv_f32(const float *send, const int *scount, const int *sdispl, float *recv,
+                                      const int *rcount, const int *rdispl) {
+#if MVMOE_MPI
+    if (dist_size > 1) {
+        for (int r = 0; r < dist_size; r++)
+            if (r != dist_rank) a2a_bytes += (double)scount[r] * sizeof(float);
+        const double t0 = MPI_Wtime();
+        int rc = MPI_Alltoallv(send, scount, sdispl, MPI_FLOAT, recv, rcount, rdispl, MPI_FLOAT, MPI_COMM_WORLD);
+        comm_seconds += MPI_Wtime() - t0;
+        if (rc != MPI_SUCCESS)
+            MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: MPI_Alltoallv of the images' activations failed (code %d)", dist_rank, rc);
+        return MVMOE_OK;
+    }
+#endif
+    (void)rcount;
+    memcpy(recv + rdispl[0], send + sdispl[0], sizeof(float) * (size_t)scount[0]);
     return MVMOE_OK;
 }

@@ -41,4 +41,14 @@ void mvmoe_dist_fail_together(void);
  * since the last call; resets both. */
 void mvmoe_dist_comm_take(double *seconds, double *bytes);
 
+/* Expert parallelism (train/ep.c): one int to and from every rank (send[r] goes to rank r,
+ * recv[r] comes from rank r), then a variable all-to-all of floats (counts and displacements
+ * in floats, per rank, as MPI_Alltoallv). One process: its own part is copied. Both count
+ * their time in the comm seconds and the bytes sent to other ranks in mvmoe_dist_a2a_take. */
+mvmoe_status mvmoe_dist_alltoall_int(const int *send, int *recv);
+mvmoe_status mvmoe_dist_alltoallv_f32(const float *send, const int *scount, const int *sdispl, float *recv,
+                                      const int *rcount, const int *rdispl);
+/* The bytes this rank sent to other ranks in all-to-alls since the last call; resets. */
+double mvmoe_dist_a2a_take(void);
+
 #endif

@@ -36,7 +36,13 @@ void mvmoe_adamw_update_ref(float *w, const float *g, float *m, float *v, size_t
 
 void mvmoe_adamw_step(float *params, const float *grads, float *m, float *v,
                       const mvmoe_layout *L, const mvmoe_adamw *h, int64_t t) {
+    mvmoe_adamw_step_some(params, grads, m, v, L, h, t, NULL);
+}
+
+void mvmoe_adamw_step_some(float *params, const float *grads, float *m, float *v, const mvmoe_layout *L,
+                           const mvmoe_adamw *h, int64_t t, const unsigned char *update) {
     for (int i = 0; i < L->n; i++) {
+        if (update && !update[i]) continue;
         const mvmoe_tensor_info *ti = &L->t[i];
         size_t o = ti->offset;
         adamw_tensor(params + o, grads + o, m + o, v + o, ti->count, h->lr, h->beta1, h->beta2,
@@ -69,7 +75,12 @@ double mvmoe_grad_norm(const float *grads, const mvmoe_layout *L) {
 }
 
 double mvmoe_clip_grad_norm(float *grads, const mvmoe_layout *L, float max_norm) {
-    double norm = mvmoe_grad_norm(grads, L);
+    const double norm = mvmoe_grad_norm(grads, L);
+    mvmoe_clip_grad_scale(grads, L, max_norm, norm);
+    return norm;
+}
+
+void mvmoe_clip_grad_scale(float *grads, const mvmoe_layout *L, float max_norm, double norm) {
     if (max_norm > 0) {
         float coef = (float)(max_norm / (norm + 1e-6));
         if (coef < 1.0f) {
@@ -79,7 +90,6 @@ double mvmoe_clip_grad_norm(float *grads, const mvmoe_layout *L, float max_norm)
             }
         }
     }
-    return norm;
 }
 
 float mvmoe_lr_at(int64_t t, int64_t total, int64_t warmup, float lr, float min_lr) {

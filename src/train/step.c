@@ -64,13 +64,25 @@ mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe
     mvmoe_vit_backward(m, a, B);
     if (o->global_batch > 0 && mvmoe_dist_size() > 1) MVMOE_TRY(reduce_over_ranks(m, r, B, o->global_batch));
     const double t3 = mvmoe_clock_seconds();
-    r->grad_norm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, o->clip_norm);
     r->t_pack = t1 - t0, r->t_forward = t2 - t1, r->t_backward = t3 - t2;
+    return mvmoe_train_step_apply(m, o, r, -1);
+}
+
+mvmoe_status mvmoe_train_step_apply(mvmoe_model *m, const mvmoe_step_options *o, mvmoe_step_result *r,
+                                    double norm) {
+    const double t3 = mvmoe_clock_seconds();
+    if (norm < 0) {
+        r->grad_norm = mvmoe_clip_grad_norm(m->grad_mem, &m->layout, o->clip_norm);
+    } else {
+        r->grad_norm = norm;
+        mvmoe_clip_grad_scale(m->grad_mem, &m->layout, o->clip_norm, norm);
+    }
     if (!isfinite(r->loss) || !isfinite(r->grad_norm))
         MVMOE_FAIL(MVMOE_ERR_NUMERIC, "step %lld: loss %g, gradient norm %g; first non-finite gradient in '%s'",
                    (long long)m->step, r->loss, r->grad_norm, first_bad_tensor(m));
     m->step++;
-    mvmoe_adamw_step(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &o->adamw, m->step);
+    mvmoe_adamw_step_some(m->param_mem, m->grad_mem, m->adam_m, m->adam_v, &m->layout, &o->adamw, m->step,
+                          o->update_tensors);
     mvmoe_model_params_changed(m);
     r->t_optimizer = mvmoe_clock_seconds() - t3;
     return MVMOE_OK;

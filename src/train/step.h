@@ -16,6 +16,9 @@ typedef struct mvmoe_step_options {
      * batch of this many images; the gradients and losses are then summed over the ranks,
      * weighted so that they are the global batch's mean, before clipping and AdamW */
     int global_batch;
+    /* expert parallel (train/ep.c): [layout.n] tensors AdamW updates (0: another rank's
+     * expert, left as it is); NULL: all */
+    const unsigned char *update_tensors;
 } mvmoe_step_options;
 
 typedef struct mvmoe_step_result {
@@ -38,5 +41,13 @@ void mvmoe_step_options_from(mvmoe_step_options *s, const mvmoe_train_options *o
  * weights exist. */
 mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe_step_options *o,
                               mvmoe_step_result *r);
+
+/* The end of a step once m->grad_mem holds the (summed) gradient of the global batch's mean
+ * loss and r its losses: clip, the finite check, AdamW (step m->step + 1), weights marked
+ * changed; sets r->grad_norm and r->t_optimizer. norm: the global gradient norm if the caller
+ * computed it (expert parallelism: no rank holds every expert's gradient), < 0: computed
+ * here from m->grad_mem. (mvmoe_train_step, and the expert-parallel step, train/ep.c.) */
+mvmoe_status mvmoe_train_step_apply(mvmoe_model *m, const mvmoe_step_options *o, mvmoe_step_result *r,
+                                    double norm);
 
 #endif

@@ -15,6 +15,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "train/dist.h"
+#include "train/ep.h"
 #include "train/optim.h"
 #include "train/step.h"
 
@@ -285,6 +286,8 @@ static mvmoe_status check_run(const mvmoe_model *m, const mvmoe_dataset *ds, int
                        "token routing's expert capacity) are statistics of the whole batch, which is "
                        "split over %d ranks; use dense or image-superclass routing, or one process", ranks);
     }
+    /* expert parallel (ep.h): refused before training starts, on every rank alike */
+    if (o->expert_parallel) MVMOE_TRY(mvmoe_ep_check(c, ranks));
     return MVMOE_OK;
 }
 
@@ -332,12 +335,20 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                    o->resume_path, (long long)m->step, (long long)total);
     }
 
-    int32_t *order, *labels;
-    MVMOE_ALLOC(order, n_train, "epoch order");
-    labels = malloc(sizeof(int32_t) * (size_t)Bl);
-    if (!labels) {
+    mvmoe_ep ep = {0};
+    if (o->expert_parallel) {
+        mvmoe_status se = mvmoe_ep_init(&ep, m, B, off, Bl);
+        if (se != MVMOE_OK) {
+            mvmoe_ep_free(&ep);
+            return se;
+        }
+    }
+    int32_t *order = calloc((size_t)n_train, sizeof *order), *labels = malloc(sizeof(int32_t) * (size_t)Bl);
+    if (!order || !labels) {
         free(order);
-        MVMOE_FAIL(MVMOE_ERR_NOMEM, "label buffer");
+        free(labels);
+        mvmoe_ep_free(&ep);
+        MVMOE_FAIL(MVMOE_ERR_NOMEM, "epoch order and label buffer (%d images)", n_train);
     }
     mvmoe_augment aug = {.crop_pad = o->crop_pad, .hflip = o->hflip, .rrc = o->rrc,
                          .randaug_n = o->randaug_n, .randaug_m = o->randaug_m,
@@ -353,6 +364,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     mvmoe_status s = MVMOE_OK;
     double t_start = mvmoe_clock_seconds(), t_epoch = t_start, comm_s0, comm_b0;
     mvmoe_dist_comm_take(&comm_s0, &comm_b0); /* the steps' sums only from here */
+    (void)mvmoe_dist_a2a_take();
     int64_t step0 = m->step;
     mvmoe_progress pr = {.epochs = o->epochs, .steps_total = total, .steps_per_epoch = steps_per_epoch,
                          .val_acc = -1, .val_loss = -1, .train_acc = -1};
@@ -388,7 +400,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         float lr = mvmoe_lr_at(m->step, total, warmup, o->lr, o->min_lr);
         so.adamw.lr = lr;
         mvmoe_step_result sr;
-        s = mvmoe_train_step(m, labels, &so, &sr);
+        s = o->expert_parallel ? mvmoe_train_step_ep(m, &ep, labels, &so, &sr) : mvmoe_train_step(m, labels, &so, &sr);
         if (s == MVMOE_ERR_NUMERIC) {
             char why[512]; /* the step's message without its " [file:line]" */
             snprintf(why, sizeof why, "%s", mvmoe_last_error());
@@ -427,6 +439,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             stop = v[1] > 0;
         }
         mvmoe_dist_comm_take(&pr.comm_s, &pr.comm_bytes); /* this step's sums */
+        pr.a2a_bytes = mvmoe_dist_a2a_take();
         correct += right;
         seen += B;
         loss_sum += loss;
@@ -452,6 +465,9 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
             pr.images_per_s = (double)seen / (t - t_epoch);
             pr.val_acc = pr.val_loss = -1;
             int last = m->step == total;
+            /* expert parallel: every expert's state from its rank, for validation and the save */
+            if (o->expert_parallel) s = mvmoe_ep_sync(m, &ep);
+            if (s != MVMOE_OK) break;
             /* several ranks: still the same state everywhere, before rank 0 saves it as the run's */
             s = mvmoe_dist_check_inputs(m, ds, train_idx, n_train, val_idx, n_val, o, settings, 2);
             if (s != MVMOE_OK) break;
@@ -468,6 +484,7 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
                 s = save_kept(m, o->out_path, epoch + 1);
             if (cb) cb(&pr, user);
         }
+        if (s == MVMOE_OK && stop && !epoch_end && o->expert_parallel) s = mvmoe_ep_sync(m, &ep);
         if (s == MVMOE_OK && stop) {
             if (rank == 0 && o->out_path && !epoch_end) s = save_all(m, o->out_path, settings);
             if (s == MVMOE_OK)
@@ -478,6 +495,9 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
         }
         if (o->max_steps > 0 && m->step - step0 >= o->max_steps) break;
     }
+    /* expert parallel: the whole model on every rank again (the caller's test evaluation and
+     * the save below read it); every rank gets here after the same step, or failed alike */
+    if (s == MVMOE_OK && o->expert_parallel && m->step % steps_per_epoch != 0) s = mvmoe_ep_sync(m, &ep);
     /* stopped early (--max-steps) between epoch ends: save so --resume can continue */
     if (s == MVMOE_OK && rank == 0 && o->out_path && m->step % steps_per_epoch != 0 && m->step != step0)
         s = save_all(m, o->out_path, settings);
@@ -489,5 +509,6 @@ mvmoe_status mvmoe_train(mvmoe_model *m, const mvmoe_dataset *ds, const int32_t 
     }
     free(order);
     free(labels);
+    mvmoe_ep_free(&ep);
     return s;
 }
