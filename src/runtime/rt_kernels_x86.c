@@ -137,7 +137,7 @@ T_512 INLINE void tile_512(float *out, int ldo, const float *a, int lda, const f
         }
 }
 
-T_512 static void linear_f32_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+T_512 static void linear_f32_512d(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
                                  int K, int N) {
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
@@ -156,7 +156,7 @@ T_512 static void linear_f32_512(float *out, int ldo, const float *a, int lda, c
     }
 }
 
-T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+T_VNNI static void dot_i8_vnnid(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
     const __m512i ones = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80);
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
@@ -184,6 +184,262 @@ T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw,
             for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = _mm512_reduce_add_epi32(s[j]) - 128 * wsum[j];
         }
     }
+}
+
+/* ---------------------------------------------------------------- activation panels
+ * The matrix-matrix kernels (M >= PANEL_MIN_M) turn the problem around: the activations (small,
+ * M x K) are packed into K-major panels of one vector of tokens, and the weights, read in place
+ * as [N, K], are broadcast one value (fp32) or one group of 4 bytes (int8) at a time over
+ * NR weight rows. Each accumulator is then NR outputs' partial sums for a vector of tokens
+ * (no horizontal reduction), kept in named registers, and the tile is transposed in registers
+ * before its store (out is [M, ldo]). The panels live on the stack, bounded by blocking M
+ * (PANEL_MB tokens) and K (32 KiB at most), so nothing is allocated per call; blocks of K
+ * after the first add to the partial sums already stored. A block of weights is copied (a few
+ * KiB, on the stack) only when N is not a multiple of NR or K not of 4 (int8), so the
+ * micro-kernels read whole weight rows and groups and never past the matrix. */
+#define PANEL_MIN_M 4 /* below: the dot-product kernels above (M = 1: the class token) */
+#define PANEL_MB 64   /* tokens per block */
+#define KC_F32 128    /* k per block, fp32: 64 x 128 x 4 bytes = 32 KiB of panels */
+#define KC_I8 512     /* k per block, int8: 64 x 512 bytes = 32 KiB */
+
+/* ---------------------------------------------------------------- AVX-512 panels */
+
+/* r[j] lane i -> r[i] lane j (16 x 32-bit). */
+#define TR16_STEP1(r, t, i)                                                                                            \
+    t[2 * (i)] = _mm512_unpacklo_ps(r[2 * (i)], r[2 * (i) + 1]);                                                     \
+    t[2 * (i) + 1] = _mm512_unpackhi_ps(r[2 * (i)], r[2 * (i) + 1])
+T_512 INLINE void tr16(__m512 r[16]) {
+    __m512 t[16];
+    TR16_STEP1(r, t, 0);
+    TR16_STEP1(r, t, 1);
+    TR16_STEP1(r, t, 2);
+    TR16_STEP1(r, t, 3);
+    TR16_STEP1(r, t, 4);
+    TR16_STEP1(r, t, 5);
+    TR16_STEP1(r, t, 6);
+    TR16_STEP1(r, t, 7);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* per 128-bit lane L: r[4i + x] = column x + 4L of rows 4i..4i+3 */
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        r[4 * i + 2] =
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+        r[4 * i + 3] =
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+        r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);
+    }
+}
+
+/* Panels of 16 tokens: p[(q*kc + k)*16 + t] = a[m0 + 16q + t, k0 + k], zero past M. */
+T_512 static void pack_f32_512(float *p, const float *a, int lda, int rows, int k0, int kc) {
+    for (int q = 0; q * 16 < rows; q++) {
+        const int nt = rows - 16 * q < 16 ? rows - 16 * q : 16;
+        for (int kk = 0; kk < kc; kk += 16) {
+            const int nk = kc - kk < 16 ? kc - kk : 16;
+            const __mmask16 mk = (__mmask16)((1u << nk) - 1);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int t = 0; t < 16; t++)
+                r[t] = t < nt ? _mm512_maskz_loadu_ps(mk, a + (long)(16 * q + t) * lda + k0 + kk) : _mm512_setzero_ps();
+            tr16(r);
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++)
+                if (c < nk) _mm512_store_ps(p + ((long)q * kc + kk + c) * 16, r[c]);
+        }
+    }
+}
+
+/* Copies weight rows n < nr (of 16) and k < kc into a zero-padded [16, ldc] block. */
+static void copy_block(void *dst, int ldc, const void *w, long ld, int nr, int kc, size_t elem) {
+    memset(dst, 0, (size_t)16 * ldc * elem);
+    for (int j = 0; j < nr; j++) memcpy((char *)dst + (size_t)j * ldc * elem, (const char *)w + j * ld * elem, kc * elem);
+}
+
+#define FMA4(q, j)                                                                                                     \
+    c[j] = _mm512_fmadd_ps(av, _mm512_set1_ps(q[0]), c[j]);                                                           \
+    c[j + 1] = _mm512_fmadd_ps(av, _mm512_set1_ps(q[ld]), c[j + 1]);                                                   \
+    c[j + 2] = _mm512_fmadd_ps(av, _mm512_set1_ps(q[2 * ld]), c[j + 2]);                                               \
+    c[j + 3] = _mm512_fmadd_ps(av, _mm512_set1_ps(q[ld3]), c[j + 3])
+/* The 16 x 16 tile out[t, j] (+)= Σ_k p[k*16 + t]·w[j*ld + k], t < rows, j < nr. */
+T_512 static void tile_f32_512(float *out, int ldo, const float *p, const float *w, long ld, int kc, const float *b,
+                               int rows, int nr, int first) {
+    __m512 c[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) c[j] = _mm512_setzero_ps();
+    /* four row pointers and the strides ld, 3·ld: base + index·scale addressing, so the
+     * pointers stay in general registers */
+    const float *w0 = w, *w4 = w + 4 * ld, *w8 = w + 8 * ld, *w12 = w + 12 * ld;
+    const long ld3 = 3 * ld;
+    for (int k = 0; k < kc; k++, p += 16, w0++, w4++, w8++, w12++) {
+        const __m512 av = _mm512_load_ps(p);
+        FMA4(w0, 0), FMA4(w4, 4), FMA4(w8, 8), FMA4(w12, 12);
+    }
+    tr16(c);
+    const __mmask16 mn = (__mmask16)((1u << nr) - 1);
+    const __m512 bias = b && first ? _mm512_maskz_loadu_ps(mn, b) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++)
+        if (t < rows) {
+            float *o = out + (long)t * ldo;
+            const __m512 prev = first ? bias : _mm512_maskz_loadu_ps(mn, o);
+            _mm512_mask_storeu_ps(o, mn, _mm512_add_ps(c[t], prev));
+        }
+}
+
+T_512 static void linear_f32_512p(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                                  int K, int N) {
+    _Alignas(64) float pk[PANEL_MB * KC_F32];
+    _Alignas(64) float wt[16 * KC_F32];
+    for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
+        const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
+        for (int k0 = 0; k0 < K; k0 += KC_F32) {
+            const int kc = K - k0 < KC_F32 ? K - k0 : KC_F32;
+            pack_f32_512(pk, a + (long)m0 * lda, lda, rows, k0, kc);
+            for (int n0 = 0; n0 < N; n0 += 16) {
+                const int nr = N - n0 < 16 ? N - n0 : 16;
+                const float *wb = w + (long)n0 * K + k0;
+                long ld = K;
+                if (nr < 16) copy_block(wt, kc, wb, ld, nr, kc, sizeof(float)), wb = wt, ld = kc;
+                for (int q = 0; q * 16 < rows; q++)
+                    tile_f32_512(out + (long)(m0 + 16 * q) * ldo + n0, ldo, pk + (long)q * kc * 16, wb, ld, kc,
+                                 b ? b + n0 : NULL, rows - 16 * q < 16 ? rows - 16 * q : 16, nr, k0 == 0);
+            }
+        }
+    }
+}
+
+T_512 static void linear_f32_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                                 int K, int N) {
+    if (M >= PANEL_MIN_M)
+        linear_f32_512p(out, ldo, a, lda, w, b, M, K, N);
+    else
+        linear_f32_512d(out, ldo, a, lda, w, b, M, K, N);
+}
+
+/* Panels of 16 tokens x 4 bytes, +128 (u8 for VPDPBUSD): p[((q*G + g)*16 + t)*4 + i] =
+ * a[m0 + 16q + t, k0 + 4g + i] + 128, G = ceil(kc / 4); padding (k past kc, tokens past M) 128. */
+T_VNNI static void pack_u8_512(uint8_t *p, const int8_t *qa, int K, int rows, int k0, int kc) {
+    const int G = (kc + 3) / 4;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int q = 0; q * 16 < rows; q++) {
+        const int nt = rows - 16 * q < 16 ? rows - 16 * q : 16;
+        for (int kk = 0; kk < kc; kk += 64) {
+            const int nk = kc - kk < 64 ? kc - kk : 64;
+            const __mmask64 mk = nk == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nk) - 1);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int t = 0; t < 16; t++)
+                r[t] = t < nt ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi8(mk, qa + (long)(16 * q + t) * K + k0 + kk))
+                              : _mm512_setzero_ps();
+            tr16(r);
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++)
+                if (c < (nk + 3) / 4)
+                    _mm512_store_si512((__m512i *)(p + (((long)q * G + kk / 4 + c) * 16) * 4),
+                                       _mm512_xor_si512(_mm512_castps_si512(r[c]), flip));
+        }
+    }
+}
+
+/* Σ_k w[n0 + j, k] for j < nr (0 past nr): the +128 of the activations comes off as 128 times it. */
+T_VNNI static __m512i wsum_512(const int8_t *w, int K, int nr) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    _Alignas(64) int32_t s[16] = {0};
+    for (int j = 0; j < nr; j++) {
+        __m512i v = _mm512_setzero_si512();
+        for (int k = 0; k < K; k += 64) {
+            const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
+            v = _mm512_dpbusd_epi32(v, ones, _mm512_maskz_loadu_epi8(mk, w + (long)j * K + k));
+        }
+        s[j] = _mm512_reduce_add_epi32(v);
+    }
+    return _mm512_load_si512((const __m512i *)s);
+}
+
+/* VPDPBUSD with the weights' 4 bytes broadcast from memory. Inline assembly because GCC 12
+ * copies every accumulator of _mm512_dpbusd_epi32 through another register in this loop
+ * (twice the instructions); the assembler's, not the compiler's, knowledge of VNNI is used. */
+typedef int32_t __attribute__((may_alias)) i32_alias;
+#define DPB(acc, q) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(av), "m"(*(const i32_alias *)(q)))
+#define DP4(q, j)                                                                                                      \
+    DPB(c[j], q);                                                                                                      \
+    DPB(c[j + 1], q + ld);                                                                                             \
+    DPB(c[j + 2], q + 2 * ld);                                                                                         \
+    DPB(c[j + 3], q + ld3)
+/* The 16 x 16 tile acc[t, j] (+)= Σ_g p[g] · w[j, 4g..4g+3] (u8 x s8 in groups of 4), t < rows,
+ * j < nr; the first block of k subtracts 128·wsum[j]. All in wrapping int32 arithmetic: the
+ * result is the exact sum, which fits in int32. */
+T_VNNI static void tile_i8_vnni(int32_t *acc, int N, const uint8_t *p, const int8_t *w, long ld, int G, __m512i wsum128,
+                                int rows, int nr, int first) {
+    __m512i c[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) c[j] = _mm512_setzero_si512();
+    const int8_t *w0 = w, *w4 = w + 4 * ld, *w8 = w + 8 * ld, *w12 = w + 12 * ld;
+    const long ld3 = 3 * ld;
+    for (int g = 0; g < G; g++, p += 64, w0 += 4, w4 += 4, w8 += 4, w12 += 4) {
+        const __m512i av = _mm512_load_si512((const __m512i *)p);
+        DP4(w0, 0);
+        DP4(w4, 4);
+        DP4(w8, 8);
+        DP4(w12, 12);
+    }
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) r[j] = _mm512_castsi512_ps(c[j]);
+    tr16(r);
+    const __mmask16 mn = (__mmask16)((1u << nr) - 1);
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++)
+        if (t < rows) {
+            int32_t *o = acc + (long)t * N;
+            const __m512i v = _mm512_castps_si512(r[t]);
+            _mm512_mask_storeu_epi32(o, mn,
+                                     first ? _mm512_sub_epi32(v, wsum128)
+                                           : _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mn, o)));
+        }
+}
+
+T_VNNI static void dot_i8_vnnip(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    _Alignas(64) uint8_t pk[PANEL_MB * KC_I8];
+    _Alignas(64) int8_t wt[16 * KC_I8];
+    for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
+        const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
+        for (int k0 = 0; k0 < K; k0 += KC_I8) {
+            const int kc = K - k0 < KC_I8 ? K - k0 : KC_I8, G = (kc + 3) / 4;
+            pack_u8_512(pk, qa + (long)m0 * K, K, rows, k0, kc);
+            for (int n0 = 0; n0 < N; n0 += 16) {
+                const int nr = N - n0 < 16 ? N - n0 : 16;
+                const int8_t *wb = qw + (long)n0 * K + k0;
+                long ld = K;
+                __m512i ws = _mm512_setzero_si512();
+                if (k0 == 0) ws = _mm512_slli_epi32(wsum_512(qw + (long)n0 * K, K, nr), 7);
+                if (nr < 16 || kc % 4) copy_block(wt, 4 * G, wb, ld, nr, kc, 1), wb = wt, ld = 4 * G;
+                for (int q = 0; q * 16 < rows; q++)
+                    tile_i8_vnni(acc + (long)(m0 + 16 * q) * N + n0, N, pk + (long)q * G * 64, wb, ld, G, ws,
+                                 rows - 16 * q < 16 ? rows - 16 * q : 16, nr, k0 == 0);
+            }
+        }
+    }
+}
+
+T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    if (M >= PANEL_MIN_M)
+        dot_i8_vnnip(acc, qa, qw, M, K, N);
+    else
+        dot_i8_vnnid(acc, qa, qw, M, K, N);
 }
 
 /* ---------------------------------------------------------------- the tables */
