@@ -23,6 +23,8 @@
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
 #define INLINE static inline __attribute__((always_inline))
+/* 4 bytes of int8 weights read as one int32 (a broadcast operand) */
+typedef int32_t __attribute__((may_alias)) i32_alias;
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
 
@@ -65,7 +67,7 @@ T_AVX2 INLINE void tile_avx2(float *out, int ldo, const float *a, int lda, const
         }
 }
 
-T_AVX2 static void linear_f32_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b,
+T_AVX2 static void linear_f32_avx2d(float *out, int ldo, const float *a, int lda, const float *w, const float *b,
                                    int M, int K, int N) {
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
@@ -93,7 +95,7 @@ T_AVX2 INLINE __m256i load32_i8(const int8_t *p, int n) {
     return _mm256_loadu_si256((const __m256i *)buf);
 }
 
-T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+T_AVX2 static void dot_i8_avx2d(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
@@ -372,7 +374,6 @@ T_VNNI static __m512i wsum_512(const int8_t *w, int K, int nr) {
 /* VPDPBUSD with the weights' 4 bytes broadcast from memory. Inline assembly because GCC 12
  * copies every accumulator of _mm512_dpbusd_epi32 through another register in this loop
  * (twice the instructions); the assembler's, not the compiler's, knowledge of VNNI is used. */
-typedef int32_t __attribute__((may_alias)) i32_alias;
 #define DPB(acc, q) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(av), "m"(*(const i32_alias *)(q)))
 #define DP4(q, j)                                                                                                      \
     DPB(c[j], q);                                                                                                      \
@@ -440,6 +441,209 @@ T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw,
         dot_i8_vnnip(acc, qa, qw, M, K, N);
     else
         dot_i8_vnnid(acc, qa, qw, M, K, N);
+}
+
+
+/* ---------------------------------------------------------------- AVX2 panels (see above) */
+
+/* r[j] lane i -> r[i] lane j (8 x 32-bit). */
+T_AVX2 INLINE void tr8(__m256 r[8]) {
+    __m256 t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) { /* per 128-bit lane L: u[4i + x] = column x + 4L of rows 4i..4i+3 */
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+static const int32_t ramp8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+T_AVX2 INLINE __m256i mask8(int n) { return _mm256_loadu_si256((const __m256i *)(ramp8 + 8 - n)); }
+
+/* Panels of 8 tokens: p[(q*kc + k)*8 + t] = a[8q + t, k0 + k], zero past rows. */
+T_AVX2 static void pack_f32_avx2(float *p, const float *a, int lda, int rows, int k0, int kc) {
+    for (int q = 0; q * 8 < rows; q++) {
+        const int nt = rows - 8 * q < 8 ? rows - 8 * q : 8;
+        for (int kk = 0; kk < kc; kk += 8) {
+            const int nk = kc - kk < 8 ? kc - kk : 8;
+            const __m256i mk = mask8(nk);
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++)
+                r[t] = t < nt ? _mm256_maskload_ps(a + (long)(8 * q + t) * lda + k0 + kk, mk) : _mm256_setzero_ps();
+            tr8(r);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++)
+                if (c < nk) _mm256_store_ps(p + ((long)q * kc + kk + c) * 8, r[c]);
+        }
+    }
+}
+
+#define FMA4_256(q, j)                                                                                                 \
+    c[j] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(q), c[j]);                                                         \
+    c[j + 1] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(q + ld), c[j + 1]);                                             \
+    c[j + 2] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(q + 2 * ld), c[j + 2]);                                         \
+    c[j + 3] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(q + ld3), c[j + 3])
+/* The 8 x 8 tile out[t, j] (+)= Σ_k p[k*8 + t]·w[j*ld + k], t < rows, j < nr. */
+T_AVX2 static void tile_f32_avx2(float *out, int ldo, const float *p, const float *w, long ld, int kc, const float *b,
+                                 int rows, int nr, int first) {
+    __m256 c[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) c[j] = _mm256_setzero_ps();
+    const float *w0 = w, *w4 = w + 4 * ld;
+    const long ld3 = 3 * ld;
+    for (int k = 0; k < kc; k++, p += 8, w0++, w4++) {
+        const __m256 av = _mm256_load_ps(p);
+        FMA4_256(w0, 0);
+        FMA4_256(w4, 4);
+    }
+    tr8(c);
+    const __m256i mn = mask8(nr);
+    const __m256 bias = b && first ? _mm256_maskload_ps(b, mn) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++)
+        if (t < rows) {
+            float *o = out + (long)t * ldo;
+            const __m256 prev = first ? bias : _mm256_maskload_ps(o, mn);
+            _mm256_maskstore_ps(o, mn, _mm256_add_ps(c[t], prev));
+        }
+}
+
+/* Copies weight rows n < nr (of 8) and k < kc into a zero-padded [8, ldc] block. */
+static void copy_block8(void *dst, int ldc, const void *w, long ld, int nr, int kc, size_t elem) {
+    memset(dst, 0, (size_t)8 * ldc * elem);
+    for (int j = 0; j < nr; j++) memcpy((char *)dst + (size_t)j * ldc * elem, (const char *)w + j * ld * elem, kc * elem);
+}
+
+T_AVX2 static void linear_f32_avx2p(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                                    int K, int N) {
+    _Alignas(32) float pk[PANEL_MB * KC_F32];
+    _Alignas(32) float wt[8 * KC_F32];
+    for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
+        const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
+        for (int k0 = 0; k0 < K; k0 += KC_F32) {
+            const int kc = K - k0 < KC_F32 ? K - k0 : KC_F32;
+            pack_f32_avx2(pk, a + (long)m0 * lda, lda, rows, k0, kc);
+            for (int n0 = 0; n0 < N; n0 += 8) {
+                const int nr = N - n0 < 8 ? N - n0 : 8;
+                const float *wb = w + (long)n0 * K + k0;
+                long ld = K;
+                if (nr < 8) copy_block8(wt, kc, wb, ld, nr, kc, sizeof(float)), wb = wt, ld = kc;
+                for (int q = 0; q * 8 < rows; q++)
+                    tile_f32_avx2(out + (long)(m0 + 8 * q) * ldo + n0, ldo, pk + (long)q * kc * 8, wb, ld, kc,
+                                  b ? b + n0 : NULL, rows - 8 * q < 8 ? rows - 8 * q : 8, nr, k0 == 0);
+            }
+        }
+    }
+}
+
+T_AVX2 static void linear_f32_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                                   int K, int N) {
+    if (M >= PANEL_MIN_M)
+        linear_f32_avx2p(out, ldo, a, lda, w, b, M, K, N);
+    else
+        linear_f32_avx2d(out, ldo, a, lda, w, b, M, K, N);
+}
+
+/* Panels of 8 tokens x 4 bytes (signed, as given): p[((q*G + g)*8 + t)*4 + i] =
+ * a[8q + t, k0 + 4g + i], G = ceil(kc / 4), zero padding. */
+T_AVX2 static void pack_i8_avx2(int8_t *p, const int8_t *qa, int K, int rows, int k0, int kc) {
+    const int G = (kc + 3) / 4;
+    for (int q = 0; q * 8 < rows; q++) {
+        const int nt = rows - 8 * q < 8 ? rows - 8 * q : 8;
+        for (int kk = 0; kk < kc; kk += 32) {
+            const int nk = kc - kk < 32 ? kc - kk : 32;
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++)
+                r[t] = t < nt ? _mm256_castsi256_ps(load32_i8(qa + (long)(8 * q + t) * K + k0 + kk, nk))
+                              : _mm256_setzero_ps();
+            tr8(r);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++)
+                if (c < (nk + 3) / 4) _mm256_store_ps((float *)(p + (((long)q * G + kk / 4 + c) * 8) * 4), r[c]);
+        }
+    }
+}
+
+/* VPMADDUBSW on |w| and a·sign(w) (see the top of the file), widened by VPMADDWD. */
+#define DOT_256(acc, q)                                                                                                \
+    do {                                                                                                               \
+        const __m256i wb = _mm256_set1_epi32(*(const i32_alias *)(q));                                                 \
+        const __m256i pr = _mm256_maddubs_epi16(_mm256_abs_epi8(wb), _mm256_sign_epi8(av, wb));                        \
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pr, ones));                                                      \
+    } while (0)
+/* The 8 x 8 tile acc[t, j] (+)= Σ_g p[g]·w[j, 4g..4g+3], t < rows, j < nr: exact int32. */
+T_AVX2 static void tile_i8_avx2(int32_t *acc, int N, const int8_t *p, const int8_t *w, long ld, int G, int rows, int nr,
+                                int first) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) c[j] = _mm256_setzero_si256();
+    const int8_t *w0 = w, *w4 = w + 4 * ld;
+    const long ld3 = 3 * ld;
+    for (int g = 0; g < G; g++, p += 32, w0 += 4, w4 += 4) {
+        const __m256i av = _mm256_load_si256((const __m256i *)p);
+        DOT_256(c[0], w0);
+        DOT_256(c[1], w0 + ld);
+        DOT_256(c[2], w0 + 2 * ld);
+        DOT_256(c[3], w0 + ld3);
+        DOT_256(c[4], w4);
+        DOT_256(c[5], w4 + ld);
+        DOT_256(c[6], w4 + 2 * ld);
+        DOT_256(c[7], w4 + ld3);
+    }
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) r[j] = _mm256_castsi256_ps(c[j]);
+    tr8(r);
+    const __m256i mn = mask8(nr);
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++)
+        if (t < rows) {
+            int *o = (int *)(acc + (long)t * N);
+            const __m256i v = _mm256_castps_si256(r[t]);
+            _mm256_maskstore_epi32(o, mn, first ? v : _mm256_add_epi32(v, _mm256_maskload_epi32(o, mn)));
+        }
+}
+
+T_AVX2 static void dot_i8_avx2p(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    _Alignas(32) int8_t pk[PANEL_MB * KC_I8];
+    _Alignas(32) int8_t wt[8 * KC_I8];
+    for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
+        const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
+        for (int k0 = 0; k0 < K; k0 += KC_I8) {
+            const int kc = K - k0 < KC_I8 ? K - k0 : KC_I8, G = (kc + 3) / 4;
+            pack_i8_avx2(pk, qa + (long)m0 * K, K, rows, k0, kc);
+            for (int n0 = 0; n0 < N; n0 += 8) {
+                const int nr = N - n0 < 8 ? N - n0 : 8;
+                const int8_t *wb = qw + (long)n0 * K + k0;
+                long ld = K;
+                if (nr < 8 || kc % 4) copy_block8(wt, 4 * G, wb, ld, nr, kc, 1), wb = wt, ld = 4 * G;
+                for (int q = 0; q * 8 < rows; q++)
+                    tile_i8_avx2(acc + (long)(m0 + 8 * q) * N + n0, N, pk + (long)q * G * 32, wb, ld, G,
+                                 rows - 8 * q < 8 ? rows - 8 * q : 8, nr, k0 == 0);
+            }
+        }
+    }
+}
+
+T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    if (M >= PANEL_MIN_M)
+        dot_i8_avx2p(acc, qa, qw, M, K, N);
+    else
+        dot_i8_avx2d(acc, qa, qw, M, K, N);
 }
 
 /* ---------------------------------------------------------------- the tables */
