@@ -194,7 +194,9 @@ T_VNNI static void dot_i8_vnnid(int32_t *acc, const int8_t *qa, const int8_t *qw
  * as [N, K], are broadcast one value (fp32) or one group of 4 bytes (int8) at a time over
  * NR weight rows. Each accumulator is then NR outputs' partial sums for a vector of tokens
  * (no horizontal reduction), kept in named registers, and the tile is transposed in registers
- * before its store (out is [M, ldo]). The panels live on the stack, bounded by blocking M
+ * before its store (out is [M, ldo]). AVX-512 tiles are 8 weight rows x 2 panels (32 tokens:
+ * each broadcast weight feeds two products, fewer loads per product), and 16 rows x 1 panel
+ * for an odd last panel and for N not a multiple of 16. The panels live on the stack, bounded by blocking M
  * (PANEL_MB tokens) and K (32 KiB at most), so nothing is allocated per call; blocks of K
  * after the first add to the partial sums already stored. A block of weights is copied (a few
  * KiB, on the stack) only when N is not a multiple of NR or K not of 4 (int8), so the
@@ -301,6 +303,43 @@ T_512 static void tile_f32_512(float *out, int ldo, const float *p, const float 
         }
 }
 
+#define FMA2(q, j)                                                                                                     \
+    c[j] = _mm512_fmadd_ps(a0, bw = _mm512_set1_ps(q), c[j]);                                                         \
+    d[j] = _mm512_fmadd_ps(a1, bw, d[j])
+/* The 32 x 8 tile out[t, j] (+)= Σ_k (p[k*16 + t] | p[kc*16 + k*16 + t - 16])·w[j*ld + k]: two
+ * panels of 16 tokens (the first full, rows2 tokens of the second valid), 8 weight rows. */
+T_512 static void tile2_f32_512(float *out, int ldo, const float *p, const float *w, long ld, int kc, const float *b,
+                                int rows2, int first) {
+    __m512 c[8], d[8], bw;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) c[j] = d[j] = _mm512_setzero_ps();
+    const float *w0 = w, *w4 = w + 4 * ld, *p1 = p + (long)kc * 16;
+    const long ld3 = 3 * ld;
+    for (int k = 0; k < kc; k++, p += 16, p1 += 16, w0++, w4++) {
+        const __m512 a0 = _mm512_load_ps(p), a1 = _mm512_load_ps(p1);
+        FMA2(w0[0], 0);
+        FMA2(w0[ld], 1);
+        FMA2(w0[2 * ld], 2);
+        FMA2(w0[ld3], 3);
+        FMA2(w4[0], 4);
+        FMA2(w4[ld], 5);
+        FMA2(w4[2 * ld], 6);
+        FMA2(w4[ld3], 7);
+    }
+    __m512 r[16];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) r[j] = c[j], r[8 + j] = d[j];
+    tr16(r); /* r[t]: lanes 0-7 token t, lanes 8-15 token 16 + t, weight rows 0-7 */
+    const __m256 bias = b && first ? _mm256_loadu_ps(b) : _mm256_setzero_ps();
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) {
+        float *o = out + (long)t * ldo, *o2 = out + (long)(16 + t) * ldo;
+        const __m256 lo = _mm512_castps512_ps256(r[t]), hi = _mm512_extractf32x8_ps(r[t], 1);
+        _mm256_storeu_ps(o, _mm256_add_ps(lo, first ? bias : _mm256_loadu_ps(o)));
+        if (t < rows2) _mm256_storeu_ps(o2, _mm256_add_ps(hi, first ? bias : _mm256_loadu_ps(o2)));
+    }
+}
+
 T_512 static void linear_f32_512p(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
                                   int K, int N) {
     _Alignas(64) float pk[PANEL_MB * KC_F32];
@@ -315,7 +354,16 @@ T_512 static void linear_f32_512p(float *out, int ldo, const float *a, int lda, 
                 const float *wb = w + (long)n0 * K + k0;
                 long ld = K;
                 if (nr < 16) copy_block(wt, kc, wb, ld, nr, kc, sizeof(float)), wb = wt, ld = kc;
-                for (int q = 0; q * 16 < rows; q++)
+                int q = 0;
+                if (nr == 16)
+                    for (; q * 16 + 16 < rows; q += 2) {
+                        const int rows2 = rows - 16 * q - 16 < 16 ? rows - 16 * q - 16 : 16;
+                        float *o = out + (long)(m0 + 16 * q) * ldo + n0;
+                        const float *pq = pk + (long)q * kc * 16;
+                        tile2_f32_512(o, ldo, pq, wb, ld, kc, b ? b + n0 : NULL, rows2, k0 == 0);
+                        tile2_f32_512(o + 8, ldo, pq, wb + 8 * ld, ld, kc, b ? b + n0 + 8 : NULL, rows2, k0 == 0);
+                    }
+                for (; q * 16 < rows; q++)
                     tile_f32_512(out + (long)(m0 + 16 * q) * ldo + n0, ldo, pk + (long)q * kc * 16, wb, ld, kc,
                                  b ? b + n0 : NULL, rows - 16 * q < 16 ? rows - 16 * q : 16, nr, k0 == 0);
             }
@@ -413,6 +461,51 @@ T_VNNI static void tile_i8_vnni(int32_t *acc, int N, const uint8_t *p, const int
         }
 }
 
+#define DPR(acc, x, y) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(y))
+#define DP2(q, j)                                                                                                      \
+    do {                                                                                                               \
+        const __m512i bw = _mm512_set1_epi32(*(const i32_alias *)(q));                                                 \
+        DPR(c[j], a0, bw);                                                                                             \
+        DPR(d[j], a1, bw);                                                                                             \
+    } while (0)
+/* tile_i8_vnni for two panels (32 tokens, rows2 valid in the second) and 8 weight rows (the
+ * broadcast weights used twice): see tile2_f32_512. */
+T_VNNI static void tile2_i8_vnni(int32_t *acc, int N, const uint8_t *p, const int8_t *w, long ld, int G,
+                                 __m256i wsum128, int rows2, int first) {
+    __m512i c[8], d[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) c[j] = d[j] = _mm512_setzero_si512();
+    const int8_t *w0 = w, *w4 = w + 4 * ld;
+    const uint8_t *p1 = p + (long)G * 64;
+    const long ld3 = 3 * ld;
+    for (int g = 0; g < G; g++, p += 64, p1 += 64, w0 += 4, w4 += 4) {
+        const __m512i a0 = _mm512_load_si512((const __m512i *)p), a1 = _mm512_load_si512((const __m512i *)p1);
+        DP2(w0, 0);
+        DP2(w0 + ld, 1);
+        DP2(w0 + 2 * ld, 2);
+        DP2(w0 + ld3, 3);
+        DP2(w4, 4);
+        DP2(w4 + ld, 5);
+        DP2(w4 + 2 * ld, 6);
+        DP2(w4 + ld3, 7);
+    }
+    __m512 r[16];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) r[j] = _mm512_castsi512_ps(c[j]), r[8 + j] = _mm512_castsi512_ps(d[j]);
+    tr16(r); /* r[t]: lanes 0-7 token t, lanes 8-15 token 16 + t, weight rows 0-7 */
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) {
+        int *o = (int *)(acc + (long)t * N), *o2 = (int *)(acc + (long)(16 + t) * N);
+        const __m256i lo = _mm512_castsi512_si256(_mm512_castps_si512(r[t]));
+        const __m256i hi = _mm512_extracti32x8_epi32(_mm512_castps_si512(r[t]), 1);
+        _mm256_storeu_si256((__m256i *)o, first ? _mm256_sub_epi32(lo, wsum128)
+                                                : _mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i *)o)));
+        if (t < rows2)
+            _mm256_storeu_si256((__m256i *)o2, first ? _mm256_sub_epi32(hi, wsum128)
+                                                     : _mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i *)o2)));
+    }
+}
+
 T_VNNI static void dot_i8_vnnip(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
     _Alignas(64) uint8_t pk[PANEL_MB * KC_I8];
     _Alignas(64) int8_t wt[16 * KC_I8];
@@ -428,7 +521,17 @@ T_VNNI static void dot_i8_vnnip(int32_t *acc, const int8_t *qa, const int8_t *qw
                 __m512i ws = _mm512_setzero_si512();
                 if (k0 == 0) ws = _mm512_slli_epi32(wsum_512(qw + (long)n0 * K, K, nr), 7);
                 if (nr < 16 || kc % 4) copy_block(wt, 4 * G, wb, ld, nr, kc, 1), wb = wt, ld = 4 * G;
-                for (int q = 0; q * 16 < rows; q++)
+                int q = 0;
+                if (nr == 16)
+                    for (; q * 16 + 16 < rows; q += 2) {
+                        const int rows2 = rows - 16 * q - 16 < 16 ? rows - 16 * q - 16 : 16;
+                        int32_t *o = acc + (long)(m0 + 16 * q) * N + n0;
+                        const uint8_t *pq = pk + (long)q * G * 64;
+                        tile2_i8_vnni(o, N, pq, wb, ld, G, _mm512_castsi512_si256(ws), rows2, k0 == 0);
+                        tile2_i8_vnni(o + 8, N, pq, wb + 8 * ld, ld, G, _mm512_extracti32x8_epi32(ws, 1), rows2,
+                                      k0 == 0);
+                    }
+                for (; q * 16 < rows; q++)
                     tile_i8_vnni(acc + (long)(m0 + 16 * q) * N + n0, N, pk + (long)q * G * 64, wb, ld, G, ws,
                                  rows - 16 * q < 16 ? rows - 16 * q : 16, nr, k0 == 0);
             }
