@@ -23,6 +23,8 @@
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
 #define INLINE static inline __attribute__((always_inline))
+/* the blocked kernels' 40 KiB stack frames stay out of the M < 4 path (stack probes per call) */
+#define NOINLINE static __attribute__((noinline))
 /* 4 bytes of int8 weights read as one int32 (a broadcast operand) */
 typedef int32_t __attribute__((may_alias)) i32_alias;
 
@@ -340,7 +342,7 @@ T_512 static void tile2_f32_512(float *out, int ldo, const float *p, const float
     }
 }
 
-T_512 static void linear_f32_512p(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+T_512 NOINLINE void linear_f32_512p(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
                                   int K, int N) {
     _Alignas(64) float pk[PANEL_MB * KC_F32];
     _Alignas(64) float wt[16 * KC_F32];
@@ -506,7 +508,7 @@ T_VNNI static void tile2_i8_vnni(int32_t *acc, int N, const uint8_t *p, const in
     }
 }
 
-T_VNNI static void dot_i8_vnnip(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+T_VNNI NOINLINE void dot_i8_vnnip(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
     _Alignas(64) uint8_t pk[PANEL_MB * KC_I8];
     _Alignas(64) int8_t wt[16 * KC_I8];
     for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
@@ -629,7 +631,7 @@ static void copy_block8(void *dst, int ldc, const void *w, long ld, int nr, int 
     for (int j = 0; j < nr; j++) memcpy((char *)dst + (size_t)j * ldc * elem, (const char *)w + j * ld * elem, kc * elem);
 }
 
-T_AVX2 static void linear_f32_avx2p(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+T_AVX2 NOINLINE void linear_f32_avx2p(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
                                     int K, int N) {
     _Alignas(32) float pk[PANEL_MB * KC_F32];
     _Alignas(32) float wt[8 * KC_F32];
@@ -721,7 +723,7 @@ T_AVX2 static void tile_i8_avx2(int32_t *acc, int N, const int8_t *p, const int8
         }
 }
 
-T_AVX2 static void dot_i8_avx2p(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+T_AVX2 NOINLINE void dot_i8_avx2p(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
     _Alignas(32) int8_t pk[PANEL_MB * KC_I8];
     _Alignas(32) int8_t wt[8 * KC_I8];
     for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
