@@ -2,13 +2,16 @@
  * by function target attributes and chosen by __builtin_cpu_supports, so the file builds with
  * portable flags and the binary runs on any x86-64 CPU.
  *
- * linear_f32: register tiles of MR rows of a × NR weight rows, each output one dot product
- * accumulated in vector lanes over k (masked loads for the tail of k), summed across lanes
- * at the end: a different order from the reference's, so equal within rounding.
+ * Two designs per operation: for M >= 4 tokens the blocked matrix-matrix kernels ("activation
+ * panels" below, the model's products); for M < 4 (the class token) the dot-product kernels:
+ * register tiles of MR rows of a × NR weight rows, each output one dot product accumulated in
+ * vector lanes over k (masked loads for the tail of k), summed across lanes at the end.
+ * linear_f32 sums in a different order from the reference's, so equal within rounding.
  * dot_i8: exact int32 sums, so every implementation returns the reference's values.
  *   - VNNI: VPDPBUSD multiplies unsigned by signed bytes; the activations get +128 (their top
  *     bit flipped) and 128·Σ_k w[n,k] is taken off, those sums made per call for a block of
- *     4 weight rows (VPDPBUSD of ones) and used for every row of a: exact integer arithmetic.
+ *     weight rows (VPDPBUSD of ones) and used for every row of a: exact integer arithmetic
+ *     (the blocked kernel in wrapping int32, whose result is the exact sum).
  *   - AVX2: VPMADDUBSW on |w| and a·sign(w): each pair of products is at most 2·127·127 =
  *     32,258, so the 16-bit sums never saturate (weights and activations are in -127…127);
  *     VPMADDWD by ones widens them to int32. */
@@ -198,11 +201,12 @@ T_VNNI static void dot_i8_vnnid(int32_t *acc, const int8_t *qa, const int8_t *qw
  * (no horizontal reduction), kept in named registers, and the tile is transposed in registers
  * before its store (out is [M, ldo]). AVX-512 tiles are 8 weight rows x 2 panels (32 tokens:
  * each broadcast weight feeds two products, fewer loads per product), and 16 rows x 1 panel
- * for an odd last panel and for N not a multiple of 16. The panels live on the stack, bounded by blocking M
- * (PANEL_MB tokens) and K (32 KiB at most), so nothing is allocated per call; blocks of K
- * after the first add to the partial sums already stored. A block of weights is copied (a few
- * KiB, on the stack) only when N is not a multiple of NR or K not of 4 (int8), so the
- * micro-kernels read whole weight rows and groups and never past the matrix. */
+ * for an odd last panel and for N not a multiple of 16. The panels live on the stack, bounded
+ * by blocking M (PANEL_MB tokens) and K (32 KiB at most), so nothing is allocated per call;
+ * blocks of K after the first add to the partial sums already stored. A block of weights is
+ * copied (8 KiB at most, on the stack) only when N is not a multiple of the tile's rows or K
+ * not of 4 (int8), so the micro-kernels read whole weight rows and groups and never past the
+ * matrix: 40 KiB of stack per call in all. */
 #define PANEL_MIN_M 4 /* below: the dot-product kernels above (M = 1: the class token) */
 #define PANEL_MB 64   /* tokens per block */
 #define KC_F32 128    /* k per block, fp32: 64 x 128 x 4 bytes = 32 KiB of panels */
