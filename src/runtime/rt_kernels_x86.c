@@ -28,8 +28,8 @@
 #define INLINE static inline __attribute__((always_inline))
 /* the blocked kernels' 40 KiB stack frames stay out of the M < 4 path (stack probes per call) */
 #define NOINLINE static __attribute__((noinline))
-/* 4 bytes of int8 weights read as one int32 (a broadcast operand) */
-typedef int32_t __attribute__((may_alias)) i32_alias;
+/* 4 bytes of int8 weights read as one int32 (a broadcast operand), at any byte address */
+typedef int32_t __attribute__((may_alias, aligned(1))) i32_alias;
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
 
