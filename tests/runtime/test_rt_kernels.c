@@ -1,5 +1,6 @@
 /* Every runtime kernel set this CPU runs (src/runtime/rt_kernels.h) against the plain-C
- * reference over awkward shapes (M, N, K of 1, K not a multiple of the vector widths, large K):
+ * reference over awkward shapes (M, N, K of 1, K not a multiple of the vector widths, large K,
+ * every edge of the blocked kernels' panels, tiles and blocks) and the model's shapes:
  * linear_f32 within float rounding, dot_i8 exactly (the int8 sums are exact integers, which
  * is what makes int8 logits the same bits on every CPU). Links only libmvmoe_run.a; builds and
  * runs on arm64 too (the x86 and arm64 sets are each named under their own #if). */
@@ -85,7 +86,25 @@ static void check_all(const mvmoe_rt_kernels *k) {
         for (size_t j = 0; j < sizeof Ks / sizeof *Ks; j++)
             for (size_t l = 0; l < sizeof Ns / sizeof *Ns; l++)
                 check_set(k, ref, Ms[i], Ks[j], Ns[l], (int)((i + j + l) % 3), (int)((i + l) % 2));
+    /* the model's shapes (tokens x K -> N; M = 1: the class token of the last block) */
+    static const int model_M[] = {1, 50, 65, 197};
+    static const int model_KN[][2] = {{64, 192}, {64, 64},   {64, 256},  {256, 64},
+                                      {192, 576}, {192, 192}, {192, 768}, {768, 192}};
+    for (size_t i = 0; i < sizeof model_M / sizeof *model_M; i++)
+        for (size_t j = 0; j < sizeof model_KN / sizeof *model_KN; j++)
+            check_set(k, ref, model_M[i], model_KN[j][0], model_KN[j][1], (int)(j % 2), (int)((i + j) % 2));
+    /* the blocked kernels' edges: panels of 8/16 tokens, blocks of 64 tokens, of 128 k (fp32)
+     * and 512 k (int8), tiles of 8/16 weight rows, groups of 4 bytes */
+    static const int Mb[] = {8, 9, 16, 17, 63, 64, 65, 130};
+    static const int Kb[] = {1, 2, 3, 4, 5, 127, 128, 129, 255, 257, 511, 512, 513, 515, 1027};
+    static const int Nb[] = {1, 7, 8, 15, 16, 17, 33};
+    for (size_t i = 0; i < sizeof Mb / sizeof *Mb; i++)
+        for (size_t j = 0; j < sizeof Kb / sizeof *Kb; j++)
+            for (size_t l = 0; l < sizeof Nb / sizeof *Nb; l++)
+                check_set(k, ref, Mb[i], Kb[j], Nb[l], (int)((i + j + l) % 3), (int)((j + l) % 2));
     check_set(k, ref, 2, 16384, 3, 5, 1); /* large K */
+    check_set(k, ref, 20, 16384, 17, 1, 1);
+    check_set(k, ref, 20, 65000, 17, 0, 1); /* the int32 limit, through the blocked kernels */
     check_set(k, ref, 1, 65000, 2, 0, 0); /* near the int32 limit of the int8 sums */
     printf("ok: %s against plain\n", k->name);
 }
