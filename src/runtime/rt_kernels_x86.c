@@ -37,29 +37,29 @@ T_AVX2 INLINE float hsum256(__m256 v) {
 T_AVX2 INLINE void tile_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int K,
                              int m0, int n0, int mr, int nr) {
     __m256 acc[2][4];
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) acc[i][j] = _mm256_setzero_ps();
+    _Pragma("GCC unroll 8") for (int i = 0; i < 2; i++)
+        _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 av[2];
-        for (int i = 0; i < mr; i++) av[i] = _mm256_loadu_ps(a + (long)(m0 + i) * lda + k);
-        for (int j = 0; j < nr; j++) {
+        _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) av[i] = _mm256_loadu_ps(a + (long)(m0 + i) * lda + k);
+        _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) {
             const __m256 wv = _mm256_loadu_ps(w + (long)(n0 + j) * K + k);
-            for (int i = 0; i < mr; i++) acc[i][j] = _mm256_fmadd_ps(av[i], wv, acc[i][j]);
+            _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) acc[i][j] = _mm256_fmadd_ps(av[i], wv, acc[i][j]);
         }
     }
     if (k < K) {
         static const int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
         const __m256i mask = _mm256_loadu_si256((const __m256i *)(ramp + 8 - (K - k)));
         __m256 av[2];
-        for (int i = 0; i < mr; i++) av[i] = _mm256_maskload_ps(a + (long)(m0 + i) * lda + k, mask);
-        for (int j = 0; j < nr; j++) {
+        _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) av[i] = _mm256_maskload_ps(a + (long)(m0 + i) * lda + k, mask);
+        _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) {
             const __m256 wv = _mm256_maskload_ps(w + (long)(n0 + j) * K + k, mask);
-            for (int i = 0; i < mr; i++) acc[i][j] = _mm256_fmadd_ps(av[i], wv, acc[i][j]);
+            _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) acc[i][j] = _mm256_fmadd_ps(av[i], wv, acc[i][j]);
         }
     }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) {
+    _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
+        _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) {
             const float s = hsum256(acc[i][j]);
             out[(long)(m0 + i) * ldo + n0 + j] = b ? s + b[n0 + j] : s;
         }
@@ -103,13 +103,13 @@ T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw,
             const int8_t *x = qa + (long)m * K;
             for (int k = 0; k < K; k += 32) {
                 const __m256i av = load32_i8(x + k, K - k);
-                for (int j = 0; j < nr; j++) {
+                _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) {
                     const __m256i wv = load32_i8(qw + (long)(n0 + j) * K + k, K - k);
                     const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
                     s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
                 }
             }
-            for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = hsum256i(s[j]);
+            _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = hsum256i(s[j]);
         }
     }
 }
@@ -119,26 +119,107 @@ T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw,
 T_512 INLINE void tile_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int K, int m0,
                            int n0, int mr, int nr) {
     __m512 acc[4][4];
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) acc[i][j] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 8") for (int i = 0; i < 4; i++)
+        _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 16) {
         const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
         __m512 av[4];
-        for (int i = 0; i < mr; i++) av[i] = _mm512_maskz_loadu_ps(mk, a + (long)(m0 + i) * lda + k);
-        for (int j = 0; j < nr; j++) {
+        _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) av[i] = _mm512_maskz_loadu_ps(mk, a + (long)(m0 + i) * lda + k);
+        _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) {
             const __m512 wv = _mm512_maskz_loadu_ps(mk, w + (long)(n0 + j) * K + k);
-            for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(av[i], wv, acc[i][j]);
+            _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(av[i], wv, acc[i][j]);
         }
     }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) {
+    _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
+        _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) {
             const float s = _mm512_reduce_add_ps(acc[i][j]);
             out[(long)(m0 + i) * ldo + n0 + j] = b ? s + b[n0 + j] : s;
         }
 }
 
+/* Panels of many rows: the activations transposed, PK columns of k at a time, into at[k][PM]
+ * (on the stack: the weights stay where they are, read in place), then tiles of PMV vectors
+ * of 16 rows × PN weight rows, each weight broadcast from its row: 24 accumulators, 10 loads
+ * per 24 fused multiply-adds and no sum across lanes, where the dot-product tiles below spend
+ * as much on their sums across lanes as on the products when K is a few hundred. Each output
+ * is one running sum in k order within a chunk of PK, the chunks added in order. */
+enum { PM = 64, PK = 256, PN = 6 };
+
+T_512 INLINE void ptile_512(float *out, int ldo, const float *at, const float *w, int K, int kc, int m0, int nv,
+                            int n0, int accumulate, const float *b) {
+    __m512 acc[PN][PM / 16];
+    _Pragma("GCC unroll 8") for (int j = 0; j < PN; j++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < PM / 16; v++) acc[j][v] = _mm512_setzero_ps();
+    const float *wr[PN];
+    _Pragma("GCC unroll 8") for (int j = 0; j < PN; j++) wr[j] = w + (long)(n0 + j) * K;
+    for (int k = 0; k < kc; k++) {
+        __m512 av[PM / 16];
+        _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++) av[v] = _mm512_load_ps(at + (long)k * PM + 16 * v);
+        _Pragma("GCC unroll 8") for (int j = 0; j < PN; j++) {
+            const __m512 wb = _mm512_set1_ps(wr[j][k]);
+            _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++) acc[j][v] = _mm512_fmadd_ps(av[v], wb, acc[j][v]);
+        }
+    }
+    _Alignas(64) float t[PN][PM];
+    _Pragma("GCC unroll 8") for (int j = 0; j < PN; j++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++) _mm512_store_ps(t[j] + 16 * v, acc[j][v]);
+    for (int i = 0; i < 16 * nv; i++) {
+        float *o = out + (long)(m0 + i) * ldo + n0;
+        _Pragma("GCC unroll 8") for (int j = 0; j < PN; j++) {
+            float s = t[j][i];
+            if (accumulate) s = o[j] + s;
+            if (b) s = s + b[n0 + j];
+            o[j] = s;
+        }
+    }
+}
+
+/* Rows [0, M16) (a multiple of 16), columns [0, N6) (a multiple of PN). */
+T_512 static void panels_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M16,
+                             int K, int N6) {
+    _Alignas(64) float at[PK * PM];
+    for (int m0 = 0; m0 < M16; m0 += PM) {
+        const int rows = M16 - m0 < PM ? M16 - m0 : PM, nv = rows / 16;
+        for (int k0 = 0; k0 < K; k0 += PK) {
+            const int kc = K - k0 < PK ? K - k0 : PK, lastk = k0 + kc == K;
+            for (int i = 0; i < rows; i++) {
+                const float *x = a + (long)(m0 + i) * lda + k0;
+                for (int k = 0; k < kc; k++) at[k * PM + i] = x[k];
+            }
+            /* the weights' chunk [k0, k0+kc) of each row, read in place */
+            const float *wk = w + k0;
+            for (int n0 = 0; n0 < N6; n0 += PN) {
+                const float *bb = lastk ? b : NULL;
+                switch (nv) {
+                case 4: ptile_512(out, ldo, at, wk, K, kc, m0, 4, n0, k0 > 0, bb); break;
+                case 3: ptile_512(out, ldo, at, wk, K, kc, m0, 3, n0, k0 > 0, bb); break;
+                case 2: ptile_512(out, ldo, at, wk, K, kc, m0, 2, n0, k0 > 0, bb); break;
+                default: ptile_512(out, ldo, at, wk, K, kc, m0, 1, n0, k0 > 0, bb); break;
+                }
+            }
+        }
+    }
+}
+
+T_512 static void dots_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                           int K, int N);
+
 T_512 static void linear_f32_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
                                  int K, int N) {
+    const int M16 = M / 16 * 16, N6 = N / PN * PN;
+    if (M16 == 0 || N6 == 0) {
+        dots_512(out, ldo, a, lda, w, b, M, K, N);
+        return;
+    }
+    panels_512(out, ldo, a, lda, w, b, M16, K, N6);
+    /* the rest: the columns past N6 of the panels' rows, then the rows past M16 */
+    if (N6 < N) dots_512(out + N6, ldo, a, lda, w + (long)N6 * K, b ? b + N6 : NULL, M16, K, N - N6);
+    if (M16 < M) dots_512(out + (long)M16 * ldo, ldo, a + (long)M16 * lda, lda, w, b, M - M16, K, N);
+}
+
+/* Few rows: dot-product tiles of up to 4 rows × 4 weight rows, summed across lanes. */
+T_512 static void dots_512(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                           int K, int N) {
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
         int m0 = 0;
@@ -161,7 +242,7 @@ T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw,
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
         int32_t wsum[4] = {0, 0, 0, 0};
-        for (int j = 0; j < nr; j++) {
+        _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) {
             __m512i s = _mm512_setzero_si512();
             const int8_t *wr = qw + (long)(n0 + j) * K;
             for (int k = 0; k < K; k += 64) {
@@ -178,10 +259,10 @@ T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw,
                 const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
                 /* padded bytes: activation 0 (+128), weight 0: no contribution */
                 const __m512i av = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, x + k), flip);
-                for (int j = 0; j < nr; j++)
+                _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++)
                     s[j] = _mm512_dpbusd_epi32(s[j], av, _mm512_maskz_loadu_epi8(mk, qw + (long)(n0 + j) * K + k));
             }
-            for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = _mm512_reduce_add_epi32(s[j]) - 128 * wsum[j];
+            _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = _mm512_reduce_add_epi32(s[j]) - 128 * wsum[j];
         }
     }
 }

@@ -77,9 +77,9 @@ static void check_set(const mvmoe_rt_kernels *k, const mvmoe_rt_kernels *ref, in
 }
 
 static void check_all(const mvmoe_rt_kernels *k) {
-    static const int Ms[] = {1, 2, 3, 4, 5, 7, 50};
+    static const int Ms[] = {1, 2, 3, 4, 5, 7, 16, 50, 65, 130};
     static const int Ks[] = {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129, 784, 1000};
-    static const int Ns[] = {1, 2, 3, 4, 5, 9, 33};
+    static const int Ns[] = {1, 2, 3, 4, 5, 6, 9, 13, 33};
     const mvmoe_rt_kernels *ref = mvmoe_rt_kernels_plain();
     for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++)
         for (size_t j = 0; j < sizeof Ks / sizeof *Ks; j++)
