@@ -237,7 +237,112 @@ T_512 static void dots_512(float *out, int ldo, const float *a, int lda, const f
     }
 }
 
+/* int8 panels (VNNI), as the fp32 panels: the activations +128 (unsigned), QK bytes of k at a
+ * time, in groups of 4 bytes per row, qat[k/4][PM][4]; each weight row's 4 bytes at k
+ * broadcast; VPDPBUSD adds their 4 products to a row's lane; 128·Σ_k w[n,k] taken off once.
+ * Exact integers, so the same sums as every other implementation. K a multiple of 4 (the
+ * weights' groups of 4 bytes stay inside their row). */
+enum { QK = 1024, QN = 4 }; /* QN = 4: the sums go out 4 columns × 4 rows per 128-bit lane */
+
+T_VNNI INLINE int32_t row_sum_vnni(const int8_t *wr, int K) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i s = _mm512_setzero_si512();
+    for (int k = 0; k < K; k += 64) {
+        const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
+        s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(mk, wr + k));
+    }
+    return _mm512_reduce_add_epi32(s);
+}
+
+T_VNNI INLINE void qtile_vnni(int32_t *acc, int N, const uint8_t *qat, const int8_t *w, int K, int kc, int m0, int nv,
+                              int n0, int k0) {
+    __m512i s[QN][PM / 16];
+    _Pragma("GCC unroll 8") for (int j = 0; j < QN; j++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < PM / 16; v++) s[j][v] = _mm512_setzero_si512();
+    const int8_t *wr[QN];
+    _Pragma("GCC unroll 8") for (int j = 0; j < QN; j++) wr[j] = w + (long)(n0 + j) * K + k0;
+    for (int k = 0; k < kc; k += 4) {
+        __m512i av[PM / 16];
+        _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++)
+            av[v] = _mm512_load_si512((const void *)(qat + (long)k * PM + 64 * v));
+        _Pragma("GCC unroll 8") for (int j = 0; j < QN; j++) {
+            int32_t w4;
+            memcpy(&w4, wr[j] + k, 4);
+            const __m512i wb = _mm512_set1_epi32(w4);
+            _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++) s[j][v] = _mm512_dpbusd_epi32(s[j][v], av[v], wb);
+        }
+    }
+    if (k0 == 0) { /* the first chunk: 128·Σ_k w[n,k] off, then 4 rows × 4 columns per 128 bits */
+        _Pragma("GCC unroll 8") for (int j = 0; j < QN; j++) {
+            const __m512i c = _mm512_set1_epi32(128 * row_sum_vnni(w + (long)(n0 + j) * K, K));
+            _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++) s[j][v] = _mm512_sub_epi32(s[j][v], c);
+        }
+        _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++) {
+            const __m512i t0 = _mm512_unpacklo_epi32(s[0][v], s[1][v]), t1 = _mm512_unpackhi_epi32(s[0][v], s[1][v]);
+            const __m512i t2 = _mm512_unpacklo_epi32(s[2][v], s[3][v]), t3 = _mm512_unpackhi_epi32(s[2][v], s[3][v]);
+            const __m512i r[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
+                                  _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
+            int32_t *o = acc + (long)(m0 + 16 * v) * N + n0;
+            _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) { /* row 4·lane + q */
+                _mm_storeu_si128((__m128i *)(o + (long)q * N), _mm512_castsi512_si128(r[q]));
+                _mm_storeu_si128((__m128i *)(o + (long)(4 + q) * N), _mm512_extracti32x4_epi32(r[q], 1));
+                _mm_storeu_si128((__m128i *)(o + (long)(8 + q) * N), _mm512_extracti32x4_epi32(r[q], 2));
+                _mm_storeu_si128((__m128i *)(o + (long)(12 + q) * N), _mm512_extracti32x4_epi32(r[q], 3));
+            }
+        }
+        return;
+    }
+    _Alignas(64) int32_t t[QN][PM]; /* later chunks (K > QK): added to the sums so far */
+    _Pragma("GCC unroll 8") for (int j = 0; j < QN; j++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < nv; v++) _mm512_store_si512((void *)(t[j] + 16 * v), s[j][v]);
+    for (int i = 0; i < 16 * nv; i++) {
+        int32_t *o = acc + (long)(m0 + i) * N + n0;
+        for (int j = 0; j < QN; j++) o[j] += t[j][i];
+    }
+}
+
+/* Rows [0, M16), columns [0, N6); acc has N columns. */
+T_VNNI static void qpanels_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M16, int K, int N6, int N) {
+    _Alignas(64) uint8_t qat[QK * PM];
+    for (int m0 = 0; m0 < M16; m0 += PM) {
+        const int rows = M16 - m0 < PM ? M16 - m0 : PM, nv = rows / 16;
+        for (int k0 = 0; k0 < K; k0 += QK) {
+            const int kc = K - k0 < QK ? K - k0 : QK;
+            for (int i = 0; i < rows; i++) {
+                const int8_t *x = qa + (long)(m0 + i) * K + k0;
+                for (int k = 0; k < kc; k += 4) {
+                    uint32_t x4;
+                    memcpy(&x4, x + k, 4);
+                    x4 ^= 0x80808080u; /* +128 in each byte */
+                    memcpy(qat + (long)k * PM + 4 * i, &x4, 4);
+                }
+            }
+            for (int n0 = 0; n0 < N6; n0 += QN) switch (nv) {
+                case 4: qtile_vnni(acc, N, qat, qw, K, kc, m0, 4, n0, k0); break;
+                case 3: qtile_vnni(acc, N, qat, qw, K, kc, m0, 3, n0, k0); break;
+                case 2: qtile_vnni(acc, N, qat, qw, K, kc, m0, 2, n0, k0); break;
+                default: qtile_vnni(acc, N, qat, qw, K, kc, m0, 1, n0, k0); break;
+                }
+        }
+    }
+}
+
+T_VNNI static void dots_i8_vnni(int32_t *acc, int lda, const int8_t *qa, const int8_t *qw, int M, int K, int N);
+
 T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    const int M16 = M / 16 * 16, N6 = N / QN * QN;
+    if (M16 == 0 || N6 == 0 || K % 4 != 0) {
+        dots_i8_vnni(acc, N, qa, qw, M, K, N);
+        return;
+    }
+    qpanels_vnni(acc, qa, qw, M16, K, N6, N);
+    if (N6 < N) dots_i8_vnni(acc + N6, N, qa, qw + (long)N6 * K, M16, K, N - N6);
+    if (M16 < M) dots_i8_vnni(acc + (long)M16 * N, N, qa + (long)M16 * K, qw, M - M16, K, N);
+}
+
+/* Few rows: dot products of up to 4 weight rows per row, summed across lanes; acc has lda
+ * columns. */
+T_VNNI static void dots_i8_vnni(int32_t *acc, int lda, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
     const __m512i ones = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80);
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
@@ -262,7 +367,8 @@ T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw,
                 _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++)
                     s[j] = _mm512_dpbusd_epi32(s[j], av, _mm512_maskz_loadu_epi8(mk, qw + (long)(n0 + j) * K + k));
             }
-            _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++) acc[(long)m * N + n0 + j] = _mm512_reduce_add_epi32(s[j]) - 128 * wsum[j];
+            _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++)
+                acc[(long)m * lda + n0 + j] = _mm512_reduce_add_epi32(s[j]) - 128 * wsum[j];
         }
     }
 }

@@ -86,6 +86,7 @@ static void check_all(const mvmoe_rt_kernels *k) {
             for (size_t l = 0; l < sizeof Ns / sizeof *Ns; l++)
                 check_set(k, ref, Ms[i], Ks[j], Ns[l], (int)((i + j + l) % 3), (int)((i + l) % 2));
     check_set(k, ref, 2, 16384, 3, 5, 1); /* large K */
+    check_set(k, ref, 33, 2052, 13, 1, 1); /* panels of rows over several chunks of k */
     check_set(k, ref, 1, 65000, 2, 0, 0); /* near the int32 limit of the int8 sums */
     printf("ok: %s against plain\n", k->name);
 }
