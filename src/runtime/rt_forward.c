@@ -65,7 +65,7 @@ static void add_rows(float *x, const float *y, long n) {
 /* One expert's (or the dense) MLP on R rows of w->ln into out: fc1, GELU, fc2 (with bias). */
 static void mlp(const mvmoe_rt_kernels *k, rt_work *w, const rt_linear *fc1, const rt_linear *fc2, float *out, int R) {
     rt_linear_forward(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8);
-    rt_gelu(w->h, (long)R * fc1->N);
+    k->gelu(w->h, (long)R * fc1->N);
     rt_linear_forward(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8);
 }
 
@@ -89,7 +89,7 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
         const int last = l == c->depth - 1, Q = last ? 1 : T;
         if (l == m->first_moe && c->routing != RT_DENSE) /* the class row after the last dense block */
             rt_route(w->x, m->router, D, c->experts, c->top_k, adaptive, w->probs, w->ex, w->gates);
-        rt_layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
+        k->layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
         if (last) { /* keys and values of every row, the query of the class row only */
             const rt_linear q = rows_of(&b->qkv, 0, D), kv = rows_of(&b->qkv, D, 2 * D);
             rt_linear_forward(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8);
@@ -97,10 +97,10 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
         } else {
             rt_linear_forward(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8);
         }
-        rt_attention(w->att, w->qkv, T, Q, D, c->heads, w->scores, w->kt);
+        k->attention(w->att, w->qkv, T, Q, D, c->heads, w->scores, w->kt);
         rt_linear_forward(k, &b->proj, w->branch, D, w->att, D, Q, &w->i8);
         add_rows(w->x, w->branch, (long)Q * D);
-        rt_layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);
+        k->layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);
         if (l < m->first_moe) {
             mlp(k, w, &b->fc1[0], &b->fc2[0], w->branch, Q);
             add_rows(w->x, w->branch, (long)Q * D);
@@ -118,7 +118,7 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
         add_rows(w->x, w->mix, (long)Q * D);
     }
     /* logits = head(norm(x)[class]); the head in the reference kernel, the same bits on every CPU */
-    rt_layernorm(w->cls, w->x, m->norm_w, m->norm_b, 1, D);
+    k->layernorm(w->cls, w->x, m->norm_w, m->norm_b, 1, D);
     mvmoe_rt_kernels_plain()->linear_f32(logits, c->num_classes, w->cls, D, m->head.w, m->head.b, 1, D, c->num_classes);
     if (routes && c->routing != RT_DENSE)
         for (int q = 0; q < c->top_k; q++) routes[q] = w->ex[q];

@@ -28,6 +28,20 @@ typedef struct {
     /* acc[m*N + n] = Σ_k qa[m*K + k]·qw[n*K + k], exact in int32 (K < 66,000). qa and qw in
      * -127…127. */
     void (*dot_i8)(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N);
+    /* The other operations, one body each (rt_ops_body.h) compiled per set: the same bits from
+     * every set. LayerNorm of M rows of D (eps 1e-6), in → out (may alias). */
+    void (*layernorm)(float *out, const float *in, const float *w, const float *b, int M, int D);
+    /* Exact GELU (the runtime's own erf), in place. */
+    void (*gelu)(float *x, long n);
+    /* Attention of one image: qkv [T, 3D] (q, k, v; heads of D/heads), the queries of the
+     * first Q rows only; out [Q, D]; scratch: sc T floats, kt T·D/heads floats. */
+    void (*attention)(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt);
+    /* Per-row symmetric int8 of M activation rows (stride lda): qa [M·K] in -127…127, scale
+     * sa [M] (NaN, zeros in qa, for a row that is not finite). */
+    void (*quant_rows)(int8_t *qa, float *sa, const float *a, int lda, int M, int K);
+    /* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) (+ b[j] if b). */
+    void (*dequant)(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw, const float *b, int M,
+                    int N);
 } mvmoe_rt_kernels;
 
 /* The reference implementation (every CPU). */
