@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "runtime/rt_kernels.h"
+#include "runtime/rt_ops_check.h"
 
 static int failures;
 
@@ -88,6 +89,7 @@ static void check_all(const mvmoe_rt_kernels *k) {
     check_set(k, ref, 2, 16384, 3, 5, 1); /* large K */
     check_set(k, ref, 33, 2052, 13, 1, 1); /* panels of rows over several chunks of k */
     check_set(k, ref, 1, 65000, 2, 0, 0); /* near the int32 limit of the int8 sums */
+    failures += rt_ops_check(k); /* layernorm, gelu, attention, quant_rows, dequant */
     printf("ok: %s against plain\n", k->name);
 }
 
