@@ -23,8 +23,8 @@ int rt_work_init(rt_work *w, const rt_model *m) {
     w->branch = malloc(sizeof(float) * (size_t)(T * D));
     w->h = malloc(sizeof(float) * (size_t)(T * H));
     w->mix = malloc(sizeof(float) * (size_t)(T * D));
-    w->scores = malloc(sizeof(float) * (size_t)T);
-    w->kt = malloc(sizeof(float) * (size_t)(T * D));
+    w->scores = malloc(sizeof(float) * (size_t)RT_ATT_SC(T));
+    w->kt = malloc(sizeof(float) * (size_t)RT_ATT_KT(T, D));
     w->probs = malloc(sizeof(float) * (size_t)E);
     w->gates = malloc(sizeof(float) * (size_t)k);
     w->ex = malloc(sizeof(int) * (size_t)k);

@@ -34,7 +34,8 @@ typedef struct {
     /* Exact GELU (the runtime's own erf), in place. */
     void (*gelu)(float *x, long n);
     /* Attention of one image: qkv [T, 3D] (q, k, v; heads of D/heads), the queries of the
-     * first Q rows only; out [Q, D]; scratch: sc T floats, kt T·D/heads floats. */
+     * first Q rows only; out [Q, D]; scratch: sc RT_ATT_SC(T) floats, kt RT_ATT_KT(T, D)
+     * floats. */
     void (*attention)(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt);
     /* Per-row symmetric int8 of M activation rows (stride lda): qa [M·K] in -127…127, scale
      * sa [M] (NaN, zeros in qa, for a row that is not finite). */
@@ -43,6 +44,10 @@ typedef struct {
     void (*dequant)(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw, const float *b, int M,
                     int N);
 } mvmoe_rt_kernels;
+
+/* The attention's scratch (rt_ops_body.h: T rounded up to 32 keys, 4 queries at a time). */
+#define RT_ATT_SC(T) (4L * (((long)(T) + 31) / 32 * 32))
+#define RT_ATT_KT(T, D) ((long)(D) * (((long)(T) + 31) / 32 * 32))
 
 /* The reference implementation (every CPU). */
 const mvmoe_rt_kernels *mvmoe_rt_kernels_plain(void);

@@ -18,6 +18,10 @@
 #define RT_INLINE static inline __attribute__((always_inline))
 /* interleaved partial sums of the reductions (a fixed number: the order is part of the result) */
 #define RT_LANES 16
+/* attention blocks: queries, keys, output columns (rt_body_attention) */
+#define RT_QB 4
+#define RT_JB 32
+#define RT_DB 32
 
 /* One value to int8 with the reciprocal scale: nearest, ties to even, clamped to ±127 (the
  * library's quant(), which calls nearbyintf). Adding and taking off 1.5·2^23 rounds a float
@@ -137,50 +141,99 @@ RT_INLINE void rt_body_gelu(float *x, long n) {
     for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + rt_erff(x[i] * 0.70710678118654752f));
 }
 
-RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt) {
-    const int hd = D / heads, ld = 3 * D;
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < heads; h++) {
-        /* this head's keys transposed, [hd][T]: the scores of all keys then accumulate
-         * elementwise over the keys, each in d order (the same sums, vectorized) */
-        for (int j = 0; j < T; j++)
-            for (int d = 0; d < hd; d++) kt[(long)d * T + j] = qkv[(long)j * ld + D + h * hd + d];
-        for (int i = 0; i < Q; i++) {
-            const float *q = qkv + (long)i * ld + h * hd;
-#pragma omp simd
-            for (int j = 0; j < T; j++) sc[j] = 0.0f;
-            for (int d = 0; d < hd; d++) {
-                const float qd = q[d], *kd = kt + (long)d * T;
-#pragma omp simd
-                for (int j = 0; j < T; j++) sc[j] += qd * kd[j];
-            }
-            float mx = -INFINITY;
-            /* the maximum is exact in any order */
-#pragma omp simd reduction(max : mx)
-            for (int j = 0; j < T; j++) {
-                sc[j] *= scale;
-                mx = sc[j] > mx ? sc[j] : mx;
-            }
-#pragma omp simd
-            for (int j = 0; j < T; j++) sc[j] = rt_expf(sc[j] - mx);
-            float l[RT_LANES] = {0};
-            int j = 0;
-            for (; j + RT_LANES <= T; j += RT_LANES)
-#pragma omp simd
-                for (int e = 0; e < RT_LANES; e++) l[e] += sc[j + e];
-            for (int e = 0; j < T; j++, e++) l[e] += sc[j];
-            for (int w = RT_LANES / 2; w > 0; w /= 2)
-                for (int e = 0; e < w; e++) l[e] += l[e + w];
-            const float inv = 1.0f / l[0];
-            float *o = out + (long)i * D + h * hd;
-#pragma omp simd
-            for (int d = 0; d < hd; d++) o[d] = 0.0f;
-            for (int jj = 0; jj < T; jj++) {
-                const float *v = qkv + (long)jj * ld + 2 * D + h * hd, p = sc[jj] * inv;
-#pragma omp simd
-                for (int d = 0; d < hd; d++) o[d] += p * v[d];
+/* Attention in blocks: RT_QB queries × RT_JB keys of scores held in a local block (registers
+ * where the vectors allow) over d, then RT_QB queries × RT_DB columns of the output over the
+ * keys, so each key and value row loaded serves RT_QB queries and no sum is read back from
+ * memory per term. Every score and output is still one sum in d (resp. key) order from 0, as
+ * the unblocked loops had it. Scratch sizes: rt_kernels.h (RT_ATT_SC, RT_ATT_KT). */
+/* 16 floats as one value (GCC/Clang vector extension, not an instruction set's intrinsics):
+ * elementwise IEEE operations, one register per value on AVX-512, two on AVX2, four with SSE2
+ * or NEON: the same bits everywhere, and a value the compiler keeps in registers where a
+ * float array of accumulators stays in memory. */
+typedef float rt_v16 __attribute__((vector_size(64)));
+/* (a macro: a function returning one would change the ABI between targets, -Wpsabi) */
+#define RT_V16_LOAD(v, p) memcpy(&(v), (p), sizeof(rt_v16))
+
+RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, int hd, int h, int i0, int qb, float *sc,
+                            const float *kt, float scale) {
+    const int ld = 3 * D;
+    const float *q[RT_QB];
+    for (int ii = 0; ii < RT_QB; ii++) q[ii] = qkv + (long)(i0 + (ii < qb ? ii : 0)) * ld + h * hd;
+    for (int j0 = 0; j0 < Tp; j0 += RT_JB) {
+        rt_v16 acc[RT_QB][RT_JB / 16];
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] = (rt_v16){0};
+        for (int d = 0; d < hd; d++) {
+            rt_v16 kd[RT_JB / 16];
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) RT_V16_LOAD(kd[v], kt + (long)d * Tp + j0 + 16 * v);
+            _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
+                const float qd = q[ii][d];
+                _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] += qd * kd[v];
             }
         }
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) {
+                const rt_v16 r = acc[ii][v] * scale;
+                memcpy(sc + (long)ii * Tp + j0 + 16 * v, &r, sizeof r);
+            }
+    }
+    for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores */
+        float *s = sc + (long)ii * Tp, mx = -INFINITY;
+        /* the maximum is exact in any order */
+#pragma omp simd reduction(max : mx)
+        for (int j = 0; j < T; j++) mx = s[j] > mx ? s[j] : mx;
+#pragma omp simd
+        for (int j = 0; j < T; j++) s[j] = rt_expf(s[j] - mx);
+        float l[RT_LANES] = {0};
+        int j = 0;
+        for (; j + RT_LANES <= T; j += RT_LANES)
+#pragma omp simd
+            for (int e = 0; e < RT_LANES; e++) l[e] += s[j + e];
+        for (int e = 0; j < T; j++, e++) l[e] += s[j];
+        for (int w = RT_LANES / 2; w > 0; w /= 2)
+            for (int e = 0; e < w; e++) l[e] += l[e + w];
+        const float inv = 1.0f / l[0];
+#pragma omp simd
+        for (int jj = 0; jj < T; jj++) s[jj] *= inv;
+    }
+    int d0 = 0;
+    for (; d0 + RT_DB <= hd; d0 += RT_DB) {
+        rt_v16 acc[RT_QB][RT_DB / 16];
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) acc[ii][v] = (rt_v16){0};
+        for (int j = 0; j < T; j++) {
+            const float *vr = qkv + (long)j * ld + 2 * D + h * hd + d0;
+            rt_v16 vv[RT_DB / 16];
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) RT_V16_LOAD(vv[v], vr + 16 * v);
+            _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
+                const float p = sc[(long)ii * Tp + j];
+                _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) acc[ii][v] += p * vv[v];
+            }
+        }
+        for (int ii = 0; ii < qb; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++)
+                memcpy(out + (long)(i0 + ii) * D + h * hd + d0 + 16 * v, &acc[ii][v], sizeof acc[ii][v]);
+    }
+    for (; d0 < hd; d0++) /* the columns past the last block of RT_DB: the same sums, one column at a time */
+        for (int ii = 0; ii < qb; ii++) {
+            float a = 0.0f;
+            for (int j = 0; j < T; j++) a += sc[(long)ii * Tp + j] * qkv[(long)j * ld + 2 * D + h * hd + d0];
+            out[(long)(i0 + ii) * D + h * hd + d0] = a;
+        }
+}
+
+RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt) {
+    const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < heads; h++) {
+        /* this head's keys transposed, [hd][Tp], zero past T (scores computed, never used) */
+        for (int d = 0; d < hd; d++) {
+            float *kd = kt + (long)d * Tp;
+            for (int j = 0; j < T; j++) kd[j] = qkv[(long)j * ld + D + h * hd + d];
+            for (int j = T; j < Tp; j++) kd[j] = 0.0f;
+        }
+        for (int i0 = 0; i0 < Q; i0 += RT_QB)
+            rt_att_block(out, qkv, T, Tp, D, hd, h, i0, Q - i0 < RT_QB ? Q - i0 : RT_QB, sc, kt, scale);
     }
 }
 

@@ -86,22 +86,22 @@ static int rt_ops_check(const mvmoe_rt_kernels *k) {
         free(a), free(g);
     }
     /* attention: T around the lane count, 1…3 heads, all queries or the first only */
-    static const int Ts[] = {1, 2, 15, 16, 17, 50, 65};
-    static const int HD[][2] = {{1, 4}, {2, 32}, {3, 48}, {3, 192}};
+    static const int Ts[] = {1, 2, 5, 15, 16, 17, 33, 50, 65, 197};
+    static const int HD[][2] = {{1, 4}, {2, 32}, {3, 48}, {3, 192}, {1, 70}};
     for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++)
         for (size_t hi = 0; hi < sizeof HD / sizeof *HD; hi++)
             for (int qall = 0; qall < 2; qall++) {
                 const int T = Ts[ti], H = HD[hi][0], D = HD[hi][1], Q = qall ? T : 1, hd = D / H;
                 float *qkv = ops_alloc(sizeof(float) * T * 3 * D), *o1 = ops_alloc(sizeof(float) * T * D);
-                float *o2 = ops_alloc(sizeof(float) * T * D), *sc = ops_alloc(sizeof(float) * T);
-                float *kt = ops_alloc(sizeof(float) * T * D);
+                float *o2 = ops_alloc(sizeof(float) * T * D), *sc = ops_alloc(sizeof(float) * (size_t)RT_ATT_SC(T));
+                float *kt = ops_alloc(sizeof(float) * (size_t)RT_ATT_KT(T, D));
                 for (int i = 0; i < T * 3 * D; i++) qkv[i] = 2.0f * ops_frand();
                 p->attention(o1, qkv, T, Q, D, H, sc, kt);
                 k->attention(o2, qkv, T, Q, D, H, sc, kt);
                 fails += ops_same("attention", k->name, o1, o2, sizeof(float) * Q * D, T, D);
                 for (int h = 0; h < H; h++)
                     for (int i = 0; i < Q; i++) {
-                        double s[65], mx = -INFINITY, sum = 0;
+                        double s[197], mx = -INFINITY, sum = 0;
                         for (int j = 0; j < T; j++) {
                             s[j] = 0;
                             for (int d = 0; d < hd; d++) s[j] += (double)qkv[i * 3 * D + h * hd + d] * qkv[j * 3 * D + D + h * hd + d];
