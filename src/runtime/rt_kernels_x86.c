@@ -66,8 +66,74 @@ T_AVX2 INLINE void tile_avx2(float *out, int ldo, const float *a, int lda, const
         }
 }
 
+/* Panels of many rows, as the AVX-512 ones below (which say why): 16 rows (2 vectors of 8) ×
+ * 6 weight rows, 12 accumulators of AVX2's 16 registers. */
+enum { PM2 = 16, PK2 = 256, PN2 = 6 };
+
+T_AVX2 static void ptile_avx2(float *out, int ldo, const float *at, const float *w, int K, int kc, int m0, int n0,
+                              int accumulate, const float *b) {
+    __m256 acc[PN2][2];
+    _Pragma("GCC unroll 8") for (int j = 0; j < PN2; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    const float *wr[PN2];
+    _Pragma("GCC unroll 8") for (int j = 0; j < PN2; j++) wr[j] = w + (long)(n0 + j) * K;
+    for (int k = 0; k < kc; k++) {
+        const __m256 a0 = _mm256_load_ps(at + (long)k * PM2), a1 = _mm256_load_ps(at + (long)k * PM2 + 8);
+        _Pragma("GCC unroll 8") for (int j = 0; j < PN2; j++) {
+            const __m256 wb = _mm256_broadcast_ss(wr[j] + k);
+            acc[j][0] = _mm256_fmadd_ps(a0, wb, acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(a1, wb, acc[j][1]);
+        }
+    }
+    _Alignas(32) float t[PN2][PM2];
+    _Pragma("GCC unroll 8") for (int j = 0; j < PN2; j++) {
+        _mm256_store_ps(t[j], acc[j][0]);
+        _mm256_store_ps(t[j] + 8, acc[j][1]);
+    }
+    for (int i = 0; i < PM2; i++) {
+        float *o = out + (long)(m0 + i) * ldo + n0;
+        for (int j = 0; j < PN2; j++) {
+            float s = t[j][i];
+            if (accumulate) s = o[j] + s;
+            if (b) s = s + b[n0 + j];
+            o[j] = s;
+        }
+    }
+}
+
+/* Rows [0, M16) (a multiple of 16), columns [0, N6) (a multiple of PN2). */
+T_AVX2 static void panels_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M16,
+                               int K, int N6) {
+    _Alignas(32) float at[PK2 * PM2];
+    for (int m0 = 0; m0 < M16; m0 += PM2)
+        for (int k0 = 0; k0 < K; k0 += PK2) {
+            const int kc = K - k0 < PK2 ? K - k0 : PK2;
+            for (int i = 0; i < PM2; i++) {
+                const float *x = a + (long)(m0 + i) * lda + k0;
+                for (int k = 0; k < kc; k++) at[k * PM2 + i] = x[k];
+            }
+            for (int n0 = 0; n0 < N6; n0 += PN2)
+                ptile_avx2(out, ldo, at, w + k0, K, kc, m0, n0, k0 > 0, k0 + kc == K ? b : NULL);
+        }
+}
+
+T_AVX2 static void dots_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                             int K, int N);
+
 T_AVX2 static void linear_f32_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b,
                                    int M, int K, int N) {
+    const int M16 = M / 16 * 16, N6 = N / PN2 * PN2;
+    if (M16 == 0 || N6 == 0) {
+        dots_avx2(out, ldo, a, lda, w, b, M, K, N);
+        return;
+    }
+    panels_avx2(out, ldo, a, lda, w, b, M16, K, N6);
+    if (N6 < N) dots_avx2(out + N6, ldo, a, lda, w + (long)N6 * K, b ? b + N6 : NULL, M16, K, N - N6);
+    if (M16 < M) dots_avx2(out + (long)M16 * ldo, ldo, a + (long)M16 * lda, lda, w, b, M - M16, K, N);
+}
+
+/* Few rows: dot-product tiles of up to 2 rows × 4 weight rows, summed across lanes. */
+T_AVX2 static void dots_avx2(float *out, int ldo, const float *a, int lda, const float *w, const float *b, int M,
+                             int K, int N) {
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nr = N - n0 < 4 ? N - n0 : 4;
         int m0 = 0;
