@@ -45,8 +45,8 @@ typedef struct {
                     int N);
 } mvmoe_rt_kernels;
 
-/* The attention's scratch (rt_ops_body.h: T rounded up to 32 keys, 4 queries at a time). */
-#define RT_ATT_SC(T) (4L * (((long)(T) + 31) / 32 * 32))
+/* The attention's scratch (rt_ops_body.h: T rounded up to 32 keys, 8 queries at a time). */
+#define RT_ATT_SC(T) (8L * (((long)(T) + 31) / 32 * 32))
 #define RT_ATT_KT(T, D) ((long)(D) * (((long)(T) + 31) / 32 * 32))
 
 /* The reference implementation (every CPU). */

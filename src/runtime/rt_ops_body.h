@@ -19,7 +19,7 @@
 /* interleaved partial sums of the reductions (a fixed number: the order is part of the result) */
 #define RT_LANES 16
 /* attention blocks: queries, keys, output columns (rt_body_attention) */
-#define RT_QB 4
+#define RT_QB 8
 #define RT_JB 32
 #define RT_DB 32
 
