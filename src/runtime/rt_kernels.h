@@ -14,7 +14,9 @@
  * memory-mapped file: no packed copy, so an image touches only its experts' pages.
  * The int8 sums are exact integers: every implementation returns the same int32 values, so the
  * int8 logits are the same bits on every CPU (x86 vs arm64 under qemu is checked by the tests).
- * The fp32 sums may be ordered differently per implementation (within rounding). */
+ * The fp32 sums may be ordered differently per implementation (within rounding).
+ * The other operations (layernorm … dequant) are one plain-C body per operation
+ * (rt_ops_body.h) that each set compiles with its own target: the same bits from every set. */
 #ifndef MVMOE_RUNTIME_RT_KERNELS_H
 #define MVMOE_RUNTIME_RT_KERNELS_H
 
