@@ -15,8 +15,9 @@
 #     each thread count, pinned to that many CPUs with taskset, OMP_NUM_THREADS and the BLAS
 #     variables set to it.
 # Prints median and p90 (ms) per engine and the ratios int8/fp32 (ours) and int8/ORT-fp32, with
-# the CPU's model name; writes DIR/latency.md and DIR/latency.json. mvmoe-run runs an image on
-# one thread (its threads run images in parallel), so its 2-thread rows measure the pinning only.
+# the CPU's model name; writes DIR/latency.md and DIR/latency.json. mvmoe-run's rows with more
+# than one thread split each image over them (--latency N --threads T: rows of the products and
+# attention heads, mvmoe_run_options.split_image).
 # About 4 minutes with the defaults on a 2-core machine; --quick: a few repetitions (checks the
 # pipeline, the numbers mean nothing). Run it on a quiet machine: every number is wall-clock.
 # Needs: make (build/mvmoe, build/mvmoe-run); ONNX Runtime: (cd bench && npm install
@@ -107,7 +108,8 @@ PYEOF
   for t in $THREADS; do
     for p in fp32 int8; do
       echo "== $v: mvmoe-run $p, $t thread(s), $R images" >&2
-      j=$(pin "$t" "$BUILD/mvmoe-run" --model "$ck" --precision $p --latency "$R" --json "$OUT/img${S}"_*.ppm)
+      j=$(pin "$t" "$BUILD/mvmoe-run" --model "$ck" --precision $p --latency "$R" --threads "$t" --json \
+        "$OUT/img${S}"_*.ppm)
       printf '%s\t%s\tmvmoe-run %s\t%s\n' "$v" "$t" "$p" "$j" >> "$RES"
     done
     if [ "$ORT" = 1 ]; then

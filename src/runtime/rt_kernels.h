@@ -35,10 +35,11 @@ typedef struct {
     void (*layernorm)(float *out, const float *in, const float *w, const float *b, int M, int D);
     /* Exact GELU (the runtime's own erf), in place. */
     void (*gelu)(float *x, long n);
-    /* Attention of one image: qkv [T, 3D] (q, k, v; heads of D/heads), the queries of the
-     * first Q rows only; out [Q, D]; scratch: sc RT_ATT_SC(T) floats, kt RT_ATT_KT(T, D)
-     * floats. */
-    void (*attention)(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt);
+    /* Attention of one image, heads [h0, h1) of `heads`: qkv [T, 3D] (q, k, v; heads of
+     * D/heads), the queries of the first Q rows only; out [Q, D] (those heads' columns);
+     * scratch: sc RT_ATT_SC(T) floats, kt RT_ATT_KT(T, D) floats. */
+    void (*attention)(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, int h1, float *sc,
+                      float *kt);
     /* Per-row symmetric int8 of M activation rows (stride lda): qa [M·K] in -127…127, scale
      * sa [M] (NaN, zeros in qa, for a row that is not finite). */
     void (*quant_rows)(int8_t *qa, float *sa, const float *a, int lda, int M, int K);

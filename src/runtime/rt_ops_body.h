@@ -222,10 +222,11 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
         }
 }
 
-RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *sc, float *kt) {
+RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, int h1, float *sc,
+                                 float *kt) {
     const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
     const float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < heads; h++) {
+    for (int h = h0; h < h1; h++) {
         /* this head's keys transposed, [hd][Tp], zero past T (scores computed, never used) */
         for (int d = 0; d < hd; d++) {
             float *kd = kt + (long)d * Tp;
@@ -278,9 +279,9 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
         rt_body_layernorm(out, in, w, b, M, D);                                                              \
     }                                                                                                        \
     ATTR static void gelu_##SUFFIX(float *x, long n) { rt_body_gelu(x, n); }                                 \
-    ATTR static void attention_##SUFFIX(float *out, const float *qkv, int T, int Q, int D, int heads,        \
-                                        float *sc, float *kt) {                                              \
-        rt_body_attention(out, qkv, T, Q, D, heads, sc, kt);                                                 \
+    ATTR static void attention_##SUFFIX(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, \
+                                        int h1, float *sc, float *kt) {                                      \
+        rt_body_attention(out, qkv, T, Q, D, heads, h0, h1, sc, kt);                                         \
     }                                                                                                        \
     ATTR static void quant_rows_##SUFFIX(int8_t *qa, float *sa, const float *a, int lda, int M, int K) {     \
         rt_body_quant_rows(qa, sa, a, lda, M, K);                                                            \

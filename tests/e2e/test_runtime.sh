@@ -7,6 +7,7 @@
 #    from its `mvmoe quantize` output (and those two give the same bits, as in the library);
 #    the quantized file under fp32 (dequantized) within 1e-5 of eval's;
 #    MVMOE_ISA=plain gives the same int8 logits bits as the CPU's best kernels;
+#  - --split-image (one image over 2 threads): int8 the same bits, fp32 within 1e-5;
 #  - --json carries eval's top1/n; a PGM image gives the same class as the dataset run;
 #    --latency prints a median; ldd shows only libc/libm/libgomp;
 #  - refusals with clear messages and exit 1, never a crash: token-learned routing, a
@@ -94,6 +95,17 @@ for m in dense superclass-k1 superclass-k2 learned-k1 learned-k2; do
   MVMOE_ISA=plain "$RUN" --model "$T/$m.q.safetensors" "${EV[@]}" --precision int8 --logits "$T/$m.plain8.f32" > /dev/null 2>&1
   cmp -s "$T/$m.q.r8.f32" "$T/$m.plain8.f32" && ok "$m int8: MVMOE_ISA=plain gives the same bits as $(sed -n 's/.*, \(.*\) kernels).*/\1/p' "$T/$m.q.r8.log")" \
     || bad "$m int8: MVMOE_ISA=plain logits differ from the default kernels'"
+  # one image split over 2 threads (rows of the products, attention heads): int8 the same bits,
+  # fp32 within rounding of the one-thread logits
+  "$RUN" --model "$T/$m.q.safetensors" "${EV[@]}" --precision int8 --batch 1 --threads 2 --split-image \
+    --logits "$T/$m.split8.f32" > /dev/null 2>&1
+  cmp -s "$T/$m.q.r8.f32" "$T/$m.split8.f32" && ok "$m int8: --split-image over 2 threads gives the same bits" \
+    || bad "$m int8: --split-image logits differ from one thread's"
+  "$RUN" --model "$T/$m.safetensors" "${EV[@]}" --batch 1 --threads 2 --split-image --logits "$T/$m.split.f32" \
+    > /dev/null 2>&1 && read -r rel same n _ < <("$PY" "$T/compare.py" "$T/$m.r.f32" "$T/$m.split.f32" 10) \
+    && awk -v r="$rel" 'BEGIN{exit !(r <= 1e-5)}' && [ "$same" = "$n" ] \
+    && ok "$m fp32: --split-image over 2 threads within $rel of one thread's, top-1 same on $same/$n" \
+    || bad "$m fp32: --split-image: max rel diff ${rel:-?} (want <= 1e-5), top-1 same ${same:-?}/${n:-?}"
 done
 
 # adaptive k on the k=2 model: the same routes (-1 where dropped) and logits as eval's
