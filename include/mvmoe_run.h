@@ -52,6 +52,10 @@ typedef struct mvmoe_run_options {
     int random_access; /* 1: madvise(MADV_RANDOM) on the map: no read-ahead, so an image reads
                         * only the pages it uses (expert paging; a slower cold start), and an
                         * int8 file's weights are not scanned for -128 at open */
+    int split_image;   /* 1: a call with one image splits it over `threads` threads (rows of
+                        * the products, attention heads; fp32 within rounding of one thread,
+                        * int8 the same bits). 0 (default): an image runs on one thread. Many
+                        * short parallel regions per image: slower when the cores are shared */
 } mvmoe_run_options;
 
 typedef struct mvmoe_run mvmoe_run;

@@ -288,6 +288,7 @@ int run_latency(const run_args *a, mvmoe_run *rt) {
         if (i >= 0) ms[i] = 1e3 * (run_now() - t0);
     }
     if (!rc) {
+        const int nt = a->threads > 0 ? a->threads : 1; /* main.c: the threads one image is split over */
         qsort(ms, (size_t)a->latency, sizeof *ms, cmp_double);
         const int n = a->latency;
         const double med = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
@@ -295,12 +296,13 @@ int run_latency(const run_args *a, mvmoe_run *rt) {
         if (a->json) {
             printf("{\"model\": ");
             run_json_str(stdout, a->model);
-            printf(", \"precision\": \"%s\", \"kernels\": \"%s\", \"images\": %d, \"batch\": 1, \"threads\": 1, "
+            printf(", \"precision\": \"%s\", \"kernels\": \"%s\", \"images\": %d, \"batch\": 1, \"threads\": %d, "
                    "\"median_ms\": %.6f, \"p90_ms\": %.6f, \"min_ms\": %.6f}\n",
-                   a->int8 ? "int8" : "fp32", in.kernels, n, med, p90, ms[0]);
+                   a->int8 ? "int8" : "fp32", in.kernels, n, nt, med, p90, ms[0]);
         } else {
-            printf("latency of '%s' (%s, %s kernels, batch 1, 1 thread, %d images): median %.3f ms, p90 %.3f ms, "
-                   "min %.3f ms\n", a->model, a->int8 ? "int8" : "fp32", in.kernels, n, med, p90, ms[0]);
+            printf("latency of '%s' (%s, %s kernels, batch 1, %d thread%s, %d images): median %.3f ms, p90 %.3f ms, "
+                   "min %.3f ms\n", a->model, a->int8 ? "int8" : "fp32", in.kernels, nt, nt > 1 ? "s" : "", n, med, p90,
+                   ms[0]);
         }
     }
     free(logits);

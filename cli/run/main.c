@@ -13,7 +13,7 @@
 
 static const char SYNOPSIS[] =
     "usage: mvmoe-run --model M.safetensors --data DIR [--split test] [--precision fp32|int8]\n"
-    "                 [--logits OUT.f32] [--routes OUT.i64] [--json] [--threads N] [--batch N]\n"
+    "                 [--logits OUT.f32] [--routes OUT.i64] [--json] [--threads N] [--split-image] [--batch N]\n"
     "                 [--max-images N] [--adaptive-k P]\n"
     "       mvmoe-run --model M.safetensors [--precision fp32|int8] IMAGE.pgm...\n"
     "       mvmoe-run --model M.safetensors (--data DIR | IMAGE...) --latency N [--json]\n";
@@ -33,11 +33,14 @@ static void help(void) {
            "                     [N x top_k], most probable first, -1 for a choice not run\n"
            "  --json             print one JSON object (the keys of `mvmoe eval --json` that apply)\n"
            "  --threads N        images run in parallel on N threads (0: all; default 0)\n"
+           "  --split-image      a call of one image (--batch 1, --latency, IMAGE files) splits it\n"
+           "                     over the threads (products' rows, attention heads)\n"
            "  --batch N          images per call of the runtime (default 256)\n"
            "  --max-images N     only the first N images (0: all)\n"
            "  --adaptive-k P     top_k >= 2 models: extra experts only below top probability P\n"
            "  --latency N        batch-1 latency over N images (from --data, or the IMAGE files in\n"
-           "                     turn): median and p90 in milliseconds, one thread\n"
+           "                     turn): median and p90 in milliseconds; one thread, or each image\n"
+           "                     split over --threads N (N > 0)\n"
            "  --page-report I    expert paging: run image I of --data (batch 1, fresh map) and report\n"
            "                     the checkpoint's bytes this process touched, faults, and which\n"
            "                     experts' pages were read (Linux; docs/EDGE.md)\n"
@@ -86,6 +89,10 @@ static int parse(run_args *a, int argc, char **argv) {
         }
         if (!strcmp(o, "--json")) {
             a->json = 1;
+            continue;
+        }
+        if (!strcmp(o, "--split-image")) {
+            a->split_image = 1;
             continue;
         }
         if (i + 1 >= argc) return usage("%s needs a value", o);
@@ -141,7 +148,8 @@ int main(int argc, char **argv) {
     }
     mvmoe_run_options o = mvmoe_run_defaults();
     o.precision = a.int8 ? MVMOE_RUN_INT8 : MVMOE_RUN_FP32;
-    o.threads = a.latency ? 1 : a.threads;
+    o.threads = a.latency ? (a.threads > 0 ? a.threads : 1) : a.threads;
+    o.split_image = a.split_image || (a.latency && a.threads > 1); /* latency --threads N: one image, N threads */
     o.adaptive_k = a.adaptive_k;
     mvmoe_run *rt = NULL;
     if (mvmoe_run_open(a.model, &o, &rt) != MVMOE_RUN_OK) {

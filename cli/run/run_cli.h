@@ -11,7 +11,7 @@ enum { RUN_EXIT_OK = 0, RUN_EXIT_FAIL = 1, RUN_EXIT_USAGE = 2 };
 typedef struct {
     const char *model, *data, *split, *logits, *routes;
     const char **images;
-    int n_images, json, int8, threads, batch, max_images, latency, page_image;
+    int n_images, json, int8, threads, batch, max_images, latency, page_image, split_image;
     float adaptive_k;
 } run_args;
 

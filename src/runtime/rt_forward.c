@@ -4,17 +4,21 @@
  * chosen experts, so only their weights' pages are read. */
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "runtime/rt_model.h"
 
 static int imax(int a, int b) { return a > b ? a : b; }
 
-int rt_work_init(rt_work *w, const rt_model *m) {
+int rt_work_init(rt_work *w, const rt_model *m, int nt) {
     const rt_config *c = &m->c;
     const long T = m->T, D = c->dim, H = c->mlp_dim, CPP = (long)c->in_chans * c->patch * c->patch;
     const int E = imax(c->experts, 1), k = imax(c->top_k, 1);
     const long maxK = imax(imax((int)CPP, (int)D), (int)H), maxN = imax(imax(3 * (int)D, (int)H), (int)D);
     memset(w, 0, sizeof *w);
+    w->nt = nt < 1 ? 1 : nt;
     w->patches = malloc(sizeof(float) * (size_t)((T - 1) * CPP));
     w->x = malloc(sizeof(float) * (size_t)(T * D));
     w->ln = malloc(sizeof(float) * (size_t)(T * D));
@@ -23,8 +27,8 @@ int rt_work_init(rt_work *w, const rt_model *m) {
     w->branch = malloc(sizeof(float) * (size_t)(T * D));
     w->h = malloc(sizeof(float) * (size_t)(T * H));
     w->mix = malloc(sizeof(float) * (size_t)(T * D));
-    w->scores = malloc(sizeof(float) * (size_t)T);
-    w->kt = malloc(sizeof(float) * (size_t)(T * D));
+    w->scores = malloc(sizeof(float) * (size_t)RT_ATT_SC(T) * (size_t)w->nt);
+    w->kt = malloc(sizeof(float) * (size_t)RT_ATT_KT(T, D) * (size_t)w->nt);
     w->probs = malloc(sizeof(float) * (size_t)E);
     w->gates = malloc(sizeof(float) * (size_t)k);
     w->ex = malloc(sizeof(int) * (size_t)k);
@@ -58,19 +62,58 @@ static rt_linear rows_of(const rt_linear *L, int n0, int n) {
     return r;
 }
 
+/* A linear layer on M rows, split into nt blocks of rows (multiples of 16, the kernels'
+ * panels) run in parallel: each row is computed as it would be alone, only the panels differ
+ * (fp32 within rounding; int8 sums exact). */
+static void linear(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda, int M,
+                   rt_i8_scratch *s, int nt) {
+    const int per = (M + nt - 1) / nt, chunk = (per + 15) / 16 * 16;
+    if (nt < 2 || M <= 16) {
+        rt_linear_forward(k, L, out, ldo, a, lda, M, s);
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; t++) {
+        const int m0 = t * chunk, m1 = m0 + chunk < M ? m0 + chunk : M;
+        if (m0 < m1) {
+            rt_i8_scratch part = {s->qa ? s->qa + (long)m0 * L->K : NULL, s->sa ? s->sa + m0 : NULL,
+                                  s->acc ? s->acc + (long)m0 * L->N : NULL};
+            rt_linear_forward(k, L, out + (long)m0 * ldo, ldo, a + (long)m0 * lda, lda, m1 - m0, &part);
+        }
+    }
+}
+
+/* The attention's heads over nt threads, each with its own scratch. */
+static void attention(const mvmoe_rt_kernels *k, rt_work *w, int T, int Q, int D, int heads, int nt) {
+    if (nt < 2 || heads < 2) {
+        k->attention(w->att, w->qkv, T, Q, D, heads, 0, heads, w->scores, w->kt);
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int h = 0; h < heads; h++) {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        k->attention(w->att, w->qkv, T, Q, D, heads, h, h + 1, w->scores + RT_ATT_SC(T) * t, w->kt + RT_ATT_KT(T, D) * t);
+    }
+}
+
 static void add_rows(float *x, const float *y, long n) {
     for (long i = 0; i < n; i++) x[i] += y[i];
 }
 
 /* One expert's (or the dense) MLP on R rows of w->ln into out: fc1, GELU, fc2 (with bias). */
-static void mlp(const mvmoe_rt_kernels *k, rt_work *w, const rt_linear *fc1, const rt_linear *fc2, float *out, int R) {
-    rt_linear_forward(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8);
-    rt_gelu(w->h, (long)R * fc1->N);
-    rt_linear_forward(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8);
+static void mlp(const mvmoe_rt_kernels *k, rt_work *w, const rt_linear *fc1, const rt_linear *fc2, float *out, int R,
+                int nt) {
+    linear(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8, nt);
+    k->gelu(w->h, (long)R * fc1->N);
+    linear(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8, nt);
 }
 
 void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
-                      int64_t *routes, float adaptive) {
+                      int64_t *routes, float adaptive, int nt) {
     const rt_config *c = &m->c;
     const int T = m->T, D = c->dim, C = c->in_chans, P = c->patch, S = c->img_size, G = S / P, CPP = C * P * P;
     /* patches: patch n = gy·G + gx, element (c, py, px): the Conv2d weight's flattening */
@@ -80,7 +123,8 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
                 for (int py = 0; py < P; py++)
                     memcpy(w->patches + ((long)gy * G + gx) * CPP + ((long)ch * P + py) * P,
                            img + ((long)ch * S + (long)gy * P + py) * S + (long)gx * P, sizeof(float) * (size_t)P);
-    rt_linear_forward(k, &m->patch, w->x + D, D, w->patches, CPP, T - 1, &w->i8);
+    if (nt > w->nt) nt = w->nt;
+    linear(k, &m->patch, w->x + D, D, w->patches, CPP, T - 1, &w->i8, nt);
     for (int d = 0; d < D; d++) w->x[d] = m->cls[d] + m->pos[d];
     for (long i = D; i < (long)T * D; i++) w->x[i] += m->pos[i];
 
@@ -89,20 +133,20 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
         const int last = l == c->depth - 1, Q = last ? 1 : T;
         if (l == m->first_moe && c->routing != RT_DENSE) /* the class row after the last dense block */
             rt_route(w->x, m->router, D, c->experts, c->top_k, adaptive, w->probs, w->ex, w->gates);
-        rt_layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
+        k->layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
         if (last) { /* keys and values of every row, the query of the class row only */
             const rt_linear q = rows_of(&b->qkv, 0, D), kv = rows_of(&b->qkv, D, 2 * D);
-            rt_linear_forward(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8);
+            linear(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8, nt);
             rt_linear_forward(k, &q, w->qkv, 3 * D, w->ln, D, 1, &w->i8);
         } else {
-            rt_linear_forward(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8);
+            linear(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8, nt);
         }
-        rt_attention(w->att, w->qkv, T, Q, D, c->heads, w->scores, w->kt);
+        attention(k, w, T, Q, D, c->heads, nt);
         rt_linear_forward(k, &b->proj, w->branch, D, w->att, D, Q, &w->i8);
         add_rows(w->x, w->branch, (long)Q * D);
-        rt_layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);
+        k->layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);
         if (l < m->first_moe) {
-            mlp(k, w, &b->fc1[0], &b->fc2[0], w->branch, Q);
+            mlp(k, w, &b->fc1[0], &b->fc2[0], w->branch, Q, nt);
             add_rows(w->x, w->branch, (long)Q * D);
             continue;
         }
@@ -111,14 +155,14 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
         for (int q = 0; q < c->top_k; q++) {
             const int e = w->ex[q];
             if (e < 0) continue;
-            mlp(k, w, &b->fc1[e], &b->fc2[e], w->branch, Q);
+            mlp(k, w, &b->fc1[e], &b->fc2[e], w->branch, Q, nt);
             const float g = w->gates[q];
             for (long i = 0; i < (long)Q * D; i++) w->mix[i] += g * w->branch[i];
         }
         add_rows(w->x, w->mix, (long)Q * D);
     }
     /* logits = head(norm(x)[class]); the head in the reference kernel, the same bits on every CPU */
-    rt_layernorm(w->cls, w->x, m->norm_w, m->norm_b, 1, D);
+    k->layernorm(w->cls, w->x, m->norm_w, m->norm_b, 1, D);
     mvmoe_rt_kernels_plain()->linear_f32(logits, c->num_classes, w->cls, D, m->head.w, m->head.b, 1, D, c->num_classes);
     if (routes && c->routing != RT_DENSE)
         for (int q = 0; q < c->top_k; q++) routes[q] = w->ex[q];

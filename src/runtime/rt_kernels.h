@@ -14,7 +14,9 @@
  * memory-mapped file: no packed copy, so an image touches only its experts' pages.
  * The int8 sums are exact integers: every implementation returns the same int32 values, so the
  * int8 logits are the same bits on every CPU (x86 vs arm64 under qemu is checked by the tests).
- * The fp32 sums may be ordered differently per implementation (within rounding). */
+ * The fp32 sums may be ordered differently per implementation (within rounding).
+ * The other operations (layernorm … dequant) are one plain-C body per operation
+ * (rt_ops_body.h) that each set compiles with its own target: the same bits from every set. */
 #ifndef MVMOE_RUNTIME_RT_KERNELS_H
 #define MVMOE_RUNTIME_RT_KERNELS_H
 
@@ -28,7 +30,27 @@ typedef struct {
     /* acc[m*N + n] = Σ_k qa[m*K + k]·qw[n*K + k], exact in int32 (K < 66,000). qa and qw in
      * -127…127. */
     void (*dot_i8)(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N);
+    /* The other operations, one body each (rt_ops_body.h) compiled per set: the same bits from
+     * every set. LayerNorm of M rows of D (eps 1e-6), in → out (may alias). */
+    void (*layernorm)(float *out, const float *in, const float *w, const float *b, int M, int D);
+    /* Exact GELU (the runtime's own erf), in place. */
+    void (*gelu)(float *x, long n);
+    /* Attention of one image, heads [h0, h1) of `heads`: qkv [T, 3D] (q, k, v; heads of
+     * D/heads), the queries of the first Q rows only; out [Q, D] (those heads' columns);
+     * scratch: sc RT_ATT_SC(T) floats, kt RT_ATT_KT(T, D) floats. */
+    void (*attention)(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, int h1, float *sc,
+                      float *kt);
+    /* Per-row symmetric int8 of M activation rows (stride lda): qa [M·K] in -127…127, scale
+     * sa [M] (NaN, zeros in qa, for a row that is not finite). */
+    void (*quant_rows)(int8_t *qa, float *sa, const float *a, int lda, int M, int K);
+    /* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) (+ b[j] if b). */
+    void (*dequant)(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw, const float *b, int M,
+                    int N);
 } mvmoe_rt_kernels;
+
+/* The attention's scratch (rt_ops_body.h: T rounded up to 32 keys, 8 queries at a time). */
+#define RT_ATT_SC(T) (8L * (((long)(T) + 31) / 32 * 32))
+#define RT_ATT_KT(T, D) ((long)(D) * (((long)(T) + 31) / 32 * 32))
 
 /* The reference implementation (every CPU). */
 const mvmoe_rt_kernels *mvmoe_rt_kernels_plain(void);

@@ -15,6 +15,7 @@
 #include <sys/auxv.h>
 
 #include "runtime/rt_kernels.h"
+#include "runtime/rt_ops_body.h"
 
 /* Linux's bits of AT_HWCAP on arm64 (asm/hwcap.h), for C libraries whose headers lack them */
 #ifndef HWCAP_ASIMD
@@ -194,8 +195,12 @@ RT_DOTPROD static void dot_i8_sdot(int32_t *acc, const int8_t *qa, const int8_t 
 
 /* ------------------------------------------------------------------------ getters */
 
-static const mvmoe_rt_kernels NEON = {"neon", linear_f32, dot_i8};
-static const mvmoe_rt_kernels NEON_DOTPROD = {"neon-dotprod", linear_f32, dot_i8_sdot};
+/* the other operations: rt_ops_body.h's loops, which the baseline arm64 flags vectorize with
+ * NEON already */
+RT_OPS_DEFINE(, neon)
+
+static const mvmoe_rt_kernels NEON = {"neon", linear_f32, dot_i8, RT_OPS_ENTRIES(neon)};
+static const mvmoe_rt_kernels NEON_DOTPROD = {"neon-dotprod", linear_f32, dot_i8_sdot, RT_OPS_ENTRIES(neon)};
 
 const mvmoe_rt_kernels *mvmoe_rt_kernels_neon(void) {
     return (getauxval(AT_HWCAP) & HWCAP_ASIMD) ? &NEON : 0;

@@ -1,6 +1,7 @@
 /* The reference kernels of the runtime (rt_kernels.h): the textbook loops, one sum per output
  * in k order. */
 #include "runtime/rt_kernels.h"
+#include "runtime/rt_ops_body.h"
 
 static void linear_f32(float *out, int ldo, const float *a, int lda, const float *w,
                        const float *b, int M, int K, int N) {
@@ -27,6 +28,8 @@ static void dot_i8(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int 
     }
 }
 
-static const mvmoe_rt_kernels PLAIN = {"plain", linear_f32, dot_i8};
+RT_OPS_DEFINE(, plain)
+
+static const mvmoe_rt_kernels PLAIN = {"plain", linear_f32, dot_i8, RT_OPS_ENTRIES(plain)};
 
 const mvmoe_rt_kernels *mvmoe_rt_kernels_plain(void) { return &PLAIN; }

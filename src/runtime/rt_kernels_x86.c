@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "runtime/rt_kernels.h"
+#include "runtime/rt_ops_body.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma")))
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
@@ -757,9 +758,14 @@ T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw,
 
 /* ---------------------------------------------------------------- the tables */
 
-static const mvmoe_rt_kernels AVX2 = {"avx2", linear_f32_avx2, dot_i8_avx2};
-static const mvmoe_rt_kernels AVX512 = {"avx512", linear_f32_512, dot_i8_avx2};
-static const mvmoe_rt_kernels AVX512_VNNI = {"avx512-vnni", linear_f32_512, dot_i8_vnni};
+/* the other operations: rt_ops_body.h's loops, vectorized for each set (512-bit vectors for
+ * AVX-512, which GCC's generic tuning would otherwise keep at 256) */
+RT_OPS_DEFINE(T_AVX2, avx2)
+RT_OPS_DEFINE(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,prefer-vector-width=512"))), avx512)
+
+static const mvmoe_rt_kernels AVX2 = {"avx2", linear_f32_avx2, dot_i8_avx2, RT_OPS_ENTRIES(avx2)};
+static const mvmoe_rt_kernels AVX512 = {"avx512", linear_f32_512, dot_i8_avx2, RT_OPS_ENTRIES(avx512)};
+static const mvmoe_rt_kernels AVX512_VNNI = {"avx512-vnni", linear_f32_512, dot_i8_vnni, RT_OPS_ENTRIES(avx512)};
 
 const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2(void) {
     __builtin_cpu_init();

@@ -38,10 +38,12 @@ typedef struct {
     int scan_i8; /* check int8 weights for -128 at open (reads every page) */
 } rt_model;
 
-/* One thread's buffers for one image (sized at open). */
+/* One thread's buffers for one image (sized at open); scores and kt hold the attention scratch
+ * of nt threads (an image split over threads: rt_model_forward). */
 typedef struct {
     float *patches, *x, *ln, *qkv, *att, *branch, *h, *mix, *scores, *kt, *probs, *gates, *cls;
     int *ex;
+    int nt;
     rt_i8_scratch i8;
 } rt_work;
 
@@ -55,11 +57,14 @@ void rt_config_free(rt_config *c);
 int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, int scan_i8, char *err, size_t errlen, int *status);
 void rt_model_free(rt_model *m);
 
-int rt_work_init(rt_work *w, const rt_model *m);
+/* nt >= 1: the threads one image may be split over (rt_model_forward). */
+int rt_work_init(rt_work *w, const rt_model *m, int nt);
 void rt_work_free(rt_work *w);
 
-/* One image: x0 normalized pixels [C, S, S] → logits [K]; routes [top_k] (per-image MoE). */
+/* One image: x0 normalized pixels [C, S, S] → logits [K]; routes [top_k] (per-image MoE).
+ * nt > 1 (at most w->nt): the products' rows and the attention's heads split over nt OpenMP
+ * threads (call it outside a parallel region). */
 void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
-                      int64_t *routes, float adaptive);
+                      int64_t *routes, float adaptive, int nt);
 
 #endif

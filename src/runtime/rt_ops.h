@@ -1,7 +1,7 @@
-/* The runtime's non-product operations (LayerNorm, GELU, softmax attention, routing) and its
- * one linear entry point (fp32 or int8 by the layer's weights). Scalar C, the same code on
- * every CPU: only the products of rt_kernels.h differ per instruction set, and the int8 sums
- * they return are exact, so int8 results are the same bits everywhere. */
+/* The runtime's linear entry point (fp32 or int8 by the layer's weights), weight quantization
+ * and routing. LayerNorm, GELU and attention are kernel-set operations (rt_kernels.h, bodies
+ * in rt_ops_body.h): every set returns the same bits for them, and the int8 sums are exact,
+ * so int8 results are the same bits everywhere. */
 #ifndef MVMOE_RUNTIME_RT_OPS_H
 #define MVMOE_RUNTIME_RT_OPS_H
 
@@ -34,13 +34,6 @@ void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out
  * round-trip-stable scale): q [N·K], s [N]. */
 void rt_quantize_rows(int8_t *q, float *s, const float *w, int N, int K);
 
-/* LayerNorm of M rows of D (eps 1e-6), in → out (may alias). */
-void rt_layernorm(float *out, const float *in, const float *w, const float *b, int M, int D);
-/* Exact GELU, in place. */
-void rt_gelu(float *x, long n);
-/* Attention of one image: qkv [T, 3D] (q, k, v; heads of D/H), the queries of the first Q
- * rows only; out [Q, D]; scratch: scores T floats, kt T·D/heads floats. */
-void rt_attention(float *out, const float *qkv, int T, int Q, int D, int heads, float *scores, float *kt);
 /* Per-image routing: p = softmax(W r) (E), the top k by probability (ties: lower index) into
  * ex/gate; choices after the first dropped (ex -1, gate 0) when p[first] >= adaptive (> 0). */
 void rt_route(const float *r, const float *W, int D, int E, int k, float adaptive, float *p, int *ex, float *gate);

@@ -80,8 +80,8 @@ int mvmoe_run_open(const char *path, const mvmoe_run_options *opt, mvmoe_run **o
     const size_t px = (size_t)c->in_chans * c->img_size * c->img_size;
     r->img = malloc(sizeof(float) * px * (size_t)r->nwork);
     if (!r->work || !r->img) return set_err(r, MVMOE_RUN_ERR_NOMEM, "out of memory for %d work buffers", r->nwork);
-    for (int i = 0; i < r->nwork; i++)
-        if (rt_work_init(&r->work[i], &r->m))
+    for (int i = 0; i < r->nwork; i++) /* work[0] also serves one image split over every thread */
+        if (rt_work_init(&r->work[i], &r->m, i == 0 && r->opt.split_image ? r->nwork : 1))
             return set_err(r, MVMOE_RUN_ERR_NOMEM, "out of memory for the work buffers of %d threads", r->nwork);
     r->err[0] = 0;
     return MVMOE_RUN_OK;
@@ -138,8 +138,9 @@ static int run(mvmoe_run *r, const uint8_t *u8, const float *f32, int n, float *
                 for (size_t p = 0; p < plane; p++)
                     dst[ch * plane + p] = fmaf((float)src[ch * plane + p], scale[ch], -shift[ch]);
         }
+        /* one image alone: its products and heads over every thread */
         rt_model_forward(&r->m, r->k, &r->work[t], img, logits + (size_t)i * K, routes ? routes + (size_t)i * k : NULL,
-                         r->opt.adaptive_k);
+                         r->opt.adaptive_k, n == 1 && r->opt.split_image ? r->nwork : 1);
     }
     return MVMOE_RUN_OK;
 }

@@ -7,6 +7,7 @@
 #    from its `mvmoe quantize` output (and those two give the same bits, as in the library);
 #    the quantized file under fp32 (dequantized) within 1e-5 of eval's;
 #    MVMOE_ISA=plain gives the same int8 logits bits as the CPU's best kernels;
+#  - --split-image (one image over 2 threads): int8 the same bits, fp32 within 1e-5;
 #  - --json carries eval's top1/n; a PGM image gives the same class as the dataset run;
 #    --latency prints a median; ldd shows only libc/libm/libgomp;
 #  - refusals with clear messages and exit 1, never a crash: token-learned routing, a
@@ -94,6 +95,23 @@ for m in dense superclass-k1 superclass-k2 learned-k1 learned-k2; do
   MVMOE_ISA=plain "$RUN" --model "$T/$m.q.safetensors" "${EV[@]}" --precision int8 --logits "$T/$m.plain8.f32" > /dev/null 2>&1
   cmp -s "$T/$m.q.r8.f32" "$T/$m.plain8.f32" && ok "$m int8: MVMOE_ISA=plain gives the same bits as $(sed -n 's/.*, \(.*\) kernels).*/\1/p' "$T/$m.q.r8.log")" \
     || bad "$m int8: MVMOE_ISA=plain logits differ from the default kernels'"
+  # one image split over 2 threads (rows of the products, attention heads): int8 the same bits,
+  # fp32 within rounding of one thread's; 50 images of two models (a split image waits at ~15
+  # fork/joins, slow where the cores are shared)
+  if [ "$m" = dense ] || [ "$m" = learned-k2 ]; then
+    for P in fp32 int8; do
+      "$RUN" --model "$T/$m.safetensors" "${EV[@]}" --max-images 50 --precision $P --logits "$T/$m.one.$P.f32" \
+        > /dev/null 2>&1 \
+        && "$RUN" --model "$T/$m.safetensors" "${EV[@]}" --max-images 50 --precision $P --batch 1 --threads 2 \
+          --split-image --logits "$T/$m.split.$P.f32" > /dev/null 2>&1 \
+        && read -r rel same n _ < <("$PY" "$T/compare.py" "$T/$m.one.$P.f32" "$T/$m.split.$P.f32" 10) \
+        || { bad "$m $P: --split-image run failed"; continue; }
+      if { [ $P = int8 ] && cmp -s "$T/$m.one.$P.f32" "$T/$m.split.$P.f32"; } \
+         || { [ $P = fp32 ] && awk -v r="$rel" 'BEGIN{exit !(r <= 1e-5)}' && [ "$same" = "$n" ]; }; then
+        ok "$m $P: --split-image over 2 threads: max rel diff $rel to one thread's, top-1 same on $same/$n"
+      else bad "$m $P: --split-image: max rel diff $rel, top-1 same $same/$n (int8: want the same bits)"; fi
+    done
+  fi
 done
 
 # adaptive k on the k=2 model: the same routes (-1 where dropped) and logits as eval's

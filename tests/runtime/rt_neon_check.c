@@ -18,6 +18,7 @@
 
 #include "runtime/rt_kernels.h"
 #include "test_util.h"
+#include "runtime/rt_ops_check.h"
 
 #if defined(__aarch64__)
 
@@ -138,6 +139,8 @@ static void check_impl(const mvmoe_rt_kernels *impl) {
     check_i8(impl, 5, 3077, 6, 0);
     for (int kind = 1; kind <= 3; kind++) check_i8(impl, 5, 65535, 5, kind);
     check_i8(impl, 1, 65999, 1, 1);
+    /* layernorm, gelu, attention, quant_rows, dequant: the plain set's bits */
+    CHECK(rt_ops_check(impl) == 0, "%s: the operations differ from the plain set (above)", impl->name);
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,297 @@
+/* The bodies of the runtime's non-product operations (rt_kernels.h: layernorm, gelu,
+ * attention, quant_rows, dequant), as always-inline plain C, instantiated once per kernel set
+ * by RT_OPS_DEFINE: in rt_kernels_plain.c with the portable flags, in rt_kernels_x86.c under
+ * each set's target attribute, so the compiler vectorizes the same loops with that set's
+ * vectors. Only the vector width differs, never the arithmetic: every sum has one fixed order
+ * (sums that would be one long dependency chain run in RT_LANES interleaved partial sums,
+ * combined by a fixed tree, in every instantiation, the plain one included), nothing is
+ * contracted (ISO C mode), and the runtime's own exp and erf are used, so every kernel set
+ * returns the same bits as the plain one and int8 logits stay the same bits on every CPU.
+ * No intrinsics here. Included only by src/runtime files. */
+#ifndef MVMOE_RUNTIME_RT_OPS_BODY_H
+#define MVMOE_RUNTIME_RT_OPS_BODY_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RT_INLINE static inline __attribute__((always_inline))
+/* interleaved partial sums of the reductions (a fixed number: the order is part of the result) */
+#define RT_LANES 16
+/* attention blocks: queries, keys, output columns (rt_body_attention) */
+#define RT_QB 8
+#define RT_JB 32
+#define RT_DB 32
+
+/* One value to int8 with the reciprocal scale: nearest, ties to even, clamped to ±127 (the
+ * library's quant(), which calls nearbyintf). Adding and taking off 1.5·2^23 rounds a float
+ * of magnitude below 2^22 to an integer by the current rounding mode, as nearbyintf does, in
+ * two instructions where a baseline x86-64 build calls libm for nearbyintf (|x·inv| is at most
+ * 127 and a little rounding; a NaN row never gets here). */
+RT_INLINE int8_t quant(float x, float inv) {
+    const float y = x * inv, r = (y + 12582912.0f) - 12582912.0f;
+    return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+}
+
+/* A row's scale and reciprocal (0 and 0 for an all-zero row); -1 if the row is not finite. */
+RT_INLINE int row_scale(const float *x, int K, float *s, float *inv) {
+    /* max is exact in any order, so the vector loop gives the scalar loop's value; a NaN or
+     * infinity anywhere makes x - x non-zero (NaN) */
+    float amax = 0.0f;
+    int bad = 0;
+#pragma omp simd reduction(max : amax) reduction(| : bad)
+    for (int k = 0; k < K; k++) {
+        const float a = fabsf(x[k]);
+        amax = a > amax ? a : amax;
+        bad |= !(x[k] - x[k] == 0.0f);
+    }
+    if (bad || !isfinite(amax)) return -1;
+    *s = amax / 127.0f;
+    *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- exp and erf
+ * The runtime's own, not libm's: libm's expf and erff differ in their last bits between
+ * C libraries and architectures (glibc picks an FMA variant on x86-64), and these feed every
+ * block, so with libm the int8 logits of an x86 and an arm64 build would differ in a few
+ * bits. Plain float arithmetic with no fused operations (ISO C mode: no contraction) is the
+ * same everywhere, and the loops calling them vectorize. */
+
+/* e^x within 2 ulp on [-87, 88] (0 below, NaN kept): 2^n·e^r, n = round(x/ln 2), r by
+ * Cody–Waite with ln 2 in two parts, e^r by its Taylor series to r^7 (|r| <= 0.35: the
+ * next term is below 5e-9 relative). */
+RT_INLINE float rt_expf(float x) {
+    /* quiet comparisons (isless, isgreater): they cannot trap, so the loops calling this
+     * if-convert and vectorize */
+    const float xc = !isgreaterequal(x, -87.0f) ? -87.0f : isgreater(x, 88.0f) ? 88.0f : x;
+    const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { int32_t i; float f; } s = {.i = ((int32_t)n + 127) << 23};
+    return isunordered(x, x) ? x : isless(x, -87.0f) ? 0.0f : p * s.f;
+}
+
+/* erf(x) within 4.3e-7 absolute: x·P(x²)/Q(x²) on x clamped to ±3.8325 (where erf is 1 to
+ * float precision), the rational approximation of Eigen's and XLA's float erf. */
+RT_INLINE float rt_erff(float x) {
+    const float c = 3.832506856900711f;
+    x = isgreater(x, c) ? c : isless(x, -c) ? -c : x;
+    const float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 + -2.10102402082508e-06f;
+    p = p * x2 + -5.69250639462346e-05f;
+    p = p * x2 + -7.34990630326855e-04f;
+    p = p * x2 + -2.95459980854025e-03f;
+    p = p * x2 + -1.60960333262415e-02f;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 + -2.13374055278905e-04f;
+    q = q * x2 + -1.68282697438203e-03f;
+    q = q * x2 + -7.37332916720468e-03f;
+    q = q * x2 + -1.42647390514189e-02f;
+    return x * p / q;
+}
+
+/* ---------------------------------------------------------------- the operations */
+
+RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, const float *b, int M, int D) {
+    for (int r = 0; r < M; r++) {
+        const float *x = in + (long)r * D;
+        float *y = out + (long)r * D;
+        double m = 0.0, v = 0.0;
+        {
+            double l[RT_LANES] = {0};
+            int c = 0;
+            for (; c + RT_LANES <= D; c += RT_LANES)
+#pragma omp simd
+                for (int i = 0; i < RT_LANES; i++) l[i] += x[c + i];
+            for (int i = 0; c < D; c++, i++) l[i] += x[c];
+            for (int h = RT_LANES / 2; h > 0; h /= 2)
+                for (int i = 0; i < h; i++) l[i] += l[i + h];
+            m = l[0] / D;
+        }
+        {
+            double l[RT_LANES] = {0};
+            int c = 0;
+            for (; c + RT_LANES <= D; c += RT_LANES)
+#pragma omp simd
+                for (int i = 0; i < RT_LANES; i++) l[i] += (x[c + i] - m) * (x[c + i] - m);
+            for (int i = 0; c < D; c++, i++) l[i] += (x[c] - m) * (x[c] - m);
+            for (int h = RT_LANES / 2; h > 0; h /= 2)
+                for (int i = 0; i < h; i++) l[i] += l[i + h];
+            v = l[0] / D;
+        }
+        const float mf = (float)m, rs = (float)(1.0 / sqrt(v + 1e-6));
+#pragma omp simd
+        for (int c = 0; c < D; c++) y[c] = (x[c] - mf) * rs * w[c] + b[c];
+    }
+}
+
+RT_INLINE void rt_body_gelu(float *x, long n) {
+#pragma omp simd
+    for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + rt_erff(x[i] * 0.70710678118654752f));
+}
+
+/* Attention in blocks: RT_QB queries × RT_JB keys of scores held in a local block (registers
+ * where the vectors allow) over d, then RT_QB queries × RT_DB columns of the output over the
+ * keys, so each key and value row loaded serves RT_QB queries and no sum is read back from
+ * memory per term. Every score and output is still one sum in d (resp. key) order from 0, as
+ * the unblocked loops had it. Scratch sizes: rt_kernels.h (RT_ATT_SC, RT_ATT_KT). */
+/* 16 floats as one value (GCC/Clang vector extension, not an instruction set's intrinsics):
+ * elementwise IEEE operations, one register per value on AVX-512, two on AVX2, four with SSE2
+ * or NEON: the same bits everywhere, and a value the compiler keeps in registers where a
+ * float array of accumulators stays in memory. */
+typedef float rt_v16 __attribute__((vector_size(64)));
+/* (a macro: a function returning one would change the ABI between targets, -Wpsabi) */
+#define RT_V16_LOAD(v, p) memcpy(&(v), (p), sizeof(rt_v16))
+
+RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, int hd, int h, int i0, int qb, float *sc,
+                            const float *kt, float scale) {
+    const int ld = 3 * D;
+    const float *q[RT_QB];
+    for (int ii = 0; ii < RT_QB; ii++) q[ii] = qkv + (long)(i0 + (ii < qb ? ii : 0)) * ld + h * hd;
+    for (int j0 = 0; j0 < Tp; j0 += RT_JB) {
+        rt_v16 acc[RT_QB][RT_JB / 16];
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] = (rt_v16){0};
+        for (int d = 0; d < hd; d++) {
+            rt_v16 kd[RT_JB / 16];
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) RT_V16_LOAD(kd[v], kt + (long)d * Tp + j0 + 16 * v);
+            _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
+                const float qd = q[ii][d];
+                _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] += qd * kd[v];
+            }
+        }
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) {
+                const rt_v16 r = acc[ii][v] * scale;
+                memcpy(sc + (long)ii * Tp + j0 + 16 * v, &r, sizeof r);
+            }
+    }
+    for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores */
+        float *s = sc + (long)ii * Tp, mx = -INFINITY;
+        /* the maximum is exact in any order */
+#pragma omp simd reduction(max : mx)
+        for (int j = 0; j < T; j++) mx = s[j] > mx ? s[j] : mx;
+#pragma omp simd
+        for (int j = 0; j < T; j++) s[j] = rt_expf(s[j] - mx);
+        float l[RT_LANES] = {0};
+        int j = 0;
+        for (; j + RT_LANES <= T; j += RT_LANES)
+#pragma omp simd
+            for (int e = 0; e < RT_LANES; e++) l[e] += s[j + e];
+        for (int e = 0; j < T; j++, e++) l[e] += s[j];
+        for (int w = RT_LANES / 2; w > 0; w /= 2)
+            for (int e = 0; e < w; e++) l[e] += l[e + w];
+        const float inv = 1.0f / l[0];
+#pragma omp simd
+        for (int jj = 0; jj < T; jj++) s[jj] *= inv;
+    }
+    int d0 = 0;
+    for (; d0 + RT_DB <= hd; d0 += RT_DB) {
+        rt_v16 acc[RT_QB][RT_DB / 16];
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) acc[ii][v] = (rt_v16){0};
+        for (int j = 0; j < T; j++) {
+            const float *vr = qkv + (long)j * ld + 2 * D + h * hd + d0;
+            rt_v16 vv[RT_DB / 16];
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) RT_V16_LOAD(vv[v], vr + 16 * v);
+            _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
+                const float p = sc[(long)ii * Tp + j];
+                _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) acc[ii][v] += p * vv[v];
+            }
+        }
+        for (int ii = 0; ii < qb; ii++)
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++)
+                memcpy(out + (long)(i0 + ii) * D + h * hd + d0 + 16 * v, &acc[ii][v], sizeof acc[ii][v]);
+    }
+    for (; d0 < hd; d0++) /* the columns past the last block of RT_DB: the same sums, one column at a time */
+        for (int ii = 0; ii < qb; ii++) {
+            float a = 0.0f;
+            for (int j = 0; j < T; j++) a += sc[(long)ii * Tp + j] * qkv[(long)j * ld + 2 * D + h * hd + d0];
+            out[(long)(i0 + ii) * D + h * hd + d0] = a;
+        }
+}
+
+RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, int h1, float *sc,
+                                 float *kt) {
+    const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int h = h0; h < h1; h++) {
+        /* this head's keys transposed, [hd][Tp], zero past T (scores computed, never used) */
+        for (int d = 0; d < hd; d++) {
+            float *kd = kt + (long)d * Tp;
+            for (int j = 0; j < T; j++) kd[j] = qkv[(long)j * ld + D + h * hd + d];
+            for (int j = T; j < Tp; j++) kd[j] = 0.0f;
+        }
+        for (int i0 = 0; i0 < Q; i0 += RT_QB)
+            rt_att_block(out, qkv, T, Tp, D, hd, h, i0, Q - i0 < RT_QB ? Q - i0 : RT_QB, sc, kt, scale);
+    }
+}
+
+/* Per-row symmetric int8 of M activation rows (stride lda): qa [M·K], sa [M] (NaN and zeros
+ * for a row that is not finite). */
+RT_INLINE void rt_body_quant_rows(int8_t *qa, float *sa, const float *a, int lda, int M, int K) {
+    for (int m = 0; m < M; m++) {
+        const float *x = a + (long)m * lda;
+        float inv = 0.0f;
+        int8_t *q = qa + (long)m * K;
+        if (row_scale(x, K, &sa[m], &inv)) {
+            sa[m] = NAN;
+            memset(q, 0, (size_t)K);
+            continue;
+        }
+#pragma omp simd
+        for (int i = 0; i < K; i++) q[i] = quant(x[i], inv);
+    }
+}
+
+/* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) + b[j]: two roundings, as the library. */
+RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw,
+                               const float *b, int M, int N) {
+    for (int m = 0; m < M; m++) {
+        const float s = sa[m];
+        const int32_t *c = acc + (long)m * N;
+        float *o = out + (long)m * ldo;
+        if (b) {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = (float)c[j] * (s * sw[j]) + b[j];
+        } else {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = (float)c[j] * (s * sw[j]);
+        }
+    }
+}
+
+/* The operations of one kernel set, under the function attribute ATTR, named NAME_SUFFIX. */
+#define RT_OPS_DEFINE(ATTR, SUFFIX)                                                                          \
+    ATTR static void layernorm_##SUFFIX(float *out, const float *in, const float *w, const float *b, int M,  \
+                                        int D) {                                                             \
+        rt_body_layernorm(out, in, w, b, M, D);                                                              \
+    }                                                                                                        \
+    ATTR static void gelu_##SUFFIX(float *x, long n) { rt_body_gelu(x, n); }                                 \
+    ATTR static void attention_##SUFFIX(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, \
+                                        int h1, float *sc, float *kt) {                                      \
+        rt_body_attention(out, qkv, T, Q, D, heads, h0, h1, sc, kt);                                         \
+    }                                                                                                        \
+    ATTR static void quant_rows_##SUFFIX(int8_t *qa, float *sa, const float *a, int lda, int M, int K) {     \
+        rt_body_quant_rows(qa, sa, a, lda, M, K);                                                            \
+    }                                                                                                        \
+    ATTR static void dequant_##SUFFIX(float *out, int ldo, const int32_t *acc, const float *sa,              \
+                                      const float *sw, const float *b, int M, int N) {                       \
+        rt_body_dequant(out, ldo, acc, sa, sw, b, M, N);                                                     \
+    }
+/* The table entries RT_OPS_DEFINE made, in rt_kernels.h's order. */
+#define RT_OPS_ENTRIES(SUFFIX) \
+    layernorm_##SUFFIX, gelu_##SUFFIX, attention_##SUFFIX, quant_rows_##SUFFIX, dequant_##SUFFIX
+
+#endif
