@@ -2,9 +2,12 @@
 """Time per epoch of Mobile V-MoE training on 1..64 nodes (docs/SCALING.md, "A model of 1 to 64 nodes").
 
 A step of global batch B on N nodes costs
-    t_step(N) = t_compute(B / N) + t_comm(N)
+    t_step(N) = t_compute(B / N) + t_opt + t_comm(N)
     t_compute(b) = b / r_node                     (r_node: a node's training images/s, measured
                                                    with `mvmoe bench` on the same model)
+    t_opt                                         (the AdamW step and clipping, which every rank
+                                                   runs on the whole model: not divided by N;
+                                                   `mvmoe bench`'s "optimizer" phase)
     t_comm(N)    = sum over collectives of  alpha * steps(N) + bytes(N) / beta
 where a ring all-reduce of S bytes takes 2(N-1) latency steps and sends 2(N-1)/N * S bytes per
 node, and an all-to-all (per-image expert parallelism) takes N-1 latency steps and sends the
@@ -15,6 +18,7 @@ stragglers) is left out: the numbers are a lower bound on time per epoch.
 Usage:
   scaling_model.py --node-img-s R [--params P] [--shared-params P] [--tokens T --dim D]
                    [--batch B] [--images N] [--bandwidth GB/s] [--latency-us US] [--nodes 1,2,...]
+                   [--optimizer-s S]
   scaling_model.py --vit-tiny-moe --node-img-s R ...   (ViT-Tiny/16@224, E=10, L=2, k=1)
 Prints a markdown table; every input is printed above it.
 """
@@ -68,6 +72,8 @@ def main():
     ap.add_argument("--latency-us", type=float, default=10.0, help="per message step, microseconds")
     ap.add_argument("--nodes", default="1,2,4,5,8,10,16,32,64")
     ap.add_argument("--experts", type=int, default=10)
+    ap.add_argument("--optimizer-s", type=float, default=0.0,
+                    help="seconds per step every rank spends on the optimizer (not divided by N)")
     a = ap.parse_args()
     if a.vit_tiny_moe:
         p, ps = vit_params(192, 12, 768, 16, 3, 197, 1000, experts=a.experts, moe_layers=2)
@@ -82,15 +88,15 @@ def main():
     print(f"inputs: node {a.node_img_s:g} images/s, {a.params:,} parameters "
           f"({a.shared_params:,} shared), image activations {img_bytes:,} bytes, "
           f"global batch {a.batch}, {a.images:,} images per epoch, "
-          f"{a.bandwidth:g} GB/s and {a.latency_us:g} us per node")
+          f"{a.bandwidth:g} GB/s and {a.latency_us:g} us per node, optimizer {a.optimizer_s:g} s per step")
     print()
-    print("| nodes | images per node per step | compute s/step | data parallel: comm s/step, MB/node | "
+    print("| nodes | images per node per step | compute + optimizer s/step | data parallel: comm s/step, MB/node | "
           "data parallel: min/epoch | expert parallel top-1: comm s/step, MB/node | expert parallel: min/epoch | speed-up (data parallel) |")
     print("|---|---|---|---|---|---|---|---|")
     steps = a.images / a.batch
     base = None
     for n in nodes:
-        comp = (a.batch / n) / a.node_img_s
+        comp = (a.batch / n) / a.node_img_s + a.optimizer_s
         cd, bd = comm_seconds("data", n, a.params, a.shared_params, img_bytes, a.batch, alpha, beta)
         ce, be = comm_seconds("expert", n, a.params, a.shared_params, img_bytes, a.batch, alpha, beta)
         ep = f"{ce:.3f}, {be / 1e6:.1f}" if n <= a.experts and a.experts % n == 0 else "N does not divide E"
