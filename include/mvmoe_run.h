@@ -50,8 +50,9 @@ typedef struct mvmoe_run_options {
                        * router probability is below this (0: off, plain top-k; as eval's
                        * --adaptive-k, docs/MOE.md) */
     int random_access; /* 1: madvise(MADV_RANDOM) on the map: no read-ahead, so an image reads
-                        * only the pages it uses (expert paging; a slower cold start), and an
-                        * int8 file's weights are not scanned for -128 at open */
+                        * only the pages it uses (expert paging; a slower cold start). Either
+                        * way an int8 file's expert weights are checked (no -128, scales finite
+                        * and >= 0) when an image first routes to them, not at open */
     int split_image;   /* 1: a call with one image splits it over `threads` threads (rows of
                         * the products, attention heads; fp32 within rounding of one thread,
                         * int8 the same bits). 0 (default): an image runs on one thread. Many
@@ -85,7 +86,8 @@ const char *mvmoe_run_error(const mvmoe_run *ctx);
 /* What the model is; the strings live as long as ctx. */
 mvmoe_run_info mvmoe_run_get_info(const mvmoe_run *ctx);
 
-/* Runs n images. Input: raw pixels, uint8, image after image, each in_chans x img_size x
+/* Runs n images (MVMOE_RUN_ERR_FORMAT, naming the image and tensor, when an int8 file's
+ * expert fails its first-use check: its logits are then not written). Input: raw pixels, uint8, image after image, each in_chans x img_size x
  * img_size (channel planes, row-major); normalized inside as (v/255 - mean[c]) / std[c].
  * logits: [n, num_classes] (required). routes: NULL, or [n, top_k] int64 per-image experts,
  * most probable first, -1 for a choice adaptive k did not run; dense models write nothing. */

@@ -2,6 +2,7 @@
  * thread, in buffers sized at open. As in the library, the last block runs on the class row
  * alone after attention (the head reads nothing else), and an MoE block runs only the image's
  * chosen experts, so only their weights' pages are read. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -112,8 +113,26 @@ static void mlp(const mvmoe_rt_kernels *k, rt_work *w, const rt_linear *fc1, con
     linear(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8, nt);
 }
 
-void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
-                      int64_t *routes, float adaptive, int nt) {
+/* The first image routed to expert e checks its int8 tensors in every MoE block (rt_model.h:
+ * `checked`); later images find the flag set. Two images racing on it both check: harmless. */
+static int check_expert(const rt_model *m, rt_work *w, int e) {
+    const rt_config *c = &m->c;
+    for (int l = m->first_moe; l < c->depth; l++) {
+        atomic_uchar *done = &m->checked[(size_t)l * c->experts + e];
+        if (atomic_load_explicit(done, memory_order_acquire)) continue;
+        const rt_linear *fc[2] = {&m->blocks[l].fc1[e], &m->blocks[l].fc2[e]};
+        for (int i = 0; i < 2; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "blocks.%d.mlp.experts.%d.fc%d.weight", l, e, i + 1);
+            if (rt_check_i8(fc[i]->q, fc[i]->s, fc[i]->N, fc[i]->K, name, w->err, sizeof w->err)) return -1;
+        }
+        atomic_store_explicit(done, 1, memory_order_release);
+    }
+    return 0;
+}
+
+int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
+                     int64_t *routes, float adaptive, int nt) {
     const rt_config *c = &m->c;
     const int T = m->T, D = c->dim, C = c->in_chans, P = c->patch, S = c->img_size, G = S / P, CPP = C * P * P;
     /* patches: patch n = gy·G + gx, element (c, py, px): the Conv2d weight's flattening */
@@ -131,8 +150,11 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
     for (int l = 0; l < c->depth; l++) {
         const rt_block *b = &m->blocks[l];
         const int last = l == c->depth - 1, Q = last ? 1 : T;
-        if (l == m->first_moe && c->routing != RT_DENSE) /* the class row after the last dense block */
+        if (l == m->first_moe && c->routing != RT_DENSE) { /* the class row after the last dense block */
             rt_route(w->x, m->router, D, c->experts, c->top_k, adaptive, w->probs, w->ex, w->gates);
+            for (int q = 0; m->checked && q < c->top_k; q++)
+                if (w->ex[q] >= 0 && check_expert(m, w, w->ex[q])) return -1;
+        }
         k->layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
         if (last) { /* keys and values of every row, the query of the class row only */
             const rt_linear q = rows_of(&b->qkv, 0, D), kv = rows_of(&b->qkv, D, 2 * D);
@@ -166,4 +188,5 @@ void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, 
     mvmoe_rt_kernels_plain()->linear_f32(logits, c->num_classes, w->cls, D, m->head.w, m->head.b, 1, D, c->num_classes);
     if (routes && c->routing != RT_DENSE)
         for (int q = 0; q < c->top_k; q++) routes[q] = w->ex[q];
+    return 0;
 }

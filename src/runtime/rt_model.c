@@ -73,10 +73,27 @@ static const float *need_f32(binder *b, const char *name, int nd, int64_t d0, in
     return t ? t->data : NULL;
 }
 
+/* An int8 file's weights and scales of one product: the scales finite and >= 0, no -128 (the
+ * kernels' contract, rt_kernels.h). 0, or -1 with the message in err. */
+int rt_check_i8(const int8_t *q, const float *s, int N, int K, const char *name, char *err, size_t errlen) {
+    for (int j = 0; j < N; j++)
+        if (!(isfinite(s[j]) && s[j] >= 0.0f)) {
+            snprintf(err, errlen, "scale %d of '%s' is %g: scales must be finite and >= 0", j, name, (double)s[j]);
+            return -1;
+        }
+    for (long i = 0; i < (long)N * K; i++)
+        if (q[i] == -128) {
+            snprintf(err, errlen, "'%s' holds -128: int8 weights are -127..127", name);
+            return -1;
+        }
+    return 0;
+}
+
 /* A weight product's weights `pfx`.weight (N x K, or [D, C, P, P] for the patch embedding:
- * dims) and bias `pfx`.bias. int8 products in int8 mode get int8 weights; all else fp32. */
+ * dims) and bias `pfx`.bias. int8 products in int8 mode get int8 weights; all else fp32.
+ * lazy: an int8 file's weights used in place are checked at first use (rt_model_forward). */
 static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const int64_t *dims, int int8_product,
-                       int has_bias) {
+                       int has_bias, int lazy) {
     char name[256], sname[272];
     const int N = (int)dims[0];
     int K = 1;
@@ -94,15 +111,10 @@ static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const i
         if (!st) return -1;
         const float *s = st->data;
         const int8_t *q = t->data;
-        for (int j = 0; j < N; j++)
-            if (!(isfinite(s[j]) && s[j] >= 0.0f))
-                return fail(b, MVMOE_RUN_ERR_FORMAT, "scale %d of '%s' is %g: scales must be finite and >= 0", j, name,
-                            (double)s[j]);
-        /* -128 is outside the kernels' contract (rt_kernels.h). Looking for it reads every
-         * expert's pages, so an open for expert paging (random_access) skips it */
-        for (long i = 0; b->m->scan_i8 && i < (long)N * K; i++)
-            if (q[i] == -128)
-                return fail(b, MVMOE_RUN_ERR_FORMAT, "'%s' holds -128: int8 weights are -127..127", name);
+        if (!(lazy && b->m->int8) && rt_check_i8(q, s, N, K, name, b->err, b->errlen)) {
+            *b->status = MVMOE_RUN_ERR_FORMAT;
+            return -1;
+        }
         if (b->m->int8) {
             L->q = q, L->s = s;
         } else { /* fp32 run of an int8 file: its weights dequantized, as the library does */
@@ -130,14 +142,14 @@ static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const i
     return 0;
 }
 
-static int bind_mlp(binder *b, rt_linear *fc1, rt_linear *fc2, const char *pfx) {
+static int bind_mlp(binder *b, rt_linear *fc1, rt_linear *fc2, const char *pfx, int lazy) {
     const rt_config *c = &b->m->c;
     char n[200];
     const int64_t d1[2] = {c->mlp_dim, c->dim}, d2[2] = {c->dim, c->mlp_dim};
     snprintf(n, sizeof n, "%s.fc1", pfx);
-    if (bind_linear(b, fc1, n, 2, d1, 1, 1)) return -1;
+    if (bind_linear(b, fc1, n, 2, d1, 1, 1, lazy)) return -1;
     snprintf(n, sizeof n, "%s.fc2", pfx);
-    return bind_linear(b, fc2, n, 2, d2, 1, 1);
+    return bind_linear(b, fc2, n, 2, d2, 1, 1, lazy);
 }
 
 static int bind_block(binder *b, int l, rt_linear **next_mlp) {
@@ -156,24 +168,23 @@ static int bind_block(binder *b, int l, rt_linear **next_mlp) {
 #undef F32_VEC
     const int64_t dq[2] = {3 * D, D}, dp[2] = {D, D};
     snprintf(n, sizeof n, "blocks.%d.attn.qkv", l);
-    if (bind_linear(b, &bl->qkv, n, 2, dq, 1, 1)) return -1;
+    if (bind_linear(b, &bl->qkv, n, 2, dq, 1, 1, 0)) return -1;
     snprintf(n, sizeof n, "blocks.%d.attn.proj", l);
-    if (bind_linear(b, &bl->proj, n, 2, dp, 1, 1)) return -1;
+    if (bind_linear(b, &bl->proj, n, 2, dp, 1, 1, 0)) return -1;
     const int moe = l >= m->first_moe, ne = moe ? c->experts : 1;
     bl->fc1 = *next_mlp, bl->fc2 = *next_mlp + ne;
     *next_mlp += 2 * ne;
     for (int e = 0; e < ne; e++) {
         if (moe) snprintf(n, sizeof n, "blocks.%d.mlp.experts.%d", l, e);
         else snprintf(n, sizeof n, "blocks.%d.mlp", l);
-        if (bind_mlp(b, &bl->fc1[e], &bl->fc2[e], n)) return -1;
+        if (bind_mlp(b, &bl->fc1[e], &bl->fc2[e], n, moe)) return -1;
     }
     return 0;
 }
 
-int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, int scan_i8, char *err, size_t errlen, int *status) {
+int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, char *err, size_t errlen, int *status) {
     memset(m, 0, sizeof *m);
     m->int8 = int8;
-    m->scan_i8 = scan_i8;
     binder b = {m, ck, err, errlen, status};
     if (!ck->config)
         return fail(&b, MVMOE_RUN_ERR_UNSUPPORTED,
@@ -191,9 +202,13 @@ int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, int scan_i8, char *e
     m->blocks = calloc((size_t)c->depth, sizeof *m->blocks);
     m->mlps = calloc((size_t)slots * 2, sizeof *m->mlps);
     if (!m->blocks || !m->mlps) return fail(&b, MVMOE_RUN_ERR_NOMEM, "out of memory for the model");
+    if (int8 && ck->quantization && L) {
+        m->checked = calloc((size_t)c->depth * (size_t)c->experts, sizeof *m->checked);
+        if (!m->checked) return fail(&b, MVMOE_RUN_ERR_NOMEM, "out of memory for the model");
+    }
     const int64_t dpe[4] = {D, c->in_chans, c->patch, c->patch}, dh[2] = {c->num_classes, D};
-    if (bind_linear(&b, &m->patch, "patch_embed.proj", 4, dpe, 1, 1)) return -1;
-    if (bind_linear(&b, &m->head, "head", 2, dh, 0, 1)) return -1;
+    if (bind_linear(&b, &m->patch, "patch_embed.proj", 4, dpe, 1, 1, 0)) return -1;
+    if (bind_linear(&b, &m->head, "head", 2, dh, 0, 1, 0)) return -1;
     if (!(m->cls = need_f32(&b, "cls_token", 3, 1, 1, D))) return -1;
     if (!(m->pos = need_f32(&b, "pos_embed", 3, 1, m->T, D))) return -1;
     if (!(m->norm_w = need_f32(&b, "norm.weight", 1, D, 0, 0))) return -1;
@@ -215,6 +230,7 @@ void rt_model_free(rt_model *m) {
     free(m->owned);
     free(m->blocks);
     free(m->mlps);
+    free(m->checked);
     rt_config_free(&m->c);
     memset(m, 0, sizeof *m);
 }

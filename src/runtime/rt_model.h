@@ -4,6 +4,7 @@
 #ifndef MVMOE_RUNTIME_RT_MODEL_H
 #define MVMOE_RUNTIME_RT_MODEL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,7 +36,10 @@ typedef struct {
     void **owned;      /* quantized or dequantized copies */
     int n_owned;
     int int8;
-    int scan_i8; /* check int8 weights for -128 at open (reads every page) */
+    /* An int8 file's expert weights are checked (scales finite and >= 0, no -128) when an image
+     * first routes to them, not at open: checking at open reads every expert's pages, which
+     * per-image routing exists to leave alone (docs/EDGE.md, "Expert paging"). */
+    atomic_uchar *checked; /* [depth][experts]: 1 once that expert's tensors passed; NULL: all checked at open */
 } rt_model;
 
 /* One thread's buffers for one image (sized at open); scores and kt hold the attention scratch
@@ -45,6 +49,7 @@ typedef struct {
     int *ex;
     int nt;
     rt_i8_scratch i8;
+    char err[320]; /* why the last rt_model_forward failed */
 } rt_work;
 
 /* The config JSON text (rt_config.c). 0, or -1 with err and *status. */
@@ -52,10 +57,15 @@ int rt_config_parse(rt_config *c, const char *text, char *err, size_t errlen, in
 void rt_config_free(rt_config *c);
 
 /* Reads the config and binds every tensor (int8: quantizes fp32 weights, or uses an int8
- * checkpoint's in place, checking its values for -128 if scan_i8; fp32: dequantizes an int8
- * checkpoint's). 0, or -1 with err/status. */
-int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, int scan_i8, char *err, size_t errlen, int *status);
+ * checkpoint's in place, checking the shared weights' values and scales here and each
+ * expert's at its first use; fp32: dequantizes an int8 checkpoint's). 0, or -1 with
+ * err/status. */
+int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, char *err, size_t errlen, int *status);
 void rt_model_free(rt_model *m);
+
+/* An int8 file's weights q [N, K] and scales s [N] of the product `name`: scales finite and
+ * >= 0, no -128 (rt_kernels.h). 0, or -1 with the message in err. */
+int rt_check_i8(const int8_t *q, const float *s, int N, int K, const char *name, char *err, size_t errlen);
 
 /* nt >= 1: the threads one image may be split over (rt_model_forward). */
 int rt_work_init(rt_work *w, const rt_model *m, int nt);
@@ -63,8 +73,9 @@ void rt_work_free(rt_work *w);
 
 /* One image: x0 normalized pixels [C, S, S] → logits [K]; routes [top_k] (per-image MoE).
  * nt > 1 (at most w->nt): the products' rows and the attention's heads split over nt OpenMP
- * threads (call it outside a parallel region). */
-void rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
+ * threads (call it outside a parallel region). 0, or -1 with w->err when a chosen expert's
+ * int8 tensors fail their first-use check (MVMOE_RUN_ERR_FORMAT). */
+int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
                       int64_t *routes, float adaptive, int nt);
 
 #endif

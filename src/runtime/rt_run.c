@@ -56,7 +56,7 @@ int mvmoe_run_open(const char *path, const mvmoe_run_options *opt, mvmoe_run **o
     if (r->opt.threads < 0) return set_err(r, MVMOE_RUN_ERR_INVALID, "threads %d < 0", r->opt.threads);
     int st = 0;
     if (rt_checkpoint_open(&r->ck, path, r->opt.random_access, r->err, sizeof r->err, &st)) return st;
-    if (rt_model_load(&r->m, &r->ck, r->opt.precision == MVMOE_RUN_INT8, !r->opt.random_access, r->err, sizeof r->err, &st)) {
+    if (rt_model_load(&r->m, &r->ck, r->opt.precision == MVMOE_RUN_INT8, r->err, sizeof r->err, &st)) {
         /* name the file in messages about its contents */
         char tmp[2 * sizeof r->err + 16];
         snprintf(tmp, sizeof tmp, "%s: %s", path, r->err);
@@ -121,6 +121,7 @@ static int run(mvmoe_run *r, const uint8_t *u8, const float *f32, int n, float *
     const int K = c->num_classes, k = c->top_k;
     float scale[4], shift[4];
     for (int ch = 0; ch < c->in_chans; ch++) scale[ch] = 1.0f / (255.0f * c->std[ch]), shift[ch] = c->mean[ch] / c->std[ch];
+    int bad = -1; /* the first image whose forward failed (a chosen expert's int8 tensors) */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->nwork) if (n > 1 && r->nwork > 1)
     for (int i = 0; i < n; i++) {
 #ifdef _OPENMP
@@ -139,9 +140,18 @@ static int run(mvmoe_run *r, const uint8_t *u8, const float *f32, int n, float *
                     dst[ch * plane + p] = fmaf((float)src[ch * plane + p], scale[ch], -shift[ch]);
         }
         /* one image alone: its products and heads over every thread */
-        rt_model_forward(&r->m, r->k, &r->work[t], img, logits + (size_t)i * K, routes ? routes + (size_t)i * k : NULL,
-                         r->opt.adaptive_k, n == 1 && r->opt.split_image ? r->nwork : 1);
+        if (rt_model_forward(&r->m, r->k, &r->work[t], img, logits + (size_t)i * K,
+                             routes ? routes + (size_t)i * k : NULL, r->opt.adaptive_k,
+                             n == 1 && r->opt.split_image ? r->nwork : 1)) {
+#pragma omp critical(mvmoe_run_failure)
+            if (bad < 0 || i < bad) {
+                bad = i;
+                snprintf(r->err, sizeof r->err, "image %d of the %d in this call: %s (the checkpoint is damaged)", i,
+                         n, r->work[t].err);
+            }
+        }
     }
+    if (bad >= 0) return MVMOE_RUN_ERR_FORMAT;
     return MVMOE_RUN_OK;
 }
 

@@ -167,6 +167,15 @@ head -c 5000 "$T/dense.safetensors" > "$T/trunc.safetensors"
 refuse "truncated file" "truncated" "$RUN" --model "$T/trunc.safetensors" "${EV[@]}"
 head -c 3 "$T/dense.safetensors" > "$T/tiny.safetensors"
 refuse "3-byte file" "too short" "$RUN" --model "$T/tiny.safetensors" "${EV[@]}"
+# an int8 expert's weights are checked when an image first routes to it: pick an expert that
+# image 0 does not use and others do
+"$RUN" --model "$T/superclass-k1.q.safetensors" "${EV[@]}" --precision int8 --routes "$T/sk1.i64" > /dev/null 2>&1 \
+  || bad "superclass-k1 int8 routes run failed"
+"$PY" -c "
+import numpy as np, sys
+r = np.fromfile(sys.argv[1], '<i8'); c = np.bincount(r, minlength=r.max() + 1); c[r[0]] = -1
+print(int(c.argmax()), int(c.max()))" "$T/sk1.i64" > "$T/m128.info"
+read -r m128e m128n < "$T/m128.info"; echo "$m128e" > "$T/m128.expert"
 "$PY" - "$T" <<'PYEOF'
 import json, struct, sys
 T = sys.argv[1]
@@ -187,7 +196,24 @@ h2 = dict(h); h2["__metadata__"] = {k: v for k, v in h["__metadata__"].items() i
 write(T + "/noquant.safetensors", h2, d)
 h3 = json.loads(json.dumps(h)); e = h3["head.weight"]; e["data_offsets"][1] += 4
 write(T + "/badoffsets.safetensors", h3, d)
+# -128 in a shared int8 weight: refused at open
+o = h["blocks.0.attn.qkv.weight"]["data_offsets"][0]
+write(T + "/m128shared.safetensors", h, d[:o] + b"\x80" + d[o + 1:])
+# -128 in one expert of every MoE block: found when an image first routes to it (argv[2])
+hm, dm = parts(T + "/superclass-k1.q.safetensors")
+e = int(open(T + "/m128.expert").read())
+for k, v in hm.items():
+    if k.endswith(".experts.%d.fc2.weight" % e):
+        o = v["data_offsets"][1] - 1
+        dm = dm[:o] + b"\x80" + dm[o + 1:]
+write(T + "/m128expert.safetensors", hm, dm)
 PYEOF
+refuse "-128 in a shared int8 weight" "blocks.0.attn.qkv.weight' holds -128" "$RUN" --model "$T/m128shared.safetensors" "${EV[@]}" --precision int8
+"$RUN" --model "$T/m128expert.safetensors" --data "$T/fm" --max-images 1 --precision int8 > "$T/m128.log" 2>&1 \
+  && ok "-128 in expert $m128e: image 0 (routed elsewhere) runs; the expert is not checked at open" \
+  || bad "-128 in expert $m128e: image 0, routed elsewhere, failed: $(tail -1 "$T/m128.log")"
+[ "$m128n" -gt 0 ] && refuse "-128 in expert $m128e, routed to by $m128n images" "experts.$m128e.fc2.weight' holds -128" \
+  "$RUN" --model "$T/m128expert.safetensors" "${EV[@]}" --precision int8
 refuse "garbage header" "not valid JSON" "$RUN" --model "$T/garbage.safetensors" "${EV[@]}"
 refuse "huge header length" "header length" "$RUN" --model "$T/hugelen.safetensors" "${EV[@]}"
 refuse "NaN scale" "finite" "$RUN" --model "$T/nanscale.safetensors" "${EV[@]}" --precision int8
