@@ -182,12 +182,14 @@ fwd, bwd, row = 4 * (1 + 2 * k + K + T * D), 4 * (K + k + T * D), 2 * D * 4 * (T
 okb, out = True, []
 for s in steps:
     ab = s.get('a2a_bytes', 0)
-    found = [(o, i, po, int(gi)) for o in range(Bg // 2 + 1) for i in range(Bg + 1) for po in range(Bg // 2 + 1)
+    # o <= rank 0's 16 images, i <= the other 16, po and gi <= the batch (a rank may hold
+    # every image, or host every second choice)
+    found = [(o, i, po, int(gi)) for o in range(Bg // 2 + 1) for i in range(Bg // 2 + 1) for po in range(Bg + 1)
              for gi in [(ab - o * fwd - i * bwd - 8 - 4 * po - row * po) / row]
-             if gi == int(gi) and 0 <= gi <= Bg // 2]
+             if gi == int(gi) and 0 <= gi <= Bg]
     okb &= len(found) > 0 and any(f[2] + f[3] > 0 for f in found)
     out.append('%s: %s' % (ab, found[:1]))
-print('a2a_bytes (images out, back, second choices out, in):', '; '.join(out))
+print('a2a_bytes: one way to decode it (o images out, i back, po choices out, gi in; not unique):', '; '.join(out))
 sys.exit(0 if okb and steps else 1)
 EOF
 
