@@ -21,7 +21,8 @@
 # - top-2 (each image at its first expert's rank; its second expert's rows travel at every MoE
 #   block when that expert lives on another rank): 1 process vs -np 2 (2 experts per rank:
 #   some second experts local, some not) and -np 4 (every second expert elsewhere), 6 steps,
-#   within the bounds above; --expert-parallel in one process: the same bits; resume: 3 steps
+#   within the bounds above; top-3 at 4 ranks likewise; --expert-parallel in one process: the
+#   same bits; resume: 3 steps
 #   on 2 ranks + 3 on 4 ranks vs 6 in one process; a2a_bytes at 2 ranks decodes into whole
 #   records, the experts' ids and each MoE block's rows (T rows a choice, 1 in the class-only
 #   last block), there and back in the forward and the backward;
@@ -165,6 +166,13 @@ for n in 2 4; do
     "$T/k2ep$n.log" || bad "top-2, -np $n: no expert-parallel line"
   cmp_runs "top-2: 1 process vs $n ranks expert parallel" "$T/k2one.safetensors" "$T/k2ep$n.safetensors" 6
 done
+# top-3 (general k: choices 2 and 3 may go to two other ranks) at 4 ranks
+"$MV" train "${RUN2[@]}" "${S6[@]}" --top-k 3 --out "$T/k3one.safetensors" > "$T/k3one.log" 2>&1 \
+  || { bad "top-3: one process failed"; tail -n 3 "$T/k3one.log"; }
+timeout 120 "${MPI[@]}" -np 4 "$MV" train "${RUN2[@]}" "${S6[@]}" --top-k 3 --expert-parallel \
+  --out "$T/k3ep4.safetensors" > "$T/k3ep4.log" 2>&1 \
+  && cmp_runs "top-3: 1 process vs 4 ranks expert parallel" "$T/k3one.safetensors" "$T/k3ep4.safetensors" 6 \
+  || { bad "top-3: mpirun -np 4 --expert-parallel failed"; tail -n 5 "$T/k3ep4.log"; }
 timeout 120 "${MPI[@]}" -np 2 "$MV" train "${RUN2[@]}" --max-steps 3 --eval-every 0 --expert-parallel \
   --out "$T/k2r.safetensors" > "$T/k2r1.log" 2>&1 || { bad "top-2 resume: 3 steps on 2 ranks failed"; tail -n 5 "$T/k2r1.log"; }
 timeout 120 "${MPI[@]}" -np 4 "$MV" train "${OPT[@]}" --max-steps 3 --eval-every 0 --expert-parallel --resume \
