@@ -342,10 +342,12 @@ static int run(train_args *t) {
     if (mvmoe_dist_size() > 1)
         printf("data parallel: %d ranks, each with its share of every batch of %d (docs/SCALING.md)\n",
                mvmoe_dist_size(), t->o.batch);
-    if (t->o.expert_parallel && mc->top_k == 1 && mc->experts % mvmoe_dist_size() == 0 &&
+    if (t->o.expert_parallel && mc->experts % mvmoe_dist_size() == 0 &&
         (mc->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS || mc->routing == MVMOE_ROUTING_IMAGE_LEARNED))
-        printf("expert parallel: %d experts per rank; each image's activations go to its expert's rank "
-               "after block %d (docs/SCALING.md)\n", mc->experts / mvmoe_dist_size(), mc->depth - mc->moe_layers);
+        printf("expert parallel: %d experts per rank; each image's activations go to its %sexpert's rank "
+               "after block %d%s (docs/SCALING.md)\n", mc->experts / mvmoe_dist_size(), mc->top_k > 1 ? "first " : "",
+               mc->depth - mc->moe_layers,
+               mc->top_k > 1 ? "; its other experts' inputs and outputs travel at every MoE block" : "");
     fflush(stdout);
 
 train:

@@ -45,7 +45,7 @@ void mvmoe_train_args_help(void) {
            "  --max-images N (read only the first N images of the train and test splits; 0: all) [0]\n"
            "  --threads N (0: all cores) [%d]\n"
            "  --expert-parallel     under mpirun: spread the experts over the ranks and send each\n"
-           "                        image to its expert's rank (top-1 per-image routing, ranks\n"
+           "                        image to its (first) expert's rank (per-image routing, ranks\n"
            "                        dividing the experts; docs/SCALING.md); default: data parallel\n"
            MVMOE_CLI_MEMLIMIT_HELP MVMOE_CLI_PRECISION_HELP "\n",
            d.epochs, d.batch, (double)d.lr, (double)d.min_lr, (double)d.weight_decay,

@@ -6,8 +6,40 @@
 #define MVMOE_MODEL_MODEL_H
 
 #include "model/layout.h"
+#include "model/moe.h"
 #include "model/router.h"
 #include "mvmoe.h"
+
+/* One MoE block's choices that run on another rank (train/ep.c: top-k > 1 under per-image
+ * expert parallelism, docs/SCALING.md "Top-2"). The back half's plan drops the choices whose
+ * expert lives elsewhere (mvmoe_plan_from_choices with a negative expert); after the block's
+ * forward with the choices run here, mvmoe_moe_remote.forward adds the others' gated outputs
+ * to the gated sum and redoes the residual of those images; after the block's MoE backward,
+ * .backward adds their input gradients and gate gradients. Both are collectives: every rank
+ * calls them for every MoE block, in the same order (forward: first to last; backward: last
+ * to first), also with B = 0 (a rank that received no image still runs other ranks' choices
+ * on its experts). */
+typedef struct mvmoe_moe_site {
+    int lm, B, rows;      /* MoE block (0: the first), images, rows per image here (T, or 1 in
+                             the class-only last block) */
+    mvmoe_experts w;      /* the block's experts (forward: with their packed copies if any) */
+    mvmoe_experts g;      /* their gradients (backward) */
+    /* forward, after the block ran the plan's choices: */
+    const float *ln2;     /* [B·rows, D] the experts' input */
+    float *branch;        /* [B·rows, D] Σ gate·expert(ln2) over the plan's choices */
+    const float *res1;    /* [B·rows, D] the residual stream before the MLP branch */
+    float *out;           /* [B·rows, D] the block's output, res1 + keep·branch */
+    const float *keep;    /* [B] the MLP branch's drop-path factors */
+    /* backward, after the plan's choices' backward: */
+    const float *dbr;     /* [B·rows, D] d(branch) */
+    float *d_ln;          /* [B·rows, D] d(ln2), += */
+    float *d_gates;       /* [B, k] gate gradients, += */
+} mvmoe_moe_site;
+typedef struct mvmoe_moe_remote {
+    void *ctx;
+    void (*forward)(void *ctx, const mvmoe_moe_site *s);
+    void (*backward)(void *ctx, const mvmoe_moe_site *s);
+} mvmoe_moe_remote;
 
 /* Activations of one forward pass for a batch of B images. In training mode every per-layer
  * tensor has `depth` copies (saved for backward); in inference mode the per-layer stride is 0,
@@ -77,6 +109,8 @@ typedef struct mvmoe_acts {
     float capacity_ratio;
     mvmoe_plan *plans; /* [Lr] dispatch plans (their int arrays live in imem) */
     int *imem;
+    const mvmoe_moe_remote *remote; /* NULL, or choices run elsewhere (mvmoe_moe_site); set
+                                       by the caller after mvmoe_acts_init */
     double loss_ce, loss_router, loss_aux; /* parts of the last mvmoe_vit_loss */
     float *mem;       /* the one allocation behind all of the above */
 } mvmoe_acts;
@@ -192,7 +226,9 @@ double mvmoe_vit_loss_router(mvmoe_model *m, mvmoe_acts *a, int B, const int32_t
                              float scale);
 /* Back, on the rank holding the images' experts: the MoE blocks, final norm and head on
  * mvmoe_vit_moe_input(m, a), routed by a->plans[0] (mvmoe_plan_from_choices), drop-path masks
- * in a->keep when t->keep_given; → a->logits. */
+ * in a->keep when t->keep_given; → a->logits. With a->remote set, this and
+ * mvmoe_vit_backward_back call its hooks at every MoE block; with B = 0 they only call them (a
+ * rank that received no image still runs the other ranks' choices on its experts). */
 void mvmoe_vit_forward_back(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t);
 /* Backward of the back half from d_logits = (probs − targets)·scale (probs from
  * mvmoe_softmax_ce_forward on a->logits): accumulates into m->grad_mem (not zeroed: the

@@ -94,6 +94,10 @@ void mvmoe_plan_from_choices(mvmoe_plan *plan, const int *expert, const float *g
     for (int r = 0; r < k; r++)
         for (int i = 0; i < n; i++) {
             const size_t j = (size_t)i * k + r;
+            if (expert[j] < 0) { /* dropped: runs elsewhere (expert parallelism) */
+                plan->pos[j] = -1, plan->gate[j] = 0;
+                continue;
+            }
             plan->pos[j] = count[expert[j]]++;
         }
     int acc = 0;
@@ -104,6 +108,7 @@ void mvmoe_plan_from_choices(mvmoe_plan *plan, const int *expert, const float *g
     }
     count[E] = acc;
     for (size_t j = 0; j < (size_t)n * k; j++) {
+        if (plan->pos[j] < 0) continue;
         plan->pos[j] += plan->start[plan->expert[j]];
         plan->src[plan->pos[j]] = (int)j;
     }

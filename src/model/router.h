@@ -34,8 +34,9 @@ void mvmoe_router_forward(mvmoe_plan *plan, float *z, float *p, const float *x, 
                           int capacity, float single_above, int rows);
 
 /* A plan from choices made elsewhere (expert parallelism, train/ep.c: the router ran on the
- * image's home rank): expert[n·k], gate[n·k] as a router would have chosen them, no drops;
- * grouped by expert in item order, as mvmoe_router_forward groups them. */
+ * image's home rank): expert[n·k], gate[n·k] as a router would have chosen them; grouped by
+ * expert in item order, as mvmoe_router_forward groups them. A negative expert is a dropped
+ * choice (pos -1, gate 0): one that runs on another rank (top-k expert parallelism). */
 void mvmoe_plan_from_choices(mvmoe_plan *plan, const int *expert, const float *gate, int n, int k,
                              int E, int rows);
 

@@ -249,6 +249,24 @@ static void blocks_by_rows(mvmoe_model *m, mvmoe_acts *a, int B, int l0, int nb,
     }
 }
 
+/* The remote choices of MoE block l (a->remote, model.h): its site with B images of `rows`
+ * rows here, for the forward (after the block ran its plan's choices; out: the block's output
+ * buffer) or the backward (dbr: d(branch); after the plan's MoE backward). */
+static mvmoe_moe_site remote_site(mvmoe_model *m, int B, int l, int rows) {
+    const int first_moe = m->cfg.depth - m->cfg.moe_layers;
+    mvmoe_moe_site s = {l - first_moe, B, rows, experts_at(&m->p, &m->cfg, l), experts_at(&m->g, &m->cfg, l),
+                        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    return s;
+}
+
+static void remote_forward(mvmoe_model *m, mvmoe_acts *a, int B, int l, int rows, float *out) {
+    block_bufs bufs = block_bufs_at(a, B, l);
+    mvmoe_moe_site s = remote_site(m, B, l, rows);
+    s.w = experts_packed(m, l);
+    s.ln2 = bufs.ln2, s.branch = a->branch, s.res1 = bufs.res1, s.out = out, s.keep = bufs.keep + B;
+    a->remote->forward(a->remote->ctx, &s);
+}
+
 /* A per-token MoE block: all rows at once. */
 static void token_block_forward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, const float *in) {
     const mvmoe_config *c = &m->cfg;
@@ -366,13 +384,25 @@ static void blocks_and_head(mvmoe_model *m, mvmoe_acts *a, int B, int l0, int ro
      * routers run per block on every token and cap the experts' loads across the batch) */
     int nd = class_only ? c->depth - 1 : c->depth;
     if (c->routing == MVMOE_ROUTING_TOKEN_LEARNED && nd > first_moe) nd = first_moe;
-    if (nd > l0) blocks_by_rows(m, a, B, l0, nd, first_moe, route_first, seed, step);
+    if (nd > l0 && a->remote && nd > first_moe) {
+        /* choices run elsewhere: each MoE block in a region of its own, their outputs added
+         * between it and the next block (the same rows per thread: the same bits) */
+        const int lm0 = l0 > first_moe ? l0 : first_moe;
+        if (lm0 > l0) blocks_by_rows(m, a, B, l0, lm0, first_moe, route_first, seed, step);
+        for (int l = lm0; l < nd; l++) {
+            blocks_by_rows(m, a, B, l, l + 1, first_moe, route_first, seed, step);
+            remote_forward(m, a, B, l, T, block_bufs_at(a, B, l).out);
+        }
+    } else if (nd > l0) {
+        blocks_by_rows(m, a, B, l0, nd, first_moe, route_first, seed, step);
+    }
     const int lin = nd > l0 ? nd : l0; /* the first block left */
     const float *in = lin > 0 ? block_bufs_at(a, B, lin - 1).out : a->x0;
     for (int l = lin; l < c->depth; l++) {
         block_ctx x = {B, l, first_moe, T, seed, step, !route_first};
         if (class_only) { /* only the last block is left here */
             last_block_forward(m, a, &x, in);
+            if (a->remote && l >= first_moe) remote_forward(m, a, B, l, 1, a->clsx);
             break;
         }
         token_block_forward(m, a, &x, in);
@@ -409,6 +439,15 @@ void mvmoe_vit_forward_front(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_p
 }
 
 void mvmoe_vit_forward_back(mvmoe_model *m, mvmoe_acts *a, int B, const mvmoe_pass *t) {
+    if (B == 0) { /* no image here: only the other ranks' choices on this rank's experts */
+        const mvmoe_config *c = &m->cfg;
+        for (int l = first_moe_of(c); a->remote && l < c->depth; l++) {
+            mvmoe_moe_site s = remote_site(m, 0, l, l == c->depth - 1 ? 1 : mvmoe_config_tokens(c));
+            s.w = experts_packed(m, l);
+            a->remote->forward(a->remote->ctx, &s);
+        }
+        return;
+    }
     forward_setup(a, &m->cfg, B, t);
     blocks_and_head(m, a, B, first_moe_of(&m->cfg), 0, t);
 }
@@ -550,6 +589,11 @@ static void block_backward(mvmoe_model *m, mvmoe_acts *a, const block_ctx *x, co
                            a->moe_xg + lm * a->layer_moe_rd, a->moe_h + lm * a->layer_moe_rh,
                            a->moe_hg + lm * a->layer_moe_rh, a->moe_y + lm * a->layer_moe_rd, &w, plan, D, H);
         plan->rows = rows;
+        if (a->remote && !token) { /* the choices run elsewhere: their d(ln2) and gate gradients */
+            mvmoe_moe_site s = remote_site(m, B, l, x->T);
+            s.dbr = dbr, s.d_ln = a->d_ln, s.d_gates = a->d_gates;
+            a->remote->backward(a->remote->ctx, &s);
+        }
         if (token) { /* this block's router read norm2(x): its gradient joins d_ln */
             mvmoe_plan_gate_backward(a->d_router_probs + pi * nE, a->d_gates + pi * nk, plan);
             mvmoe_router_backward(a->d_ln, D, g->trouter_w + (size_t)lm * E * D, a->d_router_logits + pi * nE,
@@ -661,6 +705,14 @@ void mvmoe_vit_backward(mvmoe_model *m, mvmoe_acts *a, int B) {
 }
 
 void mvmoe_vit_backward_back(mvmoe_model *m, mvmoe_acts *a, int B, float scale) {
+    if (B == 0) { /* as in the forward, last block first */
+        const mvmoe_config *c = &m->cfg;
+        for (int l = c->depth - 1; a->remote && l >= first_moe_of(c); l--) {
+            mvmoe_moe_site s = remote_site(m, 0, l, l == c->depth - 1 ? 1 : mvmoe_config_tokens(c));
+            a->remote->backward(a->remote->ctx, &s);
+        }
+        return;
+    }
     memset(a->d_gates, 0, sizeof(float) * (size_t)B * m->cfg.top_k);
     head_backward(m, a, B, scale);
     blocks_backward(m, a, B, m->cfg.depth - 1, first_moe_of(&m->cfg), 0);

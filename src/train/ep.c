@@ -1,8 +1,10 @@
 /* The expert-parallel training step (ep.h). An image's record travels whole: there, its
- * global position (for its drop-path masks), expert, gate, targets (the smoothed label) and MoE
- * input [T, D]; back, its logits, gate gradient and d(MoE input) [T, D]. Records go in local
- * order per destination rank, so a rank receives its images in global order (the ranks'
- * shares are consecutive): its experts see their images in the order one process would. */
+ * global position (for its drop-path masks), its k experts and gates, targets (the smoothed
+ * label) and MoE input [T, D]; back, its logits, k gate gradients and d(MoE input) [T, D].
+ * Records go in local order per destination rank, so a rank receives its images in global
+ * order (the ranks' shares are consecutive): its experts see their images in the order one
+ * process would. Top-k > 1: the choices after the first whose expert lives on another rank
+ * run there, block by block (the hooks remote_forward and remote_backward below). */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,11 +23,6 @@ mvmoe_status mvmoe_ep_check(const mvmoe_config *c, int ranks) {
                    "needs one router per image (image-superclass or image-learned routing); this model's "
                    "routing is %s: train it data parallel (without --expert-parallel)",
                    mvmoe_routing_name(c->routing));
-    if (c->top_k != 1)
-        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "--expert-parallel supports top-1 routing only; this model has "
-                   "top-%d: with two experts per image their outputs meet at every MoE layer, an exchange "
-                   "not built yet (docs/SCALING.md, 'Top-2'); train it data parallel, or with --top-k 1",
-                   c->top_k);
     if (c->experts % ranks != 0)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "--expert-parallel: the %d experts do not split evenly over %d ranks; "
                    "run a number of ranks that divides %d (mpirun -np N), or train data parallel "
@@ -45,6 +42,29 @@ void mvmoe_ep_free(mvmoe_ep *ep) {
     free(ep->order);
     free(ep->expert);
     free(ep->gate);
+    free(ep->plan_expert);
+    free(ep->out_item);
+    free(ep->out_choice);
+    free(ep->out_count);
+    free(ep->in_count);
+    free(ep->xs_cnt);
+    free(ep->xs_dsp);
+    free(ep->xr_cnt);
+    free(ep->xr_dsp);
+    free(ep->has_out);
+    free(ep->in_expert);
+    free(ep->ones);
+    free(ep->in_imem);
+    free(ep->in_plan.gate);
+    free(ep->in_xg);
+    free(ep->in_h);
+    free(ep->in_hg);
+    free(ep->in_y);
+    free(ep->in_sd);
+    free(ep->in_sh);
+    free(ep->in_shg);
+    free(ep->in_dgate);
+    free(ep->out_y);
     free(ep->xt_off);
     free(ep->xt_cnt);
     free(ep->xt_owner);
@@ -128,17 +148,75 @@ static double sum_squares(const float *x, size_t n) {
     return s;
 }
 
+int mvmoe_ep_out_choices(const int *expert, int n, int k, int per_rank, int rank, int ranks, int *count, int *item,
+                         int *choice) {
+    int total = 0;
+    for (int r = 0; r < ranks; r++) count[r] = 0;
+    for (int r = 0; r < ranks; r++) {
+        if (r == rank) continue;
+        for (int i = 0; i < n; i++)
+            for (int q = 1; q < k; q++)
+                if (expert[(size_t)i * k + q] / per_rank == r) item[total] = i, choice[total] = q, total++, count[r]++;
+    }
+    return total;
+}
+
+static void remote_forward(void *ctx, const mvmoe_moe_site *s);
+static void remote_backward(void *ctx, const mvmoe_moe_site *s);
+
+/* Top-k > 1: the buffers of the choices that run on other ranks (ep.h) and the hooks. */
+static mvmoe_status remote_init(mvmoe_ep *ep, const mvmoe_config *c) {
+    const int N = ep->ranks, T = mvmoe_config_tokens(c), D = c->dim, H = c->mlp_dim, E = c->experts;
+    const size_t nx = (size_t)ep->Bg * (ep->k - 1), L = (size_t)c->moe_layers;
+    ep->x_rd = nx * T * D, ep->x_rh = nx * T * H;
+    MVMOE_ALLOC(ep->out_item, nx, "expert parallel: other choices");
+    MVMOE_ALLOC(ep->out_choice, nx, "expert parallel: other choices");
+    MVMOE_ALLOC(ep->in_expert, nx, "expert parallel: other choices");
+    MVMOE_ALLOC(ep->ones, nx, "expert parallel: other choices");
+    MVMOE_ALLOC(ep->in_dgate, nx, "expert parallel: other choices");
+    MVMOE_ALLOC(ep->has_out, ep->Bg, "expert parallel: other choices");
+    MVMOE_ALLOC(ep->out_count, N, "expert parallel: counts");
+    MVMOE_ALLOC(ep->in_count, N, "expert parallel: counts");
+    MVMOE_ALLOC(ep->xs_cnt, N, "expert parallel: counts");
+    MVMOE_ALLOC(ep->xs_dsp, N, "expert parallel: counts");
+    MVMOE_ALLOC(ep->xr_cnt, N, "expert parallel: counts");
+    MVMOE_ALLOC(ep->xr_dsp, N, "expert parallel: counts");
+    /* the in plan's arrays: expert, pos, src [nx] each and start [E + 1]; gate is ones */
+    MVMOE_ALLOC(ep->in_imem, 3 * nx + (size_t)E + 1, "expert parallel: the other choices' plan");
+    ep->in_plan.expert = ep->in_imem, ep->in_plan.pos = ep->in_imem + nx, ep->in_plan.src = ep->in_imem + 2 * nx;
+    ep->in_plan.start = ep->in_imem + 3 * nx;
+    MVMOE_ALLOC(ep->in_plan.gate, nx, "expert parallel: the other choices' plan");
+    for (size_t i = 0; i < nx; i++) ep->ones[i] = 1.0f;
+    MVMOE_ALLOC_ALIGNED(ep->in_xg, L * ep->x_rd, "expert parallel: the other ranks' choices' expert inputs");
+    MVMOE_ALLOC_ALIGNED(ep->in_y, L * ep->x_rd, "expert parallel: the other ranks' choices' expert outputs");
+    MVMOE_ALLOC_ALIGNED(ep->in_h, L * ep->x_rh, "expert parallel: the other ranks' choices' fc1 outputs");
+    MVMOE_ALLOC_ALIGNED(ep->in_hg, L * ep->x_rh, "expert parallel: the other ranks' choices' GELU outputs");
+    MVMOE_ALLOC_ALIGNED(ep->in_sd, ep->x_rd, "expert parallel: backward scratch");
+    MVMOE_ALLOC_ALIGNED(ep->in_sh, ep->x_rh, "expert parallel: backward scratch");
+    MVMOE_ALLOC_ALIGNED(ep->in_shg, ep->x_rh, "expert parallel: backward scratch");
+    MVMOE_ALLOC_ALIGNED(ep->out_y, L * ep->x_rd, "expert parallel: the other choices' expert outputs");
+    ep->D = D, ep->H = H;
+    ep->remote.ctx = ep, ep->remote.forward = remote_forward, ep->remote.backward = remote_backward;
+    ep->back.remote = &ep->remote;
+    return MVMOE_OK;
+}
+
 mvmoe_status mvmoe_ep_init(mvmoe_ep *ep, const mvmoe_model *m, int Bg, int off, int Bl) {
     const mvmoe_config *c = &m->cfg;
     memset(ep, 0, sizeof *ep);
     ep->ranks = mvmoe_dist_size(), ep->rank = mvmoe_dist_rank();
     MVMOE_TRY(mvmoe_ep_check(c, ep->ranks));
+    if (m->adaptive_k > 0)
+        MVMOE_FAIL(MVMOE_ERR_UNSUPPORTED, "--expert-parallel with adaptive k (%g): an image's later choices "
+                   "would run only where its router is unsure, which the exchanges of the other ranks' "
+                   "choices do not know in advance; train without adaptive k", (double)m->adaptive_k);
     ep->per_rank = c->experts / ep->ranks;
-    ep->Bg = Bg, ep->Bl = Bl, ep->off = off;
-    const int T = mvmoe_config_tokens(c), D = c->dim, K = c->num_classes;
-    ep->rec_fwd = 3 + K + T * D;
-    ep->rec_bwd = K + 1 + T * D;
-    const int rec = ep->rec_fwd > ep->rec_bwd ? ep->rec_fwd : ep->rec_bwd;
+    ep->Bg = Bg, ep->Bl = Bl, ep->off = off, ep->k = c->top_k;
+    const int T = mvmoe_config_tokens(c), D = c->dim, K = c->num_classes, k = c->top_k;
+    ep->rec_fwd = 1 + 2 * k + K + T * D;
+    ep->rec_bwd = K + k + T * D;
+    int rec = ep->rec_fwd > ep->rec_bwd ? ep->rec_fwd : ep->rec_bwd;
+    if ((k - 1) * T * D > rec) rec = (k - 1) * T * D; /* a block's exchange of the other choices */
     if ((double)rec * Bg > INT_MAX)
         MVMOE_FAIL(MVMOE_ERR_INVALID, "--expert-parallel: a batch of %d images of %d floats each is beyond "
                    "MPI's int counts; use a smaller --batch", Bg, rec);
@@ -152,8 +230,10 @@ mvmoe_status mvmoe_ep_init(mvmoe_ep *ep, const mvmoe_model *m, int Bg, int off, 
     MVMOE_ALLOC(ep->rcount, ep->ranks, "expert parallel: counts");
     MVMOE_ALLOC(ep->rdispl, ep->ranks, "expert parallel: counts");
     MVMOE_ALLOC(ep->order, Bl, "expert parallel: send order");
-    MVMOE_ALLOC(ep->expert, Bg, "expert parallel: experts");
-    MVMOE_ALLOC(ep->gate, Bg, "expert parallel: gates");
+    MVMOE_ALLOC(ep->expert, (size_t)Bg * k, "expert parallel: experts");
+    MVMOE_ALLOC(ep->gate, (size_t)Bg * k, "expert parallel: gates");
+    MVMOE_ALLOC(ep->plan_expert, (size_t)Bg * k, "expert parallel: experts");
+    if (k > 1) MVMOE_TRY(remote_init(ep, c));
     return expert_ranges(ep, &m->layout);
 }
 
@@ -167,6 +247,135 @@ static void to_floats(int *count, int *displ, int n, int rec) {
     }
 }
 
+/* Counts in choices to counts and displacements in floats of `rec` floats each: the exchange
+ * of one MoE block (out: the choices sent, in: received). */
+static void block_counts(mvmoe_ep *ep, int rec) {
+    for (int r = 0; r < ep->ranks; r++) ep->xs_cnt[r] = ep->out_count[r], ep->xr_cnt[r] = ep->in_count[r];
+    to_floats(ep->xs_cnt, ep->xs_dsp, ep->ranks, rec);
+    to_floats(ep->xr_cnt, ep->xr_dsp, ep->ranks, rec);
+}
+
+/* Top-k > 1, once a step after the dispatch: which choices of the received images go where,
+ * and which experts the other ranks' choices sent here need (one all-to-all of the counts and
+ * one of the experts; every MoE block then exchanges rows in this order). */
+static mvmoe_status remote_setup(mvmoe_ep *ep, const mvmoe_config *c) {
+    const int k = ep->k, N = ep->ranks;
+    ep->n_out = mvmoe_ep_out_choices(ep->expert, ep->Bm, k, ep->per_rank, ep->rank, N, ep->out_count, ep->out_item,
+                                     ep->out_choice);
+    memset(ep->has_out, 0, (size_t)ep->Bg);
+    for (int p = 0; p < ep->n_out; p++) {
+        ep->has_out[ep->out_item[p]] = 1;
+        ep->send[p] = (float)ep->expert[(size_t)ep->out_item[p] * k + ep->out_choice[p]];
+    }
+    MVMOE_TRY(mvmoe_dist_alltoall_int(ep->out_count, ep->in_count));
+    ep->n_in = 0;
+    const int most = ep->Bg * (k - 1);
+    for (int r = 0; r < N; r++) {
+        if (ep->in_count[r] < 0 || ep->in_count[r] > most - ep->n_in)
+            MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: expert parallel: rank %d announces %d choices for this rank's "
+                       "experts, more than a batch of %d holds; the ranks disagree (every host must run the same "
+                       "mvmoe build)", ep->rank, r, ep->in_count[r], ep->Bg);
+        ep->n_in += ep->in_count[r];
+    }
+    block_counts(ep, 1);
+    MVMOE_TRY(mvmoe_dist_alltoallv_f32(ep->send, ep->xs_cnt, ep->xs_dsp, ep->recv, ep->xr_cnt, ep->xr_dsp));
+    for (int i = 0; i < ep->n_in; i++) {
+        ep->in_expert[i] = (int)ep->recv[i];
+        if (ep->in_expert[i] < 0 || ep->in_expert[i] / ep->per_rank != ep->rank || ep->in_expert[i] >= c->experts)
+            MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: expert parallel: received a choice of expert %d, not this rank's; "
+                       "the ranks disagree (every host must run the same mvmoe build)", ep->rank, ep->in_expert[i]);
+    }
+    mvmoe_plan_from_choices(&ep->in_plan, ep->in_expert, ep->ones, ep->n_in, 1, c->experts, 1);
+    return MVMOE_OK;
+}
+
+/* A MoE block's forward for the choices that run elsewhere (model.h, mvmoe_moe_site): the
+ * out choices' norm2 rows to their experts' ranks; the in choices through this rank's
+ * experts (their rows saved for the backward) and their outputs back; then, per image here,
+ * branch += gate·expert(rows) in choice order after the choices run here (one process's
+ * order for k = 2) and the block's residual again. */
+static mvmoe_status remote_forward_do(mvmoe_ep *ep, const mvmoe_moe_site *s) {
+    const int R = s->rows, D = ep->D, k = ep->k;
+    const size_t RD = (size_t)R * D;
+    if (s->B != 0 && s->B != ep->Bm)
+        MVMOE_FAIL(MVMOE_ERR_INVALID, "expert parallel: MoE block %d ran %d images, not the %d received", s->lm, s->B,
+                   ep->Bm);
+    for (int p = 0; p < ep->n_out; p++) memcpy(ep->send + p * RD, s->ln2 + ep->out_item[p] * RD, sizeof(float) * RD);
+    block_counts(ep, (int)RD);
+    MVMOE_TRY(mvmoe_dist_alltoallv_f32(ep->send, ep->xs_cnt, ep->xs_dsp, ep->recv, ep->xr_cnt, ep->xr_dsp));
+    if (ep->n_in > 0) {
+        const size_t o = (size_t)s->lm * ep->x_rd, oh = (size_t)s->lm * ep->x_rh;
+        ep->in_plan.rows = R;
+        /* gate 1: what goes back is the expert's output itself */
+        mvmoe_moe_forward(ep->send, ep->in_xg + o, ep->in_h + oh, ep->in_hg + oh, ep->in_y + o, ep->recv, &s->w,
+                          &ep->in_plan, D, ep->H);
+    }
+    MVMOE_TRY(mvmoe_dist_alltoallv_f32(ep->send, ep->xr_cnt, ep->xr_dsp, ep->recv, ep->xs_cnt, ep->xs_dsp));
+    float *y = ep->out_y + (size_t)s->lm * ep->x_rd;
+    memcpy(y, ep->recv, sizeof(float) * ep->n_out * RD);
+    for (int p = 0; p < ep->n_out; p++) {
+        const int i = ep->out_item[p];
+        const float g = ep->gate[(size_t)i * k + ep->out_choice[p]], *yp = y + p * RD;
+        float *br = s->branch + i * RD;
+        for (size_t x = 0; x < RD; x++) br[x] += g * yp[x];
+    }
+    for (int i = 0; i < s->B; i++)
+        if (ep->has_out[i])
+            mvmoe_residual_add(s->out + i * RD, s->res1 + i * RD, s->branch + i * RD, NULL, s->keep, R, i * R, R, D);
+    return MVMOE_OK;
+}
+
+/* Its backward: the out choices' gated d(branch) rows to their experts' ranks (and their gate
+ * gradients here, from the outputs kept in the forward); the in choices' backward through
+ * this rank's experts (their weight gradients stay here) and their input gradients back,
+ * added to d(norm2) of their images after the choices run here. */
+static mvmoe_status remote_backward_do(mvmoe_ep *ep, const mvmoe_moe_site *s) {
+    const int R = s->rows, D = ep->D, k = ep->k;
+    const size_t RD = (size_t)R * D;
+    const float *y = ep->out_y + (size_t)s->lm * ep->x_rd;
+    for (int p = 0; p < ep->n_out; p++) {
+        const int i = ep->out_item[p];
+        const size_t ik = (size_t)i * k + ep->out_choice[p];
+        const float g = ep->gate[ik], *d = s->dbr + i * RD, *yp = y + p * RD;
+        float *dy = ep->send + p * RD;
+        double dot = 0;
+        for (size_t x = 0; x < RD; x++) {
+            dot += (double)d[x] * yp[x];
+            dy[x] = g * d[x];
+        }
+        s->d_gates[ik] += (float)dot;
+    }
+    block_counts(ep, (int)RD);
+    MVMOE_TRY(mvmoe_dist_alltoallv_f32(ep->send, ep->xs_cnt, ep->xs_dsp, ep->recv, ep->xr_cnt, ep->xr_dsp));
+    if (ep->n_in > 0) {
+        const size_t o = (size_t)s->lm * ep->x_rd, oh = (size_t)s->lm * ep->x_rh;
+        ep->in_plan.rows = R;
+        mvmoe_zero(ep->send, ep->n_in * RD);
+        memset(ep->in_dgate, 0, sizeof(float) * ep->n_in);
+        mvmoe_moe_backward(ep->send, ep->in_dgate, &s->g, ep->in_sd, ep->in_sh, ep->in_shg, ep->recv, ep->in_xg + o,
+                           ep->in_h + oh, ep->in_hg + oh, ep->in_y + o, &s->w, &ep->in_plan, D, ep->H);
+    }
+    MVMOE_TRY(mvmoe_dist_alltoallv_f32(ep->send, ep->xr_cnt, ep->xr_dsp, ep->recv, ep->xs_cnt, ep->xs_dsp));
+    for (int p = 0; p < ep->n_out; p++) {
+        float *dl = s->d_ln + ep->out_item[p] * RD;
+        const float *dx = ep->recv + p * RD;
+        for (size_t x = 0; x < RD; x++) dl[x] += dx[x];
+    }
+    return MVMOE_OK;
+}
+
+/* The hooks (model.h): a failure is kept for the step to return; the blocks after it skip
+ * their exchanges (the other ranks then wait until the failing rank's job is aborted). */
+static void remote_forward(void *ctx, const mvmoe_moe_site *s) {
+    mvmoe_ep *ep = ctx;
+    if (ep->hook_status == MVMOE_OK) ep->hook_status = remote_forward_do(ep, s);
+}
+
+static void remote_backward(void *ctx, const mvmoe_moe_site *s) {
+    mvmoe_ep *ep = ctx;
+    if (ep->hook_status == MVMOE_OK) ep->hook_status = remote_backward_do(ep, s);
+}
+
 /* The forward exchange: this share's images to their experts' ranks; fills the back half's
  * MoE input, targets, masks and plan with what this rank received (ep->Bm images). */
 static mvmoe_status dispatch(mvmoe_model *m, mvmoe_ep *ep) {
@@ -177,20 +386,23 @@ static mvmoe_status dispatch(mvmoe_model *m, mvmoe_ep *ep) {
     const mvmoe_plan *plan = &a->plans[0];
     const float *x = mvmoe_vit_moe_input(m, a);
     /* records by destination rank, local order within each */
+    const int k = ep->k, h = 1 + 2 * k; /* the record's header: position, experts, gates */
     for (int r = 0; r < N; r++) ep->scount[r] = 0;
-    for (int i = 0; i < ep->Bl; i++) ep->scount[plan->expert[i] / ep->per_rank]++;
+    for (int i = 0; i < ep->Bl; i++) ep->scount[plan->expert[(size_t)i * k] / ep->per_rank]++;
     int n = 0;
     for (int r = 0; r < N; r++)
         for (int i = 0; i < ep->Bl; i++)
-            if (plan->expert[i] / ep->per_rank == r) ep->order[n++] = i;
+            if (plan->expert[(size_t)i * k] / ep->per_rank == r) ep->order[n++] = i;
     for (int j = 0; j < ep->Bl; j++) {
         const int i = ep->order[j];
         float *rec = ep->send + (size_t)j * ep->rec_fwd;
         rec[0] = (float)(ep->off + i); /* exact: batches are at most 65536 */
-        rec[1] = (float)plan->expert[i];
-        rec[2] = plan->gate[i];
-        memcpy(rec + 3, a->targets + (size_t)i * K, sizeof(float) * K);
-        memcpy(rec + 3 + K, x + (size_t)i * TD, sizeof(float) * TD);
+        for (int q = 0; q < k; q++) {
+            rec[1 + q] = (float)plan->expert[(size_t)i * k + q];
+            rec[1 + k + q] = plan->gate[(size_t)i * k + q];
+        }
+        memcpy(rec + h, a->targets + (size_t)i * K, sizeof(float) * K);
+        memcpy(rec + h + K, x + (size_t)i * TD, sizeof(float) * TD);
     }
     MVMOE_TRY(mvmoe_dist_alltoall_int(ep->scount, ep->rcount));
     ep->Bm = 0;
@@ -209,22 +421,29 @@ static mvmoe_status dispatch(mvmoe_model *m, mvmoe_ep *ep) {
     for (int j = 0; j < Bm; j++) {
         const float *rec = ep->recv + (size_t)j * ep->rec_fwd;
         const int pos = (int)rec[0];
-        ep->expert[j] = (int)rec[1];
-        if (pos < 0 || pos >= ep->Bg || ep->expert[j] < 0 || ep->expert[j] / ep->per_rank != ep->rank)
+        int *e = ep->expert + (size_t)j * k, bad = pos < 0 || pos >= ep->Bg;
+        for (int q = 0; q < k; q++) {
+            e[q] = (int)rec[1 + q];
+            ep->gate[(size_t)j * k + q] = rec[1 + k + q];
+            bad |= e[q] < 0 || e[q] >= c->experts;
+            /* the back half's plan runs the choices whose expert lives here; the others run
+             * on their experts' ranks (remote_forward) */
+            ep->plan_expert[(size_t)j * k + q] = e[q] / ep->per_rank == ep->rank ? e[q] : -1;
+        }
+        if (bad || e[0] / ep->per_rank != ep->rank)
             MVMOE_FAIL(MVMOE_ERR_IO, "rank %d: expert parallel: received image %d (position %d, expert %d) "
                        "that is not this rank's; the ranks disagree (every host must run the same mvmoe build)",
-                       ep->rank, j, pos, ep->expert[j]);
-        ep->gate[j] = rec[2];
-        memcpy(b->targets + (size_t)j * K, rec + 3, sizeof(float) * K);
-        memcpy(xb + (size_t)j * TD, rec + 3 + K, sizeof(float) * TD);
+                       ep->rank, j, pos, e[0]);
+        memcpy(b->targets + (size_t)j * K, rec + h, sizeof(float) * K);
+        memcpy(xb + (size_t)j * TD, rec + h + K, sizeof(float) * TD);
         /* the image's drop-path masks are those of its global position */
         for (int l = 0; l < c->depth; l++)
             for (int br = 0; br < 2; br++)
                 b->keep[(size_t)l * 2 * Bm + (size_t)br * Bm + j] =
                     ep->keep_g[(size_t)l * 2 * ep->Bg + (size_t)br * ep->Bg + pos];
     }
-    mvmoe_plan_from_choices(&b->plans[0], ep->expert, ep->gate, Bm, 1, c->experts, T);
-    return MVMOE_OK;
+    mvmoe_plan_from_choices(&b->plans[0], ep->plan_expert, ep->gate, Bm, k, c->experts, T);
+    return k > 1 ? remote_setup(ep, c) : MVMOE_OK;
 }
 
 /* The backward exchange: each received image's logits, gate gradient and d(MoE input) back
@@ -232,13 +451,13 @@ static mvmoe_status dispatch(mvmoe_model *m, mvmoe_ep *ep) {
 static mvmoe_status combine(mvmoe_model *m, mvmoe_ep *ep) {
     const mvmoe_config *c = &m->cfg;
     mvmoe_acts *a = &m->train_acts, *b = &ep->back;
-    const int T = mvmoe_config_tokens(c), D = c->dim, K = c->num_classes, N = ep->ranks;
+    const int T = mvmoe_config_tokens(c), D = c->dim, K = c->num_classes, N = ep->ranks, k = ep->k;
     const size_t TD = (size_t)T * D;
     for (int j = 0; j < ep->Bm; j++) {
         float *rec = ep->send + (size_t)j * ep->rec_bwd;
         memcpy(rec, b->logits + (size_t)j * K, sizeof(float) * K);
-        rec[K] = b->d_gates[j];
-        memcpy(rec + K + 1, b->d_res + (size_t)j * TD, sizeof(float) * TD);
+        memcpy(rec + K, b->d_gates + (size_t)j * k, sizeof(float) * k);
+        memcpy(rec + K + k, b->d_res + (size_t)j * TD, sizeof(float) * TD);
     }
     /* the reverse of dispatch: what came from rank r goes back to it */
     for (int r = 0; r < N; r++) {
@@ -252,8 +471,8 @@ static mvmoe_status combine(mvmoe_model *m, mvmoe_ep *ep) {
         const int i = ep->order[j];
         const float *rec = ep->recv + (size_t)j * ep->rec_bwd;
         memcpy(a->logits + (size_t)i * K, rec, sizeof(float) * K);
-        a->d_gates[i] = rec[K];
-        memcpy(a->d_res + (size_t)i * TD, rec + K + 1, sizeof(float) * TD);
+        memcpy(a->d_gates + (size_t)i * k, rec + K, sizeof(float) * k);
+        memcpy(a->d_res + (size_t)i * TD, rec + K + k, sizeof(float) * TD);
     }
     return MVMOE_OK;
 }
@@ -281,15 +500,18 @@ mvmoe_status mvmoe_train_step_ep(mvmoe_model *m, mvmoe_ep *ep, const int32_t *la
     mvmoe_pass back = pass;
     back.keep_given = 1;
     mvmoe_acts *b = &ep->back;
-    if (ep->Bm > 0) {
-        mvmoe_vit_forward_back(m, b, ep->Bm, &back);
+    /* top-k > 1: a rank without images still runs the other ranks' choices on its experts */
+    ep->hook_status = MVMOE_OK;
+    if (ep->Bm > 0 || b->remote) mvmoe_vit_forward_back(m, b, ep->Bm, &back);
+    MVMOE_TRY(ep->hook_status);
+    if (ep->Bm > 0)
         l[1] = mvmoe_softmax_ce_forward(b->losses, b->probs, b->logits, b->targets, ep->Bm, m->cfg.num_classes) *
                ep->Bm / ep->Bg;
-    }
     const double t2 = mvmoe_clock_seconds();
     mvmoe_zero(m->grad_mem, m->layout.total);
     /* every gradient is a sum over images / Bg: summed over the ranks, the global mean's */
-    if (ep->Bm > 0) mvmoe_vit_backward_back(m, b, ep->Bm, 1.0f / (float)ep->Bg);
+    if (ep->Bm > 0 || b->remote) mvmoe_vit_backward_back(m, b, ep->Bm, 1.0f / (float)ep->Bg);
+    MVMOE_TRY(ep->hook_status);
     MVMOE_TRY(combine(m, ep));
     mvmoe_vit_backward_front(m, a, ep->Bl);
     /* the shared weights' gradients are summed over the ranks; an expert's gradient is

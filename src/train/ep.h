@@ -9,8 +9,12 @@
  * through the router and the dense blocks. Shared weights' gradients are summed over the
  * ranks; an expert's gradient exists only on its rank, which alone updates it (AdamW skips
  * another rank's experts, whose copy here is stale until mvmoe_ep_sync brings the owner's
- * weights, moments and EMA). Top-1 only: with top-2 the two experts' outputs
- * meet at every MoE layer (docs/SCALING.md says what that needs). */
+ * weights, moments and EMA). Top-k > 1 (docs/SCALING.md, "Top-2", scheme 3): an image goes
+ * to its first expert's rank; at every MoE block, each of its other choices whose expert
+ * lives on another rank gets the image's norm2 rows sent there and that expert's output
+ * back (and in the backward, the gated gradient there and the input gradient back; the
+ * expert's weight gradient stays on its rank). A choice on the first expert's rank moves
+ * nothing. */
 #ifndef MVMOE_TRAIN_EP_H
 #define MVMOE_TRAIN_EP_H
 
@@ -28,9 +32,30 @@ typedef struct mvmoe_ep {
     float *send, *recv;         /* [Bg · max(rec_fwd, rec_bwd)] each */
     int *scount, *sdispl, *rcount, *rdispl; /* [N] each */
     int *order;                 /* [Bl] the local image of each record sent, in send order */
-    int *expert;                /* [Bg] the received images' experts */
-    float *gate;                /* [Bg] and gates */
+    int k, D, H;                /* choices per image (top-k), width, expert MLP width */
+    int *expert;                /* [Bg, k] the received images' experts */
+    float *gate;                /* [Bg, k] and gates */
     int Bm;                     /* images received this step */
+    /* top-k > 1: the choices of the received images whose expert lives on another rank
+     * ("out": this rank sends their norm2 rows there at every MoE block) and the other
+     * ranks' choices on this rank's experts ("in"); all sized for Bg·(k-1) choices */
+    int *plan_expert;           /* [Bg, k] the back half's plan: an out choice is -1 (dropped) */
+    int n_out, n_in;
+    int *out_item, *out_choice; /* [n_out] by destination rank, then image, then choice */
+    int *out_count, *in_count;  /* [N] choices sent to / received from each rank */
+    int *xs_cnt, *xs_dsp, *xr_cnt, *xr_dsp; /* [N] a block's exchange in floats */
+    unsigned char *has_out;     /* [Bg] a received image has an out choice */
+    int *in_expert;             /* [n_in] */
+    float *ones;                /* [Bg·(k-1)] the in choices' gates in in_plan */
+    mvmoe_plan in_plan;         /* the in choices, one item each, grouped by expert */
+    int *in_imem;
+    size_t x_rd, x_rh;          /* per-MoE-block strides of the saved in rows: Bg·(k-1)·T·D, ·H */
+    float *in_xg, *in_h, *in_hg, *in_y; /* [L, Bg·(k-1)·T, D|H] the in choices' expert rows */
+    float *in_sd, *in_sh, *in_shg, *in_dgate; /* their backward's scratch */
+    float *out_y;               /* [L, Bg·(k-1)·T, D] the out choices' expert outputs (unscaled),
+                                   for their gate gradients */
+    mvmoe_moe_remote remote;    /* the hooks (ep.c) that ep->back.remote points to */
+    mvmoe_status hook_status;   /* the first failure inside a hook */
     /* the expert tensors of the layout (owner: the rank whose experts they are), and the rest
      * of the arena as ranges: the shared weights, whose gradients are summed over the ranks */
     int n_xt, n_shared, n_xmerged;
@@ -43,8 +68,15 @@ typedef struct mvmoe_ep {
 } mvmoe_ep;
 
 /* Whether config c can train expert parallel over `ranks` ranks; the error says why not and
- * what to do (per-image routing, top-1, N dividing E). */
+ * what to do (per-image routing, N dividing E). */
 mvmoe_status mvmoe_ep_check(const mvmoe_config *c, int ranks);
+
+/* The choices 1..k-1 of n images (expert[n, k]; choice 0 lives on this rank) whose expert
+ * lives on another rank than `rank` (expert e on rank e / per_rank, of `ranks`): count[r]
+ * of them go to rank r; item[], choice[] list them by destination rank, then image, then
+ * choice. Returns how many. */
+int mvmoe_ep_out_choices(const int *expert, int n, int k, int per_rank, int rank, int ranks, int *count, int *item,
+                         int *choice);
 
 /* Buffers for a global batch of Bg images of which this rank holds [off, off + Bl). Needs
  * mvmoe_model_train_init(m, Bl). Free with mvmoe_ep_free (also after a failed init). */

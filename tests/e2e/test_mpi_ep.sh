@@ -18,8 +18,16 @@
 # - the bytes: the sums carry only the shared weights (4 bytes per shared parameter at 2
 #   ranks, not 4 per parameter), and a2a_bytes is what the all-to-alls send: whole records of
 #   images out and gradients back, plus the counts;
+# - top-2 (each image at its first expert's rank; its second expert's rows travel at every MoE
+#   block when that expert lives on another rank): 1 process vs -np 2 (2 experts per rank:
+#   some second experts local, some not) and -np 4 (every second expert elsewhere), 6 steps,
+#   within the bounds above; top-3 at 4 ranks likewise; --expert-parallel in one process: the
+#   same bits; resume: 3 steps
+#   on 2 ranks + 3 on 4 ranks vs 6 in one process; a2a_bytes at 2 ranks decodes into whole
+#   records, the experts' ids and each MoE block's rows (T rows a choice, 1 in the class-only
+#   last block), there and back in the forward and the backward;
 # - bad input, refused before training with a clear message: experts not divisible by the
-#   ranks (4 over 3), top-2, a dense model.
+#   ranks (4 over 3), a dense model.
 set -u
 BUILD=${1:-build}
 MV="$BUILD/mvmoe"
@@ -142,6 +150,57 @@ else
   bad "SIGTERM: rc $rc"; tail -n 5 "$T/s.log"
 fi
 
+# top-2: the same answer as one process at 2 and 4 ranks; the same bits in one process
+RUN2=("${OPT[@]}" --dim 32 --depth 3 --heads 2 --mlp-dim 64 --patch 7 --superclasses "$T/map.txt"
+      --moe-layers 2 --top-k 2)
+"$MV" train "${RUN2[@]}" "${S6[@]}" --out "$T/k2one.safetensors" > "$T/k2one.log" 2>&1 \
+  || { bad "top-2: one process failed"; tail -n 3 "$T/k2one.log"; }
+"$MV" train "${RUN2[@]}" "${S6[@]}" --expert-parallel --out "$T/k2one_ep.safetensors" > "$T/k2one_ep.log" 2>&1 \
+  && cmp -s "$T/k2one.safetensors" "$T/k2one_ep.safetensors" \
+  && ok "top-2, one process: --expert-parallel gives the same bits" \
+  || { bad "top-2, one process: --expert-parallel differs"; tail -n 3 "$T/k2one_ep.log"; }
+for n in 2 4; do
+  timeout 120 "${MPI[@]}" -np $n "$MV" train "${RUN2[@]}" "${S6[@]}" --expert-parallel --out "$T/k2ep$n.safetensors" \
+    > "$T/k2ep$n.log" 2>&1 || { bad "top-2: mpirun -np $n --expert-parallel failed"; tail -n 5 "$T/k2ep$n.log"; continue; }
+  grep -q "expert parallel: $((4 / n)) experts per rank; each image's activations go to its first expert's rank" \
+    "$T/k2ep$n.log" || bad "top-2, -np $n: no expert-parallel line"
+  cmp_runs "top-2: 1 process vs $n ranks expert parallel" "$T/k2one.safetensors" "$T/k2ep$n.safetensors" 6
+done
+# top-3 (general k: choices 2 and 3 may go to two other ranks) at 4 ranks
+"$MV" train "${RUN2[@]}" "${S6[@]}" --top-k 3 --out "$T/k3one.safetensors" > "$T/k3one.log" 2>&1 \
+  || { bad "top-3: one process failed"; tail -n 3 "$T/k3one.log"; }
+timeout 120 "${MPI[@]}" -np 4 "$MV" train "${RUN2[@]}" "${S6[@]}" --top-k 3 --expert-parallel \
+  --out "$T/k3ep4.safetensors" > "$T/k3ep4.log" 2>&1 \
+  && cmp_runs "top-3: 1 process vs 4 ranks expert parallel" "$T/k3one.safetensors" "$T/k3ep4.safetensors" 6 \
+  || { bad "top-3: mpirun -np 4 --expert-parallel failed"; tail -n 5 "$T/k3ep4.log"; }
+timeout 120 "${MPI[@]}" -np 2 "$MV" train "${RUN2[@]}" --max-steps 3 --eval-every 0 --expert-parallel \
+  --out "$T/k2r.safetensors" > "$T/k2r1.log" 2>&1 || { bad "top-2 resume: 3 steps on 2 ranks failed"; tail -n 5 "$T/k2r1.log"; }
+timeout 120 "${MPI[@]}" -np 4 "$MV" train "${OPT[@]}" --max-steps 3 --eval-every 0 --expert-parallel --resume \
+  --out "$T/k2r.safetensors" > "$T/k2r2.log" 2>&1 || { bad "top-2 resume: 3 more on 4 ranks failed"; tail -n 5 "$T/k2r2.log"; }
+cmp_runs "top-2 resume: 3 steps on 2 ranks + 3 on 4 ranks vs 6 in one process" "$T/k2one.safetensors" "$T/k2r.safetensors"
+# top-2's bytes at 2 ranks, rank 0 per step: o images out (a record of 1 + 2k + K + T·D floats),
+# i gradients back (K + k + T·D), the two counts, one expert id per choice sent (po), and per
+# MoE block the rows of po choices out and of gi choices' outputs back, in the forward and the
+# backward: 2·(po + gi)·D·4 bytes a row, T rows in the first block, 1 in the class-only last
+$PY - "$T/k2ep2.safetensors" <<'EOF' && ok "top-2: bytes per step at 2 ranks" || bad "top-2: bytes per step"
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1] + '.metrics.jsonl') if '"event":0' in l]
+T, D, K, Bg, k = 17, 32, 10, 32, 2
+fwd, bwd, row = 4 * (1 + 2 * k + K + T * D), 4 * (K + k + T * D), 2 * D * 4 * (T + 1)
+okb, out = True, []
+for s in steps:
+    ab = s.get('a2a_bytes', 0)
+    # o <= rank 0's 16 images, i <= the other 16, po and gi <= the batch (a rank may hold
+    # every image, or host every second choice)
+    found = [(o, i, po, int(gi)) for o in range(Bg // 2 + 1) for i in range(Bg // 2 + 1) for po in range(Bg + 1)
+             for gi in [(ab - o * fwd - i * bwd - 8 - 4 * po - row * po) / row]
+             if gi == int(gi) and 0 <= gi <= Bg]
+    okb &= len(found) > 0 and any(f[2] + f[3] > 0 for f in found)
+    out.append('%s: %s' % (ab, found[:1]))
+print('a2a_bytes: one way to decode it (o images out, i back, po choices out, gi in; not unique):', '; '.join(out))
+sys.exit(0 if okb and steps else 1)
+EOF
+
 # the bytes: sums over the shared weights only; the all-to-alls send whole records
 "$MV" info "$T/ep2.safetensors" > "$T/info.txt" 2>&1
 $PY - "$T/ep2.safetensors" <<'EOF' && ok "bytes per step at 2 ranks" || bad "bytes per step"
@@ -175,8 +234,6 @@ refused() {  # what, expected message (grep -E), mpirun args...
 }
 refused "4 experts over 3 ranks" "the 4 experts do not split evenly over 3 ranks; run a number of ranks that divides 4" \
   -np 3 "$MV" train "${RUN[@]}" "${S6[@]}" --expert-parallel --out "$T/bad.safetensors"
-refused "top-2" "supports top-1 routing only; this model has top-2" \
-  -np 2 "$MV" train "${RUN[@]}" "${S6[@]}" --top-k 2 --expert-parallel --out "$T/bad.safetensors"
 refused "a dense model" "needs one router per image.*routing is dense" \
   -np 2 "$MV" train "${OPT[@]}" "${S6[@]}" --dim 32 --depth 2 --heads 2 --mlp-dim 64 --patch 7 --expert-parallel \
   --out "$T/bad.safetensors"

@@ -2,8 +2,11 @@
  * (front: embedding, dense blocks, router; back: MoE blocks, head, loss) and exchanges the
  * images with itself, and must give the bits of mvmoe_train_step (loss, gradient norm,
  * weights, moments, logits), with drop path on, for two MoE blocks after a dense one and for
- * the last block alone as MoE (the class-only last block then starts the back half). Its refusals say why:
- * dense and per-token routing, top-2, ranks not dividing the experts. Under several ranks:
+ * the last block alone as MoE (the class-only last block then starts the back half), top-1 and
+ * top-2 (top-2 runs each MoE block on its own with the exchange hooks of the other choices, none
+ * of which leaves one process). The helpers of top-k: which choices go to which rank, and the
+ * back half's plan with those choices dropped. Its refusals say why: dense and per-token
+ * routing, ranks not dividing the experts, adaptive k. Under several ranks:
  * tests/e2e/test_mpi_ep.sh. */
 #include <math.h>
 #include <string.h>
@@ -69,6 +72,43 @@ static void check_same_as_step(const char *name, const mvmoe_config *c, const in
     mvmoe_model_free(m2);
 }
 
+/* mvmoe_ep_out_choices: 6 images, top-3, 6 experts over 3 ranks (2 each), this rank 1 */
+static void check_out_choices(void) {
+    const int expert[6 * 3] = {2, 3, 0, /* rank 1, 1, 0: choice 2 to rank 0 */
+                               3, 4, 5, /* both to rank 2 */
+                               2, 1, 3, /* to rank 0; 3 stays */
+                               3, 2, 2, /* all here */
+                               2, 5, 0, /* to rank 2, rank 0 */
+                               3, 0, 4}; /* to rank 0, rank 2 */
+    int count[3], item[12], choice[12];
+    const int n = mvmoe_ep_out_choices(expert, 6, 3, 2, 1, 3, count, item, choice);
+    const int want_item[8] = {0, 2, 4, 5, 1, 1, 4, 5}, want_choice[8] = {2, 1, 2, 1, 1, 2, 1, 2};
+    int same = n == 8 && count[0] == 4 && count[1] == 0 && count[2] == 4;
+    for (int i = 0; same && i < 8; i++) same = item[i] == want_item[i] && choice[i] == want_choice[i];
+    CHECK(same, "out choices: %d (counts %d %d %d), by destination rank, image, choice", n, count[0], count[1],
+          count[2]);
+    /* top-1 or every expert here: nothing goes out */
+    CHECK(mvmoe_ep_out_choices(expert, 6, 3, 6, 0, 1, count, item, choice) == 0 && count[0] == 0,
+          "one rank: no out choices");
+}
+
+/* mvmoe_plan_from_choices with dropped (-1) choices: the others grouped as a router groups
+ * them (choice-major, item order), the dropped ones at pos -1 with gate 0 */
+static void check_plan_drops(void) {
+    int ex[8], pos[8], src[8], start[4];
+    float gt[8];
+    mvmoe_plan p = {0, 0, 0, 0, ex, gt, pos, start, src};
+    const int e[8] = {1, -1, 0, 2, 1, 0, 2, -1};
+    const float g[8] = {.5f, .3f, .6f, .2f, .4f, .35f, .7f, .1f};
+    mvmoe_plan_from_choices(&p, e, g, 4, 2, 3, 5);
+    /* expert 0: item 1 choice 0 (j 2), item 2 choice 1 (j 5); 1: item 0 (j 0), item 2 (j 4); 2: item 3 (j 6), item 1 choice 1 (j 3) */
+    const int want_pos[8] = {2, -1, 0, 5, 3, 1, 4, -1};
+    int same = start[0] == 0 && start[1] == 2 && start[2] == 4 && start[3] == 6 && gt[1] == 0 && gt[7] == 0 &&
+               gt[0] == .5f && p.rows == 5;
+    for (int j = 0; same && j < 8; j++) same = pos[j] == want_pos[j] && (pos[j] < 0 || src[pos[j]] == j);
+    CHECK(same, "plan with dropped choices: start %d %d %d %d", start[0], start[1], start[2], start[3]);
+}
+
 static void check_refused(const char *name, const mvmoe_config *c, int ranks, const char *why) {
     mvmoe_status s = mvmoe_ep_check(c, ranks);
     CHECK(s != MVMOE_OK && strstr(mvmoe_last_error(), why), "%s: status %d: %s", name, (int)s, mvmoe_last_error());
@@ -94,7 +134,28 @@ int main(void) {
     check_refused("3 experts over 2 ranks", &moe, 2, "the 3 experts do not split evenly over 2 ranks");
     mvmoe_config top2 = moe;
     top2.top_k = 2;
-    check_refused("top-2", &top2, 1, "supports top-1 routing only; this model has top-2");
+    check_same_as_step("image-superclass, top-2, one process", &top2, map);
+    mvmoe_config top2last = last;
+    top2last.top_k = 2;
+    check_same_as_step("image-superclass, top-2, the last block MoE", &top2last, map);
+    mvmoe_config top3 = moe;
+    top3.top_k = 3;
+    check_same_as_step("image-superclass, top-3, one process", &top3, map);
+    CHECK(mvmoe_ep_check(&top2, 3) == MVMOE_OK, "top-2, 3 experts over 3 ranks: %s", mvmoe_last_error());
+    check_out_choices();
+    check_plan_drops();
+    {
+        mvmoe_model *m = NULL;
+        mvmoe_ep ep;
+        CHECK(mvmoe_model_create(&m, &top2, 4) == MVMOE_OK && mvmoe_model_train_init(m, B) == MVMOE_OK, "create");
+        if (m) {
+            m->adaptive_k = 0.5f;
+            mvmoe_status s = mvmoe_ep_init(&ep, m, B, 0, B);
+            CHECK(s != MVMOE_OK && strstr(mvmoe_last_error(), "with adaptive k"), "adaptive k: %s", mvmoe_last_error());
+            mvmoe_ep_free(&ep);
+            mvmoe_model_free(m);
+        }
+    }
     check_refused("dense", &c, 1, "routing is dense");
     mvmoe_config token = moe;
     token.routing = MVMOE_ROUTING_TOKEN_LEARNED;
