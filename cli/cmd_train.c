@@ -430,6 +430,11 @@ int mvmoe_cmd_train(int argc, char **argv) {
      * launched by mpirun */
     if (mvmoe_dist_init() != MVMOE_OK) return mvmoe_cli_fail("train");
     const int rank = mvmoe_dist_rank(), ranks = mvmoe_dist_size();
+    /* a signal meant for the job may reach only mpirun, which can then exit without passing
+     * it on (stopsig.c): the rank stops and saves when mpirun goes away */
+    if (ranks > 1 && mvmoe_cli_stopsig_launched() != 0)
+        fprintf(stderr, "mvmoe train: rank %d: warning: cannot watch for the end of mpirun (%s); a signal to the "
+                "whole process group (GNU timeout) may end the job without the stop-step checkpoint\n", rank, strerror(errno));
     /* the other ranks are quiet: rank 0 prints the run; errors still go to each one's stderr */
     if (rank != 0 && !freopen("/dev/null", "w", stdout))
         fprintf(stderr, "mvmoe train: rank %d: warning: cannot silence stdout: %s\n", rank, strerror(errno));
