@@ -125,8 +125,8 @@ RANK_LOG="$T/g.rank" "${MPI[@]}" -x RANK_LOG -np 2 "$T/rank.sh" "$MV" train --da
 mp=$!
 for _ in $(seq 150); do [ -s "$T/g.safetensors.metrics.jsonl" ] && break; sleep 0.2; done
 sleep 1
-# to mpirun itself (the child of `timeout`): a signal to `timeout` goes to its whole process
-# group, ranks included, which is another case (see docs/SCALING.md, "Faults")
+# to mpirun itself (the child of `timeout`), once: a signal to `timeout` reaches mpirun twice
+# (to the child, then to the process group; the ranks have groups of their own), case 8
 pkill -TERM -P $mp -x mpirun
 wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
 cat "$T"/g.rank.* >> "$T/log" 2>/dev/null
