@@ -340,8 +340,9 @@ static int run(train_args *t) {
         printf("precision: %s products (--precision; results are not fp32's)\n",
                mvmoe_precision_name(mvmoe_get_precision()));
     if (mvmoe_dist_size() > 1)
-        printf("data parallel: %d ranks, each with its share of every batch of %d (docs/SCALING.md)\n",
-               mvmoe_dist_size(), t->o.batch);
+        printf("data parallel: %d ranks, each with its share of every batch of %d%s (docs/SCALING.md)\n",
+               mvmoe_dist_size(), t->o.batch,
+               mvmoe_dist_overlap() && !t->o.expert_parallel ? "; gradient sums overlapped with the backward" : "");
     if (t->o.expert_parallel && mc->top_k == 1 && mc->experts % mvmoe_dist_size() == 0 &&
         (mc->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS || mc->routing == MVMOE_ROUTING_IMAGE_LEARNED))
         printf("expert parallel: %d experts per rank; each image's activations go to its expert's rank "

@@ -33,7 +33,8 @@ T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 OPT=(--max-images 600 --batch 32 --epochs 1 --max-steps 4 --warmup 0 --eval-every 0 --threads 1)
 RUN=("${OPT[@]}" --dim 32 --depth 2 --heads 2 --mlp-dim 64 --patch 7)
 # wrapper: rank $BAD_RANK runs with the extra words of $BAD_ARGS appended (a host with other flags
-# or another --data); every rank writes its pid to $T/pid.RANK
+# or another --data) and $BAD_ENV (NAME=VALUE) in its environment; every rank writes its pid to
+# $T/pid.RANK
 cat > "$T/rank.sh" <<EOF
 #!/usr/bin/env bash
 echo \$\$ > "$T/pid.\$OMPI_COMM_WORLD_RANK"
@@ -41,7 +42,10 @@ echo \$\$ > "$T/pid.\$OMPI_COMM_WORLD_RANK"
 # terminating mpirun may cut before the ranks' last lines (the SIGTERM case)
 if [ -n "\${RANK_LOG:-}" ]; then exec >> "\$RANK_LOG.\$OMPI_COMM_WORLD_RANK" 2>&1; fi
 mv="\$1"; shift
-if [ "\$OMPI_COMM_WORLD_RANK" = "\${BAD_RANK:--1}" ]; then exec "\$mv" "\$@" \$BAD_ARGS; fi
+if [ "\$OMPI_COMM_WORLD_RANK" = "\${BAD_RANK:--1}" ]; then
+  [ -n "\${BAD_ENV:-}" ] && export "\$BAD_ENV"
+  exec "\$mv" "\$@" \${BAD_ARGS:-}
+fi
 exec "\$mv" "\$@"
 EOF
 chmod +x "$T/rank.sh"
@@ -69,6 +73,11 @@ BAD_RANK=2 BAD_ARGS="--lr 0.002" run 3 --data "$DATA" "${RUN[@]}" --out "$T/a.sa
 expect "another --lr on rank 2" nonzero 30 "rank 2 of 3 does not train what rank 0 trains: setting --lr: not the same as rank 0's"
 [ "$(grep -c 'does not train what' "$T/log")" -eq 1 ] && ! grep -q "global 1/" "$T/log" \
   && ok "another --lr: one message, no step trained" || bad "another --lr: $(grep -c 'does not train what' "$T/log") messages"
+
+# 1b. the overlapped gradient sums on one rank only: a blocking and a non-blocking sum never
+#     meet, so this must be refused before the first step, not hang in it
+BAD_RANK=1 BAD_ENV=MVMOE_OVERLAP_ALLREDUCE=1 run 2 --data "$DATA" "${RUN[@]}" --out "$T/a2.safetensors"
+expect "MVMOE_OVERLAP_ALLREDUCE on rank 1 only" nonzero 30 "rank 1 of 2 does not train what rank 0 trains: environment MVMOE_OVERLAP_ALLREDUCE: not the same"
 
 # 2. another copy of the data on rank 1: same files, one training label changed
 mkdir "$T/data2" "$T/data3"
