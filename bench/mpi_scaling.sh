@@ -6,19 +6,23 @@
 # rank 0's measured communication seconds and bytes per step. Runs are interleaved (A B A B) so a
 # drift in the machine's speed hits both. Run it on a quiet machine: every number is wall-clock.
 #
-#   bash bench/mpi_scaling.sh [--steps N] [--reps N] [--batch N] [--model "train flags"]
+#   bash bench/mpi_scaling.sh [--steps N] [--reps N] [--batch N] [--overlap]
+#
+# --overlap: a third run, 2 ranks with MVMOE_OVERLAP_ALLREDUCE=1 (the gradient sums started
+# during the backward), interleaved with the others, and its ratio to the blocking sum.
 #
 # Defaults: 12x64 dense and 12x64 image-superclass MoE (E=4, k=1, L=2), batch 256, 60 steps, 2 reps.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MV=${MVMOE:-$ROOT/build/mvmoe}
-STEPS=60 REPS=2 BATCH=256
+STEPS=60 REPS=2 BATCH=256 CFGS="one-x2 mpi2-x1"
 while [ $# -gt 0 ]; do
   case $1 in
     --steps) STEPS=$2; shift ;;
     --reps) REPS=$2; shift ;;
     --batch) BATCH=$2; shift ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --overlap) CFGS="one-x2 mpi2-x1 mpi2-x1-ov" ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "mpi_scaling.sh: unknown flag '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -56,14 +60,15 @@ for name in dense-12x64 moe-12x64-E4k1L2; do
           --metrics-every 1 --eval-every 0 --val-fraction 0 --seed 0)
   declare -A sum=()
   for rep in $(seq 1 "$REPS"); do
-    for cfg in one-x2 mpi2-x1; do
+    for cfg in $CFGS; do
       out=$T/$name.$cfg.$rep.safetensors
       if [ "$cfg" = one-x2 ]; then
         OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 "$MV" "${common[@]}" --threads 2 --out "$out" > "$T/log" 2>&1 \
           || { echo "mpi_scaling.sh: $name $cfg failed:"; tail -5 "$T/log"; exit 1; }
       else
-        OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -np 2 \
-          -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "$MV" "${common[@]}" --threads 1 --out "$out" > "$T/log" 2>&1 \
+        ov=0; [ "$cfg" = mpi2-x1-ov ] && ov=1
+        OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MVMOE_OVERLAP_ALLREDUCE=$ov mpirun --oversubscribe --bind-to none -np 2 \
+          -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x MVMOE_OVERLAP_ALLREDUCE "$MV" "${common[@]}" --threads 1 --out "$out" > "$T/log" 2>&1 \
           || { echo "mpi_scaling.sh: $name $cfg failed:"; tail -5 "$T/log"; exit 1; }
       fi
       read -r steps secs comm bytes < <(rate "$out.metrics.jsonl")
@@ -73,5 +78,6 @@ for name in dense-12x64 moe-12x64-E4k1L2; do
     done
   done
   /usr/bin/python3 -c "a=${sum[one-x2]}/$REPS; b=${sum[mpi2-x1]}/$REPS; print(f'$name: 1 process x 2 threads {a:.1f} images/s, 2 ranks x 1 thread {b:.1f} images/s: ratio {b/a:.3f}')"
+  [ -n "${sum[mpi2-x1-ov]:-}" ] && /usr/bin/python3 -c "a=${sum[mpi2-x1]}/$REPS; b=${sum[mpi2-x1-ov]}/$REPS; print(f'$name: 2 ranks, overlapped sums {b:.1f} images/s vs blocking {a:.1f}: ratio {b/a:.3f}')"
   unset sum
 done

@@ -340,8 +340,9 @@ static int run(train_args *t) {
         printf("precision: %s products (--precision; results are not fp32's)\n",
                mvmoe_precision_name(mvmoe_get_precision()));
     if (mvmoe_dist_size() > 1)
-        printf("data parallel: %d ranks, each with its share of every batch of %d (docs/SCALING.md)\n",
-               mvmoe_dist_size(), t->o.batch);
+        printf("data parallel: %d ranks, each with its share of every batch of %d%s (docs/SCALING.md)\n",
+               mvmoe_dist_size(), t->o.batch,
+               mvmoe_dist_overlap() && !t->o.expert_parallel ? "; gradient sums overlapped with the backward" : "");
     if (t->o.expert_parallel && mc->experts % mvmoe_dist_size() == 0 &&
         (mc->routing == MVMOE_ROUTING_IMAGE_SUPERCLASS || mc->routing == MVMOE_ROUTING_IMAGE_LEARNED))
         printf("expert parallel: %d experts per rank; each image's activations go to its %sexpert's rank "
@@ -432,6 +433,11 @@ int mvmoe_cmd_train(int argc, char **argv) {
      * launched by mpirun */
     if (mvmoe_dist_init() != MVMOE_OK) return mvmoe_cli_fail("train");
     const int rank = mvmoe_dist_rank(), ranks = mvmoe_dist_size();
+    /* a signal meant for the job may reach only mpirun, which can then exit without passing
+     * it on (stopsig.c): the rank stops and saves when mpirun goes away */
+    if (ranks > 1 && mvmoe_cli_stopsig_launched() != 0)
+        fprintf(stderr, "mvmoe train: rank %d: warning: cannot watch for the end of mpirun (%s); a signal to the "
+                "whole process group (GNU timeout) may end the job without the stop-step checkpoint\n", rank, strerror(errno));
     /* the other ranks are quiet: rank 0 prints the run; errors still go to each one's stderr */
     if (rank != 0 && !freopen("/dev/null", "w", stdout))
         fprintf(stderr, "mvmoe train: rank %d: warning: cannot silence stdout: %s\n", rank, strerror(errno));

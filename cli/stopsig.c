@@ -9,7 +9,20 @@
  * in ~5 % of SIGTERMs, or could have gone on with corrupted numbers. oneDNN fixed its kernels
  * in 3.11 (uxlfoundation/oneDNN issue 4845, pull request 4855); Debian's 2.6 has the bug.
  * With the signals blocked in every computing thread, no frame is ever pushed on their stacks:
- * the waiting thread computes nothing and only sets the stop flag the training loop polls. */
+ * the waiting thread computes nothing and only sets the stop flag the training loop polls.
+ *
+ * Under mpirun (mvmoe_cli_stopsig_launched), the ranks are in process groups of their own, so
+ * a signal meant for the job reaches mpirun only, which sends the ranks SIGCONT, SIGTERM one
+ * second later and SIGKILL one second after that (odls_base_sigkill_timeout). But mpirun exits
+ * at once, often forwarding nothing, when a second SIGINT/SIGTERM reaches it within 5 s of the
+ * first: a second Ctrl-C, or GNU `timeout` signalled (it signals its child, then its whole
+ * process group, and mpirun may take the two apart). The ranks then trained on until OpenMPI's
+ * PMIx client noticed the lost launcher and ended them (_exit(-61), 1 s later), and rank 0,
+ * writing to mpirun's closed pipes, died of SIGPIPE: no checkpoint for the stop. So a rank asks
+ * Linux for SIGTERM when its launcher (mpirun, or orted on other hosts) dies (sent when the
+ * forking thread ends; mpirun 4.1's lives as long as mpirun: test_mpi.sh trains to the end),
+ * ignores SIGPIPE, and takes a repeated signal as the same request (a rank signalled with its
+ * job gets its own and mpirun's; mpirun's SIGKILL ends a rank whose save hangs). */
 #include "stopsig.h"
 
 #include <errno.h>
@@ -17,11 +30,15 @@
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "mvmoe.h"
 
 static sigset_t stop_set;
 static int started, armed, stopping; /* armed: set by the main thread, read by the waiter */
+static int launched;                  /* one rank of several, under mpirun: set before arming */
 static int ignored[2];                /* SIGINT, SIGTERM were ignored when mvmoe started (nohup, `&`) */
 
 /* Installed only so that the blocked signals stay pending for sigwait (an ignored signal is
@@ -49,7 +66,9 @@ static void *wait_for_signals(void *unused) {
         int sig;
         if (sigwait(&stop_set, &sig) != 0) continue;
         if (__atomic_load_n(&armed, __ATOMIC_ACQUIRE)) {
-            if (stopping) die_by(sig); /* the second: the save may hang */
+            /* the second kills, for when the save hangs; under mpirun, whose SIGKILL follows
+             * its SIGTERM, it is the same request delivered twice (the rank's own and mpirun's) */
+            if (stopping && !__atomic_load_n(&launched, __ATOMIC_ACQUIRE)) die_by(sig);
             stopping = 1;
             mvmoe_request_stop();
         } else if (!ignored[sig == SIGTERM]) {
@@ -99,4 +118,20 @@ int mvmoe_cli_stopsig_start(void) {
 
 void mvmoe_cli_stopsig_arm(int on) {
     if (started) __atomic_store_n(&armed, on, __ATOMIC_RELEASE);
+}
+
+int mvmoe_cli_stopsig_launched(void) {
+    if (!started) return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGPIPE, &sa, NULL) != 0) return -1;
+    __atomic_store_n(&launched, 1, __ATOMIC_RELEASE);
+#ifdef __linux__
+    const pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) return -1;
+    if (getppid() != parent) kill(getpid(), SIGTERM); /* it died before the request */
+#endif
+    return 0;
 }

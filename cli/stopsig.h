@@ -14,4 +14,11 @@ int mvmoe_cli_stopsig_start(void);
  * Disarmed (on = 0): each kills the process, as by default. */
 void mvmoe_cli_stopsig_arm(int on);
 
+/* One rank of several under mpirun: SIGPIPE ignored (stdout and stderr are pipes to mpirun,
+ * which may be gone before the stop-step save), SIGTERM sent to this process when its launcher
+ * (mpirun, or orted on another host) dies (Linux), and a repeated SIGINT/SIGTERM while stopping
+ * is taken as the same request rather than a kill (mpirun SIGKILLs a rank that does not end).
+ * Why: stopsig.c. Call after mvmoe_cli_stopsig_start. Returns 0, or -1 with errno set. */
+int mvmoe_cli_stopsig_launched(void);
+
 #endif

@@ -425,6 +425,12 @@ void mvmoe_request_stop(void);
 mvmoe_status mvmoe_dist_init(void);
 int mvmoe_dist_rank(void); /* 0 without MPI */
 int mvmoe_dist_size(void); /* 1 without MPI */
+/* 1 when MVMOE_OVERLAP_ALLREDUCE=1 was in the environment at mvmoe_dist_init and there are
+ * several ranks: the training step then starts each tensor's gradient sum (MPI_Iallreduce) as
+ * soon as the backward has finished it, instead of one MPI_Allreduce after the backward
+ * (docs/SCALING.md). The ranks' inputs check compares it: a blocking and a non-blocking sum
+ * never meet. */
+int mvmoe_dist_overlap(void);
 /* 1 when the last error is one every rank met alike before training (mismatched inputs, N
  * larger than the batch, ...): no rank waits in a collective, so the job need not be aborted
  * and rank 0's message is enough. */

@@ -112,6 +112,11 @@ typedef struct mvmoe_acts {
     const mvmoe_moe_remote *remote; /* NULL, or choices run elsewhere (mvmoe_moe_site); set
                                        by the caller after mvmoe_acts_init */
     double loss_ce, loss_router, loss_aux; /* parts of the last mvmoe_vit_loss */
+    /* called by the backward after each transformer block's (index l, depth-1 down to 0), from
+     * the calling thread: that block's parameter gradients are final then (the overlapped
+     * data-parallel sums start there, train/step.c); NULL: none */
+    void (*after_block_backward)(void *user, int l);
+    void *after_block_user;
     float *mem;       /* the one allocation behind all of the above */
 } mvmoe_acts;
 

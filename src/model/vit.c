@@ -678,6 +678,7 @@ static void blocks_backward(mvmoe_model *m, mvmoe_acts *a, int B, int l_hi, int 
         if (router && l == first_moe && c->routing != MVMOE_ROUTING_DENSE &&
             c->routing != MVMOE_ROUTING_TOKEN_LEARNED)
             image_router_backward(m, a, B, in);
+        if (a->after_block_backward) a->after_block_backward(a->after_block_user, l);
     }
 }
 

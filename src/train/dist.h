@@ -15,6 +15,16 @@ mvmoe_status mvmoe_dist_allreduce_sum_f32(float *x, size_t n);
 mvmoe_status mvmoe_dist_allreduce_sum_f64(double *x, size_t n);
 mvmoe_status mvmoe_dist_barrier(void);
 
+/* Overlapped gradient sums (mvmoe_dist_overlap, in mvmoe.h). Starts the sum of x[0, n) over all ranks, in place (MPI_Iallreduce): x holds it after
+ * mvmoe_dist_wait, and must not be touched before. A collective: every rank starts the same
+ * sums in the same order. At most a fixed number are pending; beyond, this first waits for
+ * them. One process: nothing to do. */
+mvmoe_status mvmoe_dist_isum_f32(float *x, size_t n);
+/* Lets the started sums progress (MPI_Testall); call it between pieces of work. */
+mvmoe_status mvmoe_dist_progress(void);
+/* Waits until every started sum is done. */
+mvmoe_status mvmoe_dist_wait(void);
+
 /* Rank r's contiguous share [*off, *off + *n) of a global batch of B images over size ranks. */
 void mvmoe_dist_share(int B, int rank, int size, int *off, int *n);
 

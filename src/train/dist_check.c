@@ -100,6 +100,7 @@ mvmoe_status mvmoe_dist_check_inputs(const mvmoe_model *m, const mvmoe_dataset *
         add_settings(f, settings);
         add(f, "setting --max-steps", hash_i64(SEED, o->max_steps));
         add(f, "setting --expert-parallel", hash_i64(SEED, o->expert_parallel));
+        add(f, "environment MVMOE_OVERLAP_ALLREDUCE", hash_i64(SEED, mvmoe_dist_overlap()));
     } else if (with_state == 2) {
         /* the ranks compute their shares with kernels chosen at run time (AVX-512 or not) but
          * apply the same summed gradient with the same code, so their states stay the same

@@ -1,6 +1,8 @@
 /* The training step (step.h): the one place that calls the model's training passes and the
  * optimizer in order, so the trainer and the benchmark time and train the same thing. */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core/status.h"
 #include "train/dist.h"
@@ -27,6 +29,8 @@ static const char *first_bad_tensor(const mvmoe_model *m) {
     return "(none: the loss itself)";
 }
 
+static mvmoe_status reduce_losses(mvmoe_step_result *r, int B, int Bg);
+
 /* Data parallel: each rank's loss and gradient are means over its B of the global batch's Bg
  * images (1/B normalization); weighted by B/Bg and summed over the ranks they are the global
  * batch's means, what one process computes on the whole batch (to float rounding). The sum
@@ -38,11 +42,69 @@ static mvmoe_status reduce_over_ranks(mvmoe_model *m, mvmoe_step_result *r, int 
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (long long i = 0; i < n; i++) g[i] *= w;
     MVMOE_TRY(mvmoe_dist_allreduce_sum_f32(g, m->layout.total));
+    return reduce_losses(r, B, Bg);
+}
+
+/* Overlapped sums (MVMOE_OVERLAP_ALLREDUCE=1, mvmoe_dist_overlap): each tensor's weighted
+ * gradient starts its sum (MPI_Iallreduce) once the backward has finished it, the blocks' as
+ * each block ends (last block first), the rest (head, norm, router, embedding) after the whole
+ * backward; progress calls between blocks move them on. Per element the same weighting and the
+ * same sum as reduce_over_ranks, only split into more messages: with 2 ranks the same bits
+ * (a + b either way); with more, the MPI library may pick another summation order per size. The
+ * arena is laid out role by role (layout.c), so a block's tensors are not one range: one sum
+ * per tensor. */
+typedef struct overlap {
+    mvmoe_model *m;
+    float w;          /* B / global batch */
+    mvmoe_status s;   /* the first failure */
+} overlap;
+
+/* the block index of a tensor named "blocks.L.…", or -1 for the others */
+static int tensor_block(const char *name) {
+    return strncmp(name, "blocks.", 7) == 0 ? atoi(name + 7) : -1;
+}
+
+static void start_sums(overlap *x, int block) {
+    const mvmoe_layout *L = &x->m->layout;
+    for (int i = 0; i < L->n && x->s == MVMOE_OK; i++) {
+        if (tensor_block(L->t[i].name) != block) continue;
+        float *g = x->m->grad_mem + L->t[i].offset;
+        const long long n = (long long)L->t[i].count;
+        const float w = x->w;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (long long k = 0; k < n; k++) g[k] *= w;
+        x->s = mvmoe_dist_isum_f32(g, L->t[i].count);
+    }
+}
+
+static void after_block(void *user, int l) {
+    overlap *x = user;
+    start_sums(x, l);
+    if (x->s == MVMOE_OK) x->s = mvmoe_dist_progress();
+}
+
+/* The loss parts, weighted like the gradient and summed over the ranks. */
+static mvmoe_status reduce_losses(mvmoe_step_result *r, int B, int Bg) {
     const double wd = (double)B / (double)Bg;
     double l[4] = {r->loss * wd, r->loss_ce * wd, r->loss_router * wd, r->loss_aux * wd};
     MVMOE_TRY(mvmoe_dist_allreduce_sum_f64(l, 4));
     r->loss = l[0], r->loss_ce = l[1], r->loss_router = l[2], r->loss_aux = l[3];
     return MVMOE_OK;
+}
+
+/* The backward with the overlapped sums; always waits for every started sum. */
+static mvmoe_status backward_overlapped(mvmoe_model *m, mvmoe_acts *a, mvmoe_step_result *r, int B, int Bg) {
+    overlap x = {m, (float)B / (float)Bg, MVMOE_OK};
+    a->after_block_backward = after_block;
+    a->after_block_user = &x;
+    mvmoe_vit_backward(m, a, B);
+    a->after_block_backward = NULL;
+    a->after_block_user = NULL;
+    start_sums(&x, -1);
+    const mvmoe_status ws = mvmoe_dist_wait();
+    MVMOE_TRY(x.s);
+    MVMOE_TRY(ws);
+    return reduce_losses(r, B, Bg);
 }
 
 mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe_step_options *o,
@@ -61,8 +123,12 @@ mvmoe_status mvmoe_train_step(mvmoe_model *m, const int32_t *labels, const mvmoe
     r->loss = mvmoe_vit_loss(m, a, B, labels, &pass);
     r->loss_ce = a->loss_ce, r->loss_router = a->loss_router, r->loss_aux = a->loss_aux;
     const double t2 = mvmoe_clock_seconds();
-    mvmoe_vit_backward(m, a, B);
-    if (o->global_batch > 0 && mvmoe_dist_size() > 1) MVMOE_TRY(reduce_over_ranks(m, r, B, o->global_batch));
+    if (o->global_batch > 0 && mvmoe_dist_size() > 1 && mvmoe_dist_overlap()) {
+        MVMOE_TRY(backward_overlapped(m, a, r, B, o->global_batch));
+    } else {
+        mvmoe_vit_backward(m, a, B);
+        if (o->global_batch > 0 && mvmoe_dist_size() > 1) MVMOE_TRY(reduce_over_ranks(m, r, B, o->global_batch));
+    }
     const double t3 = mvmoe_clock_seconds();
     r->t_pack = t1 - t0, r->t_forward = t2 - t1, r->t_backward = t3 - t2;
     return mvmoe_train_step_apply(m, o, r, -1);

@@ -14,6 +14,7 @@
 #   (seed 3, MoE, 3 ranks: one element of blocks.1.attn.qkv, 1.8% of lr apart after step 1;
 #   every other run <= 2.9e-6); the loss/grad-norm per step at most 2.2e-6;
 # - the same N twice gives the same bits (the sums are deterministic for a given N);
+# - the sums overlapped with the backward (MVMOE_OVERLAP_ALLREDUCE=1) give the same bits at N=2;
 # - resuming with another N: 3 steps on 2 ranks then 3 on 3 ranks, or on 1 process, match 6
 #   steps of one process (same bounds); 3 + 3 steps on 2 ranks == 6 on 2 ranks, bit for bit
 #   (the checkpoint holds the exact weights, moments and step);
@@ -96,6 +97,20 @@ cmp -s "$T/dense.1.safetensors" "$T/moe.1.safetensors" && bad "dense and moe run
 timeout 120 "${MPI[@]}" -np 3 "$MV" train "${RUN[@]}" "${extra[@]}" --out "$T/again.safetensors" > "$T/again.log" 2>&1 \
   && cmp -s "$T/moe.3.safetensors" "$T/again.safetensors" && ok "moe: 3 ranks twice give the same bits" \
   || bad "moe: 3 ranks twice differ"
+
+# MVMOE_OVERLAP_ALLREDUCE=1: each tensor's gradient sum starts as soon as the backward has
+# finished it (docs/SCALING.md); with 2 ranks the same bits as the one sum after the backward
+for cfg in dense moe; do
+  extra=()
+  [ "$cfg" = moe ] && extra=(--superclasses "$T/map.txt" --moe-layers 1 --top-k 1)
+  timeout 120 "${MPI[@]}" -x MVMOE_OVERLAP_ALLREDUCE=1 -np 2 "$MV" train "${RUN[@]}" "${extra[@]}" \
+    --out "$T/$cfg.ov.safetensors" > "$T/$cfg.ov.log" 2>&1 \
+    && grep -q "gradient sums overlapped with the backward" "$T/$cfg.ov.log" \
+    && cmp -s "$T/$cfg.2.safetensors" "$T/$cfg.ov.safetensors" \
+    && cmp -s "$T/$cfg.2.safetensors.state.safetensors" "$T/$cfg.ov.safetensors.state.safetensors" \
+    && ok "$cfg: overlapped sums on 2 ranks give the blocking sum's bits" \
+    || { bad "$cfg: overlapped sums on 2 ranks differ from the blocking sum (or failed)"; tail -n 3 "$T/$cfg.ov.log"; }
+done
 
 # the bytes each rank sends per step: at N=2 a ring all-reduce sends 2(N-1)/N = 1 float per
 # gradient float (+ 6 doubles: losses, counts, the stop flag); and the seconds spent in the sums

@@ -12,7 +12,9 @@
 #   epoch-end save fails): the hang case, MPI_Abort naming rank 0 and the save;
 # - SIGTERM to mpirun: it forwards SIGTERM to the ranks, which agree on the stop step (the
 #   stop flags are summed every step); rank 0 saves one consistent checkpoint pair, and
-#   --resume continues at the next step.
+#   --resume continues at the next step;
+# - SIGTERM to the whole process group (GNU timeout), and two SIGTERMs to mpirun, after which
+#   mpirun exits without forwarding: the ranks see it go, stop, and save the last step.
 set -u
 BUILD=${1:-build}
 MV="$BUILD/mvmoe"
@@ -31,7 +33,8 @@ T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 OPT=(--max-images 600 --batch 32 --epochs 1 --max-steps 4 --warmup 0 --eval-every 0 --threads 1)
 RUN=("${OPT[@]}" --dim 32 --depth 2 --heads 2 --mlp-dim 64 --patch 7)
 # wrapper: rank $BAD_RANK runs with the extra words of $BAD_ARGS appended (a host with other flags
-# or another --data); every rank writes its pid to $T/pid.RANK
+# or another --data) and $BAD_ENV (NAME=VALUE) in its environment; every rank writes its pid to
+# $T/pid.RANK
 cat > "$T/rank.sh" <<EOF
 #!/usr/bin/env bash
 echo \$\$ > "$T/pid.\$OMPI_COMM_WORLD_RANK"
@@ -39,7 +42,10 @@ echo \$\$ > "$T/pid.\$OMPI_COMM_WORLD_RANK"
 # terminating mpirun may cut before the ranks' last lines (the SIGTERM case)
 if [ -n "\${RANK_LOG:-}" ]; then exec >> "\$RANK_LOG.\$OMPI_COMM_WORLD_RANK" 2>&1; fi
 mv="\$1"; shift
-if [ "\$OMPI_COMM_WORLD_RANK" = "\${BAD_RANK:--1}" ]; then exec "\$mv" "\$@" \$BAD_ARGS; fi
+if [ "\$OMPI_COMM_WORLD_RANK" = "\${BAD_RANK:--1}" ]; then
+  [ -n "\${BAD_ENV:-}" ] && export "\$BAD_ENV"
+  exec "\$mv" "\$@" \${BAD_ARGS:-}
+fi
 exec "\$mv" "\$@"
 EOF
 chmod +x "$T/rank.sh"
@@ -67,6 +73,11 @@ BAD_RANK=2 BAD_ARGS="--lr 0.002" run 3 --data "$DATA" "${RUN[@]}" --out "$T/a.sa
 expect "another --lr on rank 2" nonzero 30 "rank 2 of 3 does not train what rank 0 trains: setting --lr: not the same as rank 0's"
 [ "$(grep -c 'does not train what' "$T/log")" -eq 1 ] && ! grep -q "global 1/" "$T/log" \
   && ok "another --lr: one message, no step trained" || bad "another --lr: $(grep -c 'does not train what' "$T/log") messages"
+
+# 1b. the overlapped gradient sums on one rank only: a blocking and a non-blocking sum never
+#     meet, so this must be refused before the first step, not hang in it
+BAD_RANK=1 BAD_ENV=MVMOE_OVERLAP_ALLREDUCE=1 run 2 --data "$DATA" "${RUN[@]}" --out "$T/a2.safetensors"
+expect "MVMOE_OVERLAP_ALLREDUCE on rank 1 only" nonzero 30 "rank 1 of 2 does not train what rank 0 trains: environment MVMOE_OVERLAP_ALLREDUCE: not the same"
 
 # 2. another copy of the data on rank 1: same files, one training label changed
 mkdir "$T/data2" "$T/data3"
@@ -123,8 +134,8 @@ RANK_LOG="$T/g.rank" "${MPI[@]}" -x RANK_LOG -np 2 "$T/rank.sh" "$MV" train --da
 mp=$!
 for _ in $(seq 150); do [ -s "$T/g.safetensors.metrics.jsonl" ] && break; sleep 0.2; done
 sleep 1
-# to mpirun itself (the child of `timeout`): a signal to `timeout` goes to its whole process
-# group, ranks included, which is another case (see docs/SCALING.md, "Faults")
+# to mpirun itself (the child of `timeout`), once: a signal to `timeout` reaches mpirun twice
+# (to the child, then to the process group; the ranks have groups of their own), case 8
 pkill -TERM -P $mp -x mpirun
 wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
 cat "$T"/g.rank.* >> "$T/log" 2>/dev/null
@@ -136,6 +147,49 @@ last=$(tail -n 1 "$T/g.safetensors.metrics.jsonl" | sed -n 's/.*"step":\([0-9]*\
 [ -n "$S" ] && [ "$last" = "$((S + 1))" ] && grep -q "resuming" "$T/g2.log" \
   && ok "SIGTERM to mpirun: saved at step $S, resumed at step $last" \
   || { bad "SIGTERM to mpirun: saved at '$S', resumed at '$last'"; tail -n 3 "$T/g2.log"; }
+
+# stop_case NAME PREFIX: starts a 2-rank training (rank outputs to $T/PREFIX.rank.* when RANK_LOG
+# is set), waits until it trains, sends the signal(s) of the shell function `send` (its argument:
+# the pid of `timeout`), and checks what the job left: a non-zero exit within 60 s and a
+# checkpoint of the last step the metrics file records, resumable at the next step (a save at
+# an earlier epoch end, or none, fails; so does a state ahead of the metrics file)
+stop_case() {
+  local name=$1 p=$2 mp last res
+  rm -f "$T"/pid.*
+  t0=$(date +%s)
+  "${MPI[@]}" -x RANK_LOG -np 2 "$T/rank.sh" "$MV" train --data "$DATA" "${RUN[@]}" --max-steps 0 \
+    --epochs 500 --out "$T/$p.safetensors" --metrics-every 1 > "$T/log" 2>&1 &
+  mp=$!
+  for _ in $(seq 150); do [ -s "$T/$p.safetensors.metrics.jsonl" ] && break; sleep 0.2; done
+  sleep 1
+  send $mp
+  wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
+  cat "$T/$p".rank.* >> "$T/log" 2>/dev/null
+  expect "$name" nonzero 60
+  last=$(tail -n 1 "$T/$p.safetensors.metrics.jsonl" | sed -n 's/.*"step":\([0-9]*\),.*/\1/p')
+  "$MV" train --data "$DATA" "${OPT[@]}" --max-steps 1 --epochs 500 --resume --out "$T/$p.safetensors" \
+    --metrics-every 1 > "$T/$p.resume.log" 2>&1
+  res=$(tail -n 1 "$T/$p.safetensors.metrics.jsonl" | sed -n 's/.*"step":\([0-9]*\),.*/\1/p')
+  [ -n "$last" ] && [ "$res" = "$((last + 1))" ] && grep -q "resuming" "$T/$p.resume.log" \
+    && ok "$name: saved at the last step trained ($last), resumed at step $res" \
+    || { bad "$name: the last step trained was '$last', resumed at '$res'"; tail -n 3 "$T/$p.resume.log"; }
+}
+
+# 8. SIGTERM to the whole process group, as GNU `timeout` sends it (to mpirun, then to its group:
+#    mpirun may get it twice) and as a terminal's Ctrl-C does. OpenMPI puts the ranks in process
+#    groups of their own, so only mpirun gets it; a second one within 5 s makes mpirun exit at
+#    once without forwarding anything. The ranks must notice mpirun's end, stop together and
+#    save the stop step (cli/stopsig.c). Whether mpirun gets one signal or two is a race here.
+send() { kill -TERM "$1"; }
+RANK_LOG="$T/h.rank" stop_case "SIGTERM to the process group (timeout)" h
+grep -q "interrupted after step [0-9]*; checkpoint saved" "$T/log" && ok "process group: rank 0 said it saved" \
+  || bad "process group: no 'interrupted ... checkpoint saved' line"
+
+# 9. the case of 8 that went wrong, made certain: two SIGTERMs to mpirun 0.2 s apart, so mpirun
+#    exits at once. Rank 0 writes to mpirun's pipes (no RANK_LOG): once mpirun is gone, a write
+#    there must not end it (SIGPIPE) before its save.
+send() { local m; m=$(pgrep -P "$1" -x mpirun); kill -TERM "$m"; sleep 0.2; kill -TERM "$m"; }
+RANK_LOG= stop_case "two SIGTERMs to mpirun (it exits forwarding nothing)" i
 
 echo "test_mpi_faults: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
