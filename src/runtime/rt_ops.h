@@ -30,6 +30,11 @@ typedef struct {
 void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda,
                        int M, rt_i8_scratch *s);
 
+/* The same with add: out[m·ldo + n] = out[m·ldo + n] + y (the residual add, fused into the
+ * int8 product's store); fp32 layers compute y into tmp ([M·N]) first. */
+void rt_linear_forward_add(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda,
+                           int M, rt_i8_scratch *s, int add, float *tmp);
+
 /* Per-row symmetric int8 quantization of weights (the library's convention, including its
  * round-trip-stable scale): q [N·K], s [N]. */
 void rt_quantize_rows(int8_t *q, float *s, const float *w, int N, int K);

@@ -255,21 +255,33 @@ RT_INLINE void rt_body_quant_rows(int8_t *qa, float *sa, const float *a, int lda
     }
 }
 
-/* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) + b[j]: two roundings, as the library. */
-RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw,
-                               const float *b, int M, int N) {
+/* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) + b[j]: two roundings, as the library;
+ * with add, out[m·ldo + j] + that (one more rounding: the residual add of the forward). */
+RT_INLINE void rt_body_dequant_add(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw,
+                                   const float *b, int M, int N, int add) {
     for (int m = 0; m < M; m++) {
         const float s = sa[m];
         const int32_t *c = acc + (long)m * N;
         float *o = out + (long)m * ldo;
-        if (b) {
+        if (b && add) {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = o[j] + ((float)c[j] * (s * sw[j]) + b[j]);
+        } else if (b) {
 #pragma omp simd
             for (int j = 0; j < N; j++) o[j] = (float)c[j] * (s * sw[j]) + b[j];
+        } else if (add) {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = o[j] + (float)c[j] * (s * sw[j]);
         } else {
 #pragma omp simd
             for (int j = 0; j < N; j++) o[j] = (float)c[j] * (s * sw[j]);
         }
     }
+}
+
+RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw,
+                               const float *b, int M, int N) {
+    rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, 0);
 }
 
 /* The operations of one kernel set, under the function attribute ATTR, named NAME_SUFFIX. */
@@ -289,6 +301,15 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
     ATTR static void dequant_##SUFFIX(float *out, int ldo, const int32_t *acc, const float *sa,              \
                                       const float *sw, const float *b, int M, int N) {                       \
         rt_body_dequant(out, ldo, acc, sa, sw, b, M, N);                                                     \
+    }
+/* linear_i8 of a set whose dot_i8 is DOT (a function of that file): the exact sums into acc, then
+ * the dequantization body (the sets whose kernels do not dequantize in their tiles). */
+#define RT_LINEAR_I8_DEFINE(ATTR, SUFFIX, DOT)                                                               \
+    ATTR static void linear_i8_##SUFFIX(float *out, int ldo, const int8_t *qa, const float *sa,             \
+                                        const int8_t *qw, const float *sw, const float *b, int M, int K,     \
+                                        int N, int add, int32_t *acc) {                                      \
+        DOT(acc, qa, qw, M, K, N);                                                                           \
+        rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, add);                                            \
     }
 /* The table entries RT_OPS_DEFINE made, in rt_kernels.h's order. */
 #define RT_OPS_ENTRIES(SUFFIX) \
