@@ -57,6 +57,7 @@ static rt_linear rows_of(const rt_linear *L, int n0, int n) {
     const long o = (long)n0 * L->K;
     if (r.w) r.w += o;
     if (r.q) r.q += o, r.s += n0;
+    if (r.ws) r.ws += n0;
     if (r.b) r.b += n0;
     r.N = n;
     return r;

@@ -558,20 +558,24 @@ T_VNNI static void tile2_i8_vnni(const i8_dst *dst, int m, int n, const uint8_t 
     }
 }
 
-/* columns per chunk whose weight sums (wsum_512) are made once per call, before the blocks of
- * tokens that use them (4 KiB of stack): per block of 64 tokens they were 7 % of an image */
+/* columns per chunk whose weight sums (given, or made by wsum_512) are shifted once per call,
+ * before the blocks of tokens that use them (4 KiB of stack) */
 #define WS_NC 1024
 
-/* The blocked int8 product: exact sums into d->acc, or dequantized into d->out (see i8_dst). */
-T_VNNI NOINLINE void gemm_i8_vnnip(const i8_dst *d, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+/* The blocked int8 product: exact sums into d->acc, or dequantized into d->out (see i8_dst).
+ * wsum: the weight rows' sums made at open, or NULL (made here). */
+T_VNNI NOINLINE void gemm_i8_vnnip(const i8_dst *d, const int8_t *qa, const int8_t *qw, const int32_t *wsum, int M,
+                                   int K, int N) {
     _Alignas(64) uint8_t pk[PANEL_MB * KC_I8];
     _Alignas(64) int8_t wt[16 * KC_I8];
     _Alignas(64) int32_t wsc[WS_NC];
     for (int nc0 = 0; nc0 < N; nc0 += WS_NC) {
         const int nc1 = N - nc0 < WS_NC ? N : nc0 + WS_NC;
         for (int n0 = nc0; n0 < nc1; n0 += 16) {
-            const __m512i ws = _mm512_slli_epi32(wsum_512(qw + (long)n0 * K, K, nc1 - n0 < 16 ? nc1 - n0 : 16), 7);
-            _mm512_store_si512((__m512i *)(wsc + (n0 - nc0)), ws);
+            const int nr = nc1 - n0 < 16 ? nc1 - n0 : 16;
+            const __m512i s = wsum ? _mm512_maskz_loadu_epi32((__mmask16)((1u << nr) - 1), wsum + n0)
+                                   : wsum_512(qw + (long)n0 * K, K, nr);
+            _mm512_store_si512((__m512i *)(wsc + (n0 - nc0)), _mm512_slli_epi32(s, 7));
         }
         for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
             const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
@@ -607,17 +611,18 @@ T_VNNI NOINLINE void gemm_i8_vnnip(const i8_dst *d, const int8_t *qa, const int8
 T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
     if (M >= PANEL_MIN_M) {
         const i8_dst d = {acc, N, NULL, 0, 0, NULL, NULL, NULL};
-        gemm_i8_vnnip(&d, qa, qw, M, K, N);
+        gemm_i8_vnnip(&d, qa, qw, NULL, M, K, N);
     } else {
         dot_i8_vnnid(acc, qa, qw, M, K, N);
     }
 }
 
 T_VNNI static void linear_i8_vnni(float *out, int ldo, const int8_t *qa, const float *sa, const int8_t *qw,
-                                  const float *sw, const float *b, int M, int K, int N, int add, int32_t *acc) {
+                                  const float *sw, const int32_t *wsum, const float *b, int M, int K, int N, int add,
+                                  int32_t *acc) {
     if (M >= PANEL_MIN_M) {
         const i8_dst d = {acc, N, out, ldo, add, sa, sw, b};
-        gemm_i8_vnnip(&d, qa, qw, M, K, N);
+        gemm_i8_vnnip(&d, qa, qw, wsum, M, K, N);
     } else {
         dot_i8_vnnid(acc, qa, qw, M, K, N);
         rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, add);

@@ -38,6 +38,18 @@ static void *own(binder *b, size_t bytes) {
     return p;
 }
 
+/* Σ_k q[n·K + k] per output channel (exact: |sum| <= 127·K), for the int8 kernels that need it
+ * (rt_kernels.h, linear_i8); NULL when out of memory. */
+static int32_t *weight_sums(binder *b, const int8_t *q, int N, int K) {
+    int32_t *ws = own(b, sizeof *ws * (size_t)N);
+    for (int n = 0; ws && n < N; n++) {
+        int32_t t = 0;
+        for (int k = 0; k < K; k++) t += q[(long)n * K + k];
+        ws[n] = t;
+    }
+    return ws;
+}
+
 static void shape_text(char *buf, size_t cap, int nd, const int64_t *s) {
     size_t o = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < nd && o < cap; i++) o += (size_t)snprintf(buf + o, cap - o, i ? ", %lld" : "%lld", (long long)s[i]);
@@ -105,6 +117,9 @@ static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const i
                 return fail(b, MVMOE_RUN_ERR_FORMAT, "'%s' holds -128: int8 weights are -127..127", name);
         if (b->m->int8) {
             L->q = q, L->s = s;
+            /* the weight sums only where every page is read anyway: expert paging must not */
+            if (b->m->scan_i8 && !(L->ws = weight_sums(b, q, N, K)))
+                return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory for the sums of '%s'", name);
         } else { /* fp32 run of an int8 file: its weights dequantized, as the library does */
             float *w = own(b, sizeof *w * (size_t)N * K);
             if (!w) return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory dequantizing '%s'", name);
@@ -120,6 +135,7 @@ static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const i
         if (!q || !s) return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory quantizing '%s'", name);
         rt_quantize_rows(q, s, w, N, K);
         L->q = q, L->s = s;
+        if (!(L->ws = weight_sums(b, q, N, K))) return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory for '%s'", name);
     } else {
         L->w = t->data;
     }

@@ -54,7 +54,7 @@ void rt_linear_forward_add(const mvmoe_rt_kernels *k, const rt_linear *L, float 
     /* int8: each row quantized with its own scale; the exact int32 sums, dequantized as the
      * library does (rt_ops_body.h), in the product kernel's store where it can */
     k->quant_rows(s->qa, s->sa, a, lda, M, K);
-    k->linear_i8(out, ldo, s->qa, s->sa, L->q, L->s, L->b, M, K, N, add, s->acc);
+    k->linear_i8(out, ldo, s->qa, s->sa, L->q, L->s, L->ws, L->b, M, K, N, add, s->acc);
 }
 
 void rt_route(const float *r, const float *W, int D, int E, int k, float adaptive, float *p, int *ex, float *gate) {

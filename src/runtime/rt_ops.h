@@ -16,6 +16,7 @@ typedef struct {
     const int8_t *q;
     const float *s;
     const float *b;
+    const int32_t *ws; /* int8: Σ_k q[n·K + k] per output channel (VNNI's correction), or NULL */
     int N, K;
 } rt_linear;
 

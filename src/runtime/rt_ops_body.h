@@ -30,7 +30,10 @@
  * 127 and a little rounding; a NaN row never gets here). */
 RT_INLINE int8_t quant(float x, float inv) {
     const float y = x * inv, r = (y + 12582912.0f) - 12582912.0f;
-    return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+    /* converted (exact: r is an integer below 2^22), then clamped as an int (integer min and
+     * max instructions): comparing the float vectorized into a dozen mask operations per vector */
+    const int i = (int)r, c = i > 127 ? 127 : i < -127 ? -127 : i;
+    return (int8_t)c;
 }
 
 /* A row's scale and reciprocal (0 and 0 for an all-zero row); -1 if the row is not finite. */
@@ -306,8 +309,9 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
  * the dequantization body (the sets whose kernels do not dequantize in their tiles). */
 #define RT_LINEAR_I8_DEFINE(ATTR, SUFFIX, DOT)                                                               \
     ATTR static void linear_i8_##SUFFIX(float *out, int ldo, const int8_t *qa, const float *sa,             \
-                                        const int8_t *qw, const float *sw, const float *b, int M, int K,     \
-                                        int N, int add, int32_t *acc) {                                      \
+                                        const int8_t *qw, const float *sw, const int32_t *wsum,              \
+                                        const float *b, int M, int K, int N, int add, int32_t *acc) {        \
+        (void)wsum;                                                                                          \
         DOT(acc, qa, qw, M, K, N);                                                                           \
         rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, add);                                            \
     }

@@ -87,16 +87,27 @@ static void check_set(const mvmoe_rt_kernels *k, const mvmoe_rt_kernels *ref, in
         for (int m = 0; m < M; m++) sa[m] = (frnd() + 1.5f) * 1e-3f;
         for (int n = 0; n < N; n++) sw[n] = (frnd() + 1.5f) * 1e-2f;
         if (M > 2) sa[1] = NAN, sa[2] = 0.0f;
-        for (int add = 0; add < 2; add++) {
+        /* the weight sums made at open (rt_model.c), or NULL (made by the kernel): both */
+        int32_t *ws = malloc(sizeof(int32_t) * (size_t)N);
+        if (!ws) {
+            fprintf(stderr, "FAIL: out of memory\n");
+            exit(1);
+        }
+        for (int n = 0; n < N; n++) {
+            ws[n] = 0;
+            for (int q = 0; q < K; q++) ws[n] += qw[(long)n * K + q];
+        }
+        for (int add = 0; add < 4; add++) {
+            const int32_t *wsums = add >= 2 ? ws : NULL;
             for (long i = 0; i < (long)M * ldo; i++) want[i] = o1[i] = o2[i] = i % 7 ? frnd() : 12345.0f;
             ref->dequant(y, ldo, i1, sa, sw, bias ? b : NULL, M, N);
             for (int m = 0; m < M; m++)
                 for (int n = 0; n < N; n++) {
                     const long i = (long)m * ldo + n;
-                    want[i] = add ? want[i] + y[i] : y[i];
+                    want[i] = add % 2 ? want[i] + y[i] : y[i];
                 }
-            ref->linear_i8(o1, ldo, qa, sa, qw, sw, bias ? b : NULL, M, K, N, add, scratch);
-            k->linear_i8(o2, ldo, qa, sa, qw, sw, bias ? b : NULL, M, K, N, add, scratch);
+            ref->linear_i8(o1, ldo, qa, sa, qw, sw, wsums, bias ? b : NULL, M, K, N, add % 2, scratch);
+            k->linear_i8(o2, ldo, qa, sa, qw, sw, wsums, bias ? b : NULL, M, K, N, add % 2, scratch);
             if (memcmp(want, o1, sizeof(float) * (size_t)M * ldo) != 0) {
                 fprintf(stderr, "FAIL: plain linear_i8 add=%d M=%d K=%d N=%d: not dot_i8 + dequant\n", add, M, K, N);
                 failures++;
@@ -107,7 +118,7 @@ static void check_set(const mvmoe_rt_kernels *k, const mvmoe_rt_kernels *ref, in
                 failures++;
             }
         }
-        free(sa), free(sw), free(want), free(y), free(scratch);
+        free(sa), free(sw), free(want), free(y), free(scratch), free(ws);
     }
     /* all extremes: the largest sums (VPMADDUBSW pairs, int32 range) */
     memset(qa, 127, (size_t)M * K);
