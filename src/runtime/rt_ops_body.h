@@ -39,16 +39,15 @@ RT_INLINE int8_t quant(float x, float inv) {
 /* A row's scale and reciprocal (0 and 0 for an all-zero row); -1 if the row is not finite. */
 RT_INLINE int row_scale(const float *x, int K, float *s, float *inv) {
     /* max is exact in any order, so the vector loop gives the scalar loop's value; a NaN or
-     * infinity anywhere makes x - x non-zero (NaN) */
-    float amax = 0.0f;
-    int bad = 0;
-#pragma omp simd reduction(max : amax) reduction(| : bad)
+     * infinity anywhere makes x - x, and so the sum of them, NaN (else +0 in any order) */
+    float amax = 0.0f, z = 0.0f;
+#pragma omp simd reduction(max : amax) reduction(+ : z)
     for (int k = 0; k < K; k++) {
         const float a = fabsf(x[k]);
         amax = a > amax ? a : amax;
-        bad |= !(x[k] - x[k] == 0.0f);
+        z += x[k] - x[k];
     }
-    if (bad || !isfinite(amax)) return -1;
+    if (z != 0.0f || !isfinite(amax)) return -1;
     *s = amax / 127.0f;
     *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     return 0;
@@ -181,18 +180,34 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
             }
     }
     for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores */
-        float *s = sc + (long)ii * Tp, mx = -INFINITY;
-        /* the maximum is exact in any order */
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < T; j++) mx = s[j] > mx ? s[j] : mx;
-#pragma omp simd
-        for (int j = 0; j < T; j++) s[j] = rt_expf(s[j] - mx);
-        float l[RT_LANES] = {0};
+        float *s = sc + (long)ii * Tp;
+        /* the maximum (exact in any order) in RT_LANES lanes, then a tree: a reduction clause
+         * left a scalar loop over the vector's lanes per row */
+        float m[RT_LANES];
+        for (int e = 0; e < RT_LANES; e++) m[e] = -INFINITY;
         int j = 0;
         for (; j + RT_LANES <= T; j += RT_LANES)
 #pragma omp simd
-            for (int e = 0; e < RT_LANES; e++) l[e] += s[j + e];
-        for (int e = 0; j < T; j++, e++) l[e] += s[j];
+            for (int e = 0; e < RT_LANES; e++) m[e] = s[j + e] > m[e] ? s[j + e] : m[e];
+        for (int e = 0; j < T; j++, e++) m[e] = s[j] > m[e] ? s[j] : m[e];
+        for (int w = RT_LANES / 2; w > 0; w /= 2)
+            for (int e = 0; e < w; e++) m[e] = m[e + w] > m[e] ? m[e + w] : m[e];
+        const float mx = m[0];
+        /* e^(s - max) and their sum in one pass: RT_LANES partial sums, combined by a tree */
+        float l[RT_LANES] = {0};
+        j = 0;
+        for (; j + RT_LANES <= T; j += RT_LANES)
+#pragma omp simd
+            for (int e = 0; e < RT_LANES; e++) {
+                const float v = rt_expf(s[j + e] - mx);
+                s[j + e] = v;
+                l[e] += v;
+            }
+        for (int e = 0; j < T; j++, e++) {
+            const float v = rt_expf(s[j] - mx);
+            s[j] = v;
+            l[e] += v;
+        }
         for (int w = RT_LANES / 2; w > 0; w /= 2)
             for (int e = 0; e < w; e++) l[e] += l[e + w];
         const float inv = 1.0f / l[0];
@@ -230,11 +245,16 @@ RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int
     const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = h0; h < h1; h++) {
-        /* this head's keys transposed, [hd][Tp], zero past T (scores computed, never used) */
-        for (int d = 0; d < hd; d++) {
-            float *kd = kt + (long)d * Tp;
-            for (int j = 0; j < T; j++) kd[j] = qkv[(long)j * ld + D + h * hd + d];
-            for (int j = T; j < Tp; j++) kd[j] = 0.0f;
+        /* this head's keys transposed, [hd][Tp], zero past T (scores computed, never used); 16
+         * keys at a time, so the rows read stay in the L1 cache over d */
+        for (int j0 = 0; j0 < Tp; j0 += 16) {
+            const int nj = T - j0 < 16 ? (T - j0 > 0 ? T - j0 : 0) : 16;
+            for (int d = 0; d < hd; d++) {
+                float *kd = kt + (long)d * Tp + j0;
+                const float *k0 = qkv + (long)j0 * ld + D + h * hd + d;
+                for (int jj = 0; jj < nj; jj++) kd[jj] = k0[(long)jj * ld];
+                for (int jj = nj; jj < 16; jj++) kd[jj] = 0.0f;
+            }
         }
         for (int i0 = 0; i0 < Q; i0 += RT_QB)
             rt_att_block(out, qkv, T, Tp, D, hd, h, i0, Q - i0 < RT_QB ? Q - i0 : RT_QB, sc, kt, scale);
