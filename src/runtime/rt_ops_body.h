@@ -117,7 +117,8 @@ RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, co
 #pragma omp simd
                 for (int i = 0; i < RT_LANES; i++) l[i] += x[c + i];
             for (int i = 0; c < D; c++, i++) l[i] += x[c];
-            for (int h = RT_LANES / 2; h > 0; h /= 2)
+            _Pragma("GCC unroll 8") for (int h = RT_LANES / 2; h > 0; h /= 2)
+                _Pragma("GCC unroll 16")
                 for (int i = 0; i < h; i++) l[i] += l[i + h];
             m = l[0] / D;
         }
@@ -128,7 +129,8 @@ RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, co
 #pragma omp simd
                 for (int i = 0; i < RT_LANES; i++) l[i] += (x[c + i] - m) * (x[c + i] - m);
             for (int i = 0; c < D; c++, i++) l[i] += (x[c] - m) * (x[c] - m);
-            for (int h = RT_LANES / 2; h > 0; h /= 2)
+            _Pragma("GCC unroll 8") for (int h = RT_LANES / 2; h > 0; h /= 2)
+                _Pragma("GCC unroll 16")
                 for (int i = 0; i < h; i++) l[i] += l[i + h];
             v = l[0] / D;
         }
@@ -156,29 +158,39 @@ typedef float rt_v16 __attribute__((vector_size(64)));
 /* (a macro: a function returning one would change the ABI between targets, -Wpsabi) */
 #define RT_V16_LOAD(v, p) memcpy(&(v), (p), sizeof(rt_v16))
 
+/* Scores of RT_QB queries × NV·16 keys from j0 (NV = 1, 2: a constant once inlined). */
+RT_INLINE void rt_att_scores(float *sc, const float *const *q, const float *kt, int Tp, int hd, int j0, float scale,
+                             const int NV) {
+    rt_v16 acc[RT_QB][RT_JB / 16];
+    _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[ii][v] = (rt_v16){0};
+    for (int d = 0; d < hd; d++) {
+        rt_v16 kd[RT_JB / 16];
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) RT_V16_LOAD(kd[v], kt + (long)d * Tp + j0 + 16 * v);
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
+            const float qd = q[ii][d];
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[ii][v] += qd * kd[v];
+        }
+    }
+    _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {
+            const rt_v16 r = acc[ii][v] * scale;
+            memcpy(sc + (long)ii * Tp + j0 + 16 * v, &r, sizeof r);
+        }
+}
+
 RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, int hd, int h, int i0, int qb, float *sc,
                             const float *kt, float scale) {
     const int ld = 3 * D;
     const float *q[RT_QB];
     for (int ii = 0; ii < RT_QB; ii++) q[ii] = qkv + (long)(i0 + (ii < qb ? ii : 0)) * ld + h * hd;
-    for (int j0 = 0; j0 < Tp; j0 += RT_JB) {
-        rt_v16 acc[RT_QB][RT_JB / 16];
-        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] = (rt_v16){0};
-        for (int d = 0; d < hd; d++) {
-            rt_v16 kd[RT_JB / 16];
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) RT_V16_LOAD(kd[v], kt + (long)d * Tp + j0 + 16 * v);
-            _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
-                const float qd = q[ii][d];
-                _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] += qd * kd[v];
-            }
-        }
-        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) {
-                const rt_v16 r = acc[ii][v] * scale;
-                memcpy(sc + (long)ii * Tp + j0 + 16 * v, &r, sizeof r);
-            }
-    }
+    /* blocks of RT_JB keys; a last block of at most 16 keys computes 16 (ViT-Tiny's 197 keys:
+     * 208 scores a row, not 224) */
+    for (int j0 = 0; j0 < T; j0 += RT_JB)
+        if (T - j0 <= 16)
+            rt_att_scores(sc, q, kt, Tp, hd, j0, scale, 1);
+        else
+            rt_att_scores(sc, q, kt, Tp, hd, j0, scale, RT_JB / 16);
     for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores */
         float *s = sc + (long)ii * Tp;
         /* the maximum (exact in any order) in RT_LANES lanes, then a tree: a reduction clause
@@ -190,7 +202,8 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
 #pragma omp simd
             for (int e = 0; e < RT_LANES; e++) m[e] = s[j + e] > m[e] ? s[j + e] : m[e];
         for (int e = 0; j < T; j++, e++) m[e] = s[j] > m[e] ? s[j] : m[e];
-        for (int w = RT_LANES / 2; w > 0; w /= 2)
+        _Pragma("GCC unroll 8") for (int w = RT_LANES / 2; w > 0; w /= 2)
+            _Pragma("GCC unroll 16")
             for (int e = 0; e < w; e++) m[e] = m[e + w] > m[e] ? m[e + w] : m[e];
         const float mx = m[0];
         /* e^(s - max) and their sum in one pass: RT_LANES partial sums, combined by a tree */
@@ -208,7 +221,8 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
             s[j] = v;
             l[e] += v;
         }
-        for (int w = RT_LANES / 2; w > 0; w /= 2)
+        _Pragma("GCC unroll 8") for (int w = RT_LANES / 2; w > 0; w /= 2)
+            _Pragma("GCC unroll 16")
             for (int e = 0; e < w; e++) l[e] += l[e + w];
         const float inv = 1.0f / l[0];
 #pragma omp simd
