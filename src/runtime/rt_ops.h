@@ -16,8 +16,9 @@ typedef struct {
     const int8_t *q;
     const float *s;
     const float *b;
-    const int32_t *ws; /* int8: Σ_k q[n·K + k] per output channel (VNNI's correction), or NULL */
     int N, K;
+    const int32_t *ws; /* int8: Σ_k q[n·K + k] per output channel (VNNI's correction), or NULL
+                        * (last, after the fields older initializers list) */
 } rt_linear;
 
 /* Scratch of the int8 path: qa [rows·K], sa [rows], acc [rows·N], for the largest call. */
