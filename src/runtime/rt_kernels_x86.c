@@ -624,6 +624,12 @@ T_VNNI NOINLINE void gemm_i8_vnnip(const i8_dst *d, const int8_t *qa, const int8
                 for (int n0 = nc0; n0 < nc1; n0 += 16) {
                     const int nr = nc1 - n0 < 16 ? nc1 - n0 : 16;
                     const int8_t *wb = qw + (long)n0 * K + k0;
+                    /* the first block of tokens reads each weight row for the first time (from
+                     * L3 or memory): the next 16 rows' k block is requested while these compute */
+                    if (m0 == 0 && n0 + 16 < nc1)
+                        for (int j = 0; j < 16 && n0 + 16 + j < nc1; j++)
+                            for (int k = 0; k < kc; k += 64)
+                                _mm_prefetch((const char *)(wb + (long)(16 + j) * K + k), _MM_HINT_T0);
                     long ld = K;
                     const __m512i ws = _mm512_load_si512((const __m512i *)(wsc + (n0 - nc0)));
                     if (nr < 16 || kc % 4) copy_block(wt, 4 * G, wb, ld, nr, kc, 1), wb = wt, ld = 4 * G;
