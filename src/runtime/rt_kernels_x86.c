@@ -9,9 +9,10 @@
  * linear_f32 sums in a different order from the reference's, so equal within rounding.
  * dot_i8: exact int32 sums, so every implementation returns the reference's values.
  *   - VNNI: VPDPBUSD multiplies unsigned by signed bytes; the activations get +128 (their top
- *     bit flipped) and 128·Σ_k w[n,k] is taken off, those sums made per call for a block of
- *     weight rows (VPDPBUSD of ones) and used for every row of a: exact integer arithmetic
- *     (the blocked kernel in wrapping int32, whose result is the exact sum).
+ *     bit flipped) and 128·Σ_k w[n,k] is taken off, those sums made at open (rt_model.c) or,
+ *     when not given (expert paging, dot_i8), once per call, and used for every row of a: exact
+ *     integer arithmetic (the blocked kernel in wrapping int32, whose result is the exact sum).
+ *     linear_i8's blocked kernel dequantizes (and adds the residual) in the tile's store.
  *   - AVX2: VPMADDUBSW on |w| and a·sign(w): each pair of products is at most 2·127·127 =
  *     32,258, so the 16-bit sums never saturate (weights and activations are in -127…127);
  *     VPMADDWD by ones widens them to int32. */
@@ -27,7 +28,7 @@
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
 #define INLINE static inline __attribute__((always_inline))
-/* the blocked kernels' 40 KiB stack frames stay out of the M < 4 path (stack probes per call) */
+/* the blocked kernels' 40-44 KiB stack frames stay out of the M < 4 path (stack probes per call) */
 #define NOINLINE static __attribute__((noinline))
 /* 4 bytes of int8 weights read as one int32 (a broadcast operand), at any byte address */
 typedef int32_t __attribute__((may_alias, aligned(1))) i32_alias;
@@ -207,7 +208,8 @@ T_VNNI static void dot_i8_vnnid(int32_t *acc, const int8_t *qa, const int8_t *qw
  * blocks of K after the first add to the partial sums already stored. A block of weights is
  * copied (8 KiB at most, on the stack) only when N is not a multiple of the tile's rows or K
  * not of 4 (int8), so the micro-kernels read whole weight rows and groups and never past the
- * matrix: 40 KiB of stack per call in all. */
+ * matrix: 40 KiB of stack per call in all (44 KiB for VNNI int8, with the shifted weight sums
+ * of up to 1024 columns). */
 #define PANEL_MIN_M 4 /* below: the dot-product kernels above (M = 1: the class token) */
 #define PANEL_MB 64   /* tokens per block */
 #define KC_F32 128    /* k per block, fp32: 64 x 128 x 4 bytes = 32 KiB of panels */
