@@ -65,8 +65,8 @@ static rt_linear rows_of(const rt_linear *L, int n0, int n) {
 
 /* A linear layer on M rows, split into nt blocks of rows (multiples of 16, the kernels'
  * panels) run in parallel: each row is computed as it would be alone, only the panels differ
- * (fp32 within rounding; int8 sums exact). */
-/* With add, out + the layer's output (the residual; tmp: fp32 scratch [M·N]). */
+ * (fp32 within rounding; int8 sums exact). With add, out + the layer's output (the residual;
+ * tmp: fp32 scratch [M·N]). */
 static void linear(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda, int M,
                    rt_i8_scratch *s, int nt, int add, float *tmp) {
     const int per = (M + nt - 1) / nt, chunk = (per + 15) / 16 * 16;
