@@ -135,7 +135,7 @@ static void run_ours_f32(bench *B) {
 }
 
 static void run_ours_i8(bench *B) {
-    const rt_linear L = {NULL, B->qw, B->sw, B->b, B->N, B->K};
+    const rt_linear L = {NULL, B->qw, B->sw, B->b, B->N, B->K, NULL};
 #pragma omp parallel num_threads(B->threads) if (B->threads > 1)
     {
         int m0, m1;
@@ -311,7 +311,7 @@ static int bench_init(bench *B, const fc_case *c) {
     }
 
     /* ours-dot's input: what ours-i8 quantizes */
-    const rt_linear L = {NULL, B->qw, B->sw, B->b, N, K};
+    const rt_linear L = {NULL, B->qw, B->sw, B->b, N, K, NULL};
     rt_linear_forward(B->k, &L, B->y[OURS_I8], N, B->x, K, M, &B->scr[0]);
     memcpy(B->qa, B->scr[0].qa, (size_t)M * K);
 

@@ -58,6 +58,7 @@ static rt_linear rows_of(const rt_linear *L, int n0, int n) {
     const long o = (long)n0 * L->K;
     if (r.w) r.w += o;
     if (r.q) r.q += o, r.s += n0;
+    if (r.ws) r.ws += n0;
     if (r.b) r.b += n0;
     r.N = n;
     return r;
@@ -65,12 +66,13 @@ static rt_linear rows_of(const rt_linear *L, int n0, int n) {
 
 /* A linear layer on M rows, split into nt blocks of rows (multiples of 16, the kernels'
  * panels) run in parallel: each row is computed as it would be alone, only the panels differ
- * (fp32 within rounding; int8 sums exact). */
+ * (fp32 within rounding; int8 sums exact). With add, out + the layer's output (the residual;
+ * tmp: fp32 scratch [M·N]). */
 static void linear(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda, int M,
-                   rt_i8_scratch *s, int nt) {
+                   rt_i8_scratch *s, int nt, int add, float *tmp) {
     const int per = (M + nt - 1) / nt, chunk = (per + 15) / 16 * 16;
     if (nt < 2 || M <= 16) {
-        rt_linear_forward(k, L, out, ldo, a, lda, M, s);
+        rt_linear_forward_add(k, L, out, ldo, a, lda, M, s, add, tmp);
         return;
     }
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
@@ -79,7 +81,8 @@ static void linear(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, in
         if (m0 < m1) {
             rt_i8_scratch part = {s->qa ? s->qa + (long)m0 * L->K : NULL, s->sa ? s->sa + m0 : NULL,
                                   s->acc ? s->acc + (long)m0 * L->N : NULL};
-            rt_linear_forward(k, L, out + (long)m0 * ldo, ldo, a + (long)m0 * lda, lda, m1 - m0, &part);
+            rt_linear_forward_add(k, L, out + (long)m0 * ldo, ldo, a + (long)m0 * lda, lda, m1 - m0, &part, add,
+                                  tmp ? tmp + (long)m0 * L->N : NULL);
         }
     }
 }
@@ -102,33 +105,46 @@ static void attention(const mvmoe_rt_kernels *k, rt_work *w, int T, int Q, int D
 }
 
 static void add_rows(float *x, const float *y, long n) {
+#pragma omp simd
     for (long i = 0; i < n; i++) x[i] += y[i];
 }
 
-/* One expert's (or the dense) MLP on R rows of w->ln into out: fc1, GELU, fc2 (with bias). */
+/* One expert's (or the dense) MLP on R rows of w->ln into out (add: out + it, the residual):
+ * fc1, GELU, fc2 (with bias). */
 static void mlp(const mvmoe_rt_kernels *k, rt_work *w, const rt_linear *fc1, const rt_linear *fc2, float *out, int R,
-                int nt) {
-    linear(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8, nt);
+                int nt, int add) {
+    linear(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8, nt, 0, NULL);
     k->gelu(w->h, (long)R * fc1->N);
-    linear(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8, nt);
+    linear(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8, nt, add, w->branch);
 }
 
-/* The first image routed to expert e checks its int8 tensors in every MoE block (rt_model.h:
- * `checked`); later images find the flag set. Two images racing on it both check: harmless. */
+/* The first image routed to expert e checks its int8 tensors in every MoE block and makes their
+ * weight sums (rt_model.h: `checked`, `expert_sums`); later images find the flag set. The check
+ * runs in a critical section, so two images choosing one new expert do not both write it. */
 static int check_expert(const rt_model *m, rt_work *w, int e) {
     const rt_config *c = &m->c;
-    for (int l = m->first_moe; l < c->depth; l++) {
+    int rc = 0;
+    for (int l = m->first_moe; l < c->depth && !rc; l++) {
         atomic_uchar *done = &m->checked[(size_t)l * c->experts + e];
         if (atomic_load_explicit(done, memory_order_acquire)) continue;
-        const rt_linear *fc[2] = {&m->blocks[l].fc1[e], &m->blocks[l].fc2[e]};
-        for (int i = 0; i < 2; i++) {
-            char name[96];
-            snprintf(name, sizeof name, "blocks.%d.mlp.experts.%d.fc%d.weight", l, e, i + 1);
-            if (rt_check_i8(fc[i]->q, fc[i]->s, fc[i]->N, fc[i]->K, name, w->err, sizeof w->err)) return -1;
+#pragma omp critical(mvmoe_rt_expert_check)
+        if (!atomic_load_explicit(done, memory_order_relaxed)) {
+            rt_linear *fc[2] = {&m->blocks[l].fc1[e], &m->blocks[l].fc2[e]};
+            int32_t *ws = m->expert_sums + ((size_t)l * c->experts + e) * (size_t)(c->mlp_dim + c->dim);
+            for (int i = 0; i < 2 && !rc; i++) {
+                char name[96];
+                snprintf(name, sizeof name, "blocks.%d.mlp.experts.%d.fc%d.weight", l, e, i + 1);
+                rc = rt_check_i8(fc[i]->q, fc[i]->s, fc[i]->N, fc[i]->K, name, w->err, sizeof w->err);
+                if (!rc) {
+                    rt_weight_sums(ws, fc[i]->q, fc[i]->N, fc[i]->K);
+                    fc[i]->ws = ws;
+                    ws += fc[i]->N;
+                }
+            }
+            if (!rc) atomic_store_explicit(done, 1, memory_order_release);
         }
-        atomic_store_explicit(done, 1, memory_order_release);
     }
-    return 0;
+    return rc ? -1 : 0;
 }
 
 int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
@@ -143,7 +159,7 @@ int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, c
                     memcpy(w->patches + ((long)gy * G + gx) * CPP + ((long)ch * P + py) * P,
                            img + ((long)ch * S + (long)gy * P + py) * S + (long)gx * P, sizeof(float) * (size_t)P);
     if (nt > w->nt) nt = w->nt;
-    linear(k, &m->patch, w->x + D, D, w->patches, CPP, T - 1, &w->i8, nt);
+    linear(k, &m->patch, w->x + D, D, w->patches, CPP, T - 1, &w->i8, nt, 0, NULL);
     for (int d = 0; d < D; d++) w->x[d] = m->cls[d] + m->pos[d];
     for (long i = D; i < (long)T * D; i++) w->x[i] += m->pos[i];
 
@@ -158,18 +174,17 @@ int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, c
         k->layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
         if (last) { /* keys and values of every row, the query of the class row only */
             const rt_linear q = rows_of(&b->qkv, 0, D), kv = rows_of(&b->qkv, D, 2 * D);
-            linear(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8, nt);
+            linear(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8, nt, 0, NULL);
             rt_linear_forward(k, &q, w->qkv, 3 * D, w->ln, D, 1, &w->i8);
         } else {
-            linear(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8, nt);
+            linear(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8, nt, 0, NULL);
         }
         attention(k, w, T, Q, D, c->heads, nt);
-        rt_linear_forward(k, &b->proj, w->branch, D, w->att, D, Q, &w->i8);
-        add_rows(w->x, w->branch, (long)Q * D);
+        /* x + proj(att): the residual added in the product's store (int8) */
+        rt_linear_forward_add(k, &b->proj, w->x, D, w->att, D, Q, &w->i8, 1, w->branch);
         k->layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);
         if (l < m->first_moe) {
-            mlp(k, w, &b->fc1[0], &b->fc2[0], w->branch, Q, nt);
-            add_rows(w->x, w->branch, (long)Q * D);
+            mlp(k, w, &b->fc1[0], &b->fc2[0], w->x, Q, nt, 1);
             continue;
         }
         /* Σ over the chosen experts of gate·expert(x), in choice order, then the residual */
@@ -177,8 +192,9 @@ int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, c
         for (int q = 0; q < c->top_k; q++) {
             const int e = w->ex[q];
             if (e < 0) continue;
-            mlp(k, w, &b->fc1[e], &b->fc2[e], w->branch, Q, nt);
+            mlp(k, w, &b->fc1[e], &b->fc2[e], w->branch, Q, nt, 0);
             const float g = w->gates[q];
+#pragma omp simd
             for (long i = 0; i < (long)Q * D; i++) w->mix[i] += g * w->branch[i];
         }
         add_rows(w->x, w->mix, (long)Q * D);

@@ -46,6 +46,14 @@ typedef struct {
     /* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) (+ b[j] if b). */
     void (*dequant)(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw, const float *b, int M,
                     int N);
+    /* The int8 linear after the activations' quantization: y = (float)Σ_k qa[m·K + k]·qw[n·K + k]
+     * ·(sa[m]·sw[n]) (+ b[n] if b), out[m·ldo + n] = y, or with add out[m·ldo + n] + y (the
+     * residual): the bits of dot_i8, dequant, then that add, in every set; the blocked kernels
+     * dequantize in the tile's store instead of going through acc (scratch, [M·N] int32).
+     * wsum: Σ_k qw[n·K + k] per n, made at open (VPDPBUSD's correction, see rt_kernels_x86.c),
+     * or NULL: the kernels that need it make it per call. */
+    void (*linear_i8)(float *out, int ldo, const int8_t *qa, const float *sa, const int8_t *qw, const float *sw,
+                      const int32_t *wsum, const float *b, int M, int K, int N, int add, int32_t *acc);
 } mvmoe_rt_kernels;
 
 /* The attention's scratch (rt_ops_body.h: T rounded up to 32 keys, 8 queries at a time). */

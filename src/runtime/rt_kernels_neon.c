@@ -198,9 +198,12 @@ RT_DOTPROD static void dot_i8_sdot(int32_t *acc, const int8_t *qa, const int8_t 
 /* the other operations: rt_ops_body.h's loops, which the baseline arm64 flags vectorize with
  * NEON already */
 RT_OPS_DEFINE(, neon)
+RT_LINEAR_I8_DEFINE(, neon, dot_i8)
+RT_LINEAR_I8_DEFINE(RT_DOTPROD, neon_sdot, dot_i8_sdot)
 
-static const mvmoe_rt_kernels NEON = {"neon", linear_f32, dot_i8, RT_OPS_ENTRIES(neon)};
-static const mvmoe_rt_kernels NEON_DOTPROD = {"neon-dotprod", linear_f32, dot_i8_sdot, RT_OPS_ENTRIES(neon)};
+static const mvmoe_rt_kernels NEON = {"neon", linear_f32, dot_i8, RT_OPS_ENTRIES(neon), linear_i8_neon};
+static const mvmoe_rt_kernels NEON_DOTPROD = {"neon-dotprod", linear_f32, dot_i8_sdot, RT_OPS_ENTRIES(neon),
+                                              linear_i8_neon_sdot};
 
 const mvmoe_rt_kernels *mvmoe_rt_kernels_neon(void) {
     return (getauxval(AT_HWCAP) & HWCAP_ASIMD) ? &NEON : 0;

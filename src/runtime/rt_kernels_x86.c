@@ -9,9 +9,10 @@
  * linear_f32 sums in a different order from the reference's, so equal within rounding.
  * dot_i8: exact int32 sums, so every implementation returns the reference's values.
  *   - VNNI: VPDPBUSD multiplies unsigned by signed bytes; the activations get +128 (their top
- *     bit flipped) and 128·Σ_k w[n,k] is taken off, those sums made per call for a block of
- *     weight rows (VPDPBUSD of ones) and used for every row of a: exact integer arithmetic
- *     (the blocked kernel in wrapping int32, whose result is the exact sum).
+ *     bit flipped) and 128·Σ_k w[n,k] is taken off, those sums made at open (rt_model.c) or,
+ *     when not given (expert paging, dot_i8), once per call, and used for every row of a: exact
+ *     integer arithmetic (the blocked kernel in wrapping int32, whose result is the exact sum).
+ *     linear_i8's blocked kernel dequantizes (and adds the residual) in the tile's store.
  *   - AVX2: VPMADDUBSW on |w| and a·sign(w): each pair of products is at most 2·127·127 =
  *     32,258, so the 16-bit sums never saturate (weights and activations are in -127…127);
  *     VPMADDWD by ones widens them to int32. */
@@ -27,7 +28,7 @@
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
 #define INLINE static inline __attribute__((always_inline))
-/* the blocked kernels' 40 KiB stack frames stay out of the M < 4 path (stack probes per call) */
+/* the blocked kernels' 40-44 KiB stack frames stay out of the M < 4 path (stack probes per call) */
 #define NOINLINE static __attribute__((noinline))
 /* 4 bytes of int8 weights read as one int32 (a broadcast operand), at any byte address */
 typedef int32_t __attribute__((may_alias, aligned(1))) i32_alias;
@@ -207,7 +208,8 @@ T_VNNI static void dot_i8_vnnid(int32_t *acc, const int8_t *qa, const int8_t *qw
  * blocks of K after the first add to the partial sums already stored. A block of weights is
  * copied (8 KiB at most, on the stack) only when N is not a multiple of the tile's rows or K
  * not of 4 (int8), so the micro-kernels read whole weight rows and groups and never past the
- * matrix: 40 KiB of stack per call in all. */
+ * matrix: 40 KiB of stack per call in all (44 KiB for VNNI int8, with the shifted weight sums
+ * of up to 1024 columns). */
 #define PANEL_MIN_M 4 /* below: the dot-product kernels above (M = 1: the class token) */
 #define PANEL_MB 64   /* tokens per block */
 #define KC_F32 128    /* k per block, fp32: 64 x 128 x 4 bytes = 32 KiB of panels */
@@ -426,6 +428,34 @@ T_VNNI static __m512i wsum_512(const int8_t *w, int K, int nr) {
     return _mm512_load_si512((const __m512i *)s);
 }
 
+/* Where a tile's sums go: int32 into acc [M, N] (dot_i8, and the blocks of k before the last),
+ * or, with dq, dequantized into out as rt_body_dequant_add does it (linear_i8): y =
+ * (float)sum·(sa[m]·sw[n]) (+ b[n]), out = y or out + y, each a separate IEEE operation (no
+ * contraction: ISO C mode), so the bits of dot_i8 followed by that body. */
+typedef struct {
+    int32_t *acc;
+    int N;
+    float *out;
+    int ldo, add;
+    const float *sa, *sw, *b;
+} i8_dst;
+
+/* Row m, columns n.. (mask mn) of a finished sum v; swv, bv: the tile's columns of sw and b. */
+T_VNNI INLINE void dq_store16(const i8_dst *d, int m, int n, __mmask16 mn, __m512i v, __m512 swv, __m512 bv) {
+    float *o = d->out + (long)m * d->ldo + n;
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(_mm512_set1_ps(d->sa[m]), swv));
+    if (d->b) y = _mm512_add_ps(y, bv);
+    if (d->add) y = _mm512_add_ps(_mm512_maskz_loadu_ps(mn, o), y);
+    _mm512_mask_storeu_ps(o, mn, y);
+}
+T_VNNI INLINE void dq_store8(const i8_dst *d, int m, int n, __m256i v, __m256 swv, __m256 bv) {
+    float *o = d->out + (long)m * d->ldo + n;
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(_mm256_set1_ps(d->sa[m]), swv));
+    if (d->b) y = _mm256_add_ps(y, bv);
+    if (d->add) y = _mm256_add_ps(_mm256_loadu_ps(o), y);
+    _mm256_storeu_ps(o, y);
+}
+
 /* VPDPBUSD with the weights' 4 bytes broadcast from memory. Inline assembly because GCC 12
  * copies every accumulator of _mm512_dpbusd_epi32 through another register in this loop
  * (twice the instructions); the assembler's, not the compiler's, knowledge of VNNI is used. */
@@ -435,11 +465,12 @@ T_VNNI static __m512i wsum_512(const int8_t *w, int K, int nr) {
     DPB(c[j + 1], q + ld);                                                                                             \
     DPB(c[j + 2], q + 2 * ld);                                                                                         \
     DPB(c[j + 3], q + ld3)
-/* The 16 x 16 tile acc[t, j] (+)= Σ_g p[g] · w[j, 4g..4g+3] (u8 x s8 in groups of 4), t < rows,
- * j < nr; the first block of k subtracts 128·wsum[j]. All in wrapping int32 arithmetic: the
- * result is the exact sum, which fits in int32. */
-T_VNNI static void tile_i8_vnni(int32_t *acc, int N, const uint8_t *p, const int8_t *w, long ld, int G, __m512i wsum128,
-                                int rows, int nr, int first) {
+/* The 16 x 16 tile at (m, n): sum[t, j] (+)= Σ_g p[g] · w[j, 4g..4g+3] (u8 x s8 in groups of 4),
+ * t < rows, j < nr; the first block of k subtracts 128·wsum[j], the last one (with d->out)
+ * dequantizes. All in wrapping int32 arithmetic: the result is the exact sum, which fits in
+ * int32. */
+T_VNNI static void tile_i8_vnni(const i8_dst *d, int m, int n, const uint8_t *p, const int8_t *w, long ld, int G,
+                                __m512i wsum128, int rows, int nr, int first, int last) {
     __m512i c[16];
 #pragma GCC unroll 16
     for (int j = 0; j < 16; j++) c[j] = _mm512_setzero_si512();
@@ -457,15 +488,47 @@ T_VNNI static void tile_i8_vnni(int32_t *acc, int N, const uint8_t *p, const int
     for (int j = 0; j < 16; j++) r[j] = _mm512_castsi512_ps(c[j]);
     tr16(r);
     const __mmask16 mn = (__mmask16)((1u << nr) - 1);
+    const int dq = last && d->out;
+    const __m512 swv = dq ? _mm512_maskz_loadu_ps(mn, d->sw + n) : _mm512_setzero_ps();
+    const __m512 bv = dq && d->b ? _mm512_maskz_loadu_ps(mn, d->b + n) : _mm512_setzero_ps();
 #pragma GCC unroll 16
     for (int t = 0; t < 16; t++)
         if (t < rows) {
-            int32_t *o = acc + (long)t * N;
+            int32_t *o = d->acc + (long)(m + t) * d->N + n;
             const __m512i v = _mm512_castps_si512(r[t]);
-            _mm512_mask_storeu_epi32(o, mn,
-                                     first ? _mm512_sub_epi32(v, wsum128)
-                                           : _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mn, o)));
+            const __m512i s = first ? _mm512_sub_epi32(v, wsum128) : _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mn, o));
+            if (dq)
+                dq_store16(d, m + t, n, mn, s, swv, bv);
+            else
+                _mm512_mask_storeu_epi32(o, mn, s);
         }
+}
+
+/* tile2_i8_vnni's store when its one block of k is the whole sum and it dequantizes: the
+ * flags constants (inlined per case), row pointers stepped, no int32 round trip: the same
+ * operations as dq_store8 (its epilogue was a third of the tile's time with the flags tested
+ * per row). */
+T_VNNI INLINE void tile2_dq_store(const i8_dst *d, int m, int n, const __m512 r[16], __m256i wsum128, int rows2,
+                                  int has_b, int add) {
+    const __m256 swv = _mm256_loadu_ps(d->sw + n), bv = has_b ? _mm256_loadu_ps(d->b + n) : _mm256_setzero_ps();
+    const float *sa = d->sa + m;
+    const long ldo = d->ldo;
+    float *o = d->out + (long)m * ldo + n, *o2 = o + 16 * ldo;
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++, o += ldo, o2 += ldo) {
+        const __m256i lo = _mm256_sub_epi32(_mm512_castsi512_si256(_mm512_castps_si512(r[t])), wsum128);
+        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_set1_ps(sa[t]), swv));
+        if (has_b) y = _mm256_add_ps(y, bv);
+        if (add) y = _mm256_add_ps(_mm256_loadu_ps(o), y);
+        _mm256_storeu_ps(o, y);
+        if (t < rows2) {
+            const __m256i hi = _mm256_sub_epi32(_mm512_extracti32x8_epi32(_mm512_castps_si512(r[t]), 1), wsum128);
+            __m256 y2 = _mm256_mul_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_set1_ps(sa[16 + t]), swv));
+            if (has_b) y2 = _mm256_add_ps(y2, bv);
+            if (add) y2 = _mm256_add_ps(_mm256_loadu_ps(o2), y2);
+            _mm256_storeu_ps(o2, y2);
+        }
+    }
 }
 
 #define DPR(acc, x, y) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(y))
@@ -477,8 +540,8 @@ T_VNNI static void tile_i8_vnni(int32_t *acc, int N, const uint8_t *p, const int
     } while (0)
 /* tile_i8_vnni for two panels (32 tokens, rows2 valid in the second) and 8 weight rows (the
  * broadcast weights used twice): see tile2_f32_512. */
-T_VNNI static void tile2_i8_vnni(int32_t *acc, int N, const uint8_t *p, const int8_t *w, long ld, int G,
-                                 __m256i wsum128, int rows2, int first) {
+T_VNNI static void tile2_i8_vnni(const i8_dst *dst, int m, int n, const uint8_t *p, const int8_t *w, long ld, int G,
+                                 __m256i wsum128, int rows2, int first, int last) {
     __m512i c[8], d[8];
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) c[j] = d[j] = _mm512_setzero_si512();
@@ -500,57 +563,116 @@ T_VNNI static void tile2_i8_vnni(int32_t *acc, int N, const uint8_t *p, const in
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) r[j] = _mm512_castsi512_ps(c[j]), r[8 + j] = _mm512_castsi512_ps(d[j]);
     tr16(r); /* r[t]: lanes 0-7 token t, lanes 8-15 token 16 + t, weight rows 0-7 */
+    if (first && last && dst->out) { /* one block of k, dequantized: the common case, specialized */
+        if (dst->b && dst->add)
+            tile2_dq_store(dst, m, n, r, wsum128, rows2, 1, 1);
+        else if (dst->b)
+            tile2_dq_store(dst, m, n, r, wsum128, rows2, 1, 0);
+        else if (dst->add)
+            tile2_dq_store(dst, m, n, r, wsum128, rows2, 0, 1);
+        else
+            tile2_dq_store(dst, m, n, r, wsum128, rows2, 0, 0);
+        return;
+    }
+    const int dq = last && dst->out;
+    const __m256 swv = dq ? _mm256_loadu_ps(dst->sw + n) : _mm256_setzero_ps();
+    const __m256 bv = dq && dst->b ? _mm256_loadu_ps(dst->b + n) : _mm256_setzero_ps();
 #pragma GCC unroll 16
     for (int t = 0; t < 16; t++) {
-        int *o = (int *)(acc + (long)t * N), *o2 = (int *)(acc + (long)(16 + t) * N);
+        int *o = (int *)(dst->acc + (long)(m + t) * dst->N + n), *o2 = (int *)(dst->acc + (long)(m + 16 + t) * dst->N + n);
         const __m256i lo = _mm512_castsi512_si256(_mm512_castps_si512(r[t]));
         const __m256i hi = _mm512_extracti32x8_epi32(_mm512_castps_si512(r[t]), 1);
-        _mm256_storeu_si256((__m256i *)o, first ? _mm256_sub_epi32(lo, wsum128)
-                                                : _mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i *)o)));
-        if (t < rows2)
-            _mm256_storeu_si256((__m256i *)o2, first ? _mm256_sub_epi32(hi, wsum128)
-                                                     : _mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i *)o2)));
+        const __m256i s = first ? _mm256_sub_epi32(lo, wsum128) : _mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i *)o));
+        if (dq)
+            dq_store8(dst, m + t, n, s, swv, bv);
+        else
+            _mm256_storeu_si256((__m256i *)o, s);
+        if (t < rows2) {
+            const __m256i s2 =
+                first ? _mm256_sub_epi32(hi, wsum128) : _mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i *)o2));
+            if (dq)
+                dq_store8(dst, m + 16 + t, n, s2, swv, bv);
+            else
+                _mm256_storeu_si256((__m256i *)o2, s2);
+        }
     }
 }
 
-T_VNNI NOINLINE void dot_i8_vnnip(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+/* columns per chunk whose weight sums (given, or made by wsum_512) are shifted once per call,
+ * before the blocks of tokens that use them (4 KiB of stack) */
+#define WS_NC 1024
+
+/* The blocked int8 product: exact sums into d->acc, or dequantized into d->out (see i8_dst).
+ * wsum: the weight rows' sums made at open, or NULL (made here). */
+T_VNNI NOINLINE void gemm_i8_vnnip(const i8_dst *d, const int8_t *qa, const int8_t *qw, const int32_t *wsum, int M,
+                                   int K, int N) {
     _Alignas(64) uint8_t pk[PANEL_MB * KC_I8];
     _Alignas(64) int8_t wt[16 * KC_I8];
-    for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
-        const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
-        for (int k0 = 0; k0 < K; k0 += KC_I8) {
-            const int kc = K - k0 < KC_I8 ? K - k0 : KC_I8, G = (kc + 3) / 4;
-            pack_u8_512(pk, qa + (long)m0 * K, K, rows, k0, kc);
-            for (int n0 = 0; n0 < N; n0 += 16) {
-                const int nr = N - n0 < 16 ? N - n0 : 16;
-                const int8_t *wb = qw + (long)n0 * K + k0;
-                long ld = K;
-                __m512i ws = _mm512_setzero_si512();
-                if (k0 == 0) ws = _mm512_slli_epi32(wsum_512(qw + (long)n0 * K, K, nr), 7);
-                if (nr < 16 || kc % 4) copy_block(wt, 4 * G, wb, ld, nr, kc, 1), wb = wt, ld = 4 * G;
-                int q = 0;
-                if (nr == 16)
-                    for (; q * 16 + 16 < rows; q += 2) {
-                        const int rows2 = rows - 16 * q - 16 < 16 ? rows - 16 * q - 16 : 16;
-                        int32_t *o = acc + (long)(m0 + 16 * q) * N + n0;
-                        const uint8_t *pq = pk + (long)q * G * 64;
-                        tile2_i8_vnni(o, N, pq, wb, ld, G, _mm512_castsi512_si256(ws), rows2, k0 == 0);
-                        tile2_i8_vnni(o + 8, N, pq, wb + 8 * ld, ld, G, _mm512_extracti32x8_epi32(ws, 1), rows2,
-                                      k0 == 0);
-                    }
-                for (; q * 16 < rows; q++)
-                    tile_i8_vnni(acc + (long)(m0 + 16 * q) * N + n0, N, pk + (long)q * G * 64, wb, ld, G, ws,
-                                 rows - 16 * q < 16 ? rows - 16 * q : 16, nr, k0 == 0);
+    _Alignas(64) int32_t wsc[WS_NC];
+    for (int nc0 = 0; nc0 < N; nc0 += WS_NC) {
+        const int nc1 = N - nc0 < WS_NC ? N : nc0 + WS_NC;
+        for (int n0 = nc0; n0 < nc1; n0 += 16) {
+            const int nr = nc1 - n0 < 16 ? nc1 - n0 : 16;
+            const __m512i s = wsum ? _mm512_maskz_loadu_epi32((__mmask16)((1u << nr) - 1), wsum + n0)
+                                   : wsum_512(qw + (long)n0 * K, K, nr);
+            _mm512_store_si512((__m512i *)(wsc + (n0 - nc0)), _mm512_slli_epi32(s, 7));
+        }
+        for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
+            const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
+            for (int k0 = 0; k0 < K; k0 += KC_I8) {
+                const int kc = K - k0 < KC_I8 ? K - k0 : KC_I8, G = (kc + 3) / 4;
+                const int first = k0 == 0, last = k0 + kc == K;
+                pack_u8_512(pk, qa + (long)m0 * K, K, rows, k0, kc);
+                for (int n0 = nc0; n0 < nc1; n0 += 16) {
+                    const int nr = nc1 - n0 < 16 ? nc1 - n0 : 16;
+                    const int8_t *wb = qw + (long)n0 * K + k0;
+                    /* the first block of tokens reads each weight row for the first time (from
+                     * L3 or memory): the next 16 rows' k block is requested while these compute */
+                    if (m0 == 0 && n0 + 16 < nc1)
+                        for (int j = 0; j < 16 && n0 + 16 + j < nc1; j++)
+                            for (int k = 0; k < kc; k += 64)
+                                _mm_prefetch((const char *)(wb + (long)(16 + j) * K + k), _MM_HINT_T0);
+                    long ld = K;
+                    const __m512i ws = _mm512_load_si512((const __m512i *)(wsc + (n0 - nc0)));
+                    if (nr < 16 || kc % 4) copy_block(wt, 4 * G, wb, ld, nr, kc, 1), wb = wt, ld = 4 * G;
+                    int q = 0;
+                    if (nr == 16)
+                        for (; q * 16 + 16 < rows; q += 2) {
+                            const int rows2 = rows - 16 * q - 16 < 16 ? rows - 16 * q - 16 : 16;
+                            const uint8_t *pq = pk + (long)q * G * 64;
+                            tile2_i8_vnni(d, m0 + 16 * q, n0, pq, wb, ld, G, _mm512_castsi512_si256(ws), rows2, first,
+                                          last);
+                            tile2_i8_vnni(d, m0 + 16 * q, n0 + 8, pq, wb + 8 * ld, ld, G,
+                                          _mm512_extracti32x8_epi32(ws, 1), rows2, first, last);
+                        }
+                    for (; q * 16 < rows; q++)
+                        tile_i8_vnni(d, m0 + 16 * q, n0, pk + (long)q * G * 64, wb, ld, G, ws,
+                                     rows - 16 * q < 16 ? rows - 16 * q : 16, nr, first, last);
+                }
             }
         }
     }
 }
 
 T_VNNI static void dot_i8_vnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
-    if (M >= PANEL_MIN_M)
-        dot_i8_vnnip(acc, qa, qw, M, K, N);
-    else
+    if (M >= PANEL_MIN_M) {
+        const i8_dst d = {acc, N, NULL, 0, 0, NULL, NULL, NULL};
+        gemm_i8_vnnip(&d, qa, qw, NULL, M, K, N);
+    } else {
         dot_i8_vnnid(acc, qa, qw, M, K, N);
+    }
+}
+
+T_VNNI static void linear_i8_vnni(float *out, int ldo, const int8_t *qa, const float *sa, const int8_t *qw,
+                                  const float *sw, const int32_t *wsum, const float *b, int M, int K, int N, int add,
+                                  int32_t *acc) {
+    if (M >= PANEL_MIN_M) {
+        const i8_dst d = {acc, N, out, ldo, add, sa, sw, b};
+        gemm_i8_vnnip(&d, qa, qw, wsum, M, K, N);
+    } else {
+        dot_i8_vnnid(acc, qa, qw, M, K, N);
+        rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, add);
+    }
 }
 
 
@@ -768,9 +890,12 @@ RT_OPS_DEFINE(T_AVX2, avx2)
 #endif
 RT_OPS_DEFINE(T_512_OPS, avx512)
 
-static const mvmoe_rt_kernels AVX2 = {"avx2", linear_f32_avx2, dot_i8_avx2, RT_OPS_ENTRIES(avx2)};
-static const mvmoe_rt_kernels AVX512 = {"avx512", linear_f32_512, dot_i8_avx2, RT_OPS_ENTRIES(avx512)};
-static const mvmoe_rt_kernels AVX512_VNNI = {"avx512-vnni", linear_f32_512, dot_i8_vnni, RT_OPS_ENTRIES(avx512)};
+RT_LINEAR_I8_DEFINE(T_AVX2, avx2, dot_i8_avx2)
+
+static const mvmoe_rt_kernels AVX2 = {"avx2", linear_f32_avx2, dot_i8_avx2, RT_OPS_ENTRIES(avx2), linear_i8_avx2};
+static const mvmoe_rt_kernels AVX512 = {"avx512", linear_f32_512, dot_i8_avx2, RT_OPS_ENTRIES(avx512), linear_i8_avx2};
+static const mvmoe_rt_kernels AVX512_VNNI = {"avx512-vnni", linear_f32_512, dot_i8_vnni, RT_OPS_ENTRIES(avx512),
+                                             linear_i8_vnni};
 
 const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2(void) {
     __builtin_cpu_init();

@@ -38,6 +38,22 @@ static void *own(binder *b, size_t bytes) {
     return p;
 }
 
+void rt_weight_sums(int32_t *ws, const int8_t *q, int N, int K) {
+    for (int n = 0; n < N; n++) {
+        int32_t t = 0;
+        for (int k = 0; k < K; k++) t += q[(long)n * K + k];
+        ws[n] = t;
+    }
+}
+
+/* Σ_k q[n·K + k] per output channel (exact: |sum| <= 127·K), for the int8 kernels that need it
+ * (rt_kernels.h, linear_i8); NULL when out of memory. */
+static int32_t *weight_sums(binder *b, const int8_t *q, int N, int K) {
+    int32_t *ws = own(b, sizeof *ws * (size_t)N);
+    if (ws) rt_weight_sums(ws, q, N, K);
+    return ws;
+}
+
 static void shape_text(char *buf, size_t cap, int nd, const int64_t *s) {
     size_t o = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < nd && o < cap; i++) o += (size_t)snprintf(buf + o, cap - o, i ? ", %lld" : "%lld", (long long)s[i]);
@@ -117,6 +133,10 @@ static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const i
         }
         if (b->m->int8) {
             L->q = q, L->s = s;
+            /* the weight sums now where the pages are read anyway; an expert's at its first use
+             * (rt_model_forward), so that opening reads no expert page */
+            if (!lazy && !(L->ws = weight_sums(b, q, N, K)))
+                return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory for the sums of '%s'", name);
         } else { /* fp32 run of an int8 file: its weights dequantized, as the library does */
             float *w = own(b, sizeof *w * (size_t)N * K);
             if (!w) return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory dequantizing '%s'", name);
@@ -132,6 +152,7 @@ static int bind_linear(binder *b, rt_linear *L, const char *pfx, int nd, const i
         if (!q || !s) return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory quantizing '%s'", name);
         rt_quantize_rows(q, s, w, N, K);
         L->q = q, L->s = s;
+        if (!(L->ws = weight_sums(b, q, N, K))) return fail(b, MVMOE_RUN_ERR_NOMEM, "out of memory for '%s'", name);
     } else {
         L->w = t->data;
     }
@@ -204,7 +225,8 @@ int rt_model_load(rt_model *m, rt_checkpoint *ck, int int8, char *err, size_t er
     if (!m->blocks || !m->mlps) return fail(&b, MVMOE_RUN_ERR_NOMEM, "out of memory for the model");
     if (int8 && ck->quantization && L) {
         m->checked = calloc((size_t)c->depth * (size_t)c->experts, sizeof *m->checked);
-        if (!m->checked) return fail(&b, MVMOE_RUN_ERR_NOMEM, "out of memory for the model");
+        m->expert_sums = calloc((size_t)c->depth * (size_t)c->experts * (size_t)(c->mlp_dim + D), sizeof *m->expert_sums);
+        if (!m->checked || !m->expert_sums) return fail(&b, MVMOE_RUN_ERR_NOMEM, "out of memory for the model");
     }
     const int64_t dpe[4] = {D, c->in_chans, c->patch, c->patch}, dh[2] = {c->num_classes, D};
     if (bind_linear(&b, &m->patch, "patch_embed.proj", 4, dpe, 1, 1, 0)) return -1;
@@ -231,6 +253,7 @@ void rt_model_free(rt_model *m) {
     free(m->blocks);
     free(m->mlps);
     free(m->checked);
+    free(m->expert_sums);
     rt_config_free(&m->c);
     memset(m, 0, sizeof *m);
 }

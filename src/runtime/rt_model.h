@@ -40,6 +40,8 @@ typedef struct {
      * first routes to them, not at open: checking at open reads every expert's pages, which
      * per-image routing exists to leave alone (docs/EDGE.md, "Expert paging"). */
     atomic_uchar *checked; /* [depth][experts]: 1 once that expert's tensors passed; NULL: all checked at open */
+    int32_t *expert_sums;  /* [depth][experts][mlp_dim + dim]: fc1's and fc2's weight sums (rt_linear.ws), made
+                            * with the check */
 } rt_model;
 
 /* One thread's buffers for one image (sized at open); scores and kt hold the attention scratch
@@ -66,6 +68,8 @@ void rt_model_free(rt_model *m);
 /* An int8 file's weights q [N, K] and scales s [N] of the product `name`: scales finite and
  * >= 0, no -128 (rt_kernels.h). 0, or -1 with the message in err. */
 int rt_check_i8(const int8_t *q, const float *s, int N, int K, const char *name, char *err, size_t errlen);
+/* ws[n] = Σ_k q[n·K + k], n < N (the int8 kernels' correction term, rt_linear.ws). */
+void rt_weight_sums(int32_t *ws, const int8_t *q, int N, int K);
 
 /* nt >= 1: the threads one image may be split over (rt_model_forward). */
 int rt_work_init(rt_work *w, const rt_model *m, int nt);

@@ -32,16 +32,29 @@ void rt_quantize_rows(int8_t *q, float *s, const float *w, int N, int K) {
 
 void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda,
                        int M, rt_i8_scratch *s) {
+    rt_linear_forward_add(k, L, out, ldo, a, lda, M, s, 0, NULL);
+}
+
+void rt_linear_forward_add(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda,
+                           int M, rt_i8_scratch *s, int add, float *tmp) {
     const int K = L->K, N = L->N;
     if (L->w) {
-        k->linear_f32(out, ldo, a, lda, L->w, L->b, M, K, N);
+        float *y = add ? tmp : out;
+        const int ldy = add ? N : ldo;
+        k->linear_f32(y, ldy, a, lda, L->w, L->b, M, K, N);
+        if (add)
+            for (int m = 0; m < M; m++) {
+                float *o = out + (long)m * ldo;
+                const float *r = y + (long)m * ldy;
+#pragma omp simd
+                for (int j = 0; j < N; j++) o[j] = o[j] + r[j];
+            }
         return;
     }
-    /* int8: each row quantized with its own scale; the exact int32 sums; dequantized as the
-     * library does (rt_ops_body.h) */
+    /* int8: each row quantized with its own scale; the exact int32 sums, dequantized as the
+     * library does (rt_ops_body.h), in the product kernel's store where it can */
     k->quant_rows(s->qa, s->sa, a, lda, M, K);
-    k->dot_i8(s->acc, s->qa, L->q, M, K, N);
-    k->dequant(out, ldo, s->acc, s->sa, L->s, L->b, M, N);
+    k->linear_i8(out, ldo, s->qa, s->sa, L->q, L->s, L->ws, L->b, M, K, N, add, s->acc);
 }
 
 void rt_route(const float *r, const float *W, int D, int E, int k, float adaptive, float *p, int *ex, float *gate) {

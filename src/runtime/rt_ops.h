@@ -17,6 +17,8 @@ typedef struct {
     const float *s;
     const float *b;
     int N, K;
+    const int32_t *ws; /* int8: Σ_k q[n·K + k] per output channel (VNNI's correction), or NULL
+                        * (last, after the fields older initializers list) */
 } rt_linear;
 
 /* Scratch of the int8 path: qa [rows·K], sa [rows], acc [rows·N], for the largest call. */
@@ -29,6 +31,11 @@ typedef struct {
 /* out[m·ldo + n] for M rows of a (stride lda). */
 void rt_linear_forward(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda,
                        int M, rt_i8_scratch *s);
+
+/* The same with add: out[m·ldo + n] = out[m·ldo + n] + y (the residual add, fused into the
+ * int8 product's store); fp32 layers compute y into tmp ([M·N]) first. */
+void rt_linear_forward_add(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda,
+                           int M, rt_i8_scratch *s, int add, float *tmp);
 
 /* Per-row symmetric int8 quantization of weights (the library's convention, including its
  * round-trip-stable scale): q [N·K], s [N]. */

@@ -30,22 +30,24 @@
  * 127 and a little rounding; a NaN row never gets here). */
 RT_INLINE int8_t quant(float x, float inv) {
     const float y = x * inv, r = (y + 12582912.0f) - 12582912.0f;
-    return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+    /* converted (exact: r is an integer below 2^22), then clamped as an int (integer min and
+     * max instructions): comparing the float vectorized into a dozen mask operations per vector */
+    const int i = (int)r, c = i > 127 ? 127 : i < -127 ? -127 : i;
+    return (int8_t)c;
 }
 
 /* A row's scale and reciprocal (0 and 0 for an all-zero row); -1 if the row is not finite. */
 RT_INLINE int row_scale(const float *x, int K, float *s, float *inv) {
     /* max is exact in any order, so the vector loop gives the scalar loop's value; a NaN or
-     * infinity anywhere makes x - x non-zero (NaN) */
-    float amax = 0.0f;
-    int bad = 0;
-#pragma omp simd reduction(max : amax) reduction(| : bad)
+     * infinity anywhere makes x - x, and so the sum of them, NaN (else +0 in any order) */
+    float amax = 0.0f, z = 0.0f;
+#pragma omp simd reduction(max : amax) reduction(+ : z)
     for (int k = 0; k < K; k++) {
         const float a = fabsf(x[k]);
         amax = a > amax ? a : amax;
-        bad |= !(x[k] - x[k] == 0.0f);
+        z += x[k] - x[k];
     }
-    if (bad || !isfinite(amax)) return -1;
+    if (z != 0.0f || !isfinite(amax)) return -1;
     *s = amax / 127.0f;
     *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     return 0;
@@ -115,7 +117,8 @@ RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, co
 #pragma omp simd
                 for (int i = 0; i < RT_LANES; i++) l[i] += x[c + i];
             for (int i = 0; c < D; c++, i++) l[i] += x[c];
-            for (int h = RT_LANES / 2; h > 0; h /= 2)
+            _Pragma("GCC unroll 8") for (int h = RT_LANES / 2; h > 0; h /= 2)
+                _Pragma("GCC unroll 16")
                 for (int i = 0; i < h; i++) l[i] += l[i + h];
             m = l[0] / D;
         }
@@ -126,7 +129,8 @@ RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, co
 #pragma omp simd
                 for (int i = 0; i < RT_LANES; i++) l[i] += (x[c + i] - m) * (x[c + i] - m);
             for (int i = 0; c < D; c++, i++) l[i] += (x[c] - m) * (x[c] - m);
-            for (int h = RT_LANES / 2; h > 0; h /= 2)
+            _Pragma("GCC unroll 8") for (int h = RT_LANES / 2; h > 0; h /= 2)
+                _Pragma("GCC unroll 16")
                 for (int i = 0; i < h; i++) l[i] += l[i + h];
             v = l[0] / D;
         }
@@ -154,43 +158,71 @@ typedef float rt_v16 __attribute__((vector_size(64)));
 /* (a macro: a function returning one would change the ABI between targets, -Wpsabi) */
 #define RT_V16_LOAD(v, p) memcpy(&(v), (p), sizeof(rt_v16))
 
+/* Scores of RT_QB queries × NV·16 keys from j0 (NV = 1, 2: a constant once inlined). */
+RT_INLINE void rt_att_scores(float *sc, const float *const *q, const float *kt, int Tp, int hd, int j0, float scale,
+                             const int NV) {
+    rt_v16 acc[RT_QB][RT_JB / 16];
+    _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[ii][v] = (rt_v16){0};
+    for (int d = 0; d < hd; d++) {
+        rt_v16 kd[RT_JB / 16];
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) RT_V16_LOAD(kd[v], kt + (long)d * Tp + j0 + 16 * v);
+        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
+            const float qd = q[ii][d];
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[ii][v] += qd * kd[v];
+        }
+    }
+    _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {
+            const rt_v16 r = acc[ii][v] * scale;
+            memcpy(sc + (long)ii * Tp + j0 + 16 * v, &r, sizeof r);
+        }
+}
+
 RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, int hd, int h, int i0, int qb, float *sc,
                             const float *kt, float scale) {
     const int ld = 3 * D;
     const float *q[RT_QB];
     for (int ii = 0; ii < RT_QB; ii++) q[ii] = qkv + (long)(i0 + (ii < qb ? ii : 0)) * ld + h * hd;
-    for (int j0 = 0; j0 < Tp; j0 += RT_JB) {
-        rt_v16 acc[RT_QB][RT_JB / 16];
-        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] = (rt_v16){0};
-        for (int d = 0; d < hd; d++) {
-            rt_v16 kd[RT_JB / 16];
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) RT_V16_LOAD(kd[v], kt + (long)d * Tp + j0 + 16 * v);
-            _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
-                const float qd = q[ii][d];
-                _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) acc[ii][v] += qd * kd[v];
-            }
-        }
-        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_JB / 16; v++) {
-                const rt_v16 r = acc[ii][v] * scale;
-                memcpy(sc + (long)ii * Tp + j0 + 16 * v, &r, sizeof r);
-            }
-    }
+    /* blocks of RT_JB keys; a last block of at most 16 keys computes 16 (ViT-Tiny's 197 keys:
+     * 208 scores a row, not 224) */
+    for (int j0 = 0; j0 < T; j0 += RT_JB)
+        if (T - j0 <= 16)
+            rt_att_scores(sc, q, kt, Tp, hd, j0, scale, 1);
+        else
+            rt_att_scores(sc, q, kt, Tp, hd, j0, scale, RT_JB / 16);
     for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores */
-        float *s = sc + (long)ii * Tp, mx = -INFINITY;
-        /* the maximum is exact in any order */
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < T; j++) mx = s[j] > mx ? s[j] : mx;
-#pragma omp simd
-        for (int j = 0; j < T; j++) s[j] = rt_expf(s[j] - mx);
-        float l[RT_LANES] = {0};
+        float *s = sc + (long)ii * Tp;
+        /* the maximum (exact in any order) in RT_LANES lanes, then a tree: a reduction clause
+         * left a scalar loop over the vector's lanes per row */
+        float m[RT_LANES];
+        for (int e = 0; e < RT_LANES; e++) m[e] = -INFINITY;
         int j = 0;
         for (; j + RT_LANES <= T; j += RT_LANES)
 #pragma omp simd
-            for (int e = 0; e < RT_LANES; e++) l[e] += s[j + e];
-        for (int e = 0; j < T; j++, e++) l[e] += s[j];
-        for (int w = RT_LANES / 2; w > 0; w /= 2)
+            for (int e = 0; e < RT_LANES; e++) m[e] = s[j + e] > m[e] ? s[j + e] : m[e];
+        for (int e = 0; j < T; j++, e++) m[e] = s[j] > m[e] ? s[j] : m[e];
+        _Pragma("GCC unroll 8") for (int w = RT_LANES / 2; w > 0; w /= 2)
+            _Pragma("GCC unroll 16")
+            for (int e = 0; e < w; e++) m[e] = m[e + w] > m[e] ? m[e + w] : m[e];
+        const float mx = m[0];
+        /* e^(s - max) and their sum in one pass: RT_LANES partial sums, combined by a tree */
+        float l[RT_LANES] = {0};
+        j = 0;
+        for (; j + RT_LANES <= T; j += RT_LANES)
+#pragma omp simd
+            for (int e = 0; e < RT_LANES; e++) {
+                const float v = rt_expf(s[j + e] - mx);
+                s[j + e] = v;
+                l[e] += v;
+            }
+        for (int e = 0; j < T; j++, e++) {
+            const float v = rt_expf(s[j] - mx);
+            s[j] = v;
+            l[e] += v;
+        }
+        _Pragma("GCC unroll 8") for (int w = RT_LANES / 2; w > 0; w /= 2)
+            _Pragma("GCC unroll 16")
             for (int e = 0; e < w; e++) l[e] += l[e + w];
         const float inv = 1.0f / l[0];
 #pragma omp simd
@@ -227,11 +259,16 @@ RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int
     const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = h0; h < h1; h++) {
-        /* this head's keys transposed, [hd][Tp], zero past T (scores computed, never used) */
-        for (int d = 0; d < hd; d++) {
-            float *kd = kt + (long)d * Tp;
-            for (int j = 0; j < T; j++) kd[j] = qkv[(long)j * ld + D + h * hd + d];
-            for (int j = T; j < Tp; j++) kd[j] = 0.0f;
+        /* this head's keys transposed, [hd][Tp], zero past T (scores computed, never used); 16
+         * keys at a time, so the rows read stay in the L1 cache over d */
+        for (int j0 = 0; j0 < Tp; j0 += 16) {
+            const int nj = T - j0 < 16 ? (T - j0 > 0 ? T - j0 : 0) : 16;
+            for (int d = 0; d < hd; d++) {
+                float *kd = kt + (long)d * Tp + j0;
+                const float *k0 = qkv + (long)j0 * ld + D + h * hd + d;
+                for (int jj = 0; jj < nj; jj++) kd[jj] = k0[(long)jj * ld];
+                for (int jj = nj; jj < 16; jj++) kd[jj] = 0.0f;
+            }
         }
         for (int i0 = 0; i0 < Q; i0 += RT_QB)
             rt_att_block(out, qkv, T, Tp, D, hd, h, i0, Q - i0 < RT_QB ? Q - i0 : RT_QB, sc, kt, scale);
@@ -255,21 +292,33 @@ RT_INLINE void rt_body_quant_rows(int8_t *qa, float *sa, const float *a, int lda
     }
 }
 
-/* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) + b[j]: two roundings, as the library. */
-RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw,
-                               const float *b, int M, int N) {
+/* out[m·ldo + j] = (float)acc[m·N + j]·(sa[m]·sw[j]) + b[j]: two roundings, as the library;
+ * with add, out[m·ldo + j] + that (one more rounding: the residual add of the forward). */
+RT_INLINE void rt_body_dequant_add(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw,
+                                   const float *b, int M, int N, int add) {
     for (int m = 0; m < M; m++) {
         const float s = sa[m];
         const int32_t *c = acc + (long)m * N;
         float *o = out + (long)m * ldo;
-        if (b) {
+        if (b && add) {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = o[j] + ((float)c[j] * (s * sw[j]) + b[j]);
+        } else if (b) {
 #pragma omp simd
             for (int j = 0; j < N; j++) o[j] = (float)c[j] * (s * sw[j]) + b[j];
+        } else if (add) {
+#pragma omp simd
+            for (int j = 0; j < N; j++) o[j] = o[j] + (float)c[j] * (s * sw[j]);
         } else {
 #pragma omp simd
             for (int j = 0; j < N; j++) o[j] = (float)c[j] * (s * sw[j]);
         }
     }
+}
+
+RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const float *sa, const float *sw,
+                               const float *b, int M, int N) {
+    rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, 0);
 }
 
 /* The operations of one kernel set, under the function attribute ATTR, named NAME_SUFFIX. */
@@ -289,6 +338,16 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
     ATTR static void dequant_##SUFFIX(float *out, int ldo, const int32_t *acc, const float *sa,              \
                                       const float *sw, const float *b, int M, int N) {                       \
         rt_body_dequant(out, ldo, acc, sa, sw, b, M, N);                                                     \
+    }
+/* linear_i8 of a set whose dot_i8 is DOT (a function of that file): the exact sums into acc, then
+ * the dequantization body (the sets whose kernels do not dequantize in their tiles). */
+#define RT_LINEAR_I8_DEFINE(ATTR, SUFFIX, DOT)                                                               \
+    ATTR static void linear_i8_##SUFFIX(float *out, int ldo, const int8_t *qa, const float *sa,             \
+                                        const int8_t *qw, const float *sw, const int32_t *wsum,              \
+                                        const float *b, int M, int K, int N, int add, int32_t *acc) {        \
+        (void)wsum;                                                                                          \
+        DOT(acc, qa, qw, M, K, N);                                                                           \
+        rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, add);                                            \
     }
 /* The table entries RT_OPS_DEFINE made, in rt_kernels.h's order. */
 #define RT_OPS_ENTRIES(SUFFIX) \

@@ -73,6 +73,53 @@ static void check_set(const mvmoe_rt_kernels *k, const mvmoe_rt_kernels *ref, in
         fprintf(stderr, "FAIL: %s dot_i8 M=%d K=%d N=%d: sums differ from the reference\n", k->name, M, K, N);
         failures++;
     }
+    /* linear_i8 (the product with its dequantization, and the residual add, in the blocked
+     * kernels' stores): plain's must be dot_i8, dequant, then out + y; every set plain's bits
+     * (a NaN row scale, a zero one, and rows around the ldo gaps included) */
+    {
+        float *sa = malloc(sizeof(float) * (size_t)M), *sw = malloc(sizeof(float) * (size_t)N);
+        float *want = malloc(sizeof(float) * (size_t)M * ldo), *y = malloc(sizeof(float) * (size_t)M * ldo);
+        int32_t *scratch = malloc(sizeof(int32_t) * (size_t)M * N);
+        if (!sa || !sw || !want || !y || !scratch) {
+            fprintf(stderr, "FAIL: out of memory\n");
+            exit(1);
+        }
+        for (int m = 0; m < M; m++) sa[m] = (frnd() + 1.5f) * 1e-3f;
+        for (int n = 0; n < N; n++) sw[n] = (frnd() + 1.5f) * 1e-2f;
+        if (M > 2) sa[1] = NAN, sa[2] = 0.0f;
+        /* the weight sums made at open (rt_model.c), or NULL (made by the kernel): both */
+        int32_t *ws = malloc(sizeof(int32_t) * (size_t)N);
+        if (!ws) {
+            fprintf(stderr, "FAIL: out of memory\n");
+            exit(1);
+        }
+        for (int n = 0; n < N; n++) {
+            ws[n] = 0;
+            for (int q = 0; q < K; q++) ws[n] += qw[(long)n * K + q];
+        }
+        for (int add = 0; add < 4; add++) {
+            const int32_t *wsums = add >= 2 ? ws : NULL;
+            for (long i = 0; i < (long)M * ldo; i++) want[i] = o1[i] = o2[i] = i % 7 ? frnd() : 12345.0f;
+            ref->dequant(y, ldo, i1, sa, sw, bias ? b : NULL, M, N);
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    const long i = (long)m * ldo + n;
+                    want[i] = add % 2 ? want[i] + y[i] : y[i];
+                }
+            ref->linear_i8(o1, ldo, qa, sa, qw, sw, wsums, bias ? b : NULL, M, K, N, add % 2, scratch);
+            k->linear_i8(o2, ldo, qa, sa, qw, sw, wsums, bias ? b : NULL, M, K, N, add % 2, scratch);
+            if (memcmp(want, o1, sizeof(float) * (size_t)M * ldo) != 0) {
+                fprintf(stderr, "FAIL: plain linear_i8 add=%d M=%d K=%d N=%d: not dot_i8 + dequant\n", add, M, K, N);
+                failures++;
+            }
+            if (memcmp(o1, o2, sizeof(float) * (size_t)M * ldo) != 0) {
+                fprintf(stderr, "FAIL: %s linear_i8 add=%d M=%d K=%d N=%d: not the plain set's bits\n", k->name, add,
+                        M, K, N);
+                failures++;
+            }
+        }
+        free(sa), free(sw), free(want), free(y), free(scratch), free(ws);
+    }
     /* all extremes: the largest sums (VPMADDUBSW pairs, int32 range) */
     memset(qa, 127, (size_t)M * K);
     for (long i = 0; i < (long)N * K; i++) qw[i] = (int8_t)(i % 2 ? -127 : 127);
