@@ -77,8 +77,13 @@ void rt_work_free(rt_work *w);
 
 /* One image: x0 normalized pixels [C, S, S] → logits [K]; routes [top_k] (per-image MoE).
  * nt > 1 (at most w->nt): the products' rows and the attention's heads split over nt OpenMP
- * threads (call it outside a parallel region). 0, or -1 with w->err when a chosen expert's
+ * threads (call it outside a parallel region). img NULL: w->patches already hold the image's
+ * patches (rt_model_patches_u8). 0, or -1 with w->err when a chosen expert's
  * int8 tensors fail their first-use check (MVMOE_RUN_ERR_FORMAT). */
+/* The patches of one raw image (uint8 [C, S, S]) into w->patches, each pixel through its
+ * channel's table of normalized values lut[c][v]; then rt_model_forward with img NULL. */
+void rt_model_patches_u8(const rt_model *m, rt_work *w, const uint8_t *img, const float (*lut)[256]);
+
 int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, const float *img, float *logits,
                       int64_t *routes, float adaptive, int nt);
 
