@@ -23,6 +23,63 @@
 #define RT_JB 32
 #define RT_DB 32
 
+/* 16 floats as one value (GCC/Clang vector extension, not an instruction set's intrinsics):
+ * elementwise IEEE operations, one register per value on AVX-512, two on AVX2, four with SSE2
+ * or NEON: the same bits everywhere, and a value the compiler keeps in registers where a
+ * float array of accumulators stays in memory. The narrower ones serve the trees below. */
+typedef float rt_v16 __attribute__((vector_size(64)));
+typedef float rt_v8 __attribute__((vector_size(32)));
+typedef float rt_v4 __attribute__((vector_size(16)));
+typedef double rt_d8 __attribute__((vector_size(64)));
+typedef double rt_d4 __attribute__((vector_size(32)));
+/* (a macro: a function returning one would change the ABI between targets, -Wpsabi) */
+#define RT_V16_LOAD(v, p) memcpy(&(v), (p), sizeof(rt_v16))
+
+/* The fixed tree that combines RT_LANES (16) partial sums: l[i] += l[i + h] for h = 8, 4, 2, 1,
+ * written as halves of vectors, so it runs as a few vector adds where the unrolled scalar form
+ * was a chain of sixteen dependent scalar operations per row (the rows here are short: 192
+ * values for ViT-Tiny, so that chain was a good part of a row's time). Same operations, same
+ * order, same bits. */
+RT_INLINE float rt_tree_sum16(const float *l) {
+    rt_v8 a, b;
+    memcpy(&a, l, sizeof a), memcpy(&b, l + 8, sizeof b);
+    a = a + b;
+    rt_v4 c, d;
+    memcpy(&c, &a, sizeof c), memcpy(&d, (const char *)&a + sizeof c, sizeof d);
+    c = c + d;
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+RT_INLINE double rt_tree_sum16d(const double *l) {
+    rt_d8 a, b;
+    memcpy(&a, l, sizeof a), memcpy(&b, l + 8, sizeof b);
+    a = a + b;
+    rt_d4 c, d;
+    memcpy(&c, &a, sizeof c), memcpy(&d, (const char *)&a + sizeof c, sizeof d);
+    c = c + d;
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+/* The maximum of 16 (exact in any order; NaN lanes are not expected: callers check apart):
+ * halves of vectors compared, the larger taken by the comparison's mask (C has no vector ?:). */
+typedef int32_t rt_m8 __attribute__((vector_size(32)));
+typedef int32_t rt_m4 __attribute__((vector_size(16)));
+RT_INLINE float rt_tree_max16(const float *l) {
+    rt_v8 a, b;
+    rt_m8 ai, bi;
+    memcpy(&a, l, sizeof a), memcpy(&b, l + 8, sizeof b);
+    memcpy(&ai, &a, sizeof a), memcpy(&bi, &b, sizeof b);
+    const rt_m8 gt = b > a;
+    ai = (ai & ~gt) | (bi & gt);
+    rt_v4 c, d;
+    rt_m4 ci, di;
+    memcpy(&c, &ai, sizeof c), memcpy(&d, (const char *)&ai + sizeof c, sizeof d);
+    memcpy(&ci, &c, sizeof c), memcpy(&di, &d, sizeof d);
+    const rt_m4 gt4 = d > c;
+    ci = (ci & ~gt4) | (di & gt4);
+    memcpy(&c, &ci, sizeof c);
+    const float e = c[2] > c[0] ? c[2] : c[0], f = c[3] > c[1] ? c[3] : c[1];
+    return f > e ? f : e;
+}
+
 /* One value to int8 with the reciprocal scale: nearest, ties to even, clamped to ±127 (the
  * library's quant(), which calls nearbyintf). Adding and taking off 1.5·2^23 rounds a float
  * of magnitude below 2^22 to an integer by the current rounding mode, as nearbyintf does, in
@@ -38,15 +95,24 @@ RT_INLINE int8_t quant(float x, float inv) {
 
 /* A row's scale and reciprocal (0 and 0 for an all-zero row); -1 if the row is not finite. */
 RT_INLINE int row_scale(const float *x, int K, float *s, float *inv) {
-    /* max is exact in any order, so the vector loop gives the scalar loop's value; a NaN or
-     * infinity anywhere makes x - x, and so the sum of them, NaN (else +0 in any order) */
-    float amax = 0.0f, z = 0.0f;
-#pragma omp simd reduction(max : amax) reduction(+ : z)
-    for (int k = 0; k < K; k++) {
+    /* max is exact in any order; a NaN or infinity anywhere makes x - x, and so the sum of
+     * them, NaN (else +0 in any order): RT_LANES lanes and the trees (a reduction clause
+     * ended each row in a scalar loop over the vector's lanes) */
+    float am[RT_LANES] = {0}, zl[RT_LANES] = {0};
+    int k = 0;
+    for (; k + RT_LANES <= K; k += RT_LANES)
+#pragma omp simd
+        for (int e = 0; e < RT_LANES; e++) {
+            const float a = fabsf(x[k + e]);
+            am[e] = a > am[e] ? a : am[e];
+            zl[e] += x[k + e] - x[k + e];
+        }
+    for (int e = 0; k < K; k++, e++) {
         const float a = fabsf(x[k]);
-        amax = a > amax ? a : amax;
-        z += x[k] - x[k];
+        am[e] = a > am[e] ? a : am[e];
+        zl[e] += x[k] - x[k];
     }
+    const float amax = rt_tree_max16(am), z = rt_tree_sum16(zl);
     if (z != 0.0f || !isfinite(amax)) return -1;
     *s = amax / 127.0f;
     *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -117,10 +183,7 @@ RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, co
 #pragma omp simd
                 for (int i = 0; i < RT_LANES; i++) l[i] += x[c + i];
             for (int i = 0; c < D; c++, i++) l[i] += x[c];
-            _Pragma("GCC unroll 8") for (int h = RT_LANES / 2; h > 0; h /= 2)
-                _Pragma("GCC unroll 16")
-                for (int i = 0; i < h; i++) l[i] += l[i + h];
-            m = l[0] / D;
+            m = rt_tree_sum16d(l) / D;
         }
         {
             double l[RT_LANES] = {0};
@@ -129,10 +192,7 @@ RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, co
 #pragma omp simd
                 for (int i = 0; i < RT_LANES; i++) l[i] += (x[c + i] - m) * (x[c + i] - m);
             for (int i = 0; c < D; c++, i++) l[i] += (x[c] - m) * (x[c] - m);
-            _Pragma("GCC unroll 8") for (int h = RT_LANES / 2; h > 0; h /= 2)
-                _Pragma("GCC unroll 16")
-                for (int i = 0; i < h; i++) l[i] += l[i + h];
-            v = l[0] / D;
+            v = rt_tree_sum16d(l) / D;
         }
         const float mf = (float)m, rs = (float)(1.0 / sqrt(v + 1e-6));
 #pragma omp simd
@@ -140,9 +200,17 @@ RT_INLINE void rt_body_layernorm(float *out, const float *in, const float *w, co
     }
 }
 
+RT_INLINE float rt_gelu1(float x) { return 0.5f * x * (1.0f + rt_erff(x * 0.70710678118654752f)); }
 RT_INLINE void rt_body_gelu(float *x, long n) {
+    /* 64 values per step: the vectorized body then holds four independent chains (the erf's
+     * polynomials and its division are one long dependency chain per vector, which one vector
+     * at a time left mostly waiting) */
+    long i = 0;
+    for (; i + 64 <= n; i += 64)
 #pragma omp simd
-    for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + rt_erff(x[i] * 0.70710678118654752f));
+        for (int e = 0; e < 64; e++) x[i + e] = rt_gelu1(x[i + e]);
+#pragma omp simd
+    for (long j = i; j < n; j++) x[j] = rt_gelu1(x[j]);
 }
 
 /* Attention in blocks: RT_QB queries × RT_JB keys of scores held in a local block (registers
@@ -150,13 +218,33 @@ RT_INLINE void rt_body_gelu(float *x, long n) {
  * keys, so each key and value row loaded serves RT_QB queries and no sum is read back from
  * memory per term. Every score and output is still one sum in d (resp. key) order from 0, as
  * the unblocked loops had it. Scratch sizes: rt_kernels.h (RT_ATT_SC, RT_ATT_KT). */
-/* 16 floats as one value (GCC/Clang vector extension, not an instruction set's intrinsics):
- * elementwise IEEE operations, one register per value on AVX-512, two on AVX2, four with SSE2
- * or NEON: the same bits everywhere, and a value the compiler keeps in registers where a
- * float array of accumulators stays in memory. */
-typedef float rt_v16 __attribute__((vector_size(64)));
-/* (a macro: a function returning one would change the ABI between targets, -Wpsabi) */
-#define RT_V16_LOAD(v, p) memcpy(&(v), (p), sizeof(rt_v16))
+
+/* r[j][d] -> r[d][j] for a 16 x 16 block: four stages, each exchanging one bit of the row
+ * index with the same bit of the column index between the rows i and i + s (a copy: no
+ * arithmetic, so the same bits as the scalar transposition; 64 two-register shuffles where a
+ * strided scalar copy took 256 loads and stores). */
+typedef int32_t rt_i16 __attribute__((vector_size(64)));
+#define RT_TR_STAGE(S, LO, HI)                                                                          \
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) if (!(i & (S))) {                               \
+        const rt_v16 a = r[i], b = r[i + (S)];                                                          \
+        r[i] = __builtin_shuffle(a, b, LO);                                                             \
+        r[i + (S)] = __builtin_shuffle(a, b, HI);                                                       \
+    }
+RT_INLINE void rt_transpose16(rt_v16 r[16]) {
+    const rt_i16 l1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+                 h1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
+                 l2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                 h2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+                 l4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                 h4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+                 l8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                 h8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    RT_TR_STAGE(1, l1, h1)
+    RT_TR_STAGE(2, l2, h2)
+    RT_TR_STAGE(4, l4, h4)
+    RT_TR_STAGE(8, l8, h8)
+}
+#undef RT_TR_STAGE
 
 /* Scores of RT_QB queries × NV·16 keys from j0 (NV = 1, 2: a constant once inlined). */
 RT_INLINE void rt_att_scores(float *sc, const float *const *q, const float *kt, int Tp, int hd, int j0, float scale,
@@ -191,7 +279,8 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
             rt_att_scores(sc, q, kt, Tp, hd, j0, scale, 1);
         else
             rt_att_scores(sc, q, kt, Tp, hd, j0, scale, RT_JB / 16);
-    for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores */
+    float rinv[RT_QB]; /* 1 / each query's sum of e^(s - max) */
+    for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores, not yet normalized */
         float *s = sc + (long)ii * Tp;
         /* the maximum (exact in any order) in RT_LANES lanes, then a tree: a reduction clause
          * left a scalar loop over the vector's lanes per row */
@@ -202,10 +291,7 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
 #pragma omp simd
             for (int e = 0; e < RT_LANES; e++) m[e] = s[j + e] > m[e] ? s[j + e] : m[e];
         for (int e = 0; j < T; j++, e++) m[e] = s[j] > m[e] ? s[j] : m[e];
-        _Pragma("GCC unroll 8") for (int w = RT_LANES / 2; w > 0; w /= 2)
-            _Pragma("GCC unroll 16")
-            for (int e = 0; e < w; e++) m[e] = m[e + w] > m[e] ? m[e + w] : m[e];
-        const float mx = m[0];
+        const float mx = rt_tree_max16(m);
         /* e^(s - max) and their sum in one pass: RT_LANES partial sums, combined by a tree */
         float l[RT_LANES] = {0};
         j = 0;
@@ -221,12 +307,8 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
             s[j] = v;
             l[e] += v;
         }
-        _Pragma("GCC unroll 8") for (int w = RT_LANES / 2; w > 0; w /= 2)
-            _Pragma("GCC unroll 16")
-            for (int e = 0; e < w; e++) l[e] += l[e + w];
-        const float inv = 1.0f / l[0];
-#pragma omp simd
-        for (int jj = 0; jj < T; jj++) s[jj] *= inv;
+        /* the normalization is applied to the outputs below (hd products per query, not T) */
+        rinv[ii] = 1.0f / rt_tree_sum16(l);
     }
     int d0 = 0;
     for (; d0 + RT_DB <= hd; d0 += RT_DB) {
@@ -243,14 +325,16 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
             }
         }
         for (int ii = 0; ii < qb; ii++)
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++)
-                memcpy(out + (long)(i0 + ii) * D + h * hd + d0 + 16 * v, &acc[ii][v], sizeof acc[ii][v]);
+            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) {
+                const rt_v16 r = acc[ii][v] * rinv[ii];
+                memcpy(out + (long)(i0 + ii) * D + h * hd + d0 + 16 * v, &r, sizeof r);
+            }
     }
     for (; d0 < hd; d0++) /* the columns past the last block of RT_DB: the same sums, one column at a time */
         for (int ii = 0; ii < qb; ii++) {
             float a = 0.0f;
             for (int j = 0; j < T; j++) a += sc[(long)ii * Tp + j] * qkv[(long)j * ld + 2 * D + h * hd + d0];
-            out[(long)(i0 + ii) * D + h * hd + d0] = a;
+            out[(long)(i0 + ii) * D + h * hd + d0] = a * rinv[ii];
         }
 }
 
@@ -263,7 +347,20 @@ RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int
          * keys at a time, so the rows read stay in the L1 cache over d */
         for (int j0 = 0; j0 < Tp; j0 += 16) {
             const int nj = T - j0 < 16 ? (T - j0 > 0 ? T - j0 : 0) : 16;
-            for (int d = 0; d < hd; d++) {
+            int d = 0;
+            for (; d + 16 <= hd; d += 16) { /* 16 x 16 blocks in registers */
+                rt_v16 r[16];
+                _Pragma("GCC unroll 16") for (int jj = 0; jj < 16; jj++) {
+                    if (jj < nj)
+                        RT_V16_LOAD(r[jj], qkv + (long)(j0 + jj) * ld + D + h * hd + d);
+                    else
+                        r[jj] = (rt_v16){0};
+                }
+                rt_transpose16(r);
+                _Pragma("GCC unroll 16") for (int dd = 0; dd < 16; dd++)
+                    memcpy(kt + (long)(d + dd) * Tp + j0, &r[dd], sizeof r[dd]);
+            }
+            for (; d < hd; d++) {
                 float *kd = kt + (long)d * Tp + j0;
                 const float *k0 = qkv + (long)j0 * ld + D + h * hd + d;
                 for (int jj = 0; jj < nj; jj++) kd[jj] = k0[(long)jj * ld];
