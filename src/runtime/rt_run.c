@@ -111,11 +111,31 @@ static int ready(mvmoe_run *r, int n, const void *in, const float *logits) {
     return 0;
 }
 
-/* Images [0, n) in parallel, image i through fill(i) then the forward. */
-static int run(mvmoe_run *r, const uint8_t *u8, const float *f32, int n, float *logits, int64_t *routes) {
+/* Image i on work[t] over nt threads: its patches (from raw pixels through the table, or the
+ * float image) and the forward; -1 if it failed (work[t].err says why). */
+static int one_image(mvmoe_run *r, const uint8_t *u8, const float *f32, int i, int t, int nt, float *logits,
+                     int64_t *routes, const float (*lut)[256]) {
     const rt_config *c = &r->m.c;
     const size_t px = (size_t)c->in_chans * c->img_size * c->img_size;
-    const int K = c->num_classes, k = c->top_k;
+    /* raw pixels go through the table straight into the patches (no normalized copy of the
+     * image: 602 KB less resident per thread at 224x224x3) */
+    const float *img = f32 ? f32 + (size_t)i * px : NULL;
+    if (!f32) rt_model_patches_u8(&r->m, &r->work[t], u8 + (size_t)i * px, lut);
+    return rt_model_forward(&r->m, r->k, &r->work[t], img, logits + (size_t)i * c->num_classes,
+                            routes ? routes + (size_t)i * c->top_k : NULL, r->opt.adaptive_k, nt);
+}
+
+/* Keeps the first failed image's message (callers serialize). */
+static void failed(mvmoe_run *r, int *bad, int i, int n, int t) {
+    if (*bad >= 0 && i > *bad) return;
+    *bad = i;
+    snprintf(r->err, sizeof r->err, "image %d of the %d in this call: %s (the checkpoint is damaged)", i, n,
+             r->work[t].err);
+}
+
+/* Images [0, n), in parallel when there are several and several threads. */
+static int run(mvmoe_run *r, const uint8_t *u8, const float *f32, int n, float *logits, int64_t *routes) {
+    const rt_config *c = &r->m.c;
     /* (v/255 − mean)/std as the library computes it: v·(1/(255·std)) − mean/std, one fused
      * multiply-add (its compiler contracts that loop); a pixel has 256 values, so each channel's
      * 256 results are made once per call here and the pixels look them up (a libm fmaf call
@@ -126,26 +146,25 @@ static int run(mvmoe_run *r, const uint8_t *u8, const float *f32, int n, float *
         for (int v = 0; v < 256; v++) lut[ch][v] = fmaf((float)v, scale, -shift);
     }
     int bad = -1; /* the first image whose forward failed (a chosen expert's int8 tensors) */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nwork) if (n > 1 && r->nwork > 1)
-    for (int i = 0; i < n; i++) {
+    /* One image, or one thread: no parallel construct around the forward. A split image's
+     * parallel regions must be top-level ones: inside even a one-thread (if-false) region they
+     * are nested, and libgomp starts new threads for each nested region instead of reusing its
+     * pool (two threads were 2x slower than one: thread creation at every operation). */
+    if (n == 1 || r->nwork == 1) {
+        for (int i = 0; i < n; i++)
+            if (one_image(r, u8, f32, i, 0, n == 1 && r->opt.split_image ? r->nwork : 1, logits, routes, lut))
+                failed(r, &bad, i, n, 0);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->nwork)
+        for (int i = 0; i < n; i++) {
 #ifdef _OPENMP
-        const int t = omp_get_thread_num();
+            const int t = omp_get_thread_num();
 #else
-        const int t = 0;
+            const int t = 0;
 #endif
-        /* raw pixels go through the table straight into the patches (no normalized copy of
-         * the image: 602 KB less resident per thread at 224x224x3) */
-        const float *img = f32 ? f32 + (size_t)i * px : NULL;
-        if (!f32) rt_model_patches_u8(&r->m, &r->work[t], u8 + (size_t)i * px, (const float (*)[256])lut);
-        /* one image alone: its products and heads over every thread */
-        if (rt_model_forward(&r->m, r->k, &r->work[t], img, logits + (size_t)i * K,
-                             routes ? routes + (size_t)i * k : NULL, r->opt.adaptive_k,
-                             n == 1 && r->opt.split_image ? r->nwork : 1)) {
+            if (one_image(r, u8, f32, i, t, 1, logits, routes, lut)) {
 #pragma omp critical(mvmoe_run_failure)
-            if (bad < 0 || i < bad) {
-                bad = i;
-                snprintf(r->err, sizeof r->err, "image %d of the %d in this call: %s (the checkpoint is damaged)", i,
-                         n, r->work[t].err);
+                failed(r, &bad, i, n, t);
             }
         }
     }
