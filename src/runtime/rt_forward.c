@@ -70,12 +70,20 @@ static rt_linear rows_of(const rt_linear *L, int n0, int n) {
 /* A linear layer on M rows, split into nt blocks of rows (multiples of 16, the kernels'
  * panels) run in parallel: each row is computed as it would be alone, only the panels differ
  * (fp32 within rounding; int8 sums exact). With add, out + the layer's output (the residual;
- * tmp: fp32 scratch [M·N]). */
-static void linear(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, const float *a, int lda, int M,
-                   rt_i8_scratch *s, int nt, int add, float *tmp) {
+ * tmp: fp32 scratch [M·N]). With gelu, GELU of the output rows in the same parallel region
+ * (out contiguous: ldo = N); with ln, the rows of a made first as LN(ln->x) (lda = the LayerNorm's
+ * width). So a split image has no single-threaded LayerNorm or GELU around these products. */
+typedef struct { /* a LayerNorm before a product: a = LN(x) row by row (a, x: stride lda) */
+    const float *x, *w, *b;
+} rt_pre_ln;
+
+static void linear(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, int ldo, float *a, int lda, int M,
+                   rt_i8_scratch *s, int nt, int add, float *tmp, int gelu, const rt_pre_ln *ln) {
     const int per = (M + nt - 1) / nt, chunk = (per + 15) / 16 * 16;
     if (nt < 2 || M <= 16) {
+        if (ln) k->layernorm(a, ln->x, ln->w, ln->b, M, lda);
         rt_linear_forward_add(k, L, out, ldo, a, lda, M, s, add, tmp);
+        if (gelu) k->gelu(out, (long)M * ldo);
         return;
     }
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
@@ -84,16 +92,32 @@ static void linear(const mvmoe_rt_kernels *k, const rt_linear *L, float *out, in
         if (m0 < m1) {
             rt_i8_scratch part = {s->qa ? s->qa + (long)m0 * L->K : NULL, s->sa ? s->sa + m0 : NULL,
                                   s->acc ? s->acc + (long)m0 * L->N : NULL};
+            if (ln) k->layernorm(a + (long)m0 * lda, ln->x + (long)m0 * lda, ln->w, ln->b, m1 - m0, lda);
             rt_linear_forward_add(k, L, out + (long)m0 * ldo, ldo, a + (long)m0 * lda, lda, m1 - m0, &part, add,
                                   tmp ? tmp + (long)m0 * L->N : NULL);
+            if (gelu) k->gelu(out + (long)m0 * ldo, (long)(m1 - m0) * ldo);
         }
     }
 }
 
-/* The attention's heads over nt threads, each with its own scratch. */
+/* The attention over nt threads, each with its own scratch: each thread all heads for its
+ * block of query rows (blocks of 8, the kernels' queries per block), where there are enough
+ * rows; else (the last block's class row) the heads split. Split by heads alone, 3 heads over
+ * 2 threads left one thread a third of the time idle. */
 static void attention(const mvmoe_rt_kernels *k, rt_work *w, int T, int Q, int D, int heads, int nt) {
-    if (nt < 2 || heads < 2) {
-        k->attention(w->att, w->qkv, T, Q, D, heads, 0, heads, w->scores, w->kt);
+    if (nt < 2 || (Q < 16 * nt && heads < 2)) {
+        k->attention(w->att, w->qkv, T, 0, Q, D, heads, 0, heads, w->scores, w->kt);
+        return;
+    }
+    if (Q >= 16 * nt) {
+        const int chunk = ((Q + nt - 1) / nt + 7) / 8 * 8;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+        for (int t = 0; t < nt; t++) {
+            const int q0 = t * chunk, q1 = q0 + chunk < Q ? q0 + chunk : Q;
+            if (q0 < q1)
+                k->attention(w->att, w->qkv, T, q0, q1, D, heads, 0, heads, w->scores + RT_ATT_SC(T) * t,
+                             w->kt + RT_ATT_KT(T, D) * t);
+        }
         return;
     }
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
@@ -103,7 +127,8 @@ static void attention(const mvmoe_rt_kernels *k, rt_work *w, int T, int Q, int D
 #else
         const int t = 0;
 #endif
-        k->attention(w->att, w->qkv, T, Q, D, heads, h, h + 1, w->scores + RT_ATT_SC(T) * t, w->kt + RT_ATT_KT(T, D) * t);
+        k->attention(w->att, w->qkv, T, 0, Q, D, heads, h, h + 1, w->scores + RT_ATT_SC(T) * t,
+                     w->kt + RT_ATT_KT(T, D) * t);
     }
 }
 
@@ -115,10 +140,9 @@ static void add_rows(float *x, const float *y, long n) {
 /* One expert's (or the dense) MLP on R rows of w->ln into out (add: out + it, the residual):
  * fc1, GELU, fc2 (with bias). */
 static void mlp(const mvmoe_rt_kernels *k, rt_work *w, const rt_linear *fc1, const rt_linear *fc2, float *out, int R,
-                int nt, int add) {
-    linear(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8, nt, 0, NULL);
-    k->gelu(w->h, (long)R * fc1->N);
-    linear(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8, nt, add, w->branch);
+                int nt, int add, const rt_pre_ln *ln) {
+    linear(k, fc1, w->h, fc1->N, w->ln, fc1->K, R, &w->i8, nt, 0, NULL, 1, ln);
+    linear(k, fc2, out, fc2->N, w->h, fc2->K, R, &w->i8, nt, add, w->branch, 0, NULL);
 }
 
 /* The first image routed to expert e checks its int8 tensors in every MoE block and makes their
@@ -176,7 +200,7 @@ int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, c
                     memcpy(w->patches + ((long)gy * G + gx) * CPP + ((long)ch * P + py) * P,
                            img + ((long)ch * S + (long)gy * P + py) * S + (long)gx * P, sizeof(float) * (size_t)P);
     if (nt > w->nt) nt = w->nt;
-    linear(k, &m->patch, w->x + D, D, w->patches, CPP, T - 1, &w->i8, nt, 0, NULL);
+    linear(k, &m->patch, w->x + D, D, w->patches, CPP, T - 1, &w->i8, nt, 0, NULL, 0, NULL);
     for (int d = 0; d < D; d++) w->x[d] = m->cls[d] + m->pos[d];
     for (long i = D; i < (long)T * D; i++) w->x[i] += m->pos[i];
 
@@ -188,28 +212,28 @@ int rt_model_forward(const rt_model *m, const mvmoe_rt_kernels *k, rt_work *w, c
             for (int q = 0; m->checked && q < c->top_k; q++)
                 if (w->ex[q] >= 0 && check_expert(m, w, w->ex[q])) return -1;
         }
-        k->layernorm(w->ln, w->x, b->ln1_w, b->ln1_b, T, D);
-        if (last) { /* keys and values of every row, the query of the class row only */
+        const rt_pre_ln ln1 = {w->x, b->ln1_w, b->ln1_b}, ln2 = {w->x, b->ln2_w, b->ln2_b};
+        if (last) { /* keys and values of every row, the query of the class row only (ln row 0) */
             const rt_linear q = rows_of(&b->qkv, 0, D), kv = rows_of(&b->qkv, D, 2 * D);
-            linear(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8, nt, 0, NULL);
+            linear(k, &kv, w->qkv + D, 3 * D, w->ln, D, T, &w->i8, nt, 0, NULL, 0, &ln1);
             rt_linear_forward(k, &q, w->qkv, 3 * D, w->ln, D, 1, &w->i8);
         } else {
-            linear(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8, nt, 0, NULL);
+            linear(k, &b->qkv, w->qkv, 3 * D, w->ln, D, T, &w->i8, nt, 0, NULL, 0, &ln1);
         }
         attention(k, w, T, Q, D, c->heads, nt);
         /* x + proj(att): the residual added in the product's store (int8) */
         rt_linear_forward_add(k, &b->proj, w->x, D, w->att, D, Q, &w->i8, 1, w->branch);
-        k->layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D);
-        if (l < m->first_moe) {
-            mlp(k, w, &b->fc1[0], &b->fc2[0], w->x, Q, nt, 1);
+        if (l < m->first_moe) { /* dense: norm2 with the first product */
+            mlp(k, w, &b->fc1[0], &b->fc2[0], w->x, Q, nt, 1, &ln2);
             continue;
         }
+        k->layernorm(w->ln, w->x, b->ln2_w, b->ln2_b, Q, D); /* once for the chosen experts */
         /* Σ over the chosen experts of gate·expert(x), in choice order, then the residual */
         memset(w->mix, 0, sizeof(float) * (size_t)Q * D);
         for (int q = 0; q < c->top_k; q++) {
             const int e = w->ex[q];
             if (e < 0) continue;
-            mlp(k, w, &b->fc1[e], &b->fc2[e], w->branch, Q, nt, 0);
+            mlp(k, w, &b->fc1[e], &b->fc2[e], w->branch, Q, nt, 0, NULL);
             const float g = w->gates[q];
 #pragma omp simd
             for (long i = 0; i < (long)Q * D; i++) w->mix[i] += g * w->branch[i];

@@ -36,10 +36,11 @@ typedef struct {
     /* Exact GELU (the runtime's own erf), in place. */
     void (*gelu)(float *x, long n);
     /* Attention of one image, heads [h0, h1) of `heads`: qkv [T, 3D] (q, k, v; heads of
-     * D/heads), the queries of the first Q rows only; out [Q, D] (those heads' columns);
-     * scratch: sc RT_ATT_SC(T) floats, kt RT_ATT_KT(T, D) floats. */
-    void (*attention)(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, int h1, float *sc,
-                      float *kt);
+     * D/heads), the queries of rows [q0, q1) only; out [T, D] (those rows' and heads' entries;
+     * each row's result is the same whatever the range it is computed in); scratch: sc
+     * RT_ATT_SC(T) floats, kt RT_ATT_KT(T, D) floats. */
+    void (*attention)(float *out, const float *qkv, int T, int q0, int q1, int D, int heads, int h0, int h1,
+                      float *sc, float *kt);
     /* Per-row symmetric int8 of M activation rows (stride lda): qa [M·K] in -127…127, scale
      * sa [M] (NaN, zeros in qa, for a row that is not finite). */
     void (*quant_rows)(int8_t *qa, float *sa, const float *a, int lda, int M, int K);

@@ -338,8 +338,8 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
         }
 }
 
-RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, int h1, float *sc,
-                                 float *kt) {
+RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int q0, int q1, int D, int heads, int h0, int h1,
+                                 float *sc, float *kt) {
     const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = h0; h < h1; h++) {
@@ -367,8 +367,8 @@ RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int Q, int
                 for (int jj = nj; jj < 16; jj++) kd[jj] = 0.0f;
             }
         }
-        for (int i0 = 0; i0 < Q; i0 += RT_QB)
-            rt_att_block(out, qkv, T, Tp, D, hd, h, i0, Q - i0 < RT_QB ? Q - i0 : RT_QB, sc, kt, scale);
+        for (int i0 = q0; i0 < q1; i0 += RT_QB)
+            rt_att_block(out, qkv, T, Tp, D, hd, h, i0, q1 - i0 < RT_QB ? q1 - i0 : RT_QB, sc, kt, scale);
     }
 }
 
@@ -425,9 +425,9 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
         rt_body_layernorm(out, in, w, b, M, D);                                                              \
     }                                                                                                        \
     ATTR static void gelu_##SUFFIX(float *x, long n) { rt_body_gelu(x, n); }                                 \
-    ATTR static void attention_##SUFFIX(float *out, const float *qkv, int T, int Q, int D, int heads, int h0, \
-                                        int h1, float *sc, float *kt) {                                      \
-        rt_body_attention(out, qkv, T, Q, D, heads, h0, h1, sc, kt);                                         \
+    ATTR static void attention_##SUFFIX(float *out, const float *qkv, int T, int q0, int q1, int D, int heads, \
+                                        int h0, int h1, float *sc, float *kt) {                              \
+        rt_body_attention(out, qkv, T, q0, q1, D, heads, h0, h1, sc, kt);                                    \
     }                                                                                                        \
     ATTR static void quant_rows_##SUFFIX(int8_t *qa, float *sa, const float *a, int lda, int M, int K) {     \
         rt_body_quant_rows(qa, sa, a, lda, M, K);                                                            \

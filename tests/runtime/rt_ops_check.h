@@ -96,11 +96,16 @@ static int rt_ops_check(const mvmoe_rt_kernels *k) {
                 float *o2 = ops_alloc(sizeof(float) * T * D), *sc = ops_alloc(sizeof(float) * (size_t)RT_ATT_SC(T));
                 float *kt = ops_alloc(sizeof(float) * (size_t)RT_ATT_KT(T, D));
                 for (int i = 0; i < T * 3 * D; i++) qkv[i] = 2.0f * ops_frand();
-                p->attention(o1, qkv, T, Q, D, H, 0, H, sc, kt);
+                p->attention(o1, qkv, T, 0, Q, D, H, 0, H, sc, kt);
                 /* the heads in two calls, as two threads make them */
-                k->attention(o2, qkv, T, Q, D, H, 0, H / 2, sc, kt);
-                k->attention(o2, qkv, T, Q, D, H, H / 2, H, sc, kt);
+                k->attention(o2, qkv, T, 0, Q, D, H, 0, H / 2, sc, kt);
+                k->attention(o2, qkv, T, 0, Q, D, H, H / 2, H, sc, kt);
                 fails += ops_same("attention", k->name, o1, o2, sizeof(float) * Q * D, T, D);
+                /* the queries in two calls (a split not on the blocks of 8), as two threads make them */
+                memset(o2, 0, sizeof(float) * T * D);
+                k->attention(o2, qkv, T, 0, Q / 2, D, H, 0, H, sc, kt);
+                k->attention(o2, qkv, T, Q / 2, Q, D, H, 0, H, sc, kt);
+                fails += ops_same("attention (rows split)", k->name, o1, o2, sizeof(float) * Q * D, T, D);
                 for (int h = 0; h < H; h++)
                     for (int i = 0; i < Q; i++) {
                         double s[197], mx = -INFINITY, sum = 0;
