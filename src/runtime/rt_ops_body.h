@@ -338,8 +338,12 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
         }
 }
 
+/* wide: a constant per kernel set, 1 where 16-float vectors are registers (AVX-512): the keys
+ * are transposed in 16 x 16 register blocks there; elsewhere that shuffle becomes long
+ * element-wise code (the plain and AVX2 attention grew 3.5x), so the strided copy stays. The
+ * same bits either way: a copy. */
 RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int q0, int q1, int D, int heads, int h0, int h1,
-                                 float *sc, float *kt) {
+                                 float *sc, float *kt, const int wide) {
     const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = h0; h < h1; h++) {
@@ -348,7 +352,7 @@ RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int q0, in
         for (int j0 = 0; j0 < Tp; j0 += 16) {
             const int nj = T - j0 < 16 ? (T - j0 > 0 ? T - j0 : 0) : 16;
             int d = 0;
-            for (; d + 16 <= hd; d += 16) { /* 16 x 16 blocks in registers */
+            for (; wide && d + 16 <= hd; d += 16) { /* 16 x 16 blocks in registers */
                 rt_v16 r[16];
                 _Pragma("GCC unroll 16") for (int jj = 0; jj < 16; jj++) {
                     if (jj < nj)
@@ -418,8 +422,9 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
     rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, 0);
 }
 
-/* The operations of one kernel set, under the function attribute ATTR, named NAME_SUFFIX. */
-#define RT_OPS_DEFINE(ATTR, SUFFIX)                                                                          \
+/* The operations of one kernel set, under the function attribute ATTR, named NAME_SUFFIX; WIDE:
+ * 1 where 16-float vectors are registers (rt_body_attention). */
+#define RT_OPS_DEFINE(ATTR, SUFFIX, WIDE)                                                                    \
     ATTR static void layernorm_##SUFFIX(float *out, const float *in, const float *w, const float *b, int M,  \
                                         int D) {                                                             \
         rt_body_layernorm(out, in, w, b, M, D);                                                              \
@@ -427,7 +432,7 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
     ATTR static void gelu_##SUFFIX(float *x, long n) { rt_body_gelu(x, n); }                                 \
     ATTR static void attention_##SUFFIX(float *out, const float *qkv, int T, int q0, int q1, int D, int heads, \
                                         int h0, int h1, float *sc, float *kt) {                              \
-        rt_body_attention(out, qkv, T, q0, q1, D, heads, h0, h1, sc, kt);                                    \
+        rt_body_attention(out, qkv, T, q0, q1, D, heads, h0, h1, sc, kt, WIDE);                              \
     }                                                                                                        \
     ATTR static void quant_rows_##SUFFIX(int8_t *qa, float *sa, const float *a, int lda, int M, int K) {     \
         rt_body_quant_rows(qa, sa, a, lda, M, K);                                                            \
