@@ -197,7 +197,7 @@ RT_DOTPROD static void dot_i8_sdot(int32_t *acc, const int8_t *qa, const int8_t 
 
 /* the other operations: rt_ops_body.h's loops, which the baseline arm64 flags vectorize with
  * NEON already */
-RT_OPS_DEFINE(, neon, 0)
+RT_OPS_DEFINE(, neon, 4, 4, 4, 4)
 RT_LINEAR_I8_DEFINE(, neon, dot_i8)
 RT_LINEAR_I8_DEFINE(RT_DOTPROD, neon_sdot, dot_i8_sdot)
 

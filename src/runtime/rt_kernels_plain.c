@@ -28,7 +28,7 @@ static void dot_i8(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int 
     }
 }
 
-RT_OPS_DEFINE(, plain, 0)
+RT_OPS_DEFINE(, plain, 4, 2, 4, 4)
 RT_LINEAR_I8_DEFINE(, plain, dot_i8)
 
 static const mvmoe_rt_kernels PLAIN = {"plain", linear_f32, dot_i8, RT_OPS_ENTRIES(plain), linear_i8_plain};

@@ -882,13 +882,13 @@ T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw,
 
 /* the other operations: rt_ops_body.h's loops, vectorized for each set (512-bit vectors for
  * AVX-512, which GCC's generic tuning would otherwise keep at 256) */
-RT_OPS_DEFINE(T_AVX2, avx2, 0)
+RT_OPS_DEFINE(T_AVX2, avx2, 8, 4, 2, 2)
 #if defined(__clang__) /* clang has no prefer-vector-width target attribute (the fuzz build) */
 #define T_512_OPS __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2")))
 #else
 #define T_512_OPS __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,prefer-vector-width=512")))
 #endif
-RT_OPS_DEFINE(T_512_OPS, avx512, 1)
+RT_OPS_DEFINE(T_512_OPS, avx512, 16, 8, 2, 2)
 
 RT_LINEAR_I8_DEFINE(T_AVX2, avx2, dot_i8_avx2)
 

@@ -18,10 +18,10 @@
 #define RT_INLINE static inline __attribute__((always_inline))
 /* interleaved partial sums of the reductions (a fixed number: the order is part of the result) */
 #define RT_LANES 16
-/* attention blocks: queries, keys, output columns (rt_body_attention) */
+/* attention: at most RT_QB queries per block (rt_att_block.h), keys padded to RT_JB (the
+ * scratch sizes of rt_kernels.h, RT_ATT_SC and RT_ATT_KT, assume these) */
 #define RT_QB 8
 #define RT_JB 32
-#define RT_DB 32
 
 /* 16 floats as one value (GCC/Clang vector extension, not an instruction set's intrinsics):
  * elementwise IEEE operations, one register per value on AVX-512, two on AVX2, four with SSE2
@@ -213,11 +213,8 @@ RT_INLINE void rt_body_gelu(float *x, long n) {
     for (long j = i; j < n; j++) x[j] = rt_gelu1(x[j]);
 }
 
-/* Attention in blocks: RT_QB queries × RT_JB keys of scores held in a local block (registers
- * where the vectors allow) over d, then RT_QB queries × RT_DB columns of the output over the
- * keys, so each key and value row loaded serves RT_QB queries and no sum is read back from
- * memory per term. Every score and output is still one sum in d (resp. key) order from 0, as
- * the unblocked loops had it. Scratch sizes: rt_kernels.h (RT_ATT_SC, RT_ATT_KT). */
+/* Attention in blocks of queries × keys (scores) and queries × columns (outputs) held in
+ * registers: rt_att_block.h, below. Scratch sizes: rt_kernels.h (RT_ATT_SC, RT_ATT_KT). */
 
 /* r[j][d] -> r[d][j] for a 16 x 16 block: four stages, each exchanging one bit of the row
  * index with the same bit of the column index between the rows i and i + s (a copy: no
@@ -246,41 +243,11 @@ RT_INLINE void rt_transpose16(rt_v16 r[16]) {
 }
 #undef RT_TR_STAGE
 
-/* Scores of RT_QB queries × NV·16 keys from j0 (NV = 1, 2: a constant once inlined). */
-RT_INLINE void rt_att_scores(float *sc, const float *const *q, const float *kt, int Tp, int hd, int j0, float scale,
-                             const int NV) {
-    rt_v16 acc[RT_QB][RT_JB / 16];
-    _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[ii][v] = (rt_v16){0};
-    for (int d = 0; d < hd; d++) {
-        rt_v16 kd[RT_JB / 16];
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) RT_V16_LOAD(kd[v], kt + (long)d * Tp + j0 + 16 * v);
-        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
-            const float qd = q[ii][d];
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[ii][v] += qd * kd[v];
-        }
-    }
-    _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {
-            const rt_v16 r = acc[ii][v] * scale;
-            memcpy(sc + (long)ii * Tp + j0 + 16 * v, &r, sizeof r);
-        }
-}
-
-RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, int hd, int h, int i0, int qb, float *sc,
-                            const float *kt, float scale) {
-    const int ld = 3 * D;
-    const float *q[RT_QB];
-    for (int ii = 0; ii < RT_QB; ii++) q[ii] = qkv + (long)(i0 + (ii < qb ? ii : 0)) * ld + h * hd;
-    /* blocks of RT_JB keys; a last block of at most 16 keys computes 16 (ViT-Tiny's 197 keys:
-     * 208 scores a row, not 224) */
-    for (int j0 = 0; j0 < T; j0 += RT_JB)
-        if (T - j0 <= 16)
-            rt_att_scores(sc, q, kt, Tp, hd, j0, scale, 1);
-        else
-            rt_att_scores(sc, q, kt, Tp, hd, j0, scale, RT_JB / 16);
-    float rinv[RT_QB]; /* 1 / each query's sum of e^(s - max) */
-    for (int ii = 0; ii < qb; ii++) { /* softmax of each query's T scores, not yet normalized */
+/* The softmax of qb rows of T scores (stride Tp), not yet normalized: e^(s - max) in place,
+ * rinv[i] = 1 / the row's sum (applied to the attention's outputs: hd products per query, not
+ * T). */
+RT_INLINE void rt_att_softmax(float *sc, int Tp, int T, int qb, float *rinv) {
+    for (int ii = 0; ii < qb; ii++) {
         float *s = sc + (long)ii * Tp;
         /* the maximum (exact in any order) in RT_LANES lanes, then a tree: a reduction clause
          * left a scalar loop over the vector's lanes per row */
@@ -307,43 +274,35 @@ RT_INLINE void rt_att_block(float *out, const float *qkv, int T, int Tp, int D, 
             s[j] = v;
             l[e] += v;
         }
-        /* the normalization is applied to the outputs below (hd products per query, not T) */
         rinv[ii] = 1.0f / rt_tree_sum16(l);
     }
-    int d0 = 0;
-    for (; d0 + RT_DB <= hd; d0 += RT_DB) {
-        rt_v16 acc[RT_QB][RT_DB / 16];
-        _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++)
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) acc[ii][v] = (rt_v16){0};
-        for (int j = 0; j < T; j++) {
-            const float *vr = qkv + (long)j * ld + 2 * D + h * hd + d0;
-            rt_v16 vv[RT_DB / 16];
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) RT_V16_LOAD(vv[v], vr + 16 * v);
-            _Pragma("GCC unroll 8") for (int ii = 0; ii < RT_QB; ii++) {
-                const float p = sc[(long)ii * Tp + j];
-                _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) acc[ii][v] += p * vv[v];
-            }
-        }
-        for (int ii = 0; ii < qb; ii++)
-            _Pragma("GCC unroll 8") for (int v = 0; v < RT_DB / 16; v++) {
-                const rt_v16 r = acc[ii][v] * rinv[ii];
-                memcpy(out + (long)(i0 + ii) * D + h * hd + d0 + 16 * v, &r, sizeof r);
-            }
-    }
-    for (; d0 < hd; d0++) /* the columns past the last block of RT_DB: the same sums, one column at a time */
-        for (int ii = 0; ii < qb; ii++) {
-            float a = 0.0f;
-            for (int j = 0; j < T; j++) a += sc[(long)ii * Tp + j] * qkv[(long)j * ld + 2 * D + h * hd + d0];
-            out[(long)(i0 + ii) * D + h * hd + d0] = a * rinv[ii];
-        }
 }
 
-/* wide: a constant per kernel set, 1 where 16-float vectors are registers (AVX-512): the keys
- * are transposed in 16 x 16 register blocks there; elsewhere that shuffle becomes long
- * element-wise code (the plain and AVX2 attention grew 3.5x), so the strided copy stays. The
- * same bits either way: a copy. */
+/* The attention's blocks, once per vector width RT_AW (16, 8, 4 floats: rt_att_block.h, a
+ * template included three times): a set uses the width of its registers, since GCC splits a
+ * wider vector-extension value into pieces through general registers and the stack (AVX2 with
+ * 16-float values: 10x slower than with 8-float ones). */
+#define RT_CAT_(a, b) a##_##b
+#define RT_CAT(a, b) RT_CAT_(a, b)
+#define RT_AW 16
+#include "runtime/rt_att_block.h"
+#undef RT_AW
+#define RT_AW 8
+#include "runtime/rt_att_block.h"
+#undef RT_AW
+#define RT_AW 4
+#include "runtime/rt_att_block.h"
+#undef RT_AW
+
+/* Constants per kernel set (RT_OPS_DEFINE). W: its vector width in floats (16: AVX-512, 8:
+ * AVX2, 4: NEON and plain); the keys are transposed in 16 x 16 register blocks where W = 16;
+ * elsewhere that shuffle becomes long element-wise code (the plain and AVX2 attention grew
+ * 3.5x), so the strided copy stays (the same bits either way: a copy). QB, NK, NO: the blocks
+ * (rt_att_block.h), as many accumulators as the set has registers: QB queries × NK vectors of
+ * keys, QB × NO vectors of output columns. */
 RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int q0, int q1, int D, int heads, int h0, int h1,
-                                 float *sc, float *kt, const int wide) {
+                                 float *sc, float *kt, const int W, const int QB, const int NK, const int NO) {
+    const int wide = W == 16;
     const int hd = D / heads, ld = 3 * D, Tp = (T + RT_JB - 1) / RT_JB * RT_JB;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = h0; h < h1; h++) {
@@ -371,8 +330,15 @@ RT_INLINE void rt_body_attention(float *out, const float *qkv, int T, int q0, in
                 for (int jj = nj; jj < 16; jj++) kd[jj] = 0.0f;
             }
         }
-        for (int i0 = q0; i0 < q1; i0 += RT_QB)
-            rt_att_block(out, qkv, T, Tp, D, hd, h, i0, q1 - i0 < RT_QB ? q1 - i0 : RT_QB, sc, kt, scale);
+        for (int i0 = q0; i0 < q1; i0 += QB) {
+            const int qb = q1 - i0 < QB ? q1 - i0 : QB;
+            if (W == 16)
+                rt_att_block_16(out, qkv, T, Tp, D, hd, h, i0, qb, sc, kt, scale, QB, NK, NO);
+            else if (W == 8)
+                rt_att_block_8(out, qkv, T, Tp, D, hd, h, i0, qb, sc, kt, scale, QB, NK, NO);
+            else
+                rt_att_block_4(out, qkv, T, Tp, D, hd, h, i0, qb, sc, kt, scale, QB, NK, NO);
+        }
     }
 }
 
@@ -422,9 +388,10 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
     rt_body_dequant_add(out, ldo, acc, sa, sw, b, M, N, 0);
 }
 
-/* The operations of one kernel set, under the function attribute ATTR, named NAME_SUFFIX; WIDE:
- * 1 where 16-float vectors are registers (rt_body_attention). */
-#define RT_OPS_DEFINE(ATTR, SUFFIX, WIDE)                                                                    \
+/* The operations of one kernel set, under the function attribute ATTR, named NAME_SUFFIX; W,
+ * QB, NK, NO: its vector width and the attention's blocks for its registers
+ * (rt_body_attention). */
+#define RT_OPS_DEFINE(ATTR, SUFFIX, W, QB, NK, NO)                                                           \
     ATTR static void layernorm_##SUFFIX(float *out, const float *in, const float *w, const float *b, int M,  \
                                         int D) {                                                             \
         rt_body_layernorm(out, in, w, b, M, D);                                                              \
@@ -432,7 +399,7 @@ RT_INLINE void rt_body_dequant(float *out, int ldo, const int32_t *acc, const fl
     ATTR static void gelu_##SUFFIX(float *x, long n) { rt_body_gelu(x, n); }                                 \
     ATTR static void attention_##SUFFIX(float *out, const float *qkv, int T, int q0, int q1, int D, int heads, \
                                         int h0, int h1, float *sc, float *kt) {                              \
-        rt_body_attention(out, qkv, T, q0, q1, D, heads, h0, h1, sc, kt, WIDE);                              \
+        rt_body_attention(out, qkv, T, q0, q1, D, heads, h0, h1, sc, kt, W, QB, NK, NO);                     \
     }                                                                                                        \
     ATTR static void quant_rows_##SUFFIX(int8_t *qa, float *sa, const float *a, int lda, int M, int K) {     \
         rt_body_quant_rows(qa, sa, a, lda, M, K);                                                            \
