@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 typedef struct {
-    const char *name; /* "plain", "avx2", "avx512", "avx512-vnni", "neon", "neon-dotprod" */
+    const char *name; /* "plain", "avx2", "avx2-vnni", "avx512", "avx512-vnni", "neon", "neon-dotprod" */
     /* out[m*ldo + n] = Σ_k a[m*lda + k]·w[n*K + k] (+ b[n] if b) for m < M, n < N. */
     void (*linear_f32)(float *out, int ldo, const float *a, int lda, const float *w,
                        const float *b, int M, int K, int N);
@@ -71,6 +71,8 @@ const mvmoe_rt_kernels *mvmoe_rt_kernels_get(void);
 /* NULL when this CPU lacks the instructions (rt_kernels_x86.c). */
 const mvmoe_rt_kernels *mvmoe_rt_kernels_avx512(void);
 const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2(void);
+/* AVX2 with AVX-VNNI's 256-bit VPDPBUSD for the int8 products ("avx2-vnni"). */
+const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2_vnni(void);
 #endif
 #if defined(__aarch64__)
 /* NULL when this CPU lacks the instructions (rt_kernels_neon.c). neon: fp32 NEON with the

@@ -17,6 +17,7 @@
  *     32,258, so the 16-bit sums never saturate (weights and activations are in -127…127);
  *     VPMADDWD by ones widens them to int32. */
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -878,6 +879,87 @@ T_AVX2 static void dot_i8_avx2(int32_t *acc, const int8_t *qa, const int8_t *qw,
         dot_i8_avx2d(acc, qa, qw, M, K, N);
 }
 
+/* ---------------------------------------------------------------- AVX-VNNI panels
+ * AVX-VNNI (VPDPBUSD on 256-bit vectors, VEX-encoded: Intel client CPUs since Alder Lake, which
+ * have no AVX-512, and AMD since Zen 5): the AVX2 panels with the activations' top bit flipped
+ * (+128: unsigned bytes) and 128·Σ_k w[n,k] taken off at the first block of k, as the AVX-512
+ * VNNI kernel does. One instruction per 4-byte group and weight row, where the AVX2 kernel's
+ * VPMADDUBSW needs |w|, a·sign(w), the multiply, the widening and the add. Exact int32 sums
+ * (wrapping arithmetic, whose result is the exact sum), so the AVX2 set's values. */
+#define T_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
+
+/* The 8 x 8 tile acc[t, j] (+)= Σ_g p[g]·w[j, 4g..4g+3] (u8 x s8), t < rows, j < nr; the first
+ * block of k takes ws128[j] = 128·Σ_k w[j, k] off. */
+T_AVXVNNI static void tile_i8_avxvnni(int32_t *acc, int N, const int8_t *p, const int8_t *w, long ld, int G, int rows,
+                                      int nr, int first, __m256i ws128) {
+    __m256i c[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) c[j] = _mm256_setzero_si256();
+    const int8_t *w0 = w, *w4 = w + 4 * ld;
+    const long ld3 = 3 * ld;
+    for (int g = 0; g < G; g++, p += 32, w0 += 4, w4 += 4) {
+        const __m256i av = _mm256_load_si256((const __m256i *)p);
+        const int8_t *wj[8] = {w0, w0 + ld, w0 + 2 * ld, w0 + ld3, w4, w4 + ld, w4 + 2 * ld, w4 + ld3};
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) c[j] = _mm256_dpbusd_avx_epi32(c[j], av, _mm256_set1_epi32(*(const i32_alias *)wj[j]));
+    }
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) r[j] = _mm256_castsi256_ps(c[j]);
+    tr8(r);
+    const __m256i mn = mask8(nr);
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++)
+        if (t < rows) {
+            int *o = (int *)(acc + (long)t * N);
+            const __m256i v = _mm256_castps_si256(r[t]);
+            _mm256_maskstore_epi32(o, mn, first ? _mm256_sub_epi32(v, ws128) : _mm256_add_epi32(v, _mm256_maskload_epi32(o, mn)));
+        }
+}
+
+T_AVXVNNI NOINLINE void dot_i8_avxvnnip(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    _Alignas(32) int8_t pk[PANEL_MB * KC_I8];
+    _Alignas(32) int8_t wt[8 * KC_I8];
+    _Alignas(32) int32_t wsc[WS_NC + 8];
+    const __m256i one = _mm256_set1_epi8(1), flip = _mm256_set1_epi8((char)0x80);
+    for (int nc0 = 0; nc0 < N; nc0 += WS_NC) {
+        const int nc1 = N - nc0 < WS_NC ? N : nc0 + WS_NC;
+        for (int n = nc0; n < nc1; n++) { /* 128·Σ_k w[n, k], once per call */
+            __m256i sv = _mm256_setzero_si256();
+            for (int k = 0; k < K; k += 32) sv = _mm256_dpbusd_avx_epi32(sv, one, load32_i8(qw + (long)n * K + k, K - k));
+            wsc[n - nc0] = 128 * hsum256i(sv);
+        }
+        for (int m0 = 0; m0 < M; m0 += PANEL_MB) {
+            const int rows = M - m0 < PANEL_MB ? M - m0 : PANEL_MB;
+            for (int k0 = 0; k0 < K; k0 += KC_I8) {
+                const int kc = K - k0 < KC_I8 ? K - k0 : KC_I8, G = (kc + 3) / 4;
+                pack_i8_avx2(pk, qa + (long)m0 * K, K, rows, k0, kc);
+                const long bytes = (long)((rows + 7) / 8) * G * 32;
+                for (long i = 0; i < bytes; i += 32) /* +128: the activations as unsigned bytes */
+                    _mm256_store_si256((__m256i *)(pk + i),
+                                       _mm256_xor_si256(_mm256_load_si256((const __m256i *)(pk + i)), flip));
+                for (int n0 = nc0; n0 < nc1; n0 += 8) {
+                    const int nr = nc1 - n0 < 8 ? nc1 - n0 : 8;
+                    const int8_t *wb = qw + (long)n0 * K + k0;
+                    long ld = K;
+                    if (nr < 8 || kc % 4) copy_block8(wt, 4 * G, wb, ld, nr, kc, 1), wb = wt, ld = 4 * G;
+                    const __m256i ws = _mm256_maskload_epi32(wsc + (n0 - nc0), mask8(nr));
+                    for (int q = 0; q * 8 < rows; q++)
+                        tile_i8_avxvnni(acc + (long)(m0 + 8 * q) * N + n0, N, pk + (long)q * G * 32, wb, ld, G,
+                                        rows - 8 * q < 8 ? rows - 8 * q : 8, nr, k0 == 0, ws);
+                }
+            }
+        }
+    }
+}
+
+T_AVXVNNI static void dot_i8_avxvnni(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
+    if (M >= PANEL_MIN_M)
+        dot_i8_avxvnnip(acc, qa, qw, M, K, N);
+    else
+        dot_i8_avx2d(acc, qa, qw, M, K, N);
+}
+
 /* ---------------------------------------------------------------- the tables */
 
 /* the other operations: rt_ops_body.h's loops, vectorized for each set (512-bit vectors for
@@ -891,8 +973,11 @@ RT_OPS_DEFINE(T_AVX2, avx2, 8, 4, 2, 2)
 RT_OPS_DEFINE(T_512_OPS, avx512, 16, 8, 2, 2)
 
 RT_LINEAR_I8_DEFINE(T_AVX2, avx2, dot_i8_avx2)
+RT_LINEAR_I8_DEFINE(T_AVXVNNI, avx2vnni, dot_i8_avxvnni)
 
 static const mvmoe_rt_kernels AVX2 = {"avx2", linear_f32_avx2, dot_i8_avx2, RT_OPS_ENTRIES(avx2), linear_i8_avx2};
+static const mvmoe_rt_kernels AVX2_VNNI = {"avx2-vnni", linear_f32_avx2, dot_i8_avxvnni, RT_OPS_ENTRIES(avx2),
+                                           linear_i8_avx2vnni};
 static const mvmoe_rt_kernels AVX512 = {"avx512", linear_f32_512, dot_i8_avx2, RT_OPS_ENTRIES(avx512), linear_i8_avx2};
 static const mvmoe_rt_kernels AVX512_VNNI = {"avx512-vnni", linear_f32_512, dot_i8_vnni, RT_OPS_ENTRIES(avx512),
                                              linear_i8_vnni};
@@ -900,6 +985,19 @@ static const mvmoe_rt_kernels AVX512_VNNI = {"avx512-vnni", linear_f32_512, dot_
 const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &AVX2 : NULL;
+}
+
+/* AVX-VNNI is CPUID leaf 7, sub-leaf 1, EAX bit 4 (asked directly: clang 14's
+ * __builtin_cpu_supports does not know "avxvnni"); the YMM state is the OS's already when AVX2
+ * is reported usable. */
+static int has_avx_vnni(void) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1u);
+}
+
+const mvmoe_rt_kernels *mvmoe_rt_kernels_avx2_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_avx_vnni() ? &AVX2_VNNI : NULL;
 }
 
 const mvmoe_rt_kernels *mvmoe_rt_kernels_avx512(void) {

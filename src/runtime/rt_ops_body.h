@@ -220,28 +220,29 @@ RT_INLINE void rt_body_gelu(float *x, long n) {
  * index with the same bit of the column index between the rows i and i + s (a copy: no
  * arithmetic, so the same bits as the scalar transposition; 64 two-register shuffles where a
  * strided scalar copy took 256 loads and stores). */
-typedef int32_t rt_i16 __attribute__((vector_size(64)));
-#define RT_TR_STAGE(S, LO, HI)                                                                          \
-    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) if (!(i & (S))) {                               \
-        const rt_v16 a = r[i], b = r[i + (S)];                                                          \
-        r[i] = __builtin_shuffle(a, b, LO);                                                             \
-        r[i + (S)] = __builtin_shuffle(a, b, HI);                                                       \
-    }
+/* (__builtin_shufflevector, with constant indices: GCC 12 and clang both have it) */
 RT_INLINE void rt_transpose16(rt_v16 r[16]) {
-    const rt_i16 l1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-                 h1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
-                 l2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-                 h2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
-                 l4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-                 h4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
-                 l8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-                 h8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    RT_TR_STAGE(1, l1, h1)
-    RT_TR_STAGE(2, l2, h2)
-    RT_TR_STAGE(4, l4, h4)
-    RT_TR_STAGE(8, l8, h8)
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) if (!(i & 1)) {
+        const rt_v16 a = r[i], b = r[i + 1];
+        r[i] = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+        r[i + 1] = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    }
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) if (!(i & 2)) {
+        const rt_v16 a = r[i], b = r[i + 2];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        r[i + 2] = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    }
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) if (!(i & 4)) {
+        const rt_v16 a = r[i], b = r[i + 4];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        r[i + 4] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    }
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) if (!(i & 8)) {
+        const rt_v16 a = r[i], b = r[i + 8];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        r[i + 8] = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    }
 }
-#undef RT_TR_STAGE
 
 /* The softmax of qb rows of T scores (stride Tp), not yet normalized: e^(s - max) in place,
  * rinv[i] = 1 / the row's sum (applied to the attention's outputs: hd products per query, not

@@ -6,7 +6,8 @@
 #  - int8: the same top-1 as `eval --precision int8` on every image, from the fp32 file and
 #    from its `mvmoe quantize` output (and those two give the same bits, as in the library);
 #    the quantized file under fp32 (dequantized) within 1e-5 of eval's;
-#    MVMOE_ISA=plain gives the same int8 logits bits as the CPU's best kernels;
+#    MVMOE_ISA=plain (and, on x86-64, avx2-vnni and avx2) gives the same int8 logits bits as the
+#    CPU's best kernels;
 #  - --split-image (one image over 2 threads): int8 the same bits, fp32 within 1e-5;
 #  - --json carries eval's top1/n; a PGM image gives the same class as the dataset run;
 #    --latency prints a median; ldd shows only libc/libm/libgomp;
@@ -95,6 +96,14 @@ for m in dense superclass-k1 superclass-k2 learned-k1 learned-k2; do
   MVMOE_ISA=plain "$RUN" --model "$T/$m.q.safetensors" "${EV[@]}" --precision int8 --logits "$T/$m.plain8.f32" > /dev/null 2>&1
   cmp -s "$T/$m.q.r8.f32" "$T/$m.plain8.f32" && ok "$m int8: MVMOE_ISA=plain gives the same bits as $(sed -n 's/.*, \(.*\) kernels).*/\1/p' "$T/$m.q.r8.log")" \
     || bad "$m int8: MVMOE_ISA=plain logits differ from the default kernels'"
+  # the smaller x86 sets (each falls back to the next one down where the CPU lacks it)
+  if [ "$(uname -m)" = x86_64 ]; then
+    for isa in avx2-vnni avx2; do
+      MVMOE_ISA=$isa "$RUN" --model "$T/$m.q.safetensors" "${EV[@]}" --precision int8 --logits "$T/$m.$isa.f32" > "$T/$m.$isa.log" 2>&1
+      cmp -s "$T/$m.q.r8.f32" "$T/$m.$isa.f32" && ok "$m int8: MVMOE_ISA=$isa ($(sed -n 's/.*, \(.*\) kernels).*/\1/p' "$T/$m.$isa.log") kernels) gives the same bits" \
+        || bad "$m int8: MVMOE_ISA=$isa logits differ from the default kernels'"
+    done
+  fi
   # one image split over 2 threads (rows of the products, attention heads): int8 the same bits,
   # fp32 within rounding of one thread's; 50 images of two models (a split image waits at ~15
   # fork/joins, slow where the cores are shared)

@@ -161,6 +161,7 @@ static void check_all(const mvmoe_rt_kernels *k) {
     check_set(k, ref, 20, 16384, 17, 1, 1);
     check_set(k, ref, 20, 65000, 17, 0, 1); /* the int32 limit, through the blocked kernels */
     check_set(k, ref, 33, 2052, 13, 1, 1); /* panels of rows over several chunks of k */
+    check_set(k, ref, 20, 40, 1030, 2, 0); /* more columns than the VNNI kernels' chunk of weight sums (1024) */
     check_set(k, ref, 1, 65000, 2, 0, 0); /* near the int32 limit of the int8 sums */
     failures += rt_ops_check(k); /* layernorm, gelu, attention, quant_rows, dequant */
     printf("ok: %s against plain\n", k->name);
@@ -172,8 +173,8 @@ int main(void) {
     printf("chosen: %s\n", chosen->name);
     check_all(mvmoe_rt_kernels_plain()); /* the reference against itself: the harness */
 #if defined(__x86_64__)
-    const mvmoe_rt_kernels *x86[] = {mvmoe_rt_kernels_avx512(), mvmoe_rt_kernels_avx2()};
-    for (int i = 0; i < 2; i++)
+    const mvmoe_rt_kernels *x86[] = {mvmoe_rt_kernels_avx512(), mvmoe_rt_kernels_avx2_vnni(), mvmoe_rt_kernels_avx2()};
+    for (int i = 0; i < 3; i++)
         if (x86[i]) check_all(x86[i]), sets++;
 #endif
 #if defined(__aarch64__)
