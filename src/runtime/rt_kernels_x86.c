@@ -810,6 +810,25 @@ T_AVX2 static void pack_i8_avx2(int8_t *p, const int8_t *qa, int K, int rows, in
     }
 }
 
+/* An 8 x 8 int32 tile's store: c[j] holds weight row j over 8 tokens; transposed to rows of
+ * tokens and stored (t < rows, j < nr), the first block of k less ws128 (the VNNI kernels'
+ * 128·Σw, or zero), a later one added to what is there. */
+T_AVX2 INLINE void tile8_store(int32_t *acc, int N, const __m256i c[8], int rows, int nr, int first, __m256i ws128) {
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) r[j] = _mm256_castsi256_ps(c[j]);
+    tr8(r);
+    const __m256i mn = mask8(nr);
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++)
+        if (t < rows) {
+            int *o = (int *)(acc + (long)t * N);
+            const __m256i v = _mm256_castps_si256(r[t]);
+            _mm256_maskstore_epi32(o, mn,
+                                   first ? _mm256_sub_epi32(v, ws128) : _mm256_add_epi32(v, _mm256_maskload_epi32(o, mn)));
+        }
+}
+
 /* VPMADDUBSW on |w| and a·sign(w) (see the top of the file), widened by VPMADDWD. */
 #define DOT_256(acc, q)                                                                                                \
     do {                                                                                                               \
@@ -837,18 +856,7 @@ T_AVX2 static void tile_i8_avx2(int32_t *acc, int N, const int8_t *p, const int8
         DOT_256(c[6], w4 + 2 * ld);
         DOT_256(c[7], w4 + ld3);
     }
-    __m256 r[8];
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) r[j] = _mm256_castsi256_ps(c[j]);
-    tr8(r);
-    const __m256i mn = mask8(nr);
-#pragma GCC unroll 8
-    for (int t = 0; t < 8; t++)
-        if (t < rows) {
-            int *o = (int *)(acc + (long)t * N);
-            const __m256i v = _mm256_castps_si256(r[t]);
-            _mm256_maskstore_epi32(o, mn, first ? v : _mm256_add_epi32(v, _mm256_maskload_epi32(o, mn)));
-        }
+    tile8_store(acc, N, c, rows, nr, first, _mm256_setzero_si256());
 }
 
 T_AVX2 NOINLINE void dot_i8_avx2p(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
@@ -903,18 +911,7 @@ T_AVXVNNI static void tile_i8_avxvnni(int32_t *acc, int N, const int8_t *p, cons
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) c[j] = _mm256_dpbusd_avx_epi32(c[j], av, _mm256_set1_epi32(*(const i32_alias *)wj[j]));
     }
-    __m256 r[8];
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) r[j] = _mm256_castsi256_ps(c[j]);
-    tr8(r);
-    const __m256i mn = mask8(nr);
-#pragma GCC unroll 8
-    for (int t = 0; t < 8; t++)
-        if (t < rows) {
-            int *o = (int *)(acc + (long)t * N);
-            const __m256i v = _mm256_castps_si256(r[t]);
-            _mm256_maskstore_epi32(o, mn, first ? _mm256_sub_epi32(v, ws128) : _mm256_add_epi32(v, _mm256_maskload_epi32(o, mn)));
-        }
+    tile8_store(acc, N, c, rows, nr, first, ws128);
 }
 
 T_AVXVNNI NOINLINE void dot_i8_avxvnnip(int32_t *acc, const int8_t *qa, const int8_t *qw, int M, int K, int N) {
