@@ -15,7 +15,9 @@
 #     each thread count, pinned to that many CPUs with taskset, OMP_NUM_THREADS and the BLAS
 #     variables set to it.
 # Prints median and p90 (ms) per engine and the ratios int8/fp32 (ours) and int8/ORT-fp32, with
-# the CPU's model name; writes DIR/latency.md and DIR/latency.json. mvmoe-run's rows with more
+# the CPU's model name and mvmoe-run's kernel set; writes DIR/latency.md and DIR/latency.json.
+# MVMOE_ISA=avx2-vnni (or avx2, plain) in the environment times mvmoe-run's smaller kernel sets
+# (ONNX Runtime is not affected: its own choice stands). mvmoe-run's rows with more
 # than one thread split each image over them (--latency N --threads T: rows of the products and
 # attention heads, mvmoe_run_options.split_image; a quarter of the repetitions, n/a past 45 s).
 # About 4 minutes with the defaults on a 2-core machine; --quick: a few repetitions (checks the
@@ -134,7 +136,7 @@ done
 "$PY" - "$RES" "$OUT" "$CPU" "$(uptime)" <<'PYEOF'
 import json, sys
 res, out, cpu, up = sys.argv[1:5]
-rows = {}
+rows, kernels = {}, set()
 for line in open(res):
     v, t, eng, js = line.rstrip("\n").split("\t", 3)
     j = json.loads(js)
@@ -143,9 +145,11 @@ for line in open(res):
         med, p90 = r["latency_ms_median"], r["latency_ms_p90"]
     else:
         med, p90 = j["median_ms"], j["p90_ms"]
+        kernels.add(j.get("kernels", "?"))
     rows.setdefault((v, int(t)), {})[eng] = (med, p90)
 engines = ["mvmoe-run fp32", "mvmoe-run int8", "ORT fp32", "ORT int8"]
-lines = ["batch-1 latency, ms: median / p90  (CPU: %s)" % cpu, "load when finished: %s" % up.strip(), "",
+lines = ["batch-1 latency, ms: median / p90  (CPU: %s; mvmoe-run kernels: %s)" % (cpu, ", ".join(sorted(kernels))),
+         "load when finished: %s" % up.strip(), "",
          "| model | threads | " + " | ".join(engines) + " | int8/fp32 (ours) | int8/ORT fp32 |",
          "|---|---|" + "---|" * (len(engines) + 2)]
 summary = []
@@ -154,7 +158,7 @@ for (v, t), e in rows.items():
     ratio = lambda a, b: "%.2f" % (e[a][0] / e[b][0]) if a in e and b in e else "n/a"
     lines.append("| %s | %d | %s | %s | %s |" % (v, t, " | ".join(cell(k) for k in engines),
                  ratio("mvmoe-run int8", "mvmoe-run fp32"), ratio("mvmoe-run int8", "ORT fp32")))
-    summary.append({"model": v, "threads": t, "cpu": cpu,
+    summary.append({"model": v, "threads": t, "cpu": cpu, "kernels": ", ".join(sorted(kernels)),
                     **{k.replace(" ", "_") + "_ms": {"median": e[k][0], "p90": e[k][1]} for k in e}})
 text = "\n".join(lines) + "\n"
 print(text)

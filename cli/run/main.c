@@ -48,6 +48,8 @@ static void help(void) {
            "  IMAGE              binary PGM (P5, gray) or PPM (P6, RGB) files of the model's size:\n"
            "                     prints the top-5 classes (PNG/JPEG: convert them first)\n"
            "  --version          print the version\n"
+           "\nEnvironment: MVMOE_ISA=plain (the reference kernels), avx2-vnni or avx2 (x86-64: a\n"
+           "smaller kernel set than this CPU's best); --data and --latency runs name the set used.\n"
            "\nExit status: 0 done, 1 failure (message names the file), 2 usage error.\n");
 }
 
